@@ -1,0 +1,1 @@
+"""Forge: the appliance core (everything that does work; no UI, no scheduling)."""

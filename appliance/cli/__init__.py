@@ -1,0 +1,55 @@
+"""The `forge` command: the click group and the error boundary, nothing else of substance.
+
+Each group of commands lives in its own module; every ForgeError reaching here is
+printed as a message with its fix, never as a traceback. Exit codes: 0 success,
+1 the work failed or found problems, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from appliance.errors import ForgeError
+
+
+class ForgeGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ForgeError as exc:
+            click.secho(f"error: {exc.message}", fg="red", err=True)
+            if exc.hint:
+                click.echo(f"  → {exc.hint}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted; nothing was left half-done (re-run to resume)", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=ForgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="forge-appliance", prog_name="forge")
+def cli() -> None:
+    """Forge: an air-gapped appliance that makes local code models better at real repos.
+
+    State lives in FORGE_HOME (default ~/.local/share/forge, /var/lib/forge under
+    systemd); settings in forge.toml. `forge doctor` checks the box.
+    """
+
+
+def _register() -> None:
+    from appliance.cli import packages, state
+
+    cli.add_command(packages.package)
+    cli.add_command(packages.ingest)
+    cli.add_command(state.init)
+    cli.add_command(state.status)
+    cli.add_command(state.doctor)
+
+
+_register()
+
+
+def main() -> None:
+    sys.exit(cli.main(standalone_mode=True))

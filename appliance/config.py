@@ -1,0 +1,150 @@
+"""Where Forge keeps its state (FORGE_HOME) and its settings (forge.toml).
+
+Every key has a default, so Forge runs with no config file at all. The file is looked
+for at $FORGE_CONFIG, then $FORGE_HOME/forge.toml, then /etc/forge/forge.toml.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from appliance.errors import ConfigError
+
+FORGE_ROOT = Path(__file__).resolve().parent.parent
+SYSTEM_CONFIG = Path("/etc/forge/forge.toml")
+STATE_DIRS = (
+    "ingest",
+    "quarantine",
+    "corpus",
+    "worktrees",
+    "envs",
+    "adapters",
+    "datasets",
+    "runs",
+    "backups",
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PackageLimits(_Section):
+    """Limits a repo package must stay within to be accepted."""
+
+    max_file_mb: float = Field(100, gt=0, description="largest single file")
+    max_total_mb: float = Field(8192, gt=0, description="whole package on disk")
+    max_wheel_uncompressed_mb: float = Field(2048, gt=0, description="one wheel, unpacked")
+    max_compression_ratio: float = Field(
+        200, gt=1, description="unpacked/packed size of a wheel member above 1 MiB"
+    )
+    max_commits: int = Field(5000, gt=0)
+    dry_run_timeout_s: float = Field(300, gt=0, description="env build + test collection")
+
+
+class IngestSettings(_Section):
+    quiet_seconds: float = Field(
+        30, ge=0, description="a package is complete once nothing in it changed for this long"
+    )
+
+
+class DoctorSettings(_Section):
+    min_free_gb: float = Field(5, ge=0)
+
+
+class ModelSettings(_Section):
+    manifest: str = Field("", description="models.toml; default: models/ of the Forge install")
+
+
+class ForgeSettings(_Section):
+    home: str = ""
+    packages: PackageLimits = PackageLimits()
+    ingest: IngestSettings = IngestSettings()
+    doctor: DoctorSettings = DoctorSettings()
+    models: ModelSettings = ModelSettings()
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings plus the resolved paths every module uses."""
+
+    home: Path
+    source: Path | None  # the forge.toml read, None when running on defaults
+    settings: ForgeSettings
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "forge.db"
+
+    @property
+    def models_manifest(self) -> Path:
+        if self.settings.models.manifest:
+            return Path(self.settings.models.manifest)
+        return FORGE_ROOT / "models" / "models.toml"
+
+    def dir(self, name: str) -> Path:
+        if name not in STATE_DIRS:
+            raise ValueError(f"unknown state directory {name!r}")
+        return self.home / name
+
+    def ensure_dirs(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        for name in STATE_DIRS:
+            (self.home / name).mkdir(exist_ok=True)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid TOML: {exc}", "fix the syntax or remove the file"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _default_home() -> Path:
+    # Under systemd (the daemon's unit sets STATE_DIRECTORY) state lives in /var/lib/forge.
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"])
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "forge"
+
+
+def _config_file(home: Path | None) -> Path | None:
+    explicit = os.environ.get("FORGE_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"FORGE_CONFIG names {path}, which does not exist")
+        return path
+    candidates = ([home / "forge.toml"] if home else []) + [SYSTEM_CONFIG]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def load_config() -> Config:
+    """Resolve FORGE_HOME and read forge.toml (if any), validating every key."""
+    env_home = os.environ.get("FORGE_HOME")
+    home = Path(env_home).expanduser() if env_home else None
+    source = _config_file(home)
+    raw = _read_toml(source) if source else {}
+    try:
+        settings = ForgeSettings.model_validate(raw)
+    except ValidationError as exc:
+        lines = [
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        ]
+        raise ConfigError(
+            f"{source} has bad settings:\n    " + "\n    ".join(lines),
+            "fix or remove these keys; every key has a default (see README, Configuration)",
+        ) from exc
+    if home is None:
+        home = Path(settings.home).expanduser() if settings.home else _default_home()
+    return Config(home=home.resolve(), source=source, settings=settings)

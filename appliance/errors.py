@@ -1,0 +1,57 @@
+"""Forge's exception hierarchy: every error an operator can see is a ForgeError.
+
+Each error carries what was wrong and what to do about it, so the CLI can print it
+without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class ForgeError(Exception):
+    """An error with a message for the operator and, where known, the fix."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  → {self.hint}"
+        return self.message
+
+
+class ConfigError(ForgeError):
+    """forge.toml or models.toml is unreadable or holds a bad value."""
+
+
+class StoreError(ForgeError):
+    """The database cannot be opened, migrated or used."""
+
+
+class UsageError(ForgeError):
+    """A command was given arguments it cannot work with."""
+
+    exit_code = 2
+
+
+class PackageRejected(ForgeError):
+    """A repo package failed validation; `problems` lists every rule it broke."""
+
+    def __init__(self, message: str, problems: list | None = None, hint: str | None = None):
+        super().__init__(message, hint)
+        self.problems = problems or []
+
+
+class PackageBuildError(ForgeError):
+    """`forge package build` could not make a package from its source."""
+
+
+class SandboxError(ForgeError):
+    """The sandbox is unavailable or refused to run a command."""
+
+
+class SandboxTimeout(SandboxError):
+    """A sandboxed command ran past its time limit and was killed."""

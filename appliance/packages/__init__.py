@@ -1,0 +1,1 @@
+"""Repo packages: the manifest, building them (connected side), validating and ingesting them."""

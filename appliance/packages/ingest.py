@@ -1,0 +1,294 @@
+"""`forge ingest`: take complete packages from the ingest folder into the corpus.
+
+Each package is copied into a staging folder inside corpus/ (regular files only), the
+copy is validated, its repository is replaced by a clean copy (no git metadata from the
+package survives), and it is renamed into place: the rename is the commit point, so
+the corpus holds a package completely or not at all. The database row follows; a
+crash between the two is repaired by `recover` on the next run. Rejected packages move
+to quarantine/ with REJECTED.txt.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import stat
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlite_utils
+
+from appliance.config import Config
+from appliance.errors import ForgeError
+from appliance.packages import gitsafe
+from appliance.packages.manifest import MANIFEST_NAME, Manifest, ManifestError, read_manifest
+from appliance.packages.problems import Problem
+from appliance.packages.rules import check_files
+from appliance.packages.validate import validate
+from appliance.store import transaction
+
+READY_MARKER = "READY"
+STAGING_PREFIX = ".staging-"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    source: str
+    outcome: str  # accepted | rejected | duplicate | waiting | recovered
+    name: str | None = None
+    version: str | None = None
+    path: str | None = None  # corpus or quarantine path
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "outcome": self.outcome, "name": self.name,
+                "version": self.version, "path": self.path, "reasons": self.reasons}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@contextmanager
+def ingest_lock(config: Config) -> Iterator[None]:
+    config.home.mkdir(parents=True, exist_ok=True)
+    with open(config.home / "ingest.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ForgeError("another ingest is running",
+                             "wait for it to finish (forge status shows the daemon's work)") from exc
+        yield
+
+
+def newest_change(path: Path) -> float:
+    """The latest mtime/ctime of anything under `path` (links not followed)."""
+    st = os.lstat(path)
+    newest = max(st.st_mtime, st.st_ctime)
+    if stat.S_ISDIR(st.st_mode):
+        for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+            for name in dirnames + filenames:
+                entry = os.lstat(os.path.join(dirpath, name))
+                newest = max(newest, entry.st_mtime, entry.st_ctime)
+    return newest
+
+
+def is_complete(path: Path, quiet_seconds: float, now: float | None = None) -> bool:
+    """A package is complete when it has a READY marker, or when it has its manifest
+    and nothing in it changed for `quiet_seconds` (the copy from USB has finished)."""
+    if not path.is_dir() or path.is_symlink():
+        return newest_change(path) <= (now or time.time()) - quiet_seconds
+    if (path / READY_MARKER).is_file():
+        return True
+    if not (path / MANIFEST_NAME).is_file():
+        return False
+    return newest_change(path) <= (now or time.time()) - quiet_seconds
+
+
+def _copy_regular_tree(src: Path, dest: Path) -> None:
+    """Copy directories and regular files only (the file rules already ruled out the rest)."""
+    dest.mkdir()
+    for entry in os.scandir(src):
+        st = entry.stat(follow_symlinks=False)
+        target = dest / entry.name
+        if stat.S_ISDIR(st.st_mode):
+            _copy_regular_tree(Path(entry.path), target)
+        elif stat.S_ISREG(st.st_mode):
+            shutil.copyfile(entry.path, target, follow_symlinks=False)
+            os.chmod(target, 0o444 if entry.name != READY_MARKER else 0o644)
+        else:
+            raise ForgeError(f"{entry.path} changed into a non-regular file during ingest")
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(dirpath, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def record_package(db: sqlite_utils.Database, manifest: Manifest, sha256: str, path: Path,
+                   outcome: str, source: str) -> int:
+    """Insert the package, its commits and the ingest event in one transaction."""
+    with transaction(db) as conn:
+        cur = conn.execute(
+            """INSERT INTO packages (name, version, manifest_sha256, path, split, description,
+               license, python, test_command, test_timeout_s, requirements, ingested_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [manifest.name, manifest.version, sha256, str(path), manifest.split,
+             manifest.description, manifest.license, manifest.python,
+             json.dumps(manifest.test_command), manifest.test_timeout_s,
+             json.dumps(manifest.requirements), _now()],
+        )
+        package_id = cur.lastrowid
+        conn.executemany(
+            """INSERT INTO commits (package_id, sha, parent, message, author_date, files,
+               lines_added, lines_deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+            [(package_id, c.sha, c.parent, c.message, c.author_date,
+              json.dumps([f.model_dump() for f in c.files]), c.lines_added, c.lines_deleted)
+             for c in manifest.commits],
+        )
+        conn.execute(
+            "INSERT INTO ingest_events (at, source, outcome, package_id) VALUES (?, ?, ?, ?)",
+            [_now(), source, outcome, package_id],
+        )
+    return package_id
+
+
+def _record_event(db: sqlite_utils.Database, source: str, outcome: str, *,
+                  package_id: int | None = None, quarantine: Path | None = None,
+                  reasons: list[str] | None = None) -> None:
+    db.execute(
+        "INSERT INTO ingest_events (at, source, outcome, package_id, quarantine_path, reasons)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [_now(), source, outcome, package_id, str(quarantine) if quarantine else None,
+         json.dumps(reasons or [])],
+    )
+
+
+def recover(config: Config, db: sqlite_utils.Database) -> list[IngestResult]:
+    """Finish what a crashed ingest left: drop staging folders, register renamed packages."""
+    corpus = config.dir("corpus")
+    corpus.mkdir(parents=True, exist_ok=True)
+    results = []
+    known = {row["path"] for row in db.query("SELECT path FROM packages")}
+    for entry in sorted(corpus.iterdir()):
+        if entry.name.startswith(STAGING_PREFIX):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.is_dir() and str(entry) not in known:
+            manifest, sha = read_manifest(entry)
+            record_package(db, manifest, sha, entry, "recovered", entry.name)
+            results.append(IngestResult(entry.name, "recovered", manifest.name,
+                                        manifest.version, str(entry)))
+    return results
+
+
+def quarantine(config: Config, db: sqlite_utils.Database, source: Path,
+               problems: list[Problem], name: str | None = None,
+               version: str | None = None) -> IngestResult:
+    """Move `source` to quarantine/<name>-<time>/ beside a REJECTED.txt with the reasons."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = config.dir("quarantine") / f"{source.name}-{stamp}-{uuid.uuid4().hex[:6]}"
+    folder.mkdir(parents=True)
+    reasons = [p.line() for p in problems]
+    text = [f"Forge rejected the repo package {source.name!r} on {_now()}.", ""]
+    text += [f"- {line}" for line in reasons]
+    text += ["", "Nothing from it entered the corpus. Fix the package on the connected side",
+             "(`forge package validate DIR` shows the same report) and copy it again."]
+    (folder / "REJECTED.txt").write_text("\n".join(text) + "\n")
+    shutil.move(str(source), str(folder / source.name))
+    _record_event(db, source.name, "rejected", quarantine=folder, reasons=reasons)
+    return IngestResult(source.name, "rejected", name, version, str(folder), reasons)
+
+
+def _remove_source(source: Path) -> None:
+    if source.is_dir() and not source.is_symlink():
+        shutil.rmtree(source)
+    else:
+        source.unlink()
+
+
+def ingest_one(config: Config, db: sqlite_utils.Database, source: Path,
+               hook: Callable[[str], None] | None = None) -> IngestResult:
+    """Validate one complete package and move it into the corpus or quarantine."""
+    hook = hook or (lambda stage: None)
+    limits = config.settings.packages
+    # lstat-only pass on the original: links, devices and sizes are refused before copying.
+    problems = check_files(source, limits, read_magic=False)
+    if problems:
+        return quarantine(config, db, source, problems)
+    try:
+        manifest, sha = read_manifest(source)
+    except (ManifestError, OSError):
+        manifest, sha = None, None
+    if manifest is not None:
+        row = db.execute("SELECT id, manifest_sha256, path FROM packages WHERE name = ? AND "
+                         "version = ?", [manifest.name, manifest.version]).fetchone()
+        if row and row[1] == sha:
+            _record_event(db, source.name, "duplicate", package_id=row[0])
+            _remove_source(source)
+            return IngestResult(source.name, "duplicate", manifest.name, manifest.version,
+                                row[2], ["already in the corpus"])
+        if row:
+            return quarantine(config, db, source, [Problem(
+                "version-conflict", MANIFEST_NAME,
+                f"{manifest.name} {manifest.version} is already in the corpus with other content",
+                "give the package a new version (forge package build --version)")],
+                manifest.name, manifest.version)
+    corpus = config.dir("corpus")
+    staging = corpus / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    try:
+        hook("copy")
+        staged = staging / "package"
+        _copy_regular_tree(source, staged)
+        hook("validate")
+        report = validate(staged, config)
+        if not report.ok:
+            return quarantine(config, db, source, report.problems,
+                              manifest.name if manifest else None,
+                              manifest.version if manifest else None)
+        manifest, sha = report.manifest, report.manifest_sha256
+        # The corpus keeps a repository rebuilt by Forge: objects and refs, nothing else.
+        clean = staging / "repo.git"
+        gitsafe.clean_copy(staged / "repo", clean)
+        shutil.rmtree(staged / "repo")
+        clean.rename(staged / "repo")
+        (staged / READY_MARKER).unlink(missing_ok=True)
+        _fsync_tree(staged)
+        final = corpus / f"{manifest.name}-{manifest.version}"
+        if final.exists():
+            raise ForgeError(f"{final} exists but is not recorded in the database",
+                             "run `forge ingest` again; it registers or clears it")
+        hook("commit")
+        staged.rename(final)  # the commit point
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    hook("record")
+    record_package(db, manifest, sha, final, "accepted", source.name)
+    _remove_source(source)
+    return IngestResult(source.name, "accepted", manifest.name, manifest.version, str(final))
+
+
+def ingest(config: Config, db: sqlite_utils.Database, folder: Path | None = None,
+           on_result: Callable[[IngestResult], None] | None = None,
+           hook: Callable[[str], None] | None = None) -> list[IngestResult]:
+    """Ingest every complete package in `folder` (default FORGE_HOME/ingest/)."""
+    folder = Path(folder) if folder else config.dir("ingest")
+    config.ensure_dirs()
+    if not folder.is_dir():
+        raise ForgeError(f"{folder} is not a directory", "name the folder holding the packages")
+    results: list[IngestResult] = []
+    emit = on_result or (lambda r: None)
+    with ingest_lock(config):
+        for result in recover(config, db):
+            results.append(result)
+            emit(result)
+        quiet = config.settings.ingest.quiet_seconds
+        for entry in sorted(folder.iterdir()):
+            if entry.name.startswith("."):
+                continue  # hidden: editors' and copiers' temporary files
+            if not is_complete(entry, quiet):
+                result = IngestResult(entry.name, "waiting",
+                                      reasons=["still being copied (no READY marker, changed "
+                                               f"in the last {quiet:g} s)"])
+            else:
+                result = ingest_one(config, db, entry, hook)
+            results.append(result)
+            emit(result)
+    return results

@@ -1,0 +1,180 @@
+"""The repo package manifest (`manifest.json`), validated with pydantic.
+
+The format is documented in docs/repo-package.md; bump SCHEMA_VERSION when it changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 32 << 20
+
+Sha = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")]
+# A path inside the repository: relative, no "..", no NUL or newline.
+RepoPath = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=4096, pattern=r"^(?!/)(?!.*(^|/)\.\.(/|$))[^\x00\n\r]+$"),
+]
+
+
+def _pinned(req: str) -> str:
+    try:
+        parsed = Requirement(req)
+    except InvalidRequirement as exc:
+        raise ValueError(f"not a valid requirement: {exc}") from exc
+    specs = list(parsed.specifier)
+    if len(specs) != 1 or specs[0].operator != "==" or "*" in specs[0].version:
+        raise ValueError(f"{req!r} is not pinned; write it as name==version")
+    if parsed.url:
+        raise ValueError(f"{req!r} points at a URL; requirements come from packages/ only")
+    return req
+
+
+def _wheel_filename(name: str) -> str:
+    if "/" in name or "\\" in name or name.startswith(".") or not name.endswith(".whl"):
+        raise ValueError(f"{name!r} is not a plain wheel file name")
+    return name
+
+
+def _specifier(value: str) -> str:
+    try:
+        SpecifierSet(value)
+    except InvalidSpecifier as exc:
+        raise ValueError(f"{value!r} is not a version specifier like '>=3.11'") from exc
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileChange(_Model):
+    path: RepoPath
+    added: int = Field(ge=0)
+    deleted: int = Field(ge=0)
+
+
+class CommitEntry(_Model):
+    sha: Sha
+    parent: Sha
+    message: str = Field(min_length=1, max_length=65536)
+    author_date: str = ""
+    files: list[FileChange] = Field(min_length=1)
+
+    @property
+    def lines_added(self) -> int:
+        return sum(f.added for f in self.files)
+
+    @property
+    def lines_deleted(self) -> int:
+        return sum(f.deleted for f in self.files)
+
+
+class Source(_Model):
+    url: str = ""
+    branch: str = ""
+    head: Sha | None = None
+
+
+class Manifest(_Model):
+    schema_version: Literal[1]
+    name: Name
+    version: Version
+    description: str = Field("", max_length=4096)
+    license: str = Field("", max_length=256)
+    python: Annotated[str, AfterValidator(_specifier)] = ">=3.11"
+    requirements: list[Annotated[str, AfterValidator(_pinned)]]
+    test_command: list[Annotated[str, StringConstraints(min_length=1)]] = Field(min_length=1)
+    test_timeout_s: float = Field(gt=0, le=24 * 3600)
+    split: Literal["train", "eval"] | None = None
+    source: Source = Source()
+    commits: list[CommitEntry] = Field(min_length=1)
+    wheels: dict[Annotated[str, AfterValidator(_wheel_filename)], Sha256]
+
+    @field_validator("test_command")
+    @classmethod
+    def _runs_pytest(cls, argv: list[str]) -> list[str]:
+        # Forge grades with pytest's JUnit report, so the command must be pytest.
+        if argv[0] == "pytest" or argv[:3] == ["python", "-m", "pytest"]:
+            return argv
+        raise ValueError("must run pytest: ['pytest', ...] or ['python', '-m', 'pytest', ...]")
+
+    @model_validator(mode="after")
+    def _unique_commits(self) -> Manifest:
+        shas = [c.sha for c in self.commits]
+        if len(set(shas)) != len(shas):
+            raise ValueError("commits lists the same sha more than once")
+        names = {Requirement(r).name.lower().replace("_", "-") for r in self.requirements}
+        if len(names) != len(self.requirements):
+            raise ValueError("requirements names a project more than once")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
+
+
+class ManifestError(ValueError):
+    """manifest.json cannot be read or does not match the schema; `problems` says where."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def parse_manifest(raw: bytes) -> Manifest:
+    """Parse manifest bytes; raise ManifestError listing every problem found."""
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError([f"manifest is {len(raw)} bytes; the limit is {MAX_MANIFEST_BYTES}"])
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError([f"not valid JSON: {exc}"]) from exc
+    if not isinstance(data, dict):
+        raise ManifestError(["the top level must be a JSON object"])
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ManifestError(
+            [
+                f"unknown schema_version {version!r}; this Forge reads schema_version "
+                f"{SCHEMA_VERSION} (rebuild the package with this Forge's `forge package build`)"
+            ]
+        )
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError(
+            [f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
+        ) from exc
+
+
+def manifest_sha256(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def read_manifest(package_dir: Path) -> tuple[Manifest, str]:
+    """Read and parse DIR/manifest.json; return it with the sha256 of its bytes."""
+    path = package_dir / MANIFEST_NAME
+    raw = path.read_bytes()
+    return parse_manifest(raw), manifest_sha256(raw)

@@ -1,0 +1,218 @@
+"""`forge package validate`: every check a repo package must pass before Forge trusts it.
+
+Order matters: file rules first (nothing is opened before links and devices are ruled
+out), then the manifest, the git repository (through a clean copy), the wheels, and
+last the dry run, which runs only when everything else passed.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.specifiers import SpecifierSet
+
+from appliance.config import Config
+from appliance.errors import SandboxError, SandboxTimeout
+from appliance.packages import gitsafe
+from appliance.packages.environment import EnvironmentFailed, create_env, resolve
+from appliance.packages.manifest import MANIFEST_NAME, Manifest, ManifestError, read_manifest
+from appliance.packages.problems import Problem
+from appliance.packages.rules import check_files
+from appliance.packages.wheels import check_wheels
+from appliance.sandbox import run_sandboxed
+
+CHECKS = ("files", "manifest", "git", "wheels", "dry_run")
+# Keys a package's repo/config may hold; anything else (core.fsmonitor, hooksPath,
+# filters, includes, textconv, …) rejects the package.
+ALLOWED_CONFIG = {
+    "core.repositoryformatversion": {"0", "1"},
+    "core.bare": {"true"},
+    "core.filemode": None,
+    "core.ignorecase": None,
+    "core.precomposeunicode": None,
+    "core.logallrefupdates": None,
+    "core.symlinks": None,
+    "remote.origin.url": None,
+    "remote.origin.fetch": None,
+    "remote.origin.mirror": None,
+}
+NETWORK_SIGNS = ("Network is unreachable", "Temporary failure in name resolution",
+                 "Name or service not known", "ConnectionRefusedError", "urlopen error")
+
+
+@dataclass
+class ValidationReport:
+    package: Path
+    manifest: Manifest | None = None
+    manifest_sha256: str | None = None
+    problems: list[Problem] = field(default_factory=list)
+    checks: dict[str, str] = field(default_factory=lambda: dict.fromkeys(CHECKS, "skipped"))
+
+    @property
+    def ok(self) -> bool:
+        """Every check ran and passed."""
+        return not self.problems and all(v == "pass" for v in self.checks.values())
+
+    def record(self, check: str, problems: list[Problem]) -> bool:
+        self.problems.extend(problems)
+        self.checks[check] = "fail" if problems else "pass"
+        return not problems
+
+    def to_dict(self) -> dict:
+        return {
+            "package": str(self.package),
+            "name": self.manifest.name if self.manifest else None,
+            "version": self.manifest.version if self.manifest else None,
+            "manifest_sha256": self.manifest_sha256,
+            "ok": self.ok,
+            "checks": self.checks,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+def _check_manifest(root: Path, report: ValidationReport) -> bool:
+    try:
+        report.manifest, report.manifest_sha256 = read_manifest(root)
+    except ManifestError as exc:
+        return report.record("manifest", [
+            Problem("manifest", MANIFEST_NAME, msg, "fix manifest.json or rebuild the package")
+            for msg in exc.problems
+        ])
+    except OSError as exc:
+        return report.record("manifest", [Problem("manifest", MANIFEST_NAME,
+                                                  f"cannot read: {exc.strerror}",
+                                                  "copy the package again")])
+    problems = []
+    here = platform.python_version()
+    if not SpecifierSet(report.manifest.python).contains(here, prereleases=True):
+        problems.append(Problem("python", MANIFEST_NAME,
+                                f"needs Python {report.manifest.python}; this box runs {here}",
+                                "rebuild the package for this Python"))
+    return report.record("manifest", problems)
+
+
+def _check_git(root: Path, manifest: Manifest | None, scratch: Path) -> tuple[list[Problem], Path | None]:
+    repo = root / "repo"
+    problems = []
+    try:
+        for key, value in gitsafe.config_keys(repo / "config"):
+            allowed = ALLOWED_CONFIG.get(key, ())
+            if allowed == ():
+                problems.append(Problem("git-config", "repo/config",
+                                        f"key {key!r} is not allowed",
+                                        "rebuild the package; repo/config may hold only core "
+                                        "format keys and remote.origin"))
+            elif allowed is not None and value.lower() not in allowed:
+                problems.append(Problem("git-config", "repo/config",
+                                        f"{key} = {value!r} is not allowed",
+                                        "the repository must be bare (git clone --bare)"))
+    except gitsafe.GitError as exc:
+        problems.append(Problem("git-config", "repo/config", f"unreadable: {exc.stderr.strip()}",
+                                "rebuild the package"))
+    if problems:
+        return problems, None
+    copy = scratch / "repo.git"
+    try:
+        gitsafe.clean_copy(repo, copy)
+    except (gitsafe.GitError, OSError) as exc:
+        return [Problem("git-corrupt", "repo", f"the repository is damaged: {exc}",
+                        "copy the package again or rebuild it")], None
+    if manifest is None:
+        return [], copy
+    parents = gitsafe.commit_parents(copy, [c.sha for c in manifest.commits])
+    for commit in manifest.commits:
+        got = parents[commit.sha]
+        if got is None:
+            problems.append(Problem("commit-missing", "repo",
+                                    f"commit {commit.sha} in the manifest is not in the repository",
+                                    "rebuild the package; the repository and manifest disagree"))
+        elif not got or got[0] != commit.parent:
+            problems.append(Problem("commit-parent", "repo",
+                                    f"commit {commit.sha}: manifest says parent {commit.parent}, "
+                                    f"the repository says {got[0] if got else 'none'}",
+                                    "rebuild the package; the repository and manifest disagree"))
+    return problems, copy
+
+
+def _check_requirements(root: Path, manifest: Manifest, cache: Path) -> list[Problem]:
+    try:
+        resolve(manifest.requirements, root / "packages", cache_dir=cache)
+    except EnvironmentFailed as exc:
+        return [Problem("wheel-missing", "packages",
+                        "the requirements do not resolve from packages/ alone: "
+                        + exc.output.strip()[-1500:],
+                        "add the missing wheels (forge package build downloads them all)")]
+    return []
+
+
+def _dry_run(root: Path, manifest: Manifest, repo_copy: Path, scratch: Path, cache: Path,
+             timeout: float) -> list[Problem]:
+    src = scratch / "src"
+    newest = manifest.commits[-1].sha
+    gitsafe.export_tree(repo_copy, newest, src)
+    fix = "make the test suite collect offline with only the listed requirements"
+    try:
+        env_python = create_env(scratch / "env", manifest.requirements, root / "packages",
+                                cache_dir=cache, timeout=timeout)
+    except EnvironmentFailed as exc:
+        return [Problem("dry-run-env", "packages", f"environment build failed: {exc}",
+                        "check the wheels match this Python and platform")]
+    argv = list(manifest.test_command) + ["--collect-only", "-q", "-p", "no:cacheprovider"]
+    env_bin = env_python.parent
+    try:
+        result = run_sandboxed(argv, cwd=src, writable=[src], timeout_s=timeout,
+                               env={"PATH": f"{env_bin}:/usr/bin:/bin",
+                                    "VIRTUAL_ENV": str(env_bin.parent)})
+    except SandboxTimeout:
+        return [Problem("dry-run-timeout", "manifest.json",
+                        f"collecting tests took longer than {timeout:g} s", fix)]
+    except SandboxError as exc:
+        return [Problem("sandbox", "", str(exc), exc.hint or "install bubblewrap")]
+    if result.returncode == 0:
+        return []
+    tail = "\n".join(result.output.strip().splitlines()[-15:])
+    if any(sign in result.output for sign in NETWORK_SIGNS):
+        return [Problem("dry-run-network", "manifest.json",
+                        f"the test command tried to reach the network (there is none):\n{tail}",
+                        "tests must run offline; remove network access from the test suite")]
+    what = "collected no tests" if result.returncode == 5 else f"exited {result.returncode}"
+    return [Problem("dry-run", "manifest.json",
+                    f"`{' '.join(argv)}` at {newest[:12]} {what}:\n{tail}", fix)]
+
+
+def validate(package: Path, config: Config, *, dry_run: bool = True) -> ValidationReport:
+    """Run every check on the package directory; the report lists every problem found."""
+    root = Path(package).absolute()
+    limits = config.settings.packages
+    report = ValidationReport(package=root)
+    if not report.record("files", check_files(root, limits)):
+        # Nothing more is opened when the file rules fail, except a plain manifest.json
+        # (a regular file is safe to read), so the report can name the package.
+        manifest_path = root / MANIFEST_NAME
+        if manifest_path.is_file() and not manifest_path.is_symlink():
+            _check_manifest(root, report)
+        return report
+    manifest_ok = _check_manifest(root, report)
+    manifest = report.manifest if manifest_ok else None
+    config.dir("envs").mkdir(parents=True, exist_ok=True)
+    cache = config.dir("envs") / ".uv-cache"
+    with tempfile.TemporaryDirectory(prefix="validate-", dir=config.dir("envs")) as tmp:
+        scratch = Path(tmp)
+        git_problems, repo_copy = _check_git(root, manifest, scratch)
+        git_ok = report.record("git", git_problems)
+        if manifest is None:
+            return report
+        wheel_problems = check_wheels(root / "packages", manifest.wheels, limits)
+        if not wheel_problems:
+            wheel_problems = _check_requirements(root, manifest, cache)
+        wheels_ok = report.record("wheels", wheel_problems)
+        if not (git_ok and wheels_ok and dry_run):
+            return report
+        report.record("dry_run", _dry_run(root, manifest, repo_copy, scratch, cache,
+                                          limits.dry_run_timeout_s))
+        shutil.rmtree(scratch, ignore_errors=True)
+    return report

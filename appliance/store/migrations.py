@@ -1,0 +1,116 @@
+"""Schema changes as named functions, applied once each, in order, and recorded.
+
+Add a change by writing `mNNN_what(db)` at the end and registering it; never edit
+one that has shipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import sqlite_utils
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = []
+
+
+def migration(fn: Callable[[sqlite_utils.Database], None]):
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_packages(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE packages (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            manifest_sha256 TEXT NOT NULL UNIQUE,
+            path TEXT NOT NULL,
+            split TEXT CHECK (split IN ('train', 'eval')),
+            description TEXT NOT NULL DEFAULT '',
+            license TEXT NOT NULL DEFAULT '',
+            python TEXT NOT NULL DEFAULT '',
+            test_command TEXT NOT NULL,
+            test_timeout_s REAL NOT NULL,
+            requirements TEXT NOT NULL,
+            ingested_at TEXT NOT NULL,
+            UNIQUE (name, version)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE commits (
+            id INTEGER PRIMARY KEY,
+            package_id INTEGER NOT NULL REFERENCES packages(id) ON DELETE CASCADE,
+            sha TEXT NOT NULL,
+            parent TEXT NOT NULL,
+            message TEXT NOT NULL,
+            author_date TEXT NOT NULL DEFAULT '',
+            files TEXT NOT NULL,
+            lines_added INTEGER NOT NULL,
+            lines_deleted INTEGER NOT NULL,
+            UNIQUE (package_id, sha)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE ingest_events (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            source TEXT NOT NULL,
+            outcome TEXT NOT NULL
+                CHECK (outcome IN ('accepted', 'rejected', 'duplicate', 'recovered')),
+            package_id INTEGER REFERENCES packages(id),
+            quarantine_path TEXT,
+            reasons TEXT NOT NULL DEFAULT '[]'
+        )
+        """
+    )
+    db.execute("CREATE INDEX ingest_events_at ON ingest_events(at)")
+
+
+def _utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def applied(db: sqlite_utils.Database) -> set[str]:
+    if "_migrations" not in db.table_names():
+        return set()
+    return {row["name"] for row in db["_migrations"].rows}
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply every migration not yet recorded; return the names applied now."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    done = applied(db)
+    ran = []
+    for fn in MIGRATIONS:
+        if fn.__name__ in done:
+            continue
+        # One transaction per migration: a crash leaves it either applied and recorded,
+        # or neither. Another process migrating at once waits on the lock, then skips.
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute(
+                "SELECT 1 FROM _migrations WHERE name = ?", [fn.__name__]
+            ).fetchone():
+                db.conn.execute("ROLLBACK")
+                continue
+            fn(db)
+            db.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                [fn.__name__, _utcnow()],
+            )
+            db.conn.execute("COMMIT")
+        except BaseException:
+            db.conn.execute("ROLLBACK")
+            raise
+        ran.append(fn.__name__)
+    return ran

@@ -1,0 +1,1 @@
+"""forged: the daemon (scheduler, job queue, ingest watcher, control socket)."""
