@@ -2,12 +2,14 @@
 
 Each group of commands lives in its own module; every ForgeError reaching here is
 printed as a message with its fix, never as a traceback. Exit codes: 0 success,
-1 the work failed or found problems, 2 bad usage.
+1 the work failed or found problems, 2 bad usage, 70 a bug in Forge
+(the traceback is saved under FORGE_HOME/runs/).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -26,6 +28,31 @@ class ForgeGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted; nothing was left half-done (re-run to resume)", err=True)
             ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # the last boundary: a bug must not show the operator a traceback
+            where = _save_traceback()
+            click.secho(f"internal error: {type(exc).__name__}: {exc}", fg="red", err=True)
+            click.echo(f"  → this is a bug in Forge; the details are in {where}", err=True)
+            ctx.exit(70)
+
+
+def _save_traceback() -> str:
+    import tempfile
+    import traceback
+    from datetime import UTC, datetime
+
+    text = traceback.format_exc()
+    try:
+        from appliance.config import load_config
+
+        folder = load_config().dir("runs")
+        folder.mkdir(parents=True, exist_ok=True)
+    except Exception:  # config itself may be what broke
+        folder = Path(tempfile.gettempdir())
+    path = folder / f"crash-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}.log"
+    path.write_text(text)
+    return str(path)
 
 
 @click.group(cls=ForgeGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -87,18 +87,27 @@ def _default_name(source: str) -> str:
     return name[:64]
 
 
-def _bare_copy(source: str, dest: Path) -> None:
+def _bare_copy(source: str, dest: Path) -> str:
     """A bare clone with no hooks and a minimal config, packed into one pack file."""
     gitsafe.init_bare(dest)
     gitsafe.git(["fetch", "--quiet", "--no-tags", source,
                  "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], git_dir=dest)
-    gitsafe.git(["repack", "-a", "-d", "-q"], git_dir=dest)
+    try:
+        head_ref = gitsafe.git(["symbolic-ref", "-q", "HEAD"], cwd=Path(source)).decode().strip()
+    except gitsafe.GitError:  # detached HEAD: keep it on a branch of its own
+        head_ref = "refs/heads/forge-head"
+        sha = gitsafe.git(["rev-parse", "HEAD"], cwd=Path(source)).decode().strip()
+        gitsafe.git(["update-ref", head_ref, sha], git_dir=dest)
+    gitsafe.git(["symbolic-ref", "HEAD", head_ref], git_dir=dest)
+    gitsafe.git(["repack", "-a", "-d", "-q", "-n"], git_dir=dest)  # -n: no info/refs
     gitsafe.git(["prune-packed"], git_dir=dest)
+    (dest / "FETCH_HEAD").unlink(missing_ok=True)
     shutil.rmtree(dest / "hooks", ignore_errors=True)
     (dest / "description").unlink(missing_ok=True)
     for path in dest.rglob("*"):
         if path.is_file():
             path.chmod(0o444 if "objects" in path.parts else 0o644)
+    return head_ref.removeprefix("refs/heads/")
 
 
 def _download_wheels(pins: Sequence[str], dest: Path, find_links: Path | None) -> None:
@@ -155,7 +164,7 @@ def build_package(opts: BuildOptions, cache_dir: Path,
         package = work / "package"
         package.mkdir()
         progress("copying the repository")
-        _bare_copy(source, package / "repo")
+        branch = _bare_copy(source, package / "repo")
 
         progress("resolving requirements")
         try:
@@ -184,7 +193,8 @@ def build_package(opts: BuildOptions, cache_dir: Path,
             test_command=list(opts.test_command),
             test_timeout_s=opts.test_timeout_s,
             split=opts.split,
-            source=Source(url=opts.source if not Path(opts.source).exists() else "", head=head),
+            source=Source(url=opts.source if not Path(opts.source).exists() else "", branch=branch,
+                          head=head),
             commits=[
                 CommitEntry(sha=c.sha, parent=c.parents[0], message=c.message, author_date=c.date,
                             files=[FileChange(path=p, added=a, deleted=d) for p, a, d in c.files])

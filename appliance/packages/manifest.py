@@ -32,11 +32,17 @@ Sha = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")]
-# A path inside the repository: relative, no "..", no NUL or newline.
-RepoPath = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=4096, pattern=r"^(?!/)(?!.*(^|/)\.\.(/|$))[^\x00\n\r]+$"),
-]
+
+
+def _repo_path(path: str) -> str:
+    # A path inside the repository: relative, never "..", no NUL or line breaks.
+    if path.startswith("/") or ".." in path.split("/") or any(c in path for c in "\0\n\r"):
+        raise ValueError(f"{path!r} is not a plain relative path inside the repository")
+    return path
+
+
+RepoPath = Annotated[str, StringConstraints(min_length=1, max_length=4096),
+                     AfterValidator(_repo_path)]
 
 
 def _pinned(req: str) -> str:

@@ -21,7 +21,8 @@ BOT = re.compile(r"(\[bot\]|dependabot|renovate|pre-commit-ci|github-actions|gre
 NOT_A_TASK = {"wip", "misc", "update", "updates", "updated", "bump", "bumped", "release",
               "released", "version", "merge", "revert", "fixup!", "squash!"}
 IMPERATIVE = set("""
-add adjust allow apply avoid build bump cache call change check clarify clean cleanup clear
+accept add adjust allow apply avoid bound build bump cache call cap change check clarify clean
+cleanup clear compare count cover fetch list lower query send
 close collect combine compute configure convert copy correct create deduplicate default
 define delete deprecate detect disable drop emit enable enforce ensure escape exclude expand
 expose extend extract fix flatten forbid format generalize guard handle hide ignore implement

@@ -138,7 +138,9 @@ def check_files(root: Path, limits: PackageLimits, *, read_magic: bool = True) -
                 elif not REPO_FILES.match(inner):
                     bad("git-structure", rel, "not part of a bare git repository",
                         "rebuild the package with `forge package build`")
-                continue  # git objects are compressed; their magic is not an archive
+                elif not inner.startswith("objects/") and read_magic and _is_archive_content(path):
+                    bad("archive", rel, "archive content in a git metadata file", "remove it")
+                continue  # git objects are compressed by git itself; that is no archive
             if name.lower().endswith(ARCHIVE_SUFFIXES) or (
                 read_magic and _is_archive_content(path)
             ):

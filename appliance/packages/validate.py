@@ -164,7 +164,8 @@ def _dry_run(root: Path, manifest: Manifest, repo_copy: Path, scratch: Path, cac
     argv = list(manifest.test_command) + ["--collect-only", "-q", "-p", "no:cacheprovider"]
     env_bin = env_python.parent
     try:
-        result = run_sandboxed(argv, cwd=src, writable=[src], timeout_s=timeout,
+        result = run_sandboxed(argv, cwd=src, writable=[src], readable=[env_bin.parent],
+                               timeout_s=timeout,
                                env={"PATH": f"{env_bin}:/usr/bin:/bin",
                                     "VIRTUAL_ENV": str(env_bin.parent)})
     except SandboxTimeout:
