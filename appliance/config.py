@@ -138,9 +138,7 @@ def load_config() -> Config:
     try:
         settings = ForgeSettings.model_validate(raw)
     except ValidationError as exc:
-        lines = [
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        ]
+        lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
         raise ConfigError(
             f"{source} has bad settings:\n    " + "\n    ".join(lines),
             "fix or remove these keys; every key has a default (see README, Configuration)",

@@ -32,28 +32,48 @@ def _check_database(config: Config) -> list[Check]:
     try:
         db = open_db(config)
     except ForgeError as exc:
-        return [Check("database", False, exc.message, exc.hint or ""),
-                Check("sqlite-vec", False, "not checked: the database did not open",
-                      "fix the database first")]
+        return [
+            Check("database", False, exc.message, exc.hint or ""),
+            Check(
+                "sqlite-vec",
+                False,
+                "not checked: the database did not open",
+                "fix the database first",
+            ),
+        ]
     checks = []
     try:
         result = [row[0] for row in db.execute("PRAGMA integrity_check").fetchall()]
         missing = [m.__name__ for m in MIGRATIONS if m.__name__ not in applied(db)]
         if result != ["ok"]:
-            checks.append(Check("database", False, f"integrity check: {'; '.join(result[:5])}",
-                                "restore the latest backup with `forge restore FILE`"))
+            checks.append(
+                Check(
+                    "database",
+                    False,
+                    f"integrity check: {'; '.join(result[:5])}",
+                    "restore the latest backup with `forge restore FILE`",
+                )
+            )
         elif missing:
-            checks.append(Check("database", False, f"migrations not applied: {missing}",
-                                "run `forge init`"))
+            checks.append(
+                Check("database", False, f"migrations not applied: {missing}", "run `forge init`")
+            )
         else:
             size = config.db_path.stat().st_size
-            checks.append(Check("database", True, f"{config.db_path} ({size / 1e6:.1f} MB), "
-                                f"integrity ok, {len(MIGRATIONS)} migrations"))
+            checks.append(
+                Check(
+                    "database",
+                    True,
+                    f"{config.db_path} ({size / 1e6:.1f} MB), "
+                    f"integrity ok, {len(MIGRATIONS)} migrations",
+                )
+            )
         version = db.execute("SELECT vec_version()").fetchone()[0]
         checks.append(Check("sqlite-vec", True, f"sqlite-vec {version} loaded"))
     except Exception as exc:  # any failure of the checks themselves is the finding
-        checks.append(Check("sqlite-vec", False, f"sqlite-vec query failed: {exc}",
-                            "re-run ./install.sh"))
+        checks.append(
+            Check("sqlite-vec", False, f"sqlite-vec query failed: {exc}", "re-run ./install.sh")
+        )
     finally:
         db.close()
     return checks
@@ -63,12 +83,18 @@ def _check_llama() -> Check:
     # In a child process: a broken native library must not take doctor down with it.
     proc = subprocess.run(
         [sys.executable, "-c", "import llama_cpp; print(llama_cpp.__version__)"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return Check("llama.cpp", False, f"import llama_cpp failed: {last}",
-                     "re-run ./install.sh (it builds llama-cpp-python)")
+        return Check(
+            "llama.cpp",
+            False,
+            f"import llama_cpp failed: {last}",
+            "re-run ./install.sh (it builds llama-cpp-python)",
+        )
     return Check("llama.cpp", True, f"llama-cpp-python {proc.stdout.strip()}")
 
 
@@ -83,8 +109,14 @@ def _check_models(config: Config) -> list[Check]:
     for model in models:
         problem = check_model_file(model)
         if problem:
-            checks.append(Check(f"model {model.name}", False, problem,
-                                "re-run ./install.sh, or fix the entry in models.toml"))
+            checks.append(
+                Check(
+                    f"model {model.name}",
+                    False,
+                    problem,
+                    "re-run ./install.sh, or fix the entry in models.toml",
+                )
+            )
         else:
             checks.append(Check(f"model {model.name}", True, f"{model.path.name}, sha256 ok"))
     return checks
@@ -94,12 +126,17 @@ def _check_uv() -> Check:
     try:
         from uv import find_uv_bin
 
-        out = subprocess.run([find_uv_bin(), "--version"], capture_output=True, text=True,
-                             timeout=30)
+        out = subprocess.run(
+            [find_uv_bin(), "--version"], capture_output=True, text=True, timeout=30
+        )
     except (ImportError, FileNotFoundError, OSError) as exc:
         return Check("uv", False, f"uv is not usable: {exc}", "re-run ./install.sh")
-    return Check("uv", out.returncode == 0, out.stdout.strip() or out.stderr.strip(),
-                 "" if out.returncode == 0 else "re-run ./install.sh")
+    return Check(
+        "uv",
+        out.returncode == 0,
+        out.stdout.strip() or out.stderr.strip(),
+        "" if out.returncode == 0 else "re-run ./install.sh",
+    )
 
 
 def _check_sandbox() -> Check:
@@ -116,14 +153,19 @@ def _check_disk(config: Config) -> Check:
     free = shutil.disk_usage(config.home).free
     need = config.settings.doctor.min_free_gb
     ok = free >= need * GB
-    return Check("disk", ok, f"{free / GB:.1f} GB free in {config.home} (want ≥ {need:g} GB)",
-                 "" if ok else "free space or move FORGE_HOME to a larger disk")
+    return Check(
+        "disk",
+        ok,
+        f"{free / GB:.1f} GB free in {config.home} (want ≥ {need:g} GB)",
+        "" if ok else "free space or move FORGE_HOME to a larger disk",
+    )
 
 
 def _check_home(config: Config) -> Check:
     if not os.access(config.home, os.W_OK):
-        return Check("forge home", False, f"{config.home} is not writable",
-                     "fix its owner or permissions")
+        return Check(
+            "forge home", False, f"{config.home} is not writable", "fix its owner or permissions"
+        )
     source = str(config.source) if config.source else "defaults (no forge.toml)"
     return Check("forge home", True, f"{config.home}; settings from {source}")
 

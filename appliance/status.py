@@ -13,20 +13,26 @@ from appliance.config import Config
 def gather(config: Config, db: sqlite_utils.Database) -> dict:
     """The state an operator asks about, as plain data (the CLI renders it or dumps JSON)."""
     packages = [
-        dict(row) for row in db.query(
+        dict(row)
+        for row in db.query(
             "SELECT p.name, p.version, p.split, p.ingested_at, COUNT(c.id) AS commits "
             "FROM packages p LEFT JOIN commits c ON c.package_id = p.id "
             "GROUP BY p.id ORDER BY p.name, p.version"
         )
     ]
     quarantine_dir = config.dir("quarantine")
-    quarantined = sorted(p.name for p in quarantine_dir.iterdir()) if quarantine_dir.is_dir() else []
+    quarantined = (
+        sorted(p.name for p in quarantine_dir.iterdir()) if quarantine_dir.is_dir() else []
+    )
     last = db.execute(
         "SELECT at, source, outcome, reasons FROM ingest_events ORDER BY id DESC LIMIT 1"
     ).fetchone()
     ingest_dir = config.dir("ingest")
-    waiting = (sorted(p.name for p in ingest_dir.iterdir() if not p.name.startswith("."))
-               if ingest_dir.is_dir() else [])
+    waiting = (
+        sorted(p.name for p in ingest_dir.iterdir() if not p.name.startswith("."))
+        if ingest_dir.is_dir()
+        else []
+    )
     db_bytes = sum(p.stat().st_size for p in config.home.glob("forge.db*") if p.is_file())
     disk = shutil.disk_usage(config.home)
     return {
@@ -39,8 +45,12 @@ def gather(config: Config, db: sqlite_utils.Database) -> dict:
         "quarantine": {"packages": len(quarantined), "items": quarantined},
         "ingest": {
             "waiting": waiting,
-            "last": None if last is None else {
-                "at": last[0], "source": last[1], "outcome": last[2],
+            "last": None
+            if last is None
+            else {
+                "at": last[0],
+                "source": last[1],
+                "outcome": last[2],
                 "reasons": json.loads(last[3]),
             },
         },

@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_WHEELS = ROOT / "repo_packages" / ".demo-wheels"
 PYTEST_PINS = [
     line.strip()
-    for line in (ROOT / "repo_packages" / "demo_source" / "requirements.txt").read_text().splitlines()
+    for line in (ROOT / "repo_packages" / "demo_source" / "requirements.txt")
+    .read_text()
+    .splitlines()
     if line.strip() and not line.startswith("#")
 ]
 GIT_ENV = {
@@ -32,8 +34,10 @@ GIT_ENV = {
 @pytest.fixture(scope="session")
 def wheelhouse() -> Path:
     """The pinned pytest wheels the demo ships; install.sh gathers them."""
-    if not all(any(DEMO_WHEELS.glob(f"{pin.split('==')[0]}-{pin.split('==')[1]}-*.whl"))
-               for pin in PYTEST_PINS):
+    if not all(
+        any(DEMO_WHEELS.glob(f"{pin.split('==')[0]}-{pin.split('==')[1]}-*.whl"))
+        for pin in PYTEST_PINS
+    ):
         import sys
 
         sys.path.insert(0, str(ROOT / "repo_packages"))
@@ -65,8 +69,9 @@ def db(forge_home):
 
 def git(repo: Path, *args: str, env: dict | None = None) -> str:
     full_env = {**os.environ, **GIT_ENV, **(env or {})}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                          text=True, env=full_env).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=full_env
+    ).stdout.strip()
 
 
 class RepoBuilder:
@@ -110,18 +115,26 @@ PYPROJECT = '[tool.pytest.ini_options]\npythonpath = ["src"]\ntestpaths = ["test
 def calc_repo(tmp_path) -> RepoBuilder:
     """A tiny real project: a root commit and one task commit (code + test)."""
     repo = RepoBuilder(tmp_path / "calc-src")
-    repo.commit("Create calculator with addition", {
-        "pyproject.toml": PYPROJECT, "src/calc.py": CALC_V1, "tests/test_calc.py": TEST_V1})
-    repo.commit("Add subtraction to the calculator", {
-        "src/calc.py": CALC_V2, "tests/test_calc.py": TEST_V2})
+    repo.commit(
+        "Create calculator with addition",
+        {"pyproject.toml": PYPROJECT, "src/calc.py": CALC_V1, "tests/test_calc.py": TEST_V1},
+    )
+    repo.commit(
+        "Add subtraction to the calculator", {"src/calc.py": CALC_V2, "tests/test_calc.py": TEST_V2}
+    )
     return repo
 
 
 def build(repo: RepoBuilder, output: Path, wheelhouse: Path, **options):
     from appliance.packages.build import BuildOptions, build_package
 
-    opts = BuildOptions(source=str(repo.path), output=output, requirements=PYTEST_PINS,
-                        find_links=wheelhouse, **options)
+    opts = BuildOptions(
+        source=str(repo.path),
+        output=output,
+        requirements=PYTEST_PINS,
+        find_links=wheelhouse,
+        **options,
+    )
     return build_package(opts, cache_dir=output.parent / ".uv-cache")
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.status import Status
 
 from appliance.cli.output import console, emit_json, err_console
@@ -21,29 +22,68 @@ def package() -> None:
 
 @package.command()
 @click.argument("source")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="Folder to create for the package (must not exist or be empty).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder to create for the package (must not exist or be empty).",
+)
 @click.option("--name", help="Package name (default: from SOURCE).")
 @click.option("--version", "version_", help="Package version (default: date.headsha).")
 @click.option("--description", default="", help="One line about the repository.")
 @click.option("--license", "license_", default="", help="The repository's license.")
-@click.option("--python", default=">=3.11", show_default=True,
-              help="Python versions the package supports.")
-@click.option("--requirement", "-r", "requirements", multiple=True,
-              help="A test requirement (repeatable); default: pytest. Pinned on build.")
-@click.option("--test-command", default="pytest -q", show_default=True,
-              help="Command that runs the tests (pytest).")
-@click.option("--test-timeout", default=600.0, show_default=True, type=click.FloatRange(min=1),
-              help="Seconds the whole test run may take.")
-@click.option("--split", type=click.Choice(["train", "eval"]), help="Hint for the train/eval split.")
+@click.option(
+    "--python", default=">=3.11", show_default=True, help="Python versions the package supports."
+)
+@click.option(
+    "--requirement",
+    "-r",
+    "requirements",
+    multiple=True,
+    help="A test requirement (repeatable); default: pytest. Pinned on build.",
+)
+@click.option(
+    "--test-command",
+    default="pytest -q",
+    show_default=True,
+    help="Command that runs the tests (pytest).",
+)
+@click.option(
+    "--test-timeout",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds the whole test run may take.",
+)
+@click.option(
+    "--split", type=click.Choice(["train", "eval"]), help="Hint for the train/eval split."
+)
 @click.option("--max-commits", type=click.IntRange(min=1), help="Keep at most the N newest tasks.")
 @click.option("--since", type=click.DateTime(), help="Only commits after this date.")
-@click.option("--find-links", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Take wheels from this folder instead of the package index.")
+@click.option(
+    "--find-links",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Take wheels from this folder instead of the package index.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def build(source: str, output: Path, name, version_, description, license_, python,
-          requirements, test_command, test_timeout, split, max_commits,
-          since: datetime | None, find_links, as_json) -> None:
+def build(
+    source: str,
+    output: Path,
+    name,
+    version_,
+    description,
+    license_,
+    python,
+    requirements,
+    test_command,
+    test_timeout,
+    split,
+    max_commits,
+    since: datetime | None,
+    find_links,
+    as_json,
+) -> None:
     """Build a repo package from SOURCE (a local git repository or a git URL).
 
     Keeps the commits that make good tasks (non-merge, 1–5 files, < 200 lines, touches
@@ -57,20 +97,39 @@ def build(source: str, output: Path, name, version_, description, license_, pyth
     if not argv:
         raise UsageError("--test-command is empty", "give the pytest command, e.g. 'pytest -q'")
     opts = BuildOptions(
-        source=source, output=output, name=name, version=version_, description=description,
-        license=license_, python=python, requirements=requirements or ("pytest",),
-        test_command=argv, test_timeout_s=test_timeout, split=split, max_commits=max_commits,
-        since=since, find_links=find_links)
+        source=source,
+        output=output,
+        name=name,
+        version=version_,
+        description=description,
+        license=license_,
+        python=python,
+        requirements=requirements or ("pytest",),
+        test_command=argv,
+        test_timeout_s=test_timeout,
+        split=split,
+        max_commits=max_commits,
+        since=since,
+        find_links=find_links,
+    )
     config.dir("envs").mkdir(parents=True, exist_ok=True)
     with Status("building", console=err_console) as spinner:
-        result = build_package(opts, config.dir("envs") / ".uv-cache",
-                               lambda msg: spinner.update(msg))
+        result = build_package(
+            opts, config.dir("envs") / ".uv-cache", lambda msg: spinner.update(msg)
+        )
     kept = len(result.manifest.commits)
     if as_json:
-        emit_json({"path": str(result.path), "name": result.manifest.name,
-                   "version": result.manifest.version, "scanned": result.scanned,
-                   "kept": kept, "removed": result.removed,
-                   "wheels": len(result.manifest.wheels)})
+        emit_json(
+            {
+                "path": str(result.path),
+                "name": result.manifest.name,
+                "version": result.manifest.version,
+                "scanned": result.scanned,
+                "kept": kept,
+                "removed": result.removed,
+                "wheels": len(result.manifest.wheels),
+            }
+        )
         return
     console.print(f"built {result.manifest.name} {result.manifest.version} in {result.path}")
     console.print(f"  {result.scanned} commits read, {kept} kept as tasks")
@@ -97,15 +156,24 @@ def validate(directory: Path, as_json: bool) -> None:
     if as_json:
         emit_json(report.to_dict())
     else:
-        label = (f"{report.manifest.name} {report.manifest.version}" if report.manifest
-                 else str(directory))
+        label = escape(
+            f"{report.manifest.name} {report.manifest.version}"
+            if report.manifest
+            else str(directory)
+        )
         for check, outcome in report.checks.items():
             colour = {"pass": "green", "fail": "red"}.get(outcome, "yellow")
             console.print(f"[{colour}]{outcome:<7}[/] {check}")
         for problem in report.problems:
-            console.print(f"[red]✗[/] {problem.line()}")
-        console.print(f"{label}: " + ("[green]valid[/]" if report.ok
-                                      else f"[red]rejected[/] ({len(report.problems)} problem(s))"))
+            console.print(f"[red]✗[/] {escape(problem.line())}")
+        console.print(
+            f"{label}: "
+            + (
+                "[green]valid[/]"
+                if report.ok
+                else f"[red]rejected[/] ({len(report.problems)} problem(s))"
+            )
+        )
     if not report.ok:
         raise SystemExit(1)
 
@@ -125,21 +193,34 @@ def ingest(directory: Path | None, as_json: bool) -> None:
 
     config = load_config()
     db = open_db(config)
-    colours = {"accepted": "green", "duplicate": "cyan", "recovered": "green",
-               "waiting": "yellow", "rejected": "red"}
+    colours = {
+        "accepted": "green",
+        "duplicate": "cyan",
+        "recovered": "green",
+        "waiting": "yellow",
+        "rejected": "red",
+    }
 
     with Status("looking for packages", console=err_console) as spinner:
+
         def show(result) -> None:
             if as_json:
                 return
-            label = f"{result.name} {result.version}" if result.name else result.source
-            console.print(f"[{colours[result.outcome]}]{result.outcome:<9}[/] {label}"
-                          + (f" → {result.path}" if result.path else ""))
+            label = escape(f"{result.name} {result.version}" if result.name else result.source)
+            console.print(
+                f"[{colours[result.outcome]}]{result.outcome:<9}[/] {label}"
+                + (f" → {escape(result.path)}" if result.path else "")
+            )
             for reason in result.reasons:
-                console.print(f"          {reason}")
+                console.print(f"          {escape(reason)}")
 
-        results = run_ingest(config, db, directory, on_result=show,
-                             hook=lambda stage: spinner.update(f"ingest: {stage}"))
+        results = run_ingest(
+            config,
+            db,
+            directory,
+            on_result=show,
+            hook=lambda stage: spinner.update(f"ingest: {stage}"),
+        )
     if as_json:
         emit_json({"results": [r.to_dict() for r in results]})
     elif not results:

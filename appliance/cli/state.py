@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 
 from appliance.cli.output import console, emit_json, human_bytes
 from appliance.config import load_config
@@ -18,8 +19,10 @@ def init() -> None:
     config.ensure_dirs()
     db = open_db(config, migrate=False)
     ran = migrate(db)
-    click.echo(f"FORGE_HOME {config.home}: " + (f"applied {', '.join(ran)}" if ran
-                                                  else "database up to date"))
+    click.echo(
+        f"FORGE_HOME {config.home}: "
+        + (f"applied {', '.join(ran)}" if ran else "database up to date")
+    )
 
 
 @click.command()
@@ -36,25 +39,31 @@ def status(as_json: bool) -> None:
         emit_json(data)
         return
     corpus = data["corpus"]
-    console.print(f"[bold]Forge[/] at {data['home']}")
+    console.print(f"[bold]Forge[/] at {escape(data['home'])}")
     console.print(f"corpus      {corpus['packages']} package(s), {corpus['commits']} commits")
     for item in corpus["items"]:
-        console.print(f"  {item['name']} {item['version']}  {item['commits']} commits"
-                      f"  split={item['split'] or '-'}  since {item['ingested_at']}")
+        console.print(
+            f"  {item['name']} {item['version']}  {item['commits']} commits"
+            f"  split={item['split'] or '-'}  since {item['ingested_at']}"
+        )
     console.print(f"quarantine  {data['quarantine']['packages']} package(s)")
     for name in data["quarantine"]["items"][-5:]:
-        console.print(f"  {name}")
+        console.print(f"  {escape(name)}")
     last = data["ingest"]["last"]
     if last:
-        console.print(f"last ingest {last['at']}  {last['source']}: {last['outcome']}")
+        console.print(f"last ingest {last['at']}  {escape(last['source'])}: {last['outcome']}")
     else:
         console.print("last ingest never")
     if data["ingest"]["waiting"]:
-        console.print(f"ingest/     {len(data['ingest']['waiting'])} waiting: "
-                      + ", ".join(data["ingest"]["waiting"]))
+        console.print(
+            f"ingest/     {len(data['ingest']['waiting'])} waiting: "
+            + escape(", ".join(data["ingest"]["waiting"]))
+        )
     console.print(f"database    {human_bytes(data['database']['bytes'])}")
-    console.print(f"disk        {human_bytes(data['disk']['free_bytes'])} free "
-                  f"of {human_bytes(data['disk']['total_bytes'])}")
+    console.print(
+        f"disk        {human_bytes(data['disk']['free_bytes'])} free "
+        f"of {human_bytes(data['disk']['total_bytes'])}"
+    )
 
 
 @click.command()
@@ -73,9 +82,9 @@ def doctor(as_json: bool) -> None:
     else:
         for check in checks:
             mark = "[green]ok  [/]" if check.ok else "[red]FAIL[/]"
-            console.print(f"{mark} {check.name:<12} {check.detail}")
+            console.print(f"{mark} {escape(check.name):<12} {escape(check.detail)}")
             if not check.ok and check.fix:
-                console.print(f"     {'':<12} → {check.fix}")
+                console.print(f"     {'':<12} → {escape(check.fix)}")
         console.print("all checks passed" if not failed else f"{len(failed)} problem(s) found")
     if failed:
         raise SystemExit(1)

@@ -37,7 +37,9 @@ class BaseModelFile:
 def load_models(manifest: Path) -> list[BaseModelFile]:
     """The base models listed in `manifest`; ConfigError says what is wrong and where."""
     if not manifest.is_file():
-        raise ConfigError(f"{manifest} does not exist", "run ./install.sh to record the default model")
+        raise ConfigError(
+            f"{manifest} does not exist", "run ./install.sh to record the default model"
+        )
     try:
         data = tomllib.loads(manifest.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

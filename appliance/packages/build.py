@@ -59,8 +59,9 @@ class BuildResult:
     removed: dict[str, int]
 
 
-def _candidates(repo_path: str, since: datetime | None,
-                progress: Callable[[int], None]) -> list[CandidateCommit]:
+def _candidates(
+    repo_path: str, since: datetime | None, progress: Callable[[int], None]
+) -> list[CandidateCommit]:
     from pydriller import Repository
 
     found = []
@@ -69,14 +70,16 @@ def _candidates(repo_path: str, since: datetime | None,
             (m.new_path or m.old_path, m.added_lines, m.deleted_lines)
             for m in commit.modified_files
         )
-        found.append(CandidateCommit(
-            sha=commit.hash,
-            parents=tuple(commit.parents),
-            author=f"{commit.author.name} <{commit.author.email}>",
-            message=commit.msg,
-            files=files,
-            date=commit.author_date.isoformat(),
-        ))
+        found.append(
+            CandidateCommit(
+                sha=commit.hash,
+                parents=tuple(commit.parents),
+                author=f"{commit.author.name} <{commit.author.email}>",
+                message=commit.msg,
+                files=files,
+                date=commit.author_date.isoformat(),
+            )
+        )
         progress(len(found))
     return found
 
@@ -90,8 +93,17 @@ def _default_name(source: str) -> str:
 def _bare_copy(source: str, dest: Path) -> str:
     """A bare clone with no hooks and a minimal config, packed into one pack file."""
     gitsafe.init_bare(dest)
-    gitsafe.git(["fetch", "--quiet", "--no-tags", source,
-                 "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], git_dir=dest)
+    gitsafe.git(
+        [
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            source,
+            "+refs/heads/*:refs/heads/*",
+            "+refs/tags/*:refs/tags/*",
+        ],
+        git_dir=dest,
+    )
     try:
         head_ref = gitsafe.git(["symbolic-ref", "-q", "HEAD"], cwd=Path(source)).decode().strip()
     except gitsafe.GitError:  # detached HEAD: keep it on a branch of its own
@@ -111,22 +123,35 @@ def _bare_copy(source: str, dest: Path) -> str:
 
 
 def _download_wheels(pins: Sequence[str], dest: Path, find_links: Path | None) -> None:
-    args = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-            "--only-binary=:all:", "--dest", str(dest)]
+    args = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--dest",
+        str(dest),
+    ]
     if find_links is not None:
         args += ["--no-index", "--find-links", str(find_links)]
     proc = subprocess.run(args + list(pins), capture_output=True, text=True)
     if proc.returncode != 0:
-        raise PackageBuildError(f"could not gather wheels: {proc.stderr.strip()[-2000:]}",
-                                "check the requirements have wheels for this platform")
+        raise PackageBuildError(
+            f"could not gather wheels: {proc.stderr.strip()[-2000:]}",
+            "check the requirements have wheels for this platform",
+        )
 
 
-def build_package(opts: BuildOptions, cache_dir: Path,
-                  progress: Callable[[str], None] = lambda msg: None) -> BuildResult:
+def build_package(
+    opts: BuildOptions, cache_dir: Path, progress: Callable[[str], None] = lambda msg: None
+) -> BuildResult:
     output = Path(opts.output)
     if output.exists() and any(output.iterdir()):
-        raise PackageBuildError(f"{output} exists and is not empty",
-                                "choose a new output folder or remove the old one")
+        raise PackageBuildError(
+            f"{output} exists and is not empty", "choose a new output folder or remove the old one"
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{output.name}-build-", dir=output.parent) as tmp:
         work = Path(tmp)
@@ -134,32 +159,40 @@ def build_package(opts: BuildOptions, cache_dir: Path,
         if not Path(source).exists():  # a URL: clone once, mine and copy from the clone
             progress(f"cloning {source}")
             try:
-                subprocess.run(["git", "clone", "--quiet", "--no-checkout", source,
-                                str(work / "clone")], check=True, capture_output=True,
-                               text=True, env=gitsafe.git_env())
+                subprocess.run(
+                    ["git", "clone", "--quiet", "--no-checkout", source, str(work / "clone")],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env=gitsafe.git_env(),
+                )
             except subprocess.CalledProcessError as exc:
                 raise PackageBuildError(f"cannot clone {source}: {exc.stderr.strip()}") from exc
             source = str(work / "clone")
         elif not (Path(source) / ".git").exists() and not (Path(source) / "HEAD").exists():
-            raise PackageBuildError(f"{source} is not a git repository",
-                                    "give the path of a git checkout or a git URL")
+            raise PackageBuildError(
+                f"{source} is not a git repository", "give the path of a git checkout or a git URL"
+            )
         source = str(Path(source).resolve()) if Path(source).exists() else source
 
         progress("mining commits")
         try:
-            candidates = _candidates(source, opts.since,
-                                     lambda n: progress(f"mining commits: {n} read")
-                                     if n % 100 == 0 else None)
+            candidates = _candidates(
+                source,
+                opts.since,
+                lambda n: progress(f"mining commits: {n} read") if n % 100 == 0 else None,
+            )
         except Exception as exc:  # PyDriller/GitPython raise many types for a bad repo
             raise PackageBuildError(f"cannot read the history of {opts.source}: {exc}") from exc
         kept, removed = filter_commits(candidates)
         if opts.max_commits is not None:
-            kept = kept[-opts.max_commits:]
+            kept = kept[-opts.max_commits :]
         if not kept:
             raise PackageBuildError(
                 f"no commit of {opts.source} passes the filters "
                 f"({', '.join(f'{k}: {v}' for k, v in removed.items() if v)})",
-                "widen --since, or pick a repository with small, well-described commits")
+                "widen --since, or pick a repository with small, well-described commits",
+            )
 
         package = work / "package"
         package.mkdir()
@@ -170,8 +203,10 @@ def build_package(opts: BuildOptions, cache_dir: Path,
         try:
             pins = resolve(list(opts.requirements), opts.find_links, cache_dir=cache_dir)
         except EnvironmentFailed as exc:
-            raise PackageBuildError(f"the requirements do not resolve to wheels: {exc.output}",
-                                    "fix the requirements or add wheels to --find-links") from exc
+            raise PackageBuildError(
+                f"the requirements do not resolve to wheels: {exc.output}",
+                "fix the requirements or add wheels to --find-links",
+            ) from exc
         progress(f"gathering {len(pins)} wheels")
         (package / "packages").mkdir()
         _download_wheels(pins, package / "packages", opts.find_links)
@@ -180,8 +215,12 @@ def build_package(opts: BuildOptions, cache_dir: Path,
             path.chmod(0o644)
 
         head = gitsafe.git(["rev-parse", "HEAD"], git_dir=package / "repo").decode().strip()
-        when = gitsafe.git(["log", "-1", "--format=%cs", "HEAD"],
-                           git_dir=package / "repo").decode().strip().replace("-", "")
+        when = (
+            gitsafe.git(["log", "-1", "--format=%cs", "HEAD"], git_dir=package / "repo")
+            .decode()
+            .strip()
+            .replace("-", "")
+        )
         manifest = Manifest(
             schema_version=SCHEMA_VERSION,
             name=opts.name or _default_name(opts.source),
@@ -193,11 +232,17 @@ def build_package(opts: BuildOptions, cache_dir: Path,
             test_command=list(opts.test_command),
             test_timeout_s=opts.test_timeout_s,
             split=opts.split,
-            source=Source(url=opts.source if not Path(opts.source).exists() else "", branch=branch,
-                          head=head),
+            source=Source(
+                url=opts.source if not Path(opts.source).exists() else "", branch=branch, head=head
+            ),
             commits=[
-                CommitEntry(sha=c.sha, parent=c.parents[0], message=c.message, author_date=c.date,
-                            files=[FileChange(path=p, added=a, deleted=d) for p, a, d in c.files])
+                CommitEntry(
+                    sha=c.sha,
+                    parent=c.parents[0],
+                    message=c.message,
+                    author_date=c.date,
+                    files=[FileChange(path=p, added=a, deleted=d) for p, a, d in c.files],
+                )
                 for c in kept
             ],
             wheels=wheels,

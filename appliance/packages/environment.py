@@ -24,16 +24,29 @@ class EnvironmentFailed(RuntimeError):
         self.output = output
 
 
-def _uv(args: Sequence[str], *, cache_dir: Path, input: str | None = None,
-        timeout: float, offline: bool = True) -> str:
+def _uv(
+    args: Sequence[str],
+    *,
+    cache_dir: Path,
+    input: str | None = None,
+    timeout: float,
+    offline: bool = True,
+) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "PIP_", "VIRTUAL_ENV"))}
-    env.update(UV_NO_CONFIG="1", UV_CACHE_DIR=str(cache_dir), UV_PYTHON_DOWNLOADS="never",
-               NO_COLOR="1")
+    env.update(
+        UV_NO_CONFIG="1", UV_CACHE_DIR=str(cache_dir), UV_PYTHON_DOWNLOADS="never", NO_COLOR="1"
+    )
     if offline:
         env["UV_OFFLINE"] = "1"
     try:
-        proc = subprocess.run([find_uv_bin(), *args], input=input, capture_output=True,
-                              text=True, env=env, timeout=timeout)
+        proc = subprocess.run(
+            [find_uv_bin(), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired as exc:
         raise EnvironmentFailed(f"uv {args[0]} ran past {timeout:g} s", "") from exc
     if proc.returncode != 0:
@@ -45,27 +58,67 @@ def _source_args(wheel_dir: Path) -> list[str]:
     return ["--no-index", "--find-links", str(wheel_dir), "--no-build", "--offline"]
 
 
-def resolve(requirements: Sequence[str], wheel_dir: Path | None, *, cache_dir: Path,
-            python: str = sys.executable, timeout: float = 300) -> list[str]:
+def resolve(
+    requirements: Sequence[str],
+    wheel_dir: Path | None,
+    *,
+    cache_dir: Path,
+    python: str = sys.executable,
+    timeout: float = 300,
+) -> list[str]:
     """Resolve `requirements` to a pinned set, wheels only: against `wheel_dir` alone, or
     (connected side, `wheel_dir=None`) against the package index."""
-    source = (_source_args(wheel_dir) if wheel_dir is not None
-              else ["--no-build", "--only-binary", ":all:"])
-    out = _uv(["pip", "compile", "-", "--quiet", "--no-header", "--no-annotate",
-               "--python", python, *source],
-              cache_dir=cache_dir, input="\n".join(requirements) + "\n", timeout=timeout,
-              offline=wheel_dir is not None)
+    source = (
+        _source_args(wheel_dir)
+        if wheel_dir is not None
+        else ["--no-build", "--only-binary", ":all:"]
+    )
+    out = _uv(
+        [
+            "pip",
+            "compile",
+            "-",
+            "--quiet",
+            "--no-header",
+            "--no-annotate",
+            "--python",
+            python,
+            *source,
+        ],
+        cache_dir=cache_dir,
+        input="\n".join(requirements) + "\n",
+        timeout=timeout,
+        offline=wheel_dir is not None,
+    )
     return [line.strip() for line in out.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def create_env(env_dir: Path, requirements: Sequence[str], wheel_dir: Path, *,
-               cache_dir: Path, python: str = sys.executable, timeout: float = 600) -> Path:
+def create_env(
+    env_dir: Path,
+    requirements: Sequence[str],
+    wheel_dir: Path,
+    *,
+    cache_dir: Path,
+    python: str = sys.executable,
+    timeout: float = 600,
+) -> Path:
     """A venv at `env_dir` with exactly `requirements` installed; return its python."""
-    _uv(["venv", "--quiet", "--python", python, str(env_dir)], cache_dir=cache_dir,
-        timeout=timeout)
+    _uv(["venv", "--quiet", "--python", python, str(env_dir)], cache_dir=cache_dir, timeout=timeout)
     env_python = env_dir / "bin" / "python"
     if requirements:
-        _uv(["pip", "install", "--quiet", "--python", str(env_python), *_source_args(wheel_dir),
-             "-r", "-"], cache_dir=cache_dir, input="\n".join(requirements) + "\n",
-            timeout=timeout)
+        _uv(
+            [
+                "pip",
+                "install",
+                "--quiet",
+                "--python",
+                str(env_python),
+                *_source_args(wheel_dir),
+                "-r",
+                "-",
+            ],
+            cache_dir=cache_dir,
+            input="\n".join(requirements) + "\n",
+            timeout=timeout,
+        )
     return env_python

@@ -48,8 +48,14 @@ class IngestResult:
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "outcome": self.outcome, "name": self.name,
-                "version": self.version, "path": self.path, "reasons": self.reasons}
+        return {
+            "source": self.source,
+            "outcome": self.outcome,
+            "name": self.name,
+            "version": self.version,
+            "path": self.path,
+            "reasons": self.reasons,
+        }
 
 
 def _now() -> str:
@@ -63,8 +69,10 @@ def ingest_lock(config: Config) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise ForgeError("another ingest is running",
-                             "wait for it to finish (forge status shows the daemon's work)") from exc
+            raise ForgeError(
+                "another ingest is running",
+                "wait for it to finish (forge status shows the daemon's work)",
+            ) from exc
         yield
 
 
@@ -122,26 +130,52 @@ def _fsync_tree(root: Path) -> None:
             os.close(fd)
 
 
-def record_package(db: sqlite_utils.Database, manifest: Manifest, sha256: str, path: Path,
-                   outcome: str, source: str) -> int:
+def record_package(
+    db: sqlite_utils.Database,
+    manifest: Manifest,
+    sha256: str,
+    path: Path,
+    outcome: str,
+    source: str,
+) -> int:
     """Insert the package, its commits and the ingest event in one transaction."""
     with transaction(db) as conn:
         cur = conn.execute(
             """INSERT INTO packages (name, version, manifest_sha256, path, split, description,
                license, python, test_command, test_timeout_s, requirements, ingested_at)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            [manifest.name, manifest.version, sha256, str(path), manifest.split,
-             manifest.description, manifest.license, manifest.python,
-             json.dumps(manifest.test_command), manifest.test_timeout_s,
-             json.dumps(manifest.requirements), _now()],
+            [
+                manifest.name,
+                manifest.version,
+                sha256,
+                str(path),
+                manifest.split,
+                manifest.description,
+                manifest.license,
+                manifest.python,
+                json.dumps(manifest.test_command),
+                manifest.test_timeout_s,
+                json.dumps(manifest.requirements),
+                _now(),
+            ],
         )
         package_id = cur.lastrowid
         conn.executemany(
             """INSERT INTO commits (package_id, sha, parent, message, author_date, files,
                lines_added, lines_deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-            [(package_id, c.sha, c.parent, c.message, c.author_date,
-              json.dumps([f.model_dump() for f in c.files]), c.lines_added, c.lines_deleted)
-             for c in manifest.commits],
+            [
+                (
+                    package_id,
+                    c.sha,
+                    c.parent,
+                    c.message,
+                    c.author_date,
+                    json.dumps([f.model_dump() for f in c.files]),
+                    c.lines_added,
+                    c.lines_deleted,
+                )
+                for c in manifest.commits
+            ],
         )
         conn.execute(
             "INSERT INTO ingest_events (at, source, outcome, package_id) VALUES (?, ?, ?, ?)",
@@ -150,14 +184,26 @@ def record_package(db: sqlite_utils.Database, manifest: Manifest, sha256: str, p
     return package_id
 
 
-def _record_event(db: sqlite_utils.Database, source: str, outcome: str, *,
-                  package_id: int | None = None, quarantine: Path | None = None,
-                  reasons: list[str] | None = None) -> None:
+def _record_event(
+    db: sqlite_utils.Database,
+    source: str,
+    outcome: str,
+    *,
+    package_id: int | None = None,
+    quarantine: Path | None = None,
+    reasons: list[str] | None = None,
+) -> None:
     db.execute(
         "INSERT INTO ingest_events (at, source, outcome, package_id, quarantine_path, reasons)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        [_now(), source, outcome, package_id, str(quarantine) if quarantine else None,
-         json.dumps(reasons or [])],
+        [
+            _now(),
+            source,
+            outcome,
+            package_id,
+            str(quarantine) if quarantine else None,
+            json.dumps(reasons or []),
+        ],
     )
 
 
@@ -173,14 +219,20 @@ def recover(config: Config, db: sqlite_utils.Database) -> list[IngestResult]:
         elif entry.is_dir() and str(entry) not in known:
             manifest, sha = read_manifest(entry)
             record_package(db, manifest, sha, entry, "recovered", entry.name)
-            results.append(IngestResult(entry.name, "recovered", manifest.name,
-                                        manifest.version, str(entry)))
+            results.append(
+                IngestResult(entry.name, "recovered", manifest.name, manifest.version, str(entry))
+            )
     return results
 
 
-def quarantine(config: Config, db: sqlite_utils.Database, source: Path,
-               problems: list[Problem], name: str | None = None,
-               version: str | None = None) -> IngestResult:
+def quarantine(
+    config: Config,
+    db: sqlite_utils.Database,
+    source: Path,
+    problems: list[Problem],
+    name: str | None = None,
+    version: str | None = None,
+) -> IngestResult:
     """Move `source` to quarantine/<name>-<time>/ beside a REJECTED.txt with the reasons."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = config.dir("quarantine") / f"{source.name}-{stamp}-{uuid.uuid4().hex[:6]}"
@@ -188,8 +240,11 @@ def quarantine(config: Config, db: sqlite_utils.Database, source: Path,
     reasons = [p.line() for p in problems]
     text = [f"Forge rejected the repo package {source.name!r} on {_now()}.", ""]
     text += [f"- {line}" for line in reasons]
-    text += ["", "Nothing from it entered the corpus. Fix the package on the connected side",
-             "(`forge package validate DIR` shows the same report) and copy it again."]
+    text += [
+        "",
+        "Nothing from it entered the corpus. Fix the package on the connected side",
+        "(`forge package validate DIR` shows the same report) and copy it again.",
+    ]
     (folder / "REJECTED.txt").write_text("\n".join(text) + "\n")
     shutil.move(str(source), str(folder / source.name))
     _record_event(db, source.name, "rejected", quarantine=folder, reasons=reasons)
@@ -203,8 +258,12 @@ def _remove_source(source: Path) -> None:
         source.unlink()
 
 
-def ingest_one(config: Config, db: sqlite_utils.Database, source: Path,
-               hook: Callable[[str], None] | None = None) -> IngestResult:
+def ingest_one(
+    config: Config,
+    db: sqlite_utils.Database,
+    source: Path,
+    hook: Callable[[str], None] | None = None,
+) -> IngestResult:
     """Validate one complete package and move it into the corpus or quarantine."""
     hook = hook or (lambda stage: None)
     limits = config.settings.packages
@@ -217,19 +276,38 @@ def ingest_one(config: Config, db: sqlite_utils.Database, source: Path,
     except (ManifestError, OSError):
         manifest, sha = None, None
     if manifest is not None:
-        row = db.execute("SELECT id, manifest_sha256, path FROM packages WHERE name = ? AND "
-                         "version = ?", [manifest.name, manifest.version]).fetchone()
+        row = db.execute(
+            "SELECT id, manifest_sha256, path FROM packages WHERE name = ? AND version = ?",
+            [manifest.name, manifest.version],
+        ).fetchone()
         if row and row[1] == sha:
             _record_event(db, source.name, "duplicate", package_id=row[0])
             _remove_source(source)
-            return IngestResult(source.name, "duplicate", manifest.name, manifest.version,
-                                row[2], ["already in the corpus"])
+            return IngestResult(
+                source.name,
+                "duplicate",
+                manifest.name,
+                manifest.version,
+                row[2],
+                ["already in the corpus"],
+            )
         if row:
-            return quarantine(config, db, source, [Problem(
-                "version-conflict", MANIFEST_NAME,
-                f"{manifest.name} {manifest.version} is already in the corpus with other content",
-                "give the package a new version (forge package build --version)")],
-                manifest.name, manifest.version)
+            return quarantine(
+                config,
+                db,
+                source,
+                [
+                    Problem(
+                        "version-conflict",
+                        MANIFEST_NAME,
+                        f"{manifest.name} {manifest.version} is already in the corpus "
+                        "with other content",
+                        "give the package a new version (forge package build --version)",
+                    )
+                ],
+                manifest.name,
+                manifest.version,
+            )
     corpus = config.dir("corpus")
     staging = corpus / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
@@ -240,9 +318,14 @@ def ingest_one(config: Config, db: sqlite_utils.Database, source: Path,
         hook("validate")
         report = validate(staged, config)
         if not report.ok:
-            return quarantine(config, db, source, report.problems,
-                              manifest.name if manifest else None,
-                              manifest.version if manifest else None)
+            return quarantine(
+                config,
+                db,
+                source,
+                report.problems,
+                manifest.name if manifest else None,
+                manifest.version if manifest else None,
+            )
         manifest, sha = report.manifest, report.manifest_sha256
         # The corpus keeps a repository rebuilt by Forge: objects and refs, nothing else.
         clean = staging / "repo.git"
@@ -253,8 +336,10 @@ def ingest_one(config: Config, db: sqlite_utils.Database, source: Path,
         _fsync_tree(staged)
         final = corpus / f"{manifest.name}-{manifest.version}"
         if final.exists():
-            raise ForgeError(f"{final} exists but is not recorded in the database",
-                             "run `forge ingest` again; it registers or clears it")
+            raise ForgeError(
+                f"{final} exists but is not recorded in the database",
+                "run `forge ingest` again; it registers or clears it",
+            )
         hook("commit")
         staged.rename(final)  # the commit point
     finally:
@@ -265,9 +350,13 @@ def ingest_one(config: Config, db: sqlite_utils.Database, source: Path,
     return IngestResult(source.name, "accepted", manifest.name, manifest.version, str(final))
 
 
-def ingest(config: Config, db: sqlite_utils.Database, folder: Path | None = None,
-           on_result: Callable[[IngestResult], None] | None = None,
-           hook: Callable[[str], None] | None = None) -> list[IngestResult]:
+def ingest(
+    config: Config,
+    db: sqlite_utils.Database,
+    folder: Path | None = None,
+    on_result: Callable[[IngestResult], None] | None = None,
+    hook: Callable[[str], None] | None = None,
+) -> list[IngestResult]:
     """Ingest every complete package in `folder` (default FORGE_HOME/ingest/)."""
     folder = Path(folder) if folder else config.dir("ingest")
     config.ensure_dirs()
@@ -284,9 +373,13 @@ def ingest(config: Config, db: sqlite_utils.Database, folder: Path | None = None
             if entry.name.startswith("."):
                 continue  # hidden: editors' and copiers' temporary files
             if not is_complete(entry, quiet):
-                result = IngestResult(entry.name, "waiting",
-                                      reasons=["still being copied (no READY marker, changed "
-                                               f"in the last {quiet:g} s)"])
+                result = IngestResult(
+                    entry.name,
+                    "waiting",
+                    reasons=[
+                        f"still being copied (no READY marker, changed in the last {quiet:g} s)"
+                    ],
+                )
             else:
                 result = ingest_one(config, db, entry, hook)
             results.append(result)

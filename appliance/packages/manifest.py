@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -41,8 +40,9 @@ def _repo_path(path: str) -> str:
     return path
 
 
-RepoPath = Annotated[str, StringConstraints(min_length=1, max_length=4096),
-                     AfterValidator(_repo_path)]
+RepoPath = Annotated[
+    str, StringConstraints(min_length=1, max_length=4096), AfterValidator(_repo_path)
+]
 
 
 def _pinned(req: str) -> str:

@@ -14,33 +14,224 @@ from dataclasses import dataclass
 
 MAX_FILES = 5
 MAX_LINES = 200  # changed lines (added + deleted) must be fewer than this
-FILTERS = ("root", "merge", "bot", "message", "docs-or-ci-only", "no-python", "too-many-files",
-           "too-many-lines")
-BOT = re.compile(r"(\[bot\]|dependabot|renovate|pre-commit-ci|github-actions|greenkeeper"
-                 r"|snyk-bot|mergify|codecov|allcontributors)", re.IGNORECASE)
-NOT_A_TASK = {"wip", "misc", "update", "updates", "updated", "bump", "bumped", "release",
-              "released", "version", "merge", "revert", "fixup!", "squash!"}
-IMPERATIVE = set("""
-accept add adjust allow apply avoid bound build bump cache call cap change check clarify clean
-cleanup clear compare count cover fetch list lower query send
-close collect combine compute configure convert copy correct create deduplicate default
-define delete deprecate detect disable drop emit enable enforce ensure escape exclude expand
-expose extend extract fix flatten forbid format generalize guard handle hide ignore implement
-import improve include increase infer inline introduce keep limit load log make mark merge
-migrate move normalize optimize override parse pass permit port preserve prevent print
-propagate protect raise read record reduce refactor register reject remove rename reorder
-replace report require reset resolve respect restore restrict retry return reuse rewrite run
-sanitize save scope separate serialize set share show simplify skip sort speed split store
-strip support switch test throw tidy tolerate track translate treat trim truncate tweak undo
-unify unwrap upgrade use validate verify warn wrap write
-""".split())
+FILTERS = (
+    "root",
+    "merge",
+    "bot",
+    "message",
+    "docs-or-ci-only",
+    "no-python",
+    "too-many-files",
+    "too-many-lines",
+)
+BOT = re.compile(
+    r"(\[bot\]|dependabot|renovate|pre-commit-ci|github-actions|greenkeeper"
+    r"|snyk-bot|mergify|codecov|allcontributors)",
+    re.IGNORECASE,
+)
+NOT_A_TASK = {
+    "wip",
+    "misc",
+    "update",
+    "updates",
+    "updated",
+    "bump",
+    "bumped",
+    "release",
+    "released",
+    "version",
+    "merge",
+    "revert",
+    "fixup!",
+    "squash!",
+}
+IMPERATIVE = set(
+    [
+        "accept",
+        "add",
+        "adjust",
+        "allow",
+        "apply",
+        "avoid",
+        "bound",
+        "build",
+        "bump",
+        "cache",
+        "call",
+        "cap",
+        "change",
+        "check",
+        "clarify",
+        "clean",
+        "cleanup",
+        "clear",
+        "compare",
+        "count",
+        "cover",
+        "describe",
+        "document",
+        "explain",
+        "fetch",
+        "list",
+        "lower",
+        "mention",
+        "query",
+        "send",
+        "close",
+        "collect",
+        "combine",
+        "compute",
+        "configure",
+        "convert",
+        "copy",
+        "correct",
+        "create",
+        "deduplicate",
+        "default",
+        "define",
+        "delete",
+        "deprecate",
+        "detect",
+        "disable",
+        "drop",
+        "emit",
+        "enable",
+        "enforce",
+        "ensure",
+        "escape",
+        "exclude",
+        "expand",
+        "expose",
+        "extend",
+        "extract",
+        "fix",
+        "flatten",
+        "forbid",
+        "format",
+        "generalize",
+        "guard",
+        "handle",
+        "hide",
+        "ignore",
+        "implement",
+        "import",
+        "improve",
+        "include",
+        "increase",
+        "infer",
+        "inline",
+        "introduce",
+        "keep",
+        "limit",
+        "load",
+        "log",
+        "make",
+        "mark",
+        "merge",
+        "migrate",
+        "move",
+        "normalize",
+        "optimize",
+        "override",
+        "parse",
+        "pass",
+        "permit",
+        "port",
+        "preserve",
+        "prevent",
+        "print",
+        "propagate",
+        "protect",
+        "raise",
+        "read",
+        "record",
+        "reduce",
+        "refactor",
+        "register",
+        "reject",
+        "remove",
+        "rename",
+        "reorder",
+        "replace",
+        "report",
+        "require",
+        "reset",
+        "resolve",
+        "respect",
+        "restore",
+        "restrict",
+        "retry",
+        "return",
+        "reuse",
+        "rewrite",
+        "run",
+        "sanitize",
+        "save",
+        "scope",
+        "separate",
+        "serialize",
+        "set",
+        "share",
+        "show",
+        "simplify",
+        "skip",
+        "sort",
+        "speed",
+        "split",
+        "store",
+        "strip",
+        "support",
+        "switch",
+        "test",
+        "throw",
+        "tidy",
+        "tolerate",
+        "track",
+        "translate",
+        "treat",
+        "trim",
+        "truncate",
+        "tweak",
+        "undo",
+        "unify",
+        "unwrap",
+        "upgrade",
+        "use",
+        "validate",
+        "verify",
+        "warn",
+        "wrap",
+        "write",
+    ]
+)
 DOC_SUFFIXES = (".md", ".rst", ".txt", ".adoc")
-DOC_NAMES = {"readme", "changelog", "changes", "history", "license", "licence", "authors",
-             "contributing", "news", "notice", "copying"}
+DOC_NAMES = {
+    "readme",
+    "changelog",
+    "changes",
+    "history",
+    "license",
+    "licence",
+    "authors",
+    "contributing",
+    "news",
+    "notice",
+    "copying",
+}
 CI_PREFIXES = (".github/", ".gitlab/", ".circleci/", ".azure-pipelines/", ".buildkite/")
-CI_NAMES = {".gitlab-ci.yml", ".travis.yml", "appveyor.yml", "azure-pipelines.yml",
-            ".pre-commit-config.yaml", "tox.ini", "noxfile.py", "Jenkinsfile", "codecov.yml",
-            ".readthedocs.yml", ".readthedocs.yaml"}
+CI_NAMES = {
+    ".gitlab-ci.yml",
+    ".travis.yml",
+    "appveyor.yml",
+    "azure-pipelines.yml",
+    ".pre-commit-config.yaml",
+    "tox.ini",
+    "noxfile.py",
+    "Jenkinsfile",
+    "codecov.yml",
+    ".readthedocs.yml",
+    ".readthedocs.yaml",
+}
 
 
 @dataclass(frozen=True)
@@ -56,8 +247,11 @@ class CandidateCommit:
 def _is_doc(path: str) -> bool:
     name = path.rsplit("/", 1)[-1].lower()
     stem = name.split(".", 1)[0]
-    return (path.startswith(("docs/", "doc/")) or stem in DOC_NAMES
-            or (name.endswith(DOC_SUFFIXES) and not name.startswith("requirements")))
+    return (
+        path.startswith(("docs/", "doc/"))
+        or stem in DOC_NAMES
+        or (name.endswith(DOC_SUFFIXES) and not name.startswith("requirements"))
+    )
 
 
 def _is_ci(path: str) -> bool:

@@ -59,11 +59,18 @@ def check_files(root: Path, limits: PackageLimits, *, read_magic: bool = True) -
     try:
         top = os.lstat(root)
     except OSError as exc:
-        return [Problem("missing", "", f"cannot read the package: {exc.strerror}",
-                        "check the path")]
+        return [
+            Problem("missing", "", f"cannot read the package: {exc.strerror}", "check the path")
+        ]
     if not stat.S_ISDIR(top.st_mode):
-        return [Problem("not-a-directory", "", "a repo package is a directory",
-                        "copy the whole package folder")]
+        return [
+            Problem(
+                "not-a-directory",
+                "",
+                "a repo package is a directory",
+                "copy the whole package folder",
+            )
+        ]
 
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         base = Path(dirpath)
@@ -71,73 +78,118 @@ def check_files(root: Path, limits: PackageLimits, *, read_magic: bool = True) -
             path = base / name
             rel = path.relative_to(root).as_posix()
             if not SAFE_NAME.match(name):
-                bad("bad-name", repr(rel), "file name holds control characters",
-                    "rename or remove it")
+                bad(
+                    "bad-name",
+                    repr(rel),
+                    "file name holds control characters",
+                    "rename or remove it",
+                )
                 continue
             st = os.lstat(path)
             mode = st.st_mode
             parts = rel.split("/")
             if stat.S_ISLNK(mode):
                 target = os.readlink(path)
-                bad("symlink", rel, f"symbolic link (to {target!r}); links are never followed",
-                    "replace the link with the file it points to, or remove it")
+                bad(
+                    "symlink",
+                    rel,
+                    f"symbolic link (to {target!r}); links are never followed",
+                    "replace the link with the file it points to, or remove it",
+                )
                 continue
             if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                 bad("special-file", rel, "device, FIFO or socket", "remove it")
                 continue
             if len(parts) == 1 and name not in TOP_LEVEL:
-                bad("unexpected-entry", rel,
+                bad(
+                    "unexpected-entry",
+                    rel,
                     "a package holds only manifest.json, repo/, packages/ (and READY)",
-                    "remove it")
+                    "remove it",
+                )
                 continue
             if stat.S_ISDIR(mode):
                 if parts[0] == "packages" and len(parts) > 1:
-                    bad("unexpected-entry", rel, "packages/ holds wheel files only, no folders",
-                        "move the wheels to packages/ directly")
+                    bad(
+                        "unexpected-entry",
+                        rel,
+                        "packages/ holds wheel files only, no folders",
+                        "move the wheels to packages/ directly",
+                    )
                 elif parts[0] == "repo" and len(parts) > 1:
                     inner = "/".join(parts[1:])
                     if not REPO_DIRS.match(inner):
-                        bad("git-structure", rel, "not part of a bare git repository",
-                            "rebuild the package with `forge package build`")
+                        bad(
+                            "git-structure",
+                            rel,
+                            "not part of a bare git repository",
+                            "rebuild the package with `forge package build`",
+                        )
                     elif inner == "hooks" and any(os.scandir(path)):
-                        bad("git-hooks", rel, "the repository carries hooks",
-                            "remove repo/hooks/; hooks never run, packages must not carry any")
+                        bad(
+                            "git-hooks",
+                            rel,
+                            "the repository carries hooks",
+                            "remove repo/hooks/; hooks never run, packages must not carry any",
+                        )
                 elif parts[0] in ("manifest.json", "READY"):
                     bad("unexpected-entry", rel, "should be a file", "rebuild the package")
                 continue
             # regular file
             if st.st_nlink > 1:
-                bad("hardlink", rel, f"hard link ({st.st_nlink} names for one file)",
-                    "copy the package without hard links (cp without -l; git clone --no-hardlinks)")
+                bad(
+                    "hardlink",
+                    rel,
+                    f"hard link ({st.st_nlink} names for one file)",
+                    "copy the package without hard links (cp without -l; git clone --no-hardlinks)",
+                )
             size = st.st_size
             total += size
             if size > limits.max_file_mb * MB:
-                bad("file-too-large", rel,
+                bad(
+                    "file-too-large",
+                    rel,
                     f"{size / MB:.1f} MB; the limit is {limits.max_file_mb:g} MB per file",
-                    "leave the file out, or raise packages.max_file_mb in forge.toml")
+                    "leave the file out, or raise packages.max_file_mb in forge.toml",
+                )
             in_packages = parts[0] == "packages"
             if in_packages:
                 lowered = name.lower()
                 if lowered.endswith(SDIST_SUFFIXES):
-                    bad("sdist", rel, "source distribution; installing it would run its code",
-                        "replace it with a wheel (pip wheel / pip download --only-binary=:all:)")
+                    bad(
+                        "sdist",
+                        rel,
+                        "source distribution; installing it would run its code",
+                        "replace it with a wheel (pip wheel / pip download --only-binary=:all:)",
+                    )
                 elif not lowered.endswith(".whl"):
                     bad("not-a-wheel", rel, "packages/ holds .whl files only", "remove it")
                 continue
             if mode & 0o111:
-                bad("executable", rel, "executable file outside packages/",
-                    "remove the execute bit (chmod -x) or the file")
+                bad(
+                    "executable",
+                    rel,
+                    "executable file outside packages/",
+                    "remove the execute bit (chmod -x) or the file",
+                )
             if parts[0] == "repo" and len(parts) > 1:
                 inner = "/".join(parts[1:])
                 if inner.startswith("hooks/"):
                     continue  # reported once, on the directory
                 if inner in ("objects/info/alternates", "objects/info/http-alternates"):
-                    bad("git-alternates", rel,
+                    bad(
+                        "git-alternates",
+                        rel,
                         "alternates make git read objects from outside the package",
-                        "repack the repository without alternates (git repack -a -d)")
+                        "repack the repository without alternates (git repack -a -d)",
+                    )
                 elif not REPO_FILES.match(inner):
-                    bad("git-structure", rel, "not part of a bare git repository",
-                        "rebuild the package with `forge package build`")
+                    bad(
+                        "git-structure",
+                        rel,
+                        "not part of a bare git repository",
+                        "rebuild the package with `forge package build`",
+                    )
                 elif not inner.startswith("objects/") and read_magic and _is_archive_content(path):
                     bad("archive", rel, "archive content in a git metadata file", "remove it")
                 continue  # git objects are compressed by git itself; that is no archive
@@ -146,13 +198,20 @@ def check_files(root: Path, limits: PackageLimits, *, read_magic: bool = True) -
             ):
                 bad("archive", rel, "archive outside packages/", "remove it")
     if total > limits.max_total_mb * MB:
-        bad("package-too-large", "",
+        bad(
+            "package-too-large",
+            "",
             f"{total / MB:.0f} MB in all; the limit is {limits.max_total_mb:g} MB",
-            "split the package, or raise packages.max_total_mb in forge.toml")
+            "split the package, or raise packages.max_total_mb in forge.toml",
+        )
     for required in ("manifest.json", "repo", "packages"):
         if not os.path.lexists(root / required):
-            bad("missing", required, "required entry is missing",
-                "a package is manifest.json + repo/ + packages/; rebuild it")
+            bad(
+                "missing",
+                required,
+                "required entry is missing",
+                "a package is manifest.json + repo/ + packages/; rebuild it",
+            )
     return problems
 
 

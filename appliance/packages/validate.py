@@ -40,8 +40,13 @@ ALLOWED_CONFIG = {
     "remote.origin.fetch": None,
     "remote.origin.mirror": None,
 }
-NETWORK_SIGNS = ("Network is unreachable", "Temporary failure in name resolution",
-                 "Name or service not known", "ConnectionRefusedError", "urlopen error")
+NETWORK_SIGNS = (
+    "Network is unreachable",
+    "Temporary failure in name resolution",
+    "Name or service not known",
+    "ConnectionRefusedError",
+    "urlopen error",
+)
 
 
 @dataclass
@@ -78,63 +83,113 @@ def _check_manifest(root: Path, report: ValidationReport) -> bool:
     try:
         report.manifest, report.manifest_sha256 = read_manifest(root)
     except ManifestError as exc:
-        return report.record("manifest", [
-            Problem("manifest", MANIFEST_NAME, msg, "fix manifest.json or rebuild the package")
-            for msg in exc.problems
-        ])
+        return report.record(
+            "manifest",
+            [
+                Problem("manifest", MANIFEST_NAME, msg, "fix manifest.json or rebuild the package")
+                for msg in exc.problems
+            ],
+        )
     except OSError as exc:
-        return report.record("manifest", [Problem("manifest", MANIFEST_NAME,
-                                                  f"cannot read: {exc.strerror}",
-                                                  "copy the package again")])
+        return report.record(
+            "manifest",
+            [
+                Problem(
+                    "manifest",
+                    MANIFEST_NAME,
+                    f"cannot read: {exc.strerror}",
+                    "copy the package again",
+                )
+            ],
+        )
     problems = []
     here = platform.python_version()
     if not SpecifierSet(report.manifest.python).contains(here, prereleases=True):
-        problems.append(Problem("python", MANIFEST_NAME,
-                                f"needs Python {report.manifest.python}; this box runs {here}",
-                                "rebuild the package for this Python"))
+        problems.append(
+            Problem(
+                "python",
+                MANIFEST_NAME,
+                f"needs Python {report.manifest.python}; this box runs {here}",
+                "rebuild the package for this Python",
+            )
+        )
     return report.record("manifest", problems)
 
 
-def _check_git(root: Path, manifest: Manifest | None, scratch: Path) -> tuple[list[Problem], Path | None]:
+def _check_git(
+    root: Path, manifest: Manifest | None, scratch: Path
+) -> tuple[list[Problem], Path | None]:
     repo = root / "repo"
     problems = []
     try:
         for key, value in gitsafe.config_keys(repo / "config"):
             allowed = ALLOWED_CONFIG.get(key, ())
             if allowed == ():
-                problems.append(Problem("git-config", "repo/config",
-                                        f"key {key!r} is not allowed",
-                                        "rebuild the package; repo/config may hold only core "
-                                        "format keys and remote.origin"))
+                problems.append(
+                    Problem(
+                        "git-config",
+                        "repo/config",
+                        f"key {key!r} is not allowed",
+                        "rebuild the package; repo/config may hold only core "
+                        "format keys and remote.origin",
+                    )
+                )
             elif allowed is not None and value.lower() not in allowed:
-                problems.append(Problem("git-config", "repo/config",
-                                        f"{key} = {value!r} is not allowed",
-                                        "the repository must be bare (git clone --bare)"))
+                problems.append(
+                    Problem(
+                        "git-config",
+                        "repo/config",
+                        f"{key} = {value!r} is not allowed",
+                        "the repository must be bare (git clone --bare)",
+                    )
+                )
     except gitsafe.GitError as exc:
-        problems.append(Problem("git-config", "repo/config", f"unreadable: {exc.stderr.strip()}",
-                                "rebuild the package"))
+        problems.append(
+            Problem(
+                "git-config",
+                "repo/config",
+                f"unreadable: {exc.stderr.strip()}",
+                "rebuild the package",
+            )
+        )
     if problems:
         return problems, None
     copy = scratch / "repo.git"
     try:
         gitsafe.clean_copy(repo, copy)
     except (gitsafe.GitError, OSError) as exc:
-        return [Problem("git-corrupt", "repo", f"the repository is damaged: {exc}",
-                        "copy the package again or rebuild it")], None
+        return [
+            Problem(
+                "git-corrupt",
+                "repo",
+                f"the repository is damaged: {exc}",
+                "copy the package again or rebuild it",
+            )
+        ], None
     if manifest is None:
         return [], copy
     parents = gitsafe.commit_parents(copy, [c.sha for c in manifest.commits])
     for commit in manifest.commits:
         got = parents[commit.sha]
         if got is None:
-            problems.append(Problem("commit-missing", "repo",
-                                    f"commit {commit.sha} in the manifest is not in the repository",
-                                    "rebuild the package; the repository and manifest disagree"))
+            problems.append(
+                Problem(
+                    "commit-missing",
+                    "repo",
+                    f"commit {commit.sha} in the manifest is not in the repository",
+                    "rebuild the package; the repository and manifest disagree",
+                )
+            )
         elif not got or got[0] != commit.parent:
-            problems.append(Problem("commit-parent", "repo",
-                                    f"commit {commit.sha}: manifest says parent {commit.parent}, "
-                                    f"the repository says {got[0] if got else 'none'}",
-                                    "rebuild the package; the repository and manifest disagree"))
+            problems.append(
+                Problem(
+                    "commit-parent",
+                    "repo",
+                    f"commit {commit.sha}: manifest says parent {commit.parent}, "
+                    f"the repository says {got[0] if got else 'none'}",
+                    "rebuild the package; the repository and manifest disagree",
+                )
+            )
     return problems, copy
 
 
@@ -142,47 +197,82 @@ def _check_requirements(root: Path, manifest: Manifest, cache: Path) -> list[Pro
     try:
         resolve(manifest.requirements, root / "packages", cache_dir=cache)
     except EnvironmentFailed as exc:
-        return [Problem("wheel-missing", "packages",
-                        "the requirements do not resolve from packages/ alone: "
-                        + exc.output.strip()[-1500:],
-                        "add the missing wheels (forge package build downloads them all)")]
+        return [
+            Problem(
+                "wheel-missing",
+                "packages",
+                "the requirements do not resolve from packages/ alone: "
+                + exc.output.strip()[-1500:],
+                "add the missing wheels (forge package build downloads them all)",
+            )
+        ]
     return []
 
 
-def _dry_run(root: Path, manifest: Manifest, repo_copy: Path, scratch: Path, cache: Path,
-             timeout: float) -> list[Problem]:
+def _dry_run(
+    root: Path, manifest: Manifest, repo_copy: Path, scratch: Path, cache: Path, timeout: float
+) -> list[Problem]:
     src = scratch / "src"
     newest = manifest.commits[-1].sha
     gitsafe.export_tree(repo_copy, newest, src)
     fix = "make the test suite collect offline with only the listed requirements"
     try:
-        env_python = create_env(scratch / "env", manifest.requirements, root / "packages",
-                                cache_dir=cache, timeout=timeout)
+        env_python = create_env(
+            scratch / "env",
+            manifest.requirements,
+            root / "packages",
+            cache_dir=cache,
+            timeout=timeout,
+        )
     except EnvironmentFailed as exc:
-        return [Problem("dry-run-env", "packages", f"environment build failed: {exc}",
-                        "check the wheels match this Python and platform")]
+        return [
+            Problem(
+                "dry-run-env",
+                "packages",
+                f"environment build failed: {exc}",
+                "check the wheels match this Python and platform",
+            )
+        ]
     argv = list(manifest.test_command) + ["--collect-only", "-q", "-p", "no:cacheprovider"]
     env_bin = env_python.parent
     try:
-        result = run_sandboxed(argv, cwd=src, writable=[src], readable=[env_bin.parent],
-                               timeout_s=timeout,
-                               env={"PATH": f"{env_bin}:/usr/bin:/bin",
-                                    "VIRTUAL_ENV": str(env_bin.parent)})
+        result = run_sandboxed(
+            argv,
+            cwd=src,
+            writable=[src],
+            readable=[env_bin.parent],
+            timeout_s=timeout,
+            env={"PATH": f"{env_bin}:/usr/bin:/bin", "VIRTUAL_ENV": str(env_bin.parent)},
+        )
     except SandboxTimeout:
-        return [Problem("dry-run-timeout", "manifest.json",
-                        f"collecting tests took longer than {timeout:g} s", fix)]
+        return [
+            Problem(
+                "dry-run-timeout",
+                "manifest.json",
+                f"collecting tests took longer than {timeout:g} s",
+                fix,
+            )
+        ]
     except SandboxError as exc:
         return [Problem("sandbox", "", str(exc), exc.hint or "install bubblewrap")]
     if result.returncode == 0:
         return []
     tail = "\n".join(result.output.strip().splitlines()[-15:])
     if any(sign in result.output for sign in NETWORK_SIGNS):
-        return [Problem("dry-run-network", "manifest.json",
-                        f"the test command tried to reach the network (there is none):\n{tail}",
-                        "tests must run offline; remove network access from the test suite")]
+        return [
+            Problem(
+                "dry-run-network",
+                "manifest.json",
+                f"the test command tried to reach the network (there is none):\n{tail}",
+                "tests must run offline; remove network access from the test suite",
+            )
+        ]
     what = "collected no tests" if result.returncode == 5 else f"exited {result.returncode}"
-    return [Problem("dry-run", "manifest.json",
-                    f"`{' '.join(argv)}` at {newest[:12]} {what}:\n{tail}", fix)]
+    return [
+        Problem(
+            "dry-run", "manifest.json", f"`{' '.join(argv)}` at {newest[:12]} {what}:\n{tail}", fix
+        )
+    ]
 
 
 def validate(package: Path, config: Config, *, dry_run: bool = True) -> ValidationReport:
@@ -213,7 +303,8 @@ def validate(package: Path, config: Config, *, dry_run: bool = True) -> Validati
         wheels_ok = report.record("wheels", wheel_problems)
         if not (git_ok and wheels_ok and dry_run):
             return report
-        report.record("dry_run", _dry_run(root, manifest, repo_copy, scratch, cache,
-                                          limits.dry_run_timeout_s))
+        report.record(
+            "dry_run", _dry_run(root, manifest, repo_copy, scratch, cache, limits.dry_run_timeout_s)
+        )
         shutil.rmtree(scratch, ignore_errors=True)
     return report

@@ -38,8 +38,20 @@ def check_sandbox() -> None:
             "install the 'bubblewrap' package (./install.sh does it where apt is available)",
         )
     proc = subprocess.run(
-        [exe, "--ro-bind", "/", "/", "--unshare-net", "--unshare-pid", "--die-with-parent",
-         "--dev", "/dev", "--proc", "/proc", "true"],
+        [
+            exe,
+            "--ro-bind",
+            "/",
+            "/",
+            "--unshare-net",
+            "--unshare-pid",
+            "--die-with-parent",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "true",
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -88,8 +100,9 @@ def run_sandboxed(
     cwd = Path(cwd).resolve()
     run_env = {"PATH": SAFE_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
     run_env.update(env or {})
-    cmd = _command_line(argv, cwd, [Path(p).resolve() for p in writable],
-                        [Path(p).resolve() for p in readable])
+    cmd = _command_line(
+        argv, cwd, [Path(p).resolve() for p in writable], [Path(p).resolve() for p in readable]
+    )
     started = time.monotonic()
     proc = subprocess.Popen(
         cmd,

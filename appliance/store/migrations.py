@@ -98,9 +98,7 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
         # or neither. Another process migrating at once waits on the lock, then skips.
         db.conn.execute("BEGIN IMMEDIATE")
         try:
-            if db.execute(
-                "SELECT 1 FROM _migrations WHERE name = ?", [fn.__name__]
-            ).fetchone():
+            if db.execute("SELECT 1 FROM _migrations WHERE name = ?", [fn.__name__]).fetchone():
                 db.conn.execute("ROLLBACK")
                 continue
             fn(db)

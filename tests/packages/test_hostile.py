@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from appliance.packages.ingest import ingest
-from tests.conftest import RepoBuilder, build, copy_package, git
+from tests.conftest import TEST_V1, RepoBuilder, build, copy_package, git
 
 
 def _manifest(pkg: Path) -> dict:
@@ -214,7 +214,8 @@ def test_hostile_package_is_rejected(case, calc_package, forge_home, db, tmp_pat
     outside.mkdir()
     if case == "oversized file":
         (forge_home.home / "forge.toml").write_text(
-            "[ingest]\nquiet_seconds = 0\n[packages]\nmax_file_mb = 2\n")
+            "[ingest]\nquiet_seconds = 0\n[packages]\nmax_file_mb = 2\n"
+        )
         from appliance.config import load_config
 
         forge_home = load_config()
@@ -297,15 +298,23 @@ def test_package_still_being_copied_is_left_alone(calc_package, forge_home, db):
 
 def test_network_during_dry_run_is_rejected(tmp_path, wheelhouse, forge_home, db):
     repo = RepoBuilder(tmp_path / "net-src")
-    repo.commit("Create calculator with addition", {
-        "pyproject.toml": "[tool.pytest.ini_options]\npythonpath = ['src']\n",
-        "src/calc.py": "def add(a, b):\n    return a + b\n",
-        "tests/test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n"})
-    repo.commit("Fetch the exchange rates in the test setup", {
-        "tests/conftest.py": (
-            "import socket\n\n"
-            "socket.create_connection(('192.0.2.1', 80), timeout=5).close()\n"),
-        "src/calc.py": "def add(a, b):\n    return a + b\n\n\nRATE = 1\n"})
+    repo.commit(
+        "Create calculator with addition",
+        {
+            "pyproject.toml": "[tool.pytest.ini_options]\npythonpath = ['src']\n",
+            "src/calc.py": "def add(a, b):\n    return a + b\n",
+            "tests/test_calc.py": TEST_V1,
+        },
+    )
+    repo.commit(
+        "Fetch the exchange rates in the test setup",
+        {
+            "tests/conftest.py": (
+                "import socket\n\nsocket.create_connection(('192.0.2.1', 80), timeout=5).close()\n"
+            ),
+            "src/calc.py": "def add(a, b):\n    return a + b\n\n\nRATE = 1\n",
+        },
+    )
     pkg = build(repo, forge_home.dir("ingest") / "net", wheelhouse, name="net", version="1")
     [result] = ingest(forge_home, db)
     assert result.outcome == "rejected"
