@@ -41,8 +41,17 @@ def gather_wheels(dest: Path = WHEEL_CACHE) -> Path:
     """Download (or copy from wheels/) the demo's pinned wheels into `dest`."""
     pins = pinned_requirements()
     dest.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-            "--only-binary=:all:", "--dest", str(dest)]
+    args = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--dest",
+        str(dest),
+    ]
     offline = ROOT / "wheels"
     if any(offline.glob("*.whl")):
         args += ["--no-index", "--find-links", str(offline)]
@@ -67,12 +76,18 @@ def inputs_digest() -> str:
     return digest.hexdigest()
 
 
-def build(output: Path = DEFAULT_OUTPUT, *, force: bool = False, wheels: Path | None = None) -> Path:
+def build(
+    output: Path = DEFAULT_OUTPUT, *, force: bool = False, wheels: Path | None = None
+) -> Path:
     """Build the demo package into `output` (replacing an outdated one); return it."""
     stamp = output.parent / f".{output.name}{STAMP}"
     digest = inputs_digest()
-    if (not force and (output / "manifest.json").is_file() and stamp.is_file()
-            and stamp.read_text().strip() == digest):
+    if (
+        not force
+        and (output / "manifest.json").is_file()
+        and stamp.is_file()
+        and stamp.read_text().strip() == digest
+    ):
         return output
     wheel_dir = wheels or gather_wheels()
     with tempfile.TemporaryDirectory(prefix="forge-demo-") as tmp:
@@ -80,14 +95,35 @@ def build(output: Path = DEFAULT_OUTPUT, *, force: bool = False, wheels: Path | 
         if output.exists():
             shutil.rmtree(output)
         forge = [sys.executable, "-m", "appliance"]
-        subprocess.run(forge + [
-            "package", "build", str(Path(tmp) / "demo"), "--output", str(output),
-            "--name", "demo", "--version", "1.0.0",
-            "--description", "A small unit-aware quantity library: Forge's demo repository",
-            "--license", "MIT", "--test-command", "pytest -q", "--test-timeout", "300",
-            "--find-links", str(wheel_dir), "--json",
-            *[arg for pin in pinned_requirements() for arg in ("--requirement", pin)],
-        ], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            forge
+            + [
+                "package",
+                "build",
+                str(Path(tmp) / "demo"),
+                "--output",
+                str(output),
+                "--name",
+                "demo",
+                "--version",
+                "1.0.0",
+                "--description",
+                "A small unit-aware quantity library: Forge's demo repository",
+                "--license",
+                "MIT",
+                "--test-command",
+                "pytest -q",
+                "--test-timeout",
+                "300",
+                "--find-links",
+                str(wheel_dir),
+                "--json",
+                *[arg for pin in pinned_requirements() for arg in ("--requirement", pin)],
+            ],
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
     manifest = json.loads((output / "manifest.json").read_text())
     if manifest["source"]["head"] != head:
         raise SystemExit(f"demo build: HEAD {head} missing from the package manifest")
@@ -102,8 +138,10 @@ def main() -> int:
     args = parser.parse_args()
     path = build(args.output, force=args.force)
     manifest = json.loads((path / "manifest.json").read_text())
-    print(f"demo package: {path} ({len(manifest['commits'])} commits, "
-          f"{len(manifest['wheels'])} wheels)")
+    print(
+        f"demo package: {path} ({len(manifest['commits'])} commits, "
+        f"{len(manifest['wheels'])} wheels)"
+    )
     return 0
 
 

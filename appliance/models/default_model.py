@@ -37,9 +37,8 @@ def register_default(manifest: Path) -> Path:
     gguf = shipped_gguf()
     manifest.parent.mkdir(parents=True, exist_ok=True)
     link = manifest.parent / GGUF_NAME
-    if link.is_symlink() or link.exists():
-        if link.resolve() != gguf.resolve():
-            link.unlink()
+    if (link.is_symlink() or link.exists()) and link.resolve() != gguf.resolve():
+        link.unlink()
     if not link.exists():
         link.symlink_to(gguf)
     doc = tomlkit.parse(manifest.read_text()) if manifest.exists() else tomlkit.document()
