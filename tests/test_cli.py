@@ -129,12 +129,23 @@ def test_build_reports_filters_and_output_validates(calc_repo, wheelhouse, tmp_p
 
 
 def test_doctor_passes_on_an_installed_box(forge_home):
+    # Free space is the machine's business; its check has a test of its own below.
+    (forge_home.home / "forge.toml").write_text("[doctor]\nmin_free_gb = 0\n")
     proc = forge("doctor", "--json")
     data = json.loads(proc.stdout)
     failed = [c for c in data["checks"] if not c["ok"]]
     assert proc.returncode == 0 and not failed, failed
     names = {c["name"] for c in data["checks"]}
     assert {"database", "sqlite-vec", "llama.cpp", "uv", "bwrap", "disk"} <= names
+    assert any(n.startswith("model ") for n in names)
+
+
+def test_doctor_reports_low_disk(forge_home):
+    (forge_home.home / "forge.toml").write_text("[doctor]\nmin_free_gb = 1000000\n")
+    proc = forge("doctor", "--json")
+    assert proc.returncode == 1
+    [disk] = [c for c in json.loads(proc.stdout)["checks"] if c["name"] == "disk"]
+    assert not disk["ok"] and "want ≥ 1e+06 GB" in disk["detail"] and disk["fix"]
 
 
 def test_doctor_names_a_tampered_model(tmp_path, forge_home):
