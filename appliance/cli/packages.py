@@ -180,13 +180,19 @@ def validate(directory: Path, as_json: bool) -> None:
 
 @click.command()
 @click.argument("directory", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Leave the packages where they are (read-only media, the shipped demo).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def ingest(directory: Path | None, as_json: bool) -> None:
+def ingest(directory: Path | None, keep: bool, as_json: bool) -> None:
     """Take complete packages from DIRECTORY (default FORGE_HOME/ingest/) into the corpus.
 
-    Packages still being copied (no READY marker and changed recently) are left for the
-    next run. Rejected packages move to quarantine/ with REJECTED.txt. Exits 1 when any
-    package was rejected.
+    DIRECTORY may also be one package. Packages still being copied (no READY marker and
+    changed recently) are left for the next run. Accepted packages are removed from the
+    ingest folder; rejected ones move to quarantine/ with REJECTED.txt (with --keep both
+    stay put). Exits 1 when any package was rejected.
     """
     from appliance.packages.ingest import ingest as run_ingest
     from appliance.store import open_db
@@ -220,6 +226,7 @@ def ingest(directory: Path | None, as_json: bool) -> None:
             directory,
             on_result=show,
             hook=lambda stage: spinner.update(f"ingest: {stage}"),
+            keep=keep,
         )
     if as_json:
         emit_json({"results": [r.to_dict() for r in results]})

@@ -232,8 +232,10 @@ def quarantine(
     problems: list[Problem],
     name: str | None = None,
     version: str | None = None,
+    keep: bool = False,
 ) -> IngestResult:
-    """Move `source` to quarantine/<name>-<time>/ beside a REJECTED.txt with the reasons."""
+    """Move `source` to quarantine/<name>-<time>/ beside a REJECTED.txt with the reasons
+    (with `keep`, the source stays where it is and only REJECTED.txt is written)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = config.dir("quarantine") / f"{source.name}-{stamp}-{uuid.uuid4().hex[:6]}"
     folder.mkdir(parents=True)
@@ -245,8 +247,11 @@ def quarantine(
         "Nothing from it entered the corpus. Fix the package on the connected side",
         "(`forge package validate DIR` shows the same report) and copy it again.",
     ]
+    if keep:
+        text.append(f"The package was left where it was: {source}")
     (folder / "REJECTED.txt").write_text("\n".join(text) + "\n")
-    shutil.move(str(source), str(folder / source.name))
+    if not keep:
+        shutil.move(str(source), str(folder / source.name))
     _record_event(db, source.name, "rejected", quarantine=folder, reasons=reasons)
     return IngestResult(source.name, "rejected", name, version, str(folder), reasons)
 
@@ -263,14 +268,17 @@ def ingest_one(
     db: sqlite_utils.Database,
     source: Path,
     hook: Callable[[str], None] | None = None,
+    keep: bool = False,
 ) -> IngestResult:
-    """Validate one complete package and move it into the corpus or quarantine."""
+    """Validate one complete package and move it into the corpus or quarantine.
+
+    With `keep` the source is left in place (a read-only USB mount, the shipped demo)."""
     hook = hook or (lambda stage: None)
     limits = config.settings.packages
     # lstat-only pass on the original: links, devices and sizes are refused before copying.
     problems = check_files(source, limits, read_magic=False)
     if problems:
-        return quarantine(config, db, source, problems)
+        return quarantine(config, db, source, problems, keep=keep)
     try:
         manifest, sha = read_manifest(source)
     except (ManifestError, OSError):
@@ -282,7 +290,8 @@ def ingest_one(
         ).fetchone()
         if row and row[1] == sha:
             _record_event(db, source.name, "duplicate", package_id=row[0])
-            _remove_source(source)
+            if not keep:
+                _remove_source(source)
             return IngestResult(
                 source.name,
                 "duplicate",
@@ -307,6 +316,7 @@ def ingest_one(
                 ],
                 manifest.name,
                 manifest.version,
+                keep=keep,
             )
     corpus = config.dir("corpus")
     staging = corpus / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
@@ -325,6 +335,7 @@ def ingest_one(
                 report.problems,
                 manifest.name if manifest else None,
                 manifest.version if manifest else None,
+                keep=keep,
             )
         manifest, sha = report.manifest, report.manifest_sha256
         # The corpus keeps a repository rebuilt by Forge: objects and refs, nothing else.
@@ -346,7 +357,8 @@ def ingest_one(
         shutil.rmtree(staging, ignore_errors=True)
     hook("record")
     record_package(db, manifest, sha, final, "accepted", source.name)
-    _remove_source(source)
+    if not keep:
+        _remove_source(source)
     return IngestResult(source.name, "accepted", manifest.name, manifest.version, str(final))
 
 
@@ -356,12 +368,15 @@ def ingest(
     folder: Path | None = None,
     on_result: Callable[[IngestResult], None] | None = None,
     hook: Callable[[str], None] | None = None,
+    keep: bool = False,
 ) -> list[IngestResult]:
-    """Ingest every complete package in `folder` (default FORGE_HOME/ingest/)."""
+    """Ingest every complete package in `folder` (default FORGE_HOME/ingest/); a folder
+    that is itself a package (it holds manifest.json) is ingested as the one package."""
     folder = Path(folder) if folder else config.dir("ingest")
     config.ensure_dirs()
     if not folder.is_dir():
         raise ForgeError(f"{folder} is not a directory", "name the folder holding the packages")
+    entries = [folder] if (folder / MANIFEST_NAME).is_file() else sorted(folder.iterdir())
     results: list[IngestResult] = []
     emit = on_result or (lambda r: None)
     with ingest_lock(config):
@@ -369,7 +384,7 @@ def ingest(
             results.append(result)
             emit(result)
         quiet = config.settings.ingest.quiet_seconds
-        for entry in sorted(folder.iterdir()):
+        for entry in entries:
             if entry.name.startswith("."):
                 continue  # hidden: editors' and copiers' temporary files
             if not is_complete(entry, quiet):
@@ -381,7 +396,7 @@ def ingest(
                     ],
                 )
             else:
-                result = ingest_one(config, db, entry, hook)
+                result = ingest_one(config, db, entry, hook, keep=keep)
             results.append(result)
             emit(result)
     return results

@@ -123,3 +123,20 @@ def test_stray_file_in_ingest_is_quarantined(forge_home, db):
     assert result.outcome == "rejected"
     assert "[not-a-directory]" in result.reasons[0]
     assert list(forge_home.dir("ingest").iterdir()) == []
+
+
+def test_keep_leaves_the_source_and_a_single_package_folder_works(
+    calc_package, forge_home, db, tmp_path
+):
+    [result] = ingest(forge_home, db, calc_package, keep=True)
+    assert result.outcome == "accepted"
+    assert (calc_package / "manifest.json").is_file()  # untouched
+    [again] = ingest(forge_home, db, calc_package, keep=True)
+    assert again.outcome == "duplicate"
+    assert calc_package.is_dir()
+    broken = copy_package(calc_package, tmp_path / "broken")
+    (broken / "manifest.json").write_text("[]")
+    [rejected] = ingest(forge_home, db, broken, keep=True)
+    assert rejected.outcome == "rejected"
+    assert broken.is_dir()
+    assert "left where it was" in (Path(rejected.path) / "REJECTED.txt").read_text()

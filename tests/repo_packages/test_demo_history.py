@@ -192,5 +192,5 @@ def test_new_tests_fail_at_the_parent(repo, tmp_path):
             return None
         return f"{sha}: exit {result.returncode} at the parent\n{result.stdout[-2000:]}"
 
-    failures = [failure for failure in _in_parallel(run, demo.task_commits_with_tests(repo)) if failure]
+    failures = [f for f in _in_parallel(run, demo.task_commits_with_tests(repo)) if f]
     assert not failures, "\n".join(failures)
