@@ -89,14 +89,11 @@ def newest_change(path: Path) -> float:
 
 
 def is_complete(path: Path, quiet_seconds: float, now: float | None = None) -> bool:
-    """A package is complete when it has a READY marker, or when it has its manifest
-    and nothing in it changed for `quiet_seconds` (the copy from USB has finished)."""
-    if not path.is_dir() or path.is_symlink():
-        return newest_change(path) <= (now or time.time()) - quiet_seconds
-    if (path / READY_MARKER).is_file():
+    """A package is complete when it has a READY marker, or when nothing in it changed
+    for `quiet_seconds` (the copy from USB has finished). A complete folder without a
+    manifest is then rejected rather than waited on for ever."""
+    if path.is_dir() and not path.is_symlink() and (path / READY_MARKER).is_file():
         return True
-    if not (path / MANIFEST_NAME).is_file():
-        return False
     return newest_change(path) <= (now or time.time()) - quiet_seconds
 
 

@@ -140,3 +140,11 @@ def test_keep_leaves_the_source_and_a_single_package_folder_works(
     assert rejected.outcome == "rejected"
     assert broken.is_dir()
     assert "left where it was" in (Path(rejected.path) / "REJECTED.txt").read_text()
+
+
+def test_finished_folder_without_manifest_is_rejected_not_waited_on(forge_home, db):
+    junk = forge_home.dir("ingest") / "half-a-package"
+    (junk / "packages").mkdir(parents=True)
+    [result] = ingest(forge_home, db)
+    assert result.outcome == "rejected"
+    assert any("[missing] manifest.json" in r for r in result.reasons), result.reasons
