@@ -8,7 +8,6 @@ last the dry run, which runs only when everything else passed.
 from __future__ import annotations
 
 import platform
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,5 +305,4 @@ def validate(package: Path, config: Config, *, dry_run: bool = True) -> Validati
         report.record(
             "dry_run", _dry_run(root, manifest, repo_copy, scratch, cache, limits.dry_run_timeout_s)
         )
-        shutil.rmtree(scratch, ignore_errors=True)
     return report

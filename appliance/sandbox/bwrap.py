@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -100,27 +101,34 @@ def run_sandboxed(
     cwd = Path(cwd).resolve()
     run_env = {"PATH": SAFE_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
     run_env.update(env or {})
-    cmd = _command_line(
-        argv, cwd, [Path(p).resolve() for p in writable], [Path(p).resolve() for p in readable]
-    )
+    writable = [Path(p).resolve() for p in writable]
+    readable = [Path(p).resolve() for p in readable]
+    if not any(cwd.is_relative_to(p) for p in writable + readable):
+        readable.append(cwd)  # the working directory is always visible, read-only by default
+    cmd = _command_line(argv, cwd, writable, readable)
     started = time.monotonic()
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=run_env,
-        start_new_session=True,  # its own process group, so the whole tree can be killed
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired as exc:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        raise SandboxTimeout(
-            f"{argv[0]} ran past its {timeout_s:g} s limit and was killed",
-            "raise the time limit if the work is legitimately slow",
-        ) from exc
-    truncated = len(out) > OUTPUT_LIMIT
-    text = out[:OUTPUT_LIMIT].decode("utf-8", errors="replace")
+    # Output goes to a file, not a pipe: a flood of output costs disk, never memory.
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=run_env,
+            start_new_session=True,  # its own process group, so the whole tree can be killed
+        )
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise SandboxTimeout(
+                f"{argv[0]} ran past its {timeout_s:g} s limit and was killed",
+                "raise the time limit if the work is legitimately slow",
+            ) from exc
+        size = os.fstat(out.fileno()).st_size
+        out.seek(0)
+        data = out.read(OUTPUT_LIMIT)
+    truncated = size > OUTPUT_LIMIT
+    text = data.decode("utf-8", errors="replace")
     return SandboxResult(proc.returncode, text, time.monotonic() - started, truncated)
