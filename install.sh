@@ -133,7 +133,15 @@ pip_install() { "$VPY" -m pip install --disable-pip-version-check "${PIP_SOURCE[
 
 install_torch() {
     if [ "${FORGE_CUDA:-0}" = 1 ]; then
+        # The P40 is Pascal (sm_61): PyTorch's CUDA 12.8+ builds dropped it, its CUDA 12.6
+        # builds keep it. Put torch-$TORCH_VERSION+cu126 in wheels/ for the box.
         pip_install "torch==$TORCH_VERSION"
+        "$VPY" - <<'PY' || return 1
+import sys, torch
+if torch.cuda.is_available() and "sm_61" not in torch.cuda.get_arch_list():
+    sys.exit(f"torch {torch.__version__} has no kernels for the P40 (sm_61): "
+             f"{torch.cuda.get_arch_list()}; install its CUDA 12.6 build (+cu126)")
+PY
     else
         # On CPU machines the CPU build of torch (the plain PyPI wheel pulls several GB
         # of CUDA libraries); it is found through the machine's or wheels/'s find-links.

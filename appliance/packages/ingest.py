@@ -131,11 +131,14 @@ def record_package(
     db: sqlite_utils.Database,
     manifest: Manifest,
     sha256: str,
-    path: Path,
+    path: str,
     outcome: str,
     source: str,
 ) -> int:
-    """Insert the package, its commits and the ingest event in one transaction."""
+    """Insert the package, its commits and the ingest event in one transaction.
+
+    `path` is relative to FORGE_HOME ("corpus/NAME-VERSION"), so a restored or moved
+    FORGE_HOME keeps working."""
     with transaction(db) as conn:
         cur = conn.execute(
             """INSERT INTO packages (name, version, manifest_sha256, path, split, description,
@@ -145,7 +148,7 @@ def record_package(
                 manifest.name,
                 manifest.version,
                 sha256,
-                str(path),
+                path,
                 manifest.split,
                 manifest.description,
                 manifest.license,
@@ -213,9 +216,16 @@ def recover(config: Config, db: sqlite_utils.Database) -> list[IngestResult]:
     for entry in sorted(corpus.iterdir()):
         if entry.name.startswith(STAGING_PREFIX):
             shutil.rmtree(entry, ignore_errors=True)
-        elif entry.is_dir() and str(entry) not in known:
-            manifest, sha = read_manifest(entry)
-            record_package(db, manifest, sha, entry, "recovered", entry.name)
+        elif entry.is_dir() and f"corpus/{entry.name}" not in known:
+            try:
+                manifest, sha = read_manifest(entry)
+            except (ManifestError, OSError) as exc:
+                raise ForgeError(
+                    f"{entry} is in the corpus but not in the database, and its manifest "
+                    f"cannot be read ({exc})",
+                    "move that folder out of corpus/ and ingest the package again",
+                ) from exc
+            record_package(db, manifest, sha, f"corpus/{entry.name}", "recovered", entry.name)
             results.append(
                 IngestResult(entry.name, "recovered", manifest.name, manifest.version, str(entry))
             )
@@ -294,7 +304,7 @@ def ingest_one(
                 "duplicate",
                 manifest.name,
                 manifest.version,
-                row[2],
+                str(config.home / row[2]),
                 ["already in the corpus"],
             )
         if row:
@@ -353,7 +363,7 @@ def ingest_one(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     hook("record")
-    record_package(db, manifest, sha, final, "accepted", source.name)
+    record_package(db, manifest, sha, f"corpus/{final.name}", "accepted", source.name)
     if not keep:
         _remove_source(source)
     return IngestResult(source.name, "accepted", manifest.name, manifest.version, str(final))

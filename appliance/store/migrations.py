@@ -28,7 +28,7 @@ def m001_packages(db: sqlite_utils.Database) -> None:
             name TEXT NOT NULL,
             version TEXT NOT NULL,
             manifest_sha256 TEXT NOT NULL UNIQUE,
-            path TEXT NOT NULL,
+            path TEXT NOT NULL,  -- relative to FORGE_HOME: corpus/NAME-VERSION
             split TEXT CHECK (split IN ('train', 'eval')),
             description TEXT NOT NULL DEFAULT '',
             license TEXT NOT NULL DEFAULT '',

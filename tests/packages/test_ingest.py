@@ -33,7 +33,8 @@ def test_accepted_package_is_recorded_with_its_commits(calc_package, forge_home,
     # The corpus repository is a clean bare repository that git can read.
     from appliance.packages import gitsafe
 
-    log = gitsafe.git(["log", "--format=%s"], git_dir=Path(row[2]) / "repo").decode()
+    assert row[2] == "corpus/calc-1.0"  # relative to FORGE_HOME
+    log = gitsafe.git(["log", "--format=%s"], git_dir=forge_home.home / row[2] / "repo").decode()
     assert "Add subtraction to the calculator" in log
 
 
