@@ -39,23 +39,11 @@ def pinned_requirements() -> list[str]:
 
 def gather_wheels(dest: Path = WHEEL_CACHE) -> Path:
     """Download (or copy from wheels/) the demo's pinned wheels into `dest`."""
-    pins = pinned_requirements()
+    from appliance.packages.build import download_wheels
+
     dest.mkdir(parents=True, exist_ok=True)
-    args = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--quiet",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--dest",
-        str(dest),
-    ]
     offline = ROOT / "wheels"
-    if any(offline.glob("*.whl")):
-        args += ["--no-index", "--find-links", str(offline)]
-    subprocess.run(args + pins, check=True)
+    download_wheels(pinned_requirements(), dest, offline if any(offline.glob("*.whl")) else None)
     return dest
 
 
@@ -136,7 +124,18 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = parser.parse_args()
-    path = build(args.output, force=args.force)
+    from appliance.errors import ForgeError
+
+    try:
+        path = build(args.output, force=args.force)
+    except ForgeError as exc:
+        print(f"demo build failed: {exc}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as exc:
+        print(
+            f"demo build failed: {' '.join(exc.cmd[:6])} … exited {exc.returncode}", file=sys.stderr
+        )
+        return 1
     manifest = json.loads((path / "manifest.json").read_text())
     print(
         f"demo package: {path} ({len(manifest['commits'])} commits, "

@@ -122,7 +122,8 @@ def _bare_copy(source: str, dest: Path) -> str:
     return head_ref.removeprefix("refs/heads/")
 
 
-def _download_wheels(pins: Sequence[str], dest: Path, find_links: Path | None) -> None:
+def download_wheels(pins: Sequence[str], dest: Path, find_links: Path | None) -> None:
+    """pip download exactly `pins` as wheels into `dest` (from `find_links` alone if given)."""
     args = [
         sys.executable,
         "-m",
@@ -209,7 +210,7 @@ def build_package(
             ) from exc
         progress(f"gathering {len(pins)} wheels")
         (package / "packages").mkdir()
-        _download_wheels(pins, package / "packages", opts.find_links)
+        download_wheels(pins, package / "packages", opts.find_links)
         wheels = {p.name: sha256_file(p) for p in sorted((package / "packages").iterdir())}
         for path in (package / "packages").iterdir():
             path.chmod(0o644)
