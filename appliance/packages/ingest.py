@@ -378,12 +378,14 @@ def ingest(
     keep: bool = False,
 ) -> list[IngestResult]:
     """Ingest every complete package in `folder` (default FORGE_HOME/ingest/); a folder
-    that is itself a package (it holds manifest.json) is ingested as the one package."""
+    that is itself a package (it holds manifest.json) is ingested at once, as named."""
     folder = Path(folder) if folder else config.dir("ingest")
     config.ensure_dirs()
     if not folder.is_dir():
         raise ForgeError(f"{folder} is not a directory", "name the folder holding the packages")
-    entries = [folder] if (folder / MANIFEST_NAME).is_file() else sorted(folder.iterdir())
+    # A folder that is itself a package was named by the operator: it is complete.
+    single = (folder / MANIFEST_NAME).is_file()
+    entries = [folder] if single else sorted(folder.iterdir())
     results: list[IngestResult] = []
     emit = on_result or (lambda r: None)
     with ingest_lock(config):
@@ -394,7 +396,7 @@ def ingest(
         for entry in entries:
             if entry.name.startswith("."):
                 continue  # hidden: editors' and copiers' temporary files
-            if not is_complete(entry, quiet):
+            if not single and not is_complete(entry, quiet):
                 result = IngestResult(
                     entry.name,
                     "waiting",

@@ -149,3 +149,13 @@ def test_finished_folder_without_manifest_is_rejected_not_waited_on(forge_home, 
     [result] = ingest(forge_home, db)
     assert result.outcome == "rejected"
     assert any("[missing] manifest.json" in r for r in result.reasons), result.reasons
+
+
+def test_a_package_named_directly_is_taken_at_once(calc_package, forge_home, db):
+    (forge_home.home / "forge.toml").write_text("[ingest]\nquiet_seconds = 3600\n")
+    from appliance.config import load_config
+
+    config = load_config()
+    (calc_package / "manifest.json").touch()  # just changed
+    [result] = ingest(config, db, calc_package, keep=True)
+    assert result.outcome == "accepted"
