@@ -112,19 +112,19 @@ def _copy_regular_tree(src: Path, dest: Path) -> None:
             raise ForgeError(f"{entry.path} changed into a non-regular file during ingest")
 
 
+def _fsync(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_tree(root: Path) -> None:
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fd = os.open(dirpath, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            _fsync(os.path.join(dirpath, name))
+        _fsync(dirpath)
 
 
 def record_package(
@@ -360,6 +360,7 @@ def ingest_one(
             )
         hook("commit")
         staged.rename(final)  # the commit point
+        _fsync(corpus)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     hook("record")
