@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -10,7 +11,8 @@ import pytest
 from appliance.errors import SandboxTimeout
 from appliance.sandbox import run_sandboxed
 
-PY = sys.executable
+# The base interpreter: the sandbox has a private /tmp, where a checkout's venv may live.
+PY = os.path.realpath(sys.executable)
 
 
 def test_runs_a_command_and_returns_its_output(tmp_path):
