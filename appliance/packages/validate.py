@@ -14,7 +14,7 @@ from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
 
-from appliance.config import Config
+from appliance.config import Config, PackageLimits
 from appliance.errors import SandboxError, SandboxTimeout
 from appliance.packages import gitsafe
 from appliance.packages.environment import EnvironmentFailed, create_env, resolve
@@ -78,7 +78,7 @@ class ValidationReport:
         }
 
 
-def _check_manifest(root: Path, report: ValidationReport) -> bool:
+def _check_manifest(root: Path, report: ValidationReport, limits: PackageLimits) -> bool:
     try:
         report.manifest, report.manifest_sha256 = read_manifest(root)
     except ManifestError as exc:
@@ -102,6 +102,16 @@ def _check_manifest(root: Path, report: ValidationReport) -> bool:
             ],
         )
     problems = []
+    limit = limits.max_commits
+    if len(report.manifest.commits) > limit:
+        problems.append(
+            Problem(
+                "too-many-commits",
+                MANIFEST_NAME,
+                f"{len(report.manifest.commits)} commits; the limit is {limit}",
+                "rebuild with --max-commits, or raise packages.max_commits in forge.toml",
+            )
+        )
     here = platform.python_version()
     if not SpecifierSet(report.manifest.python).contains(here, prereleases=True):
         problems.append(
@@ -284,9 +294,9 @@ def validate(package: Path, config: Config, *, dry_run: bool = True) -> Validati
         # (a regular file is safe to read), so the report can name the package.
         manifest_path = root / MANIFEST_NAME
         if manifest_path.is_file() and not manifest_path.is_symlink():
-            _check_manifest(root, report)
+            _check_manifest(root, report, limits)
         return report
-    manifest_ok = _check_manifest(root, report)
+    manifest_ok = _check_manifest(root, report, limits)
     manifest = report.manifest if manifest_ok else None
     config.dir("envs").mkdir(parents=True, exist_ok=True)
     cache = config.dir("envs") / ".uv-cache"

@@ -77,3 +77,22 @@ def test_built_repository_is_bare_clean_and_packed(calc_package):
     assert list((repo / "objects" / "pack").glob("*.pack"))
     loose = [p for p in (repo / "objects").iterdir() if len(p.name) == 2]
     assert loose == []
+
+
+def test_more_commits_than_the_limit_is_rejected(calc_repo, wheelhouse, tmp_path, monkeypatch):
+    from appliance.config import load_config
+    from appliance.packages.validate import validate
+
+    calc_repo.commit(
+        "Add multiplication to the calculator",
+        {"src/calc.py": CALC_V2 + "\n\ndef mul(a, b):\n    return a * b\n"},
+    )
+    pkg = build(calc_repo, tmp_path / "pkg", wheelhouse).path
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "forge.toml").write_text("[packages]\nmax_commits = 1\n")
+    monkeypatch.setenv("FORGE_HOME", str(home))
+    report = validate(pkg, load_config())
+    assert not report.ok
+    assert [p.rule for p in report.problems] == ["too-many-commits"]
+    assert "2 commits; the limit is 1" in report.problems[0].message

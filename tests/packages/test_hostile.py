@@ -200,6 +200,8 @@ CASES = {
     "manifest is a symlink": (manifest_symlink, "symlink"),
     "unpinned requirement": (unpinned_requirement, "manifest"),
 }
+# Cases judged against a lowered limit (so the test need not write gigabytes).
+LIMITS = {"oversized file": "max_file_mb = 2"}
 EXPECTED_WORDS = {
     "unknown schema version": "unknown schema_version",
     "path traversal": "not a plain wheel file name",
@@ -212,9 +214,9 @@ def test_hostile_package_is_rejected(case, calc_package, forge_home, db, tmp_pat
     mutate, rule = CASES[case]
     outside = tmp_path / "outside"
     outside.mkdir()
-    if case == "oversized file":
+    if case in LIMITS:
         (forge_home.home / "forge.toml").write_text(
-            "[ingest]\nquiet_seconds = 0\n[packages]\nmax_file_mb = 2\n"
+            f"[ingest]\nquiet_seconds = 0\n[packages]\n{LIMITS[case]}\n"
         )
         from appliance.config import load_config
 
