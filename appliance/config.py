@@ -93,9 +93,15 @@ class Config:
         return self.home / name
 
     def ensure_dirs(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        for name in STATE_DIRS:
-            (self.home / name).mkdir(exist_ok=True)
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            for name in STATE_DIRS:
+                (self.home / name).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the state directory {exc.filename}: {exc.strerror}",
+                "set FORGE_HOME to a writable folder, or fix its owner and permissions",
+            ) from exc
 
 
 def _read_toml(path: Path) -> dict:

@@ -158,3 +158,12 @@ def test_doctor_names_a_tampered_model(tmp_path, forge_home):
     assert proc.returncode == 1
     assert "model tiny" in proc.stdout and "sha256" in proc.stdout
     assert "1 problem(s) found" in proc.stdout
+
+
+def test_unwritable_forge_home_is_an_error_not_a_traceback(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = forge("status", env={"FORGE_HOME": str(blocker / "home")})
+    assert proc.returncode == 1
+    assert "cannot create the state directory" in proc.stderr
+    assert "Traceback" not in proc.stderr

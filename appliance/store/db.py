@@ -68,12 +68,12 @@ def connect(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Database:
 
 
 def open_db(config=None, *, migrate: bool = True) -> sqlite_utils.Database:
-    """Open FORGE_HOME's database (creating FORGE_HOME if needed)."""
+    """Open FORGE_HOME's database (creating FORGE_HOME and its folders if needed)."""
     if config is None:
         from appliance.config import load_config
 
         config = load_config()
-    config.home.mkdir(parents=True, exist_ok=True)
+    config.ensure_dirs()
     return connect(config.db_path, migrate=migrate)
 
 
