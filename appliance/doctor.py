@@ -51,7 +51,7 @@ def _check_database(config: Config) -> list[Check]:
                     "database",
                     False,
                     f"integrity check: {'; '.join(result[:5])}",
-                    "restore the latest backup with `forge restore FILE`",
+                    "copy back the newest backup from FORGE_HOME/backups/ while Forge is stopped",
                 )
             )
         elif missing:

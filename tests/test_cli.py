@@ -167,3 +167,17 @@ def test_unwritable_forge_home_is_an_error_not_a_traceback(tmp_path):
     assert proc.returncode == 1
     assert "cannot create the state directory" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_corrupt_database_is_reported_by_status_and_doctor(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "forge.db").write_bytes(b"not a database at all" * 400)
+    env = {"FORGE_HOME": str(home)}
+    status = forge("status", env=env)
+    assert status.returncode == 1
+    assert "file is not a database" in status.stderr and "Traceback" not in status.stderr
+    doctor = forge("doctor", "--json", env=env)
+    assert doctor.returncode == 1
+    [check] = [c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "database"]
+    assert not check["ok"] and "not a database" in check["detail"]

@@ -47,7 +47,8 @@ def connect(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Database:
     except module.DatabaseError as exc:
         raise StoreError(
             f"cannot open the database {path}: {exc}",
-            "check the file; `forge restore` puts back a backup",
+            "move the file aside and run `forge init` for an empty database, or copy back "
+            "the newest backup from FORGE_HOME/backups/",
         ) from exc
     if str(path) != ":memory:" and mode.lower() != "wal":
         raise StoreError(f"{path}: SQLite refused WAL mode (got {mode})")
