@@ -10,6 +10,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -61,12 +62,50 @@ class ModelSettings(_Section):
     manifest: str = Field("", description="models.toml; default: models/ of the Forge install")
 
 
+class SandboxSettings(_Section):
+    """How repository code is confined; the limits apply to every run."""
+
+    backend: Literal["bwrap", "docker"] = "bwrap"
+    docker_image: str = Field(
+        "", description="docker backend: an image holding Forge's Python at the same path"
+    )
+    memory_mb: int = Field(4096, ge=64, description="resident memory of the whole run")
+    processes: int = Field(256, ge=8, description="live processes in one run")
+    cpu_s: float = Field(0, ge=0, description="CPU seconds per process; 0: the wall-time limit")
+    file_size_mb: int = Field(1024, ge=1)
+    open_files: int = Field(1024, ge=64)
+    output_mb: int = Field(64, ge=1, description="combined output; more stops the run")
+    tmp_mb: int = Field(1024, ge=16, description="size of the private /tmp")
+
+    def limits(self, wall_s: float):
+        from appliance.sandbox.spec import Limits
+
+        return Limits(
+            wall_s=wall_s,
+            cpu_s=self.cpu_s or wall_s,
+            memory_mb=self.memory_mb,
+            processes=self.processes,
+            file_size_mb=self.file_size_mb,
+            open_files=self.open_files,
+            output_bytes=self.output_mb << 20,
+            tmp_mb=self.tmp_mb,
+        )
+
+
+class HarnessSettings(_Section):
+    gold_runs: int = Field(3, ge=1, le=20, description="runs of the gold side; flips = flaky")
+    env_timeout_s: float = Field(600, gt=0, description="building one environment")
+    keep_worktrees: bool = Field(False, description="leave worktrees behind for debugging")
+
+
 class ForgeSettings(_Section):
     home: str = ""
     packages: PackageLimits = PackageLimits()
     ingest: IngestSettings = IngestSettings()
     doctor: DoctorSettings = DoctorSettings()
     models: ModelSettings = ModelSettings()
+    sandbox: SandboxSettings = SandboxSettings()
+    harness: HarnessSettings = HarnessSettings()
 
 
 @dataclass(frozen=True)

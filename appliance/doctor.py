@@ -139,14 +139,18 @@ def _check_uv() -> Check:
     )
 
 
-def _check_sandbox() -> Check:
+def _check_sandbox(config: Config) -> Check:
     from appliance.sandbox import bwrap_path, check_sandbox
 
+    backend = config.settings.sandbox.backend
     try:
-        check_sandbox()
+        check_sandbox(config)
     except ForgeError as exc:
-        return Check("bwrap", False, exc.message, exc.hint or "")
-    return Check("bwrap", True, f"{bwrap_path()} starts a sandbox with no network")
+        return Check(f"sandbox ({backend})", False, exc.message, exc.hint or "")
+    if backend == "docker":
+        image = config.settings.sandbox.docker_image
+        return Check("sandbox (docker)", True, f"the docker engine answers; image {image} is here")
+    return Check("sandbox (bwrap)", True, f"{bwrap_path()} starts a sandbox with no network")
 
 
 def _check_disk(config: Config) -> Check:
@@ -178,6 +182,6 @@ def run_checks(config: Config) -> list[Check]:
         _check_llama(),
         *_check_models(config),
         _check_uv(),
-        _check_sandbox(),
+        _check_sandbox(config),
         _check_disk(config),
     ]

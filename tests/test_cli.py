@@ -136,7 +136,7 @@ def test_doctor_passes_on_an_installed_box(forge_home):
     failed = [c for c in data["checks"] if not c["ok"]]
     assert proc.returncode == 0 and not failed, failed
     names = {c["name"] for c in data["checks"]}
-    assert {"database", "sqlite-vec", "llama.cpp", "uv", "bwrap", "disk"} <= names
+    assert {"database", "sqlite-vec", "llama.cpp", "uv", "sandbox (bwrap)", "disk"} <= names
     assert any(n.startswith("model ") for n in names)
 
 

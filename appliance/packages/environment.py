@@ -24,6 +24,12 @@ class EnvironmentFailed(RuntimeError):
         self.output = output
 
 
+def base_python() -> str:
+    """The interpreter environments are made from: the real binary, not Forge's venv link,
+    so an environment needs only that Python's installation (which the sandbox shows)."""
+    return os.path.realpath(sys.executable)
+
+
 def _uv(
     args: Sequence[str],
     *,
@@ -63,11 +69,12 @@ def resolve(
     wheel_dir: Path | None,
     *,
     cache_dir: Path,
-    python: str = sys.executable,
+    python: str | None = None,
     timeout: float = 300,
 ) -> list[str]:
     """Resolve `requirements` to a pinned set, wheels only: against `wheel_dir` alone, or
     (connected side, `wheel_dir=None`) against the package index."""
+    python = python or base_python()
     source = (
         _source_args(wheel_dir)
         if wheel_dir is not None
@@ -99,10 +106,11 @@ def create_env(
     wheel_dir: Path,
     *,
     cache_dir: Path,
-    python: str = sys.executable,
+    python: str | None = None,
     timeout: float = 600,
 ) -> Path:
     """A venv at `env_dir` with exactly `requirements` installed; return its python."""
+    python = python or base_python()
     _uv(["venv", "--quiet", "--python", python, str(env_dir)], cache_dir=cache_dir, timeout=timeout)
     env_python = env_dir / "bin" / "python"
     if requirements:

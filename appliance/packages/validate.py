@@ -15,14 +15,14 @@ from pathlib import Path
 from packaging.specifiers import SpecifierSet
 
 from appliance.config import Config, PackageLimits
-from appliance.errors import SandboxError, SandboxTimeout
+from appliance.errors import SandboxError
 from appliance.packages import gitsafe
 from appliance.packages.environment import EnvironmentFailed, create_env, resolve
 from appliance.packages.manifest import MANIFEST_NAME, Manifest, ManifestError, read_manifest
 from appliance.packages.problems import Problem
 from appliance.packages.rules import check_files
 from appliance.packages.wheels import check_wheels
-from appliance.sandbox import run_sandboxed
+from appliance.sandbox import Bind, SandboxRequest, run_sandboxed
 
 CHECKS = ("files", "manifest", "git", "wheels", "dry_run")
 # Keys a package's repo/config may hold; anything else (core.fsmonitor, hooksPath,
@@ -219,8 +219,10 @@ def _check_requirements(root: Path, manifest: Manifest, cache: Path) -> list[Pro
 
 
 def _dry_run(
-    root: Path, manifest: Manifest, repo_copy: Path, scratch: Path, cache: Path, timeout: float
+    root: Path, manifest: Manifest, repo_copy: Path, scratch: Path, config: Config
 ) -> list[Problem]:
+    cache = config.dir("envs") / ".uv-cache"
+    timeout = config.settings.packages.dry_run_timeout_s
     src = scratch / "src"
     newest = manifest.commits[-1].sha
     gitsafe.export_tree(repo_copy, newest, src)
@@ -243,17 +245,19 @@ def _dry_run(
             )
         ]
     argv = list(manifest.test_command) + ["--collect-only", "-q", "-p", "no:cacheprovider"]
-    env_bin = env_python.parent
+    env_dir = env_python.parent.parent
+    request = SandboxRequest(
+        argv=tuple(argv),
+        cwd=src,
+        binds=(Bind(src, writable=True), Bind(env_dir)),
+        env={"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "VIRTUAL_ENV": str(env_dir)},
+        limits=config.settings.sandbox.limits(timeout),
+    )
     try:
-        result = run_sandboxed(
-            argv,
-            cwd=src,
-            writable=[src],
-            readable=[env_bin.parent],
-            timeout_s=timeout,
-            env={"PATH": f"{env_bin}:/usr/bin:/bin", "VIRTUAL_ENV": str(env_bin.parent)},
-        )
-    except SandboxTimeout:
+        result = run_sandboxed(request, config)
+    except SandboxError as exc:
+        return [Problem("sandbox", "", exc.message, exc.hint or "install bubblewrap")]
+    if result.limit == "wall_time":
         return [
             Problem(
                 "dry-run-timeout",
@@ -262,8 +266,6 @@ def _dry_run(
                 fix,
             )
         ]
-    except SandboxError as exc:
-        return [Problem("sandbox", "", str(exc), exc.hint or "install bubblewrap")]
     if result.returncode == 0:
         return []
     tail = "\n".join(result.output.strip().splitlines()[-15:])
@@ -312,7 +314,5 @@ def validate(package: Path, config: Config, *, dry_run: bool = True) -> Validati
         wheels_ok = report.record("wheels", wheel_problems)
         if not (git_ok and wheels_ok and dry_run):
             return report
-        report.record(
-            "dry_run", _dry_run(root, manifest, repo_copy, scratch, cache, limits.dry_run_timeout_s)
-        )
+        report.record("dry_run", _dry_run(root, manifest, repo_copy, scratch, config))
     return report

@@ -1,134 +1,129 @@
-"""Run a command under bubblewrap with no network and a read-only view of the system."""
+"""The bubblewrap backend: a minimal root built from read-only system directories.
+
+Inside: /usr, /etc and the other system directories read-only, the Python Forge builds
+environments from, the request's binds, a private /tmp of limited size, /dev and /proc.
+Nothing else of the host exists there, so FORGE_HOME (the database, other packages,
+adapters) and home directories cannot be read. No network, its own PID, IPC and UTS
+namespaces, no capabilities, killed with its parent; rlimits set by `prlimit`.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
-import signal
 import subprocess
-import tempfile
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from appliance.errors import SandboxError, SandboxTimeout
+from appliance.errors import SandboxError
+from appliance.sandbox.spec import SandboxRequest, SandboxResult
+from appliance.sandbox.supervise import supervise
 
-OUTPUT_LIMIT = 1 << 20  # bytes of combined output kept; the rest is dropped
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
-
-
-@dataclass(frozen=True)
-class SandboxResult:
-    returncode: int
-    output: str  # stdout and stderr interleaved, at most OUTPUT_LIMIT bytes
-    duration_s: float
-    truncated: bool
+SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
 
 
 def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
-def check_sandbox() -> None:
-    """Raise SandboxError unless bubblewrap can start a network-less sandbox here."""
-    exe = bwrap_path()
-    if exe is None:
-        raise SandboxError(
-            "bubblewrap (bwrap) is not installed; Forge will not run repository code unconfined",
-            "install the 'bubblewrap' package (./install.sh does it where apt is available)",
-        )
-    proc = subprocess.run(
-        [
+def interpreter_prefix() -> Path:
+    """The installation of the Python that Forge's environments are made from."""
+    return Path(os.path.realpath(sys.base_prefix))
+
+
+def _system_args() -> list[str]:
+    args = []
+    for name in SYSTEM_DIRS:
+        host = Path("/") / name
+        if host.is_symlink():
+            args += ["--symlink", os.readlink(host), str(host)]
+        elif host.is_dir():
+            args += ["--ro-bind", str(host), str(host)]
+    prefix = interpreter_prefix()
+    if not any(prefix.is_relative_to(Path("/") / name) for name in SYSTEM_DIRS):
+        args += ["--ro-bind", str(prefix), str(prefix)]
+    return args
+
+
+def _visible(path: Path) -> bool:
+    system = any(path.is_relative_to(Path("/") / name) for name in SYSTEM_DIRS)
+    return system or path.is_relative_to(interpreter_prefix())
+
+
+class BwrapBackend:
+    """Run requests under bubblewrap. `hide`: host paths that must never be visible
+    (FORGE_HOME), masked with an empty tmpfs should they lie inside a system directory."""
+
+    name = "bwrap"
+
+    def __init__(self, hide: Sequence[Path] = ()) -> None:
+        self.hide = [Path(p).resolve() for p in hide]
+
+    def check(self) -> None:
+        exe = bwrap_path()
+        if exe is None:
+            raise SandboxError(
+                "bubblewrap (bwrap) is not installed; Forge will not run repository code "
+                "unconfined",
+                "install the 'bubblewrap' package (./install.sh does it where apt is available)",
+            )
+        if shutil.which("prlimit") is None:
+            raise SandboxError(
+                "prlimit is not installed; Forge cannot set resource limits for the sandbox",
+                "install the 'util-linux' package",
+            )
+        cmd = self.command_line(SandboxRequest(argv=("true",), cwd=Path("/")))
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0:
+            raise SandboxError(
+                f"bubblewrap is installed but cannot create a sandbox: {proc.stderr.strip()}",
+                "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1) "
+                "or run Forge as root",
+            )
+
+    def command_line(self, request: SandboxRequest) -> list[str]:
+        exe = bwrap_path()
+        if exe is None:
+            self.check()  # raises with the explanation
+        limits = request.limits
+        cpu = math.ceil(limits.cpu_s)
+        memory = limits.memory_mb << 20
+        fsize = limits.file_size_mb << 20
+        cmd = [
+            "prlimit",
+            f"--cpu={cpu}:{cpu + 5}",  # SIGXCPU at the soft limit, SIGKILL 5 s later
+            f"--as={memory}",
+            f"--fsize={fsize}",
+            f"--nofile={limits.open_files}",
+            f"--nproc={limits.processes}",  # binds a non-root user; the supervisor counts too
+            "--core=0",
+            "--",
             exe,
-            "--ro-bind",
-            "/",
-            "/",
-            "--unshare-net",
-            "--unshare-pid",
-            "--die-with-parent",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "true",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if proc.returncode != 0:
-        raise SandboxError(
-            f"bubblewrap is installed but cannot create a sandbox: {proc.stderr.strip()}",
-            "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1) "
-            "or run Forge as root",
-        )
+            *_system_args(),
+            "--dev", "/dev",
+            "--proc", "/proc",
+            "--size", str(limits.tmp_mb << 20), "--tmpfs", "/tmp",
+            "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try", "--hostname", "sandbox",
+            "--die-with-parent", "--new-session",
+        ]  # fmt: skip
+        if os.geteuid() == 0:
+            cmd += ["--cap-drop", "ALL"]  # root outside must not be root with powers inside
+        for hidden in self.hide:
+            if _visible(hidden):
+                cmd += ["--tmpfs", str(hidden)]
+        # Parents before children, so a bind inside another bind is not covered by it.
+        for bind in sorted(request.binds, key=lambda b: len(Path(b.path).resolve().parts)):
+            path = str(Path(bind.path).resolve())
+            cmd += ["--bind" if bind.writable else "--ro-bind", path, path]
+        cmd += ["--remount-ro", "/"]  # the root tmpfs itself: nothing written outside binds
+        cmd += ["--chdir", str(Path(request.cwd).resolve()), "--", *request.argv]
+        return cmd
 
-
-def _command_line(
-    argv: Sequence[str], cwd: Path, writable: Sequence[Path], readable: Sequence[Path]
-) -> list[str]:
-    exe = bwrap_path()
-    if exe is None:
-        check_sandbox()  # raises with the explanation
-    cmd = [
-        exe, "--ro-bind", "/", "/",
-        "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-        "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-        "--die-with-parent", "--new-session",
-    ]  # fmt: skip
-    for path in readable:
-        cmd += ["--ro-bind", str(path), str(path)]
-    for path in writable:
-        cmd += ["--bind", str(path), str(path)]
-    cmd += ["--chdir", str(cwd), "--"]
-    return cmd + list(argv)
-
-
-def run_sandboxed(
-    argv: Sequence[str],
-    *,
-    cwd: Path,
-    writable: Sequence[Path] = (),
-    readable: Sequence[Path] = (),
-    env: Mapping[str, str] | None = None,
-    timeout_s: float,
-) -> SandboxResult:
-    """Run `argv` in the sandbox; only `writable` paths (and a private /tmp) can change.
-
-    Raises SandboxTimeout (after killing the whole tree) when `timeout_s` passes.
-    """
-    cwd = Path(cwd).resolve()
-    run_env = {"PATH": SAFE_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
-    run_env.update(env or {})
-    writable = [Path(p).resolve() for p in writable]
-    readable = [Path(p).resolve() for p in readable]
-    if not any(cwd.is_relative_to(p) for p in writable + readable):
-        readable.append(cwd)  # the working directory is always visible, read-only by default
-    cmd = _command_line(argv, cwd, writable, readable)
-    started = time.monotonic()
-    # Output goes to a file, not a pipe: a flood of output costs disk, never memory.
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=run_env,
-            start_new_session=True,  # its own process group, so the whole tree can be killed
-        )
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise SandboxTimeout(
-                f"{argv[0]} ran past its {timeout_s:g} s limit and was killed",
-                "raise the time limit if the work is legitimately slow",
-            ) from exc
-        size = os.fstat(out.fileno()).st_size
-        out.seek(0)
-        data = out.read(OUTPUT_LIMIT)
-    truncated = size > OUTPUT_LIMIT
-    text = data.decode("utf-8", errors="replace")
-    return SandboxResult(proc.returncode, text, time.monotonic() - started, truncated)
+    def run(self, request: SandboxRequest) -> SandboxResult:
+        env = {"PATH": SAFE_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
+        env.update(request.env)
+        return supervise(self.command_line(request), env, request.limits, backend=self.name)

@@ -1,0 +1,86 @@
+"""What a sandboxed run is asked to do (SandboxRequest) and what came of it (SandboxResult).
+
+Both backends (bubblewrap, docker) take the same request and give the same result, so
+the harness never knows which one ran its tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+# Why a run was stopped, when it was stopped by a limit rather than ending by itself.
+LIMITS = ("wall_time", "cpu_time", "memory", "processes", "output", "file_size")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for one run. Memory and processes count the whole process tree."""
+
+    wall_s: float = 600.0
+    cpu_s: float = 600.0  # per process (RLIMIT_CPU)
+    memory_mb: int = 4096  # resident memory of the whole tree; also each process's address space
+    processes: int = 256  # live processes in the tree
+    file_size_mb: int = 1024  # largest file a process may write (RLIMIT_FSIZE)
+    open_files: int = 1024  # per process (RLIMIT_NOFILE)
+    output_bytes: int = 64 << 20  # combined stdout+stderr; more kills the run
+    tmp_mb: int = 1024  # size of the private /tmp
+
+
+@dataclass(frozen=True)
+class Bind:
+    """A host path made visible inside the sandbox at the same path."""
+
+    path: Path
+    writable: bool = False
+
+
+@dataclass(frozen=True)
+class SandboxRequest:
+    argv: tuple[str, ...]
+    cwd: Path
+    binds: tuple[Bind, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = Limits()
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    returncode: int  # the command's exit status; 128+N when a signal N ended it
+    output: str  # stdout and stderr interleaved; head and tail kept when it is long
+    duration_s: float
+    truncated: bool  # output was longer than what is kept
+    limit: str | None = None  # one of LIMITS when a limit stopped the run, else None
+    backend: str = "bwrap"
+
+    @property
+    def stopped(self) -> bool:
+        return self.limit is not None
+
+    def describe(self) -> str:
+        """One line an operator can read: how the run ended."""
+        if self.limit is not None:
+            return f"stopped: {LIMIT_WORDS[self.limit]}"
+        return f"exited {self.returncode}"
+
+
+LIMIT_WORDS = {
+    "wall_time": "ran past its wall-time limit",
+    "cpu_time": "used up its CPU-time limit",
+    "memory": "used more memory than its limit",
+    "processes": "started more processes than its limit",
+    "output": "printed more output than its limit",
+    "file_size": "wrote a file larger than its limit",
+}
+
+
+class Backend(Protocol):
+    name: str
+
+    def check(self) -> None:
+        """Raise SandboxError (what is missing, how to fix it) unless runs can start."""
+
+    def run(self, request: SandboxRequest) -> SandboxResult:
+        """Run the request to the end or until a limit stops it; never unconfined."""
