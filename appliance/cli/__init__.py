@@ -66,13 +66,14 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from appliance.cli import packages, state
+    from appliance.cli import harness, packages, state
 
     cli.add_command(packages.package)
     cli.add_command(packages.ingest)
     cli.add_command(state.init)
     cli.add_command(state.status)
     cli.add_command(state.doctor)
+    cli.add_command(harness.harness)
 
 
 _register()

@@ -74,6 +74,46 @@ def m001_packages(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX ingest_events_at ON ingest_events(at)")
 
 
+@migration
+def m002_harness(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE gold_results (
+            id INTEGER PRIMARY KEY,
+            package_id INTEGER NOT NULL REFERENCES packages(id) ON DELETE CASCADE,
+            sha TEXT NOT NULL,
+            inputs_key TEXT NOT NULL,  -- what the result depends on; a new key means regrade
+            status TEXT NOT NULL CHECK (status IN ('ok', 'infra')),
+            usable INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            fail_to_pass TEXT NOT NULL,  -- JSON lists of test ids
+            pass_to_pass TEXT NOT NULL,
+            flaky TEXT NOT NULL,
+            runs TEXT NOT NULL,  -- JSON: one summary per test run
+            duration_s REAL NOT NULL,
+            graded_at TEXT NOT NULL,
+            UNIQUE (package_id, sha)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE patch_gradings (
+            id INTEGER PRIMARY KEY,
+            package_id INTEGER NOT NULL REFERENCES packages(id) ON DELETE CASCADE,
+            sha TEXT NOT NULL,
+            patch_sha256 TEXT NOT NULL,
+            verdict TEXT NOT NULL
+                CHECK (verdict IN ('resolved', 'failed', 'not_applied', 'infra')),
+            reason TEXT NOT NULL,
+            result TEXT NOT NULL,  -- JSON: per-test outcomes and the run summary
+            diff TEXT NOT NULL,
+            graded_at TEXT NOT NULL
+        )
+        """
+    )
+
+
 def _utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 

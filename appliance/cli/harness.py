@@ -1,0 +1,172 @@
+"""`forge harness check|run`: gold grading of a package's commits, and grading a patch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.status import Status
+
+from appliance.cli.output import console, emit_json, err_console
+from appliance.config import load_config
+from appliance.errors import UsageError
+
+EXIT_NOT_RESOLVED = 3
+EXIT_INFRA = 4
+
+
+@click.group()
+def harness() -> None:
+    """Run a package's own tests in the sandbox and grade commits and patches."""
+
+
+def _open():
+    from appliance.store import open_db
+
+    config = load_config()
+    return config, open_db(config)
+
+
+@harness.command()
+@click.argument("package_name", metavar="PACKAGE")
+@click.option(
+    "--commit",
+    "commits",
+    multiple=True,
+    help="Only this commit (sha or 7+ digit prefix; repeatable).",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Grade at most N commits.")
+@click.option("--force", is_flag=True, help="Grade again even when a stored result is current.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def check(package_name: str, commits, limit, force: bool, as_json: bool) -> None:
+    """Gold-grade the commits of an ingested PACKAGE (e.g. demo).
+
+    For each commit: the parent with the commit's test files, then the commit itself
+    (several runs, to find flaky tests). Prints FAIL_TO_PASS / PASS_TO_PASS / flaky
+    counts and whether the commit is a usable task. Results are stored and reused.
+    Exit 0 when every commit was graded, 4 when some hit an infrastructure failure.
+    """
+    from appliance.harness.results import gold_for
+    from appliance.harness.spec import commit_specs
+
+    config, db = _open()
+    specs = commit_specs(config, db, package_name, list(commits) or None)
+    if limit:
+        specs = specs[:limit]
+    results = []
+    quiet = as_json or not console.is_terminal
+    for index, spec in enumerate(specs, 1):
+        label = f"[{index}/{len(specs)}] {spec.sha[:12]}"
+        with Status(f"{label} grading…", console=err_console) if not quiet else _Null() as status:
+
+            def on_run(side, run, status=status, label=label):
+                if status is not None:
+                    status.update(f"{label} {side}: {run.status}, {run.detail}")
+
+            result, reused = gold_for(config, db, spec, force=force, on_run=on_run)
+        results.append(
+            result.to_dict() | {"reused": reused, "subject": spec.message.splitlines()[0]}
+        )
+        if not as_json:
+            _print_gold(label, spec, result, reused)
+    infra = sum(1 for r in results if r["status"] == "infra")
+    if as_json:
+        emit_json(results)
+    else:
+        usable = sum(1 for r in results if r["usable"])
+        console.print(
+            f"{len(results)} commit(s) graded: {usable} usable, "
+            f"{len(results) - usable - infra} not usable, {infra} infrastructure failure(s)"
+        )
+    if infra:
+        raise SystemExit(EXIT_INFRA)
+
+
+class _Null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _print_gold(label: str, spec, result, reused: bool) -> None:
+    mark = (
+        "[green]usable[/]" if result.usable else
+        "[red]infra[/]" if result.status == "infra" else "[yellow]not usable[/]"
+    )  # fmt: skip
+    note = " (stored)" if reused else f" ({result.duration_s:.1f} s)"
+    console.print(
+        f"{label}  F2P {len(result.fail_to_pass):3d}  P2P {len(result.pass_to_pass):3d}  "
+        f"flaky {len(result.flaky):2d}  {mark}{note}  {escape(spec.message.splitlines()[0][:60])}"
+    )
+    if not result.usable:
+        console.print(f"    {escape(result.reason)}")
+
+
+@harness.command()
+@click.argument("package_name", metavar="PACKAGE")
+@click.option("--commit", "sha", required=True, help="The task commit (sha or 7+ digit prefix).")
+@click.option(
+    "--patch",
+    "patch_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A unified diff, or a JSON list of search/replace edits {path, search, replace}.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def run(package_name: str, sha: str, patch_file: Path, as_json: bool) -> None:
+    """Apply a patch to the commit's parent, run the tests, and grade it.
+
+    The commit's own test files are laid over the patched tree; changes the patch makes
+    to test files are ignored. Exit 0: resolved; 3: not resolved (tests fail or the
+    patch does not apply); 4: infrastructure failure.
+    """
+    from appliance.harness.edits import EditNotApplied, load_edits
+    from appliance.harness.grading import PatchVerdict, grade_patch
+    from appliance.harness.results import gold_for, save_patch
+    from appliance.harness.spec import commit_specs
+
+    if not patch_file.is_file():
+        raise UsageError(f"{patch_file} does not exist or is not a file", "give the patch's path")
+    try:
+        raw = patch_file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {patch_file}: {exc.strerror}") from exc
+    config, db = _open()
+    (spec,) = commit_specs(config, db, package_name, [sha])
+    with Status("grading the commit…", console=err_console) if not as_json else _Null():
+        gold, _ = gold_for(config, db, spec)
+        try:
+            kind, payload = load_edits(patch_file)
+        except EditNotApplied as exc:
+            verdict = PatchVerdict("not_applied", exc.message)
+        else:
+            verdict = grade_patch(config, spec, gold, kind, payload)
+    grading_id = save_patch(db, spec, raw, verdict)
+    data = verdict.to_dict() | {"sha": spec.sha, "package": spec.package, "id": grading_id}
+    if as_json:
+        emit_json(data)
+    else:
+        _print_verdict(spec, gold, verdict)
+    if verdict.verdict == "infra":
+        raise SystemExit(EXIT_INFRA)
+    if not verdict.resolved:
+        raise SystemExit(EXIT_NOT_RESOLVED)
+
+
+def _print_verdict(spec, gold, verdict) -> None:
+    colour = {"resolved": "green", "failed": "red", "not_applied": "yellow", "infra": "magenta"}
+    console.print(
+        f"{spec.package} {spec.sha[:12]}: [{colour[verdict.verdict]}]{verdict.verdict}[/] — "
+        f"{escape(verdict.reason)}"
+    )
+    if verdict.changed:
+        console.print(f"  changed: {escape(', '.join(verdict.changed))}")
+    for test, outcome in sorted(verdict.fail_to_pass.items()):
+        console.print(f"  FAIL_TO_PASS {escape(test)}: {outcome}")
+    for test, outcome in sorted(verdict.pass_to_pass_broken.items()):
+        console.print(f"  PASS_TO_PASS broken {escape(test)}: {outcome}")
+    if verdict.run and verdict.verdict != "resolved":
+        console.print(f"  run: {verdict.run['status']}, {escape(verdict.run['detail'])}")

@@ -1,0 +1,1 @@
+"""The harness: checkout → environment → sandboxed test run → parse → grade."""

@@ -1,0 +1,89 @@
+"""Test environments: one venv per Python version + requirement set, built once, reused.
+
+Built with uv from the package's own wheels (no index, offline, no sdists), under a
+lock; a marker file written last says it is complete, so a crash never leaves a
+half-built environment that looks usable. uv's cache lives in FORGE_HOME/envs too: on the same
+filesystem, installed files are hardlinks into it, so each extra environment costs
+little disk. A broken environment is an infrastructure failure, never a model's.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from appliance.config import Config
+from appliance.errors import ForgeError
+from appliance.harness.spec import CommitSpec
+from appliance.packages.environment import EnvironmentFailed, base_python, create_env
+
+MARKER = "forge-env.json"
+
+
+class EnvironmentBroken(ForgeError):
+    """The environment for a commit cannot be built: an infrastructure failure."""
+
+
+@dataclass(frozen=True)
+class Environment:
+    key: str
+    path: Path
+    built: bool  # True when this call built it (cold), False when it was reused (warm)
+    seconds: float
+
+    @property
+    def bin(self) -> Path:
+        return self.path / "bin"
+
+
+def _uv_cache(config: Config) -> Path:
+    return config.dir("envs") / ".uv-cache"
+
+
+def ensure_env(config: Config, spec: CommitSpec) -> Environment:
+    """The environment for `spec`: reused when it exists, built (once, under a lock) when not."""
+    started = time.monotonic()
+    envs = config.dir("envs")
+    envs.mkdir(parents=True, exist_ok=True)
+    final = envs / spec.env_key
+    if (final / MARKER).is_file():
+        return Environment(spec.env_key, final, False, time.monotonic() - started)
+    with open(envs / f".{spec.env_key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same one
+        if (final / MARKER).is_file():
+            return Environment(spec.env_key, final, False, time.monotonic() - started)
+        # A venv is not relocatable, so it is built where it will live; the marker, written
+        # last, is the commit point. A folder without one is left by a crash: start over.
+        shutil.rmtree(final, ignore_errors=True)
+        try:
+            create_env(
+                final,
+                spec.requirements,
+                spec.wheels,
+                cache_dir=_uv_cache(config),
+                timeout=config.settings.harness.env_timeout_s,
+            )
+        except EnvironmentFailed as exc:
+            shutil.rmtree(final, ignore_errors=True)
+            raise EnvironmentBroken(
+                f"the environment for {spec.package} cannot be built: {exc}",
+                "check the package's wheels match this Python "
+                f"({Path(base_python()).name}) and platform; forge package validate says more",
+            ) from exc
+        (final / MARKER).write_text(
+            json.dumps(
+                {
+                    "key": spec.env_key,
+                    "python": base_python(),
+                    "requirements": list(spec.requirements),
+                    "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                },
+                indent=2,
+            )
+        )
+    return Environment(spec.env_key, final, True, time.monotonic() - started)

@@ -1,0 +1,274 @@
+"""Grading: which tests a commit makes pass (the gold run), and whether an edit does too.
+
+Gold run: the parent with the commit's test files ("before"), and the commit itself run
+N times ("gold"). FAIL_TO_PASS = tests that pass in every gold run and fail before (or
+whose module could not even be imported before); PASS_TO_PASS = tests that pass in both.
+Tests whose gold outcome differs between runs are flaky and left out of both. A commit
+is a usable task only with at least one FAIL_TO_PASS.
+
+An edit is resolved when every FAIL_TO_PASS passes and no PASS_TO_PASS breaks; a
+skipped or missing test counts as not passing. Failures of the machinery (environment,
+sandbox, or a gold run that itself failed) are "infra", never counted against a model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from appliance.config import Config
+from appliance.harness.checkout import overlay, worktree
+from appliance.harness.edits import EditNotApplied, apply_edits, diff_of
+from appliance.harness.spec import CommitSpec, is_test_path
+from appliance.harness.testrun import TestRun, env_or_failure, run_tests
+
+# Statuses that say nothing about the code under test: the machinery failed.
+INFRA = ("env_failed", "sandbox_error")
+
+
+@dataclass(frozen=True)
+class GoldResult:
+    sha: str
+    status: str  # "ok" or "infra"
+    usable: bool
+    reason: str  # why not usable, or a short summary
+    fail_to_pass: tuple[str, ...] = ()
+    pass_to_pass: tuple[str, ...] = ()
+    flaky: tuple[str, ...] = ()
+    runs: tuple[dict, ...] = ()  # TestRun.summary() of each run, before first
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "sha": self.sha,
+            "status": self.status,
+            "usable": self.usable,
+            "reason": self.reason,
+            "fail_to_pass": len(self.fail_to_pass),
+            "pass_to_pass": len(self.pass_to_pass),
+            "flaky": len(self.flaky),
+            "tests": {
+                "fail_to_pass": list(self.fail_to_pass),
+                "pass_to_pass": list(self.pass_to_pass),
+                "flaky": list(self.flaky),
+            },
+            "runs": list(self.runs),
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+def _module(test_id: str) -> str:
+    return test_id.split("::", 1)[0]
+
+
+def classify_gold(
+    spec: CommitSpec, before: TestRun, gold: Sequence[TestRun]
+) -> tuple[str, bool, str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(status, usable, reason, fail_to_pass, pass_to_pass, flaky) from finished runs."""
+    if not spec.test_files:
+        return "ok", False, "the commit changes no test file", (), (), ()
+    for run in (before, *gold):
+        if run.status in INFRA:
+            return "infra", False, f"{run.status}: {run.detail}", (), (), ()
+    bad = next((run for run in gold if run.status != "ok"), None)
+    if bad is not None:
+        return (
+            "infra",
+            False,
+            f"the commit's own test run failed ({bad.status}): {bad.detail}",
+            (),
+            (),
+            (),
+        )
+    if not before.ran:
+        # Only import errors of the changed test files are expected before the commit.
+        return (
+            "infra",
+            False,
+            f"the run before the commit failed ({before.status}): {before.detail}",
+            (),
+            (),
+            (),
+        )
+    ids = set().union(*(run.outcomes for run in gold))
+    flaky = sorted(t for t in ids if len({run.outcomes.get(t) for run in gold}) > 1)
+    f2p, p2p = [], []
+    for test in sorted(ids - set(flaky)):
+        if gold[0].outcomes[test] != "passed":
+            continue
+        was = before.outcomes.get(test)
+        if was == "passed":
+            p2p.append(test)
+        elif was in ("failed", "error") or (
+            was is None and _module(test) in before.collection_errors
+        ):
+            f2p.append(test)
+    usable = bool(f2p)
+    reason = (
+        f"{len(f2p)} test(s) fail before the commit and pass at it"
+        if usable
+        else "no test fails before the commit and passes at it"
+    )
+    return "ok", usable, reason, tuple(f2p), tuple(p2p), tuple(flaky)
+
+
+def grade_gold(
+    config: Config,
+    spec: CommitSpec,
+    *,
+    runs: int | None = None,
+    on_run: Callable[[str, TestRun], None] | None = None,
+) -> GoldResult:
+    """Run the gold grading of one commit: before once, the commit `runs` times."""
+    started = time.monotonic()
+    runs = runs or config.settings.harness.gold_runs
+    env = env_or_failure(config, spec)
+    if isinstance(env, TestRun):
+        status, usable, reason, *_ = classify_gold(spec, env, [env])
+        return GoldResult(spec.sha, status, usable, reason, runs=(env.summary(),),
+                          duration_s=time.monotonic() - started)  # fmt: skip
+    if not spec.test_files:
+        return GoldResult(spec.sha, "ok", False, "the commit changes no test file",
+                          duration_s=time.monotonic() - started)  # fmt: skip
+    with worktree(config, spec.repo, spec.parent, label=f"{spec.sha[:12]}-before") as work:
+        overlay(spec.repo, spec.sha, spec.test_files, work / "repo")
+        before = run_tests(config, spec, work, env)
+    if on_run:
+        on_run("before", before)
+    gold = []
+    for attempt in range(runs):
+        # A fresh checkout each time: nothing one run writes can change the next.
+        with worktree(config, spec.repo, spec.sha, label=f"{spec.sha[:12]}-gold") as work:
+            gold.append(run_tests(config, spec, work, env))
+        if on_run:
+            on_run(f"gold {attempt + 1}/{runs}", gold[-1])
+        if gold[-1].status in INFRA or not gold[-1].ran:
+            break  # a broken gold run is not retried into a result
+    status, usable, reason, f2p, p2p, flaky = classify_gold(spec, before, gold)
+    return GoldResult(
+        spec.sha,
+        status,
+        usable,
+        reason,
+        f2p,
+        p2p,
+        flaky,
+        runs=tuple(
+            r.summary() | {"side": side}
+            for r, side in [(before, "before"), *((g, "gold") for g in gold)]
+        ),  # fmt: skip
+        duration_s=time.monotonic() - started,
+    )
+
+
+@dataclass(frozen=True)
+class PatchVerdict:
+    verdict: str  # resolved | failed | not_applied | infra
+    reason: str
+    fail_to_pass: dict[str, str] = field(default_factory=dict)  # test -> outcome under the edit
+    pass_to_pass_broken: dict[str, str] = field(default_factory=dict)
+    changed: tuple[str, ...] = ()  # paths the edit changed
+    run: dict | None = None
+    diff: str = ""
+
+    @property
+    def resolved(self) -> bool:
+        return self.verdict == "resolved"
+
+    def to_dict(self) -> dict:
+        return {
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "fail_to_pass": self.fail_to_pass,
+            "pass_to_pass_broken": self.pass_to_pass_broken,
+            "changed": list(self.changed),
+            "run": self.run,
+        }
+
+
+def classify_patch(gold: GoldResult, run: TestRun) -> PatchVerdict:
+    """The verdict for a test run of the parent with an edit and the commit's tests."""
+    if run.status in INFRA:
+        return PatchVerdict("infra", f"{run.status}: {run.detail}", run=run.summary())
+    if not run.ran:
+        # The gold run of the same tests finished, so a run that did not is the edit's doing.
+        return PatchVerdict("failed", f"the tests did not finish: {run.detail}", run=run.summary())
+
+    def outcome(test: str) -> str:
+        if test in run.outcomes:
+            return run.outcomes[test]
+        return "error" if _module(test) in run.collection_errors else "missing"
+
+    f2p = {t: outcome(t) for t in gold.fail_to_pass}
+    broken = {t: o for t in gold.pass_to_pass if (o := outcome(t)) != "passed"}
+    failing = sorted(t for t, o in f2p.items() if o != "passed")
+    if not failing and not broken:
+        kept = len(gold.pass_to_pass)
+        reason = f"all {len(f2p)} FAIL_TO_PASS pass and all {kept} PASS_TO_PASS still pass"
+        return PatchVerdict("resolved", reason, f2p, broken, run=run.summary())
+    parts = []
+    if failing:
+        parts.append(
+            f"{len(failing)} of {len(f2p)} FAIL_TO_PASS do not pass "
+            f"({failing[0]}: {f2p[failing[0]]})"
+        )
+    if broken:
+        first = sorted(broken)[0]
+        parts.append(f"{len(broken)} PASS_TO_PASS broke ({first}: {broken[first]})")
+    return PatchVerdict("failed", "; ".join(parts), f2p, broken, run=run.summary())
+
+
+def grade_patch(
+    config: Config, spec: CommitSpec, gold: GoldResult, kind: str, payload: object
+) -> PatchVerdict:
+    """Apply an edit to the commit's parent, add the commit's tests, run, and grade."""
+    if gold.status != "ok" or not gold.usable:
+        return PatchVerdict("infra", f"the commit is not a usable task: {gold.reason}")
+    env = env_or_failure(config, spec)
+    if isinstance(env, TestRun):
+        return PatchVerdict("infra", f"{env.status}: {env.detail}", run=env.summary())
+    with worktree(config, spec.repo, spec.parent, label=f"{spec.sha[:12]}-patch") as work:
+        repo = work / "repo"
+        try:
+            changed = apply_edits(repo, kind, payload)
+        except EditNotApplied as exc:
+            return PatchVerdict("not_applied", exc.message)
+        diff = diff_of(repo)
+        # The edit may not change the tests that grade it: test files it touched are put
+        # back as they were, then the commit's own test files are laid over them.
+        touched_tests = [p for p in changed if is_test_path(p)]
+        _restore(spec, touched_tests, repo)
+        overlay(spec.repo, spec.sha, spec.test_files, repo)
+        run = run_tests(config, spec, work, env)
+    verdict = classify_patch(gold, run)
+    note = (
+        f" (its changes to test files {', '.join(touched_tests)} were ignored)"
+        if touched_tests
+        else ""
+    )
+    return PatchVerdict(
+        verdict.verdict,
+        verdict.reason + note,
+        verdict.fail_to_pass,
+        verdict.pass_to_pass_broken,
+        tuple(changed),
+        verdict.run,
+        diff,
+    )
+
+
+def _restore(spec: CommitSpec, paths: Sequence[str], repo) -> None:
+    """Put `paths` back as they are at the parent (removing files the parent lacks)."""
+    if paths:
+        overlay(spec.repo, spec.parent, list(paths), repo)
+
+
+__all__ = [
+    "GoldResult",
+    "PatchVerdict",
+    "classify_gold",
+    "classify_patch",
+    "grade_gold",
+    "grade_patch",
+]

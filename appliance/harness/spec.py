@@ -1,0 +1,132 @@
+"""`CommitSpec`: everything the harness needs to know about one commit, in one record.
+
+It is made once from the database and the corpus, then passed through every step
+(checkout → environment → sandboxed run → parse → grade), like SWE-bench's TestSpec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import sqlite_utils
+
+from appliance.config import Config
+from appliance.errors import UsageError
+from appliance.packages import gitsafe
+
+TEST_DIRS = {"test", "tests", "testing"}
+
+
+def is_test_path(path: str) -> bool:
+    """A file that belongs to the test suite: under a tests/ folder, or named like a test
+    module or a conftest.py."""
+    p = PurePosixPath(path)
+    if p.suffix != ".py":
+        return any(part in TEST_DIRS for part in p.parts[:-1])
+    name = p.name
+    return (
+        any(part in TEST_DIRS for part in p.parts[:-1])
+        or name.startswith("test_")
+        or name.endswith("_test.py")
+        or name == "conftest.py"
+    )
+
+
+@dataclass(frozen=True)
+class CommitSpec:
+    package: str  # name-version
+    package_id: int
+    manifest_sha256: str
+    repo: Path  # the corpus repository (bare, rebuilt by Forge)
+    wheels: Path  # the package's wheel folder
+    sha: str
+    parent: str
+    message: str
+    test_files: tuple[str, ...]  # test files the commit adds, changes or deletes
+    requirements: tuple[str, ...]
+    test_command: tuple[str, ...]
+    test_timeout_s: float
+
+    @property
+    def env_key(self) -> str:
+        """Python version + requirement set: commits and packages that share these share
+        one environment."""
+        data = {
+            "python": f"{platform.python_implementation()}-{platform.python_version()}",
+            "platform": platform.machine(),
+            "requirements": sorted(r.strip().lower() for r in self.requirements),
+        }
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def find_package(db: sqlite_utils.Database, name: str) -> dict:
+    """The package row for NAME (newest ingested version) or NAME-VERSION."""
+    rows = list(
+        db.query(
+            "SELECT * FROM packages WHERE name = ? OR name || '-' || version = ? "
+            "ORDER BY ingested_at DESC, id DESC",
+            [name, name],
+        )
+    )
+    if not rows:
+        known = [r["name"] for r in db.query("SELECT DISTINCT name FROM packages ORDER BY name")]
+        raise UsageError(
+            f"no package named {name!r} in the corpus",
+            f"ingest it first (forge ingest DIR); known packages: {', '.join(known) or 'none'}",
+        )
+    return rows[0]
+
+
+def changed_test_files(repo: Path, parent: str, sha: str) -> tuple[str, ...]:
+    out = gitsafe.git(
+        ["diff", "--name-only", "--no-renames", "-z", parent, sha], git_dir=repo
+    ).decode("utf-8", errors="surrogateescape")
+    return tuple(sorted(p for p in out.split("\0") if p and is_test_path(p)))
+
+
+def commit_specs(
+    config: Config, db: sqlite_utils.Database, package: str, shas: list[str] | None = None
+) -> list[CommitSpec]:
+    """Specs for the package's commits (manifest order), or for the named ones (a unique
+    prefix of at least 7 hex digits is enough)."""
+    row = find_package(db, package)
+    commits = list(db.query("SELECT * FROM commits WHERE package_id = ? ORDER BY id", [row["id"]]))
+    if shas is not None:
+        chosen = []
+        for want in shas:
+            want = want.lower()
+            hits = [c for c in commits if len(want) >= 7 and c["sha"].startswith(want)]
+            if len(hits) != 1:
+                what = "matches no task commit" if not hits else "is ambiguous"
+                raise UsageError(
+                    f"commit {want!r} {what} of {row['name']}-{row['version']}",
+                    "give a sha (7+ hex digits) from the manifest; "
+                    "forge harness check PACKAGE lists them",
+                )
+            chosen.append(hits[0])
+        commits = chosen
+    root = config.home / row["path"]
+    repo = root / "repo"
+    specs = []
+    for commit in commits:
+        specs.append(
+            CommitSpec(
+                package=f"{row['name']}-{row['version']}",
+                package_id=row["id"],
+                manifest_sha256=row["manifest_sha256"],
+                repo=repo,
+                wheels=root / "packages",
+                sha=commit["sha"],
+                parent=commit["parent"],
+                message=commit["message"],
+                test_files=changed_test_files(repo, commit["parent"], commit["sha"]),
+                requirements=tuple(json.loads(row["requirements"])),
+                test_command=tuple(json.loads(row["test_command"])),
+                test_timeout_s=row["test_timeout_s"],
+            )
+        )
+    return specs

@@ -1,0 +1,157 @@
+"""Run a package's test command on a worktree, in the sandbox, and read what happened.
+
+pytest runs with a JUnit XML report, no cache provider, and collection errors reported
+without stopping the run. The result's `status` separates a run that produced test
+outcomes ("ok", or "collection_error" when some modules did not import) from runs that
+produced none: "no_tests", "timeout", "out_of_memory", "limit", "crashed",
+"env_failed", "sandbox_error".
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.config import Config
+from appliance.errors import SandboxError
+from appliance.harness.envs import Environment, EnvironmentBroken, ensure_env
+from appliance.harness.junit import ReportUnreadable, read_report
+from appliance.harness.spec import CommitSpec
+from appliance.sandbox import Bind, SandboxRequest, run_sandboxed
+
+REPORT = "report.xml"
+TAIL_LINES = 40
+# Statuses where the tests themselves ran and reported per-test outcomes.
+RAN = ("ok", "collection_error")
+
+
+@dataclass(frozen=True)
+class TestRun:
+    status: str
+    outcomes: dict[str, str] = field(default_factory=dict)
+    collection_errors: tuple[str, ...] = ()
+    returncode: int | None = None
+    duration_s: float = 0.0
+    detail: str = ""  # what happened, in words
+    output_tail: str = ""
+
+    __test__ = False  # not a pytest test class
+
+    @property
+    def ran(self) -> bool:
+        return self.status in RAN
+
+    def counts(self) -> dict[str, int]:
+        counts = {"passed": 0, "failed": 0, "error": 0, "skipped": 0}
+        for outcome in self.outcomes.values():
+            counts[outcome] += 1
+        return counts
+
+    def summary(self) -> dict:
+        return {
+            "status": self.status,
+            "detail": self.detail,
+            "returncode": self.returncode,
+            "duration_s": round(self.duration_s, 3),
+            "counts": self.counts(),
+            "collection_errors": list(self.collection_errors),
+        }
+
+
+def pytest_argv(spec: CommitSpec, report: Path) -> tuple[str, ...]:
+    return (
+        *spec.test_command,
+        "-p",
+        "no:cacheprovider",
+        "--continue-on-collection-errors",
+        f"--junitxml={report}",
+        "-o",
+        "junit_family=xunit1",
+        "-o",
+        "junit_logging=no",
+    )
+
+
+def _tail(text: str) -> str:
+    return "\n".join(text.rstrip().splitlines()[-TAIL_LINES:])
+
+
+def run_tests(config: Config, spec: CommitSpec, work: Path, env: Environment) -> TestRun:
+    """Run the test suite of the worktree at `work` (as made by checkout.worktree)."""
+    repo, out = work / "repo", work / "out"
+    report = out / REPORT
+    report.unlink(missing_ok=True)
+    # The repository's code is importable as its suite expects: from src/ when the project
+    # uses that layout, and from the root (what `python -m pytest` would give).
+    paths = [str(repo / "src")] if (repo / "src").is_dir() else []
+    request = SandboxRequest(
+        argv=pytest_argv(spec, report),
+        cwd=repo,
+        binds=(Bind(repo, writable=True), Bind(out, writable=True), Bind(env.path)),
+        env={
+            "PATH": f"{env.bin}:/usr/local/bin:/usr/bin:/bin",
+            "VIRTUAL_ENV": str(env.path),
+            "PYTHONPATH": ":".join([*paths, str(repo)]),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONHASHSEED": "0",
+        },
+        limits=config.settings.sandbox.limits(spec.test_timeout_s),
+    )
+    started = time.monotonic()
+    try:
+        result = run_sandboxed(request, config)
+    except SandboxError as exc:
+        return TestRun("sandbox_error", detail=str(exc), duration_s=time.monotonic() - started)
+    tail = _tail(result.output)
+    base = {"returncode": result.returncode, "duration_s": result.duration_s, "output_tail": tail}
+    if result.limit == "wall_time":
+        detail = f"the test run passed its {spec.test_timeout_s:g} s limit and was killed"
+        return TestRun("timeout", detail=detail, **base)
+    if result.limit == "memory":
+        return TestRun("out_of_memory", detail=result.describe(), **base)
+    if result.limit is not None:
+        return TestRun("limit", detail=result.describe(), **base)
+    if result.returncode == 5:
+        return TestRun("no_tests", detail="pytest collected no tests", **base)
+    try:
+        parsed = read_report(report)
+    except ReportUnreadable as exc:
+        return TestRun("crashed", detail=f"exit {result.returncode}: {exc}", **base)
+    if "MemoryError" in result.output and result.returncode not in (0, 1):
+        return TestRun("out_of_memory", detail="the run ran out of memory (MemoryError)", **base)
+    # 2 is "interrupted" (collection errors can give it); 3 and 4 are pytest's internal and
+    # usage errors.
+    if result.returncode not in (0, 1) and not (
+        result.returncode == 2 and parsed.collection_errors
+    ):
+        return TestRun(
+            "crashed",
+            outcomes=parsed.outcomes,
+            collection_errors=parsed.collection_errors,
+            detail=f"pytest exited {result.returncode}",
+            **base,
+        )
+    status = "collection_error" if parsed.collection_errors else "ok"
+    detail = (
+        f"{len(parsed.collection_errors)} module(s) failed to import: "
+        + ", ".join(parsed.collection_errors)
+        if parsed.collection_errors
+        else f"{len(parsed.outcomes)} tests ran"
+    )
+    return TestRun(
+        status,
+        outcomes=parsed.outcomes,
+        collection_errors=parsed.collection_errors,
+        detail=detail,
+        **base,
+    )
+
+
+def env_or_failure(config: Config, spec: CommitSpec) -> Environment | TestRun:
+    """The commit's environment, or the failed TestRun saying why it could not be built."""
+    started = time.monotonic()
+    try:
+        return ensure_env(config, spec)
+    except EnvironmentBroken as exc:
+        return TestRun("env_failed", detail=str(exc), duration_s=time.monotonic() - started)
