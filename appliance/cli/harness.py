@@ -47,10 +47,12 @@ def check(package_name: str, commits, limit, force: bool, as_json: bool) -> None
     counts and whether the commit is a usable task. Results are stored and reused.
     Exit 0 when every commit was graded, 4 when some hit an infrastructure failure.
     """
+    from appliance.harness.checkout import sweep
     from appliance.harness.results import gold_for
     from appliance.harness.spec import commit_specs
 
     config, db = _open()
+    sweep(config)
     specs = commit_specs(config, db, package_name, list(commits) or None)
     if limit:
         specs = specs[:limit]

@@ -10,6 +10,7 @@ and are removed when the work is done.
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -84,13 +85,15 @@ def worktree(config: Config, repo: Path, sha: str, *, label: str = "") -> Iterat
             shutil.rmtree(path, ignore_errors=True)
 
 
-def sweep(config: Config) -> int:
-    """Remove worktrees left behind by a crash; return how many. Call when no run is active."""
+def sweep(config: Config, older_than_s: float = 86400) -> int:
+    """Remove worktrees a crash left behind (older than any run could be); return how many."""
     base = config.dir("worktrees")
     if not base.is_dir() or config.settings.harness.keep_worktrees:
         return 0
+    cutoff = time.time() - older_than_s
     gone = 0
     for entry in base.iterdir():
-        shutil.rmtree(entry, ignore_errors=True)
-        gone += 1
+        if entry.lstat().st_mtime < cutoff:
+            shutil.rmtree(entry, ignore_errors=True)
+            gone += 1
     return gone
