@@ -105,8 +105,9 @@ def run_tests(config: Config, spec: CommitSpec, work: Path, env: Environment) ->
         return TestRun("sandbox_error", detail=str(exc), duration_s=time.monotonic() - started)
     tail = _tail(result.output)
     base = {"returncode": result.returncode, "duration_s": result.duration_s, "output_tail": tail}
-    if result.limit == "wall_time":
-        detail = f"the test run passed its {spec.test_timeout_s:g} s limit and was killed"
+    if result.limit in ("wall_time", "cpu_time"):
+        kind = "" if result.limit == "wall_time" else "CPU-time "
+        detail = f"the test run passed its {spec.test_timeout_s:g} s {kind}limit and was killed"
         return TestRun("timeout", detail=detail, **base)
     if result.limit == "memory":
         return TestRun("out_of_memory", detail=result.describe(), **base)
