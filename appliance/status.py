@@ -15,7 +15,12 @@ def gather(config: Config, db: sqlite_utils.Database) -> dict:
     packages = [
         dict(row)
         for row in db.query(
-            "SELECT p.name, p.version, p.split, p.ingested_at, COUNT(c.id) AS commits "
+            "SELECT p.name, p.version, p.split, p.ingested_at, COUNT(c.id) AS commits, "
+            "(SELECT COUNT(*) FROM gold_results g WHERE g.package_id = p.id) AS graded, "
+            "(SELECT COUNT(*) FROM gold_results g WHERE g.package_id = p.id AND g.usable) "
+            "AS usable, "
+            "(SELECT COUNT(*) FROM gold_results g WHERE g.package_id = p.id "
+            "AND g.status = 'infra') AS infra "
             "FROM packages p LEFT JOIN commits c ON c.package_id = p.id "
             "GROUP BY p.id ORDER BY p.name, p.version"
         )

@@ -38,8 +38,16 @@ def _open():
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Grade at most N commits.")
 @click.option("--force", is_flag=True, help="Grade again even when a stored result is current.")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Commits graded at the same time.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def check(package_name: str, commits, limit, force: bool, as_json: bool) -> None:
+def check(package_name: str, commits, limit, force: bool, jobs: int, as_json: bool) -> None:
     """Gold-grade the commits of an ingested PACKAGE (e.g. demo).
 
     For each commit: the parent with the commit's test files, then the commit itself
@@ -48,7 +56,7 @@ def check(package_name: str, commits, limit, force: bool, as_json: bool) -> None
     Exit 0 when every commit was graded, 4 when some hit an infrastructure failure.
     """
     from appliance.harness.checkout import sweep
-    from appliance.harness.results import gold_for
+    from appliance.harness.results import grade_commits
     from appliance.harness.spec import commit_specs
 
     config, db = _open()
@@ -56,22 +64,27 @@ def check(package_name: str, commits, limit, force: bool, as_json: bool) -> None
     specs = commit_specs(config, db, package_name, list(commits) or None)
     if limit:
         specs = specs[:limit]
+    order = {spec.sha: index for index, spec in enumerate(specs, 1)}
     results = []
     quiet = as_json or not console.is_terminal
-    for index, spec in enumerate(specs, 1):
-        label = f"[{index}/{len(specs)}] {spec.sha[:12]}"
-        with Status(f"{label} grading…", console=err_console) if not quiet else _Null() as status:
+    with Status("grading…", console=err_console) if not quiet else _Null() as status:
 
-            def on_run(side, run, status=status, label=label):
-                if status is not None:
-                    status.update(f"{label} {side}: {run.status}, {run.detail}")
+        def on_run(spec, side, run):
+            if status is not None:
+                status.update(
+                    f"{len(results)}/{len(specs)} done · {spec.sha[:12]} {side}: {run.status}"
+                )
 
-            result, reused = gold_for(config, db, spec, force=force, on_run=on_run)
-        results.append(
-            result.to_dict() | {"reused": reused, "subject": spec.message.splitlines()[0]}
-        )
-        if not as_json:
-            _print_gold(label, spec, result, reused)
+        for spec, result, reused in grade_commits(
+            config, db, specs, force=force, jobs=jobs, on_run=on_run
+        ):
+            row = result.to_dict() | {"reused": reused, "subject": spec.message.splitlines()[0]}
+            results.append(row)
+            if not as_json:
+                _print_gold(
+                    f"[{order[spec.sha]}/{len(specs)}] {spec.sha[:12]}", spec, result, reused
+                )
+    results.sort(key=lambda row: order[row["sha"]])
     infra = sum(1 for r in results if r["status"] == "infra")
     if as_json:
         emit_json(results)

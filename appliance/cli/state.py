@@ -46,6 +46,11 @@ def status(as_json: bool) -> None:
             f"  {item['name']} {item['version']}  {item['commits']} commits"
             f"  split={item['split'] or '-'}  since {item['ingested_at']}"
         )
+        if item["graded"]:
+            console.print(
+                f"    graded {item['graded']}: {item['usable']} usable tasks"
+                + (f", {item['infra']} infrastructure failures" if item["infra"] else "")
+            )
     console.print(f"quarantine  {data['quarantine']['packages']} package(s)")
     for name in data["quarantine"]["items"][-5:]:
         console.print(f"  {escape(name)}")

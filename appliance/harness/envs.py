@@ -67,6 +67,7 @@ def ensure_env(config: Config, spec: CommitSpec) -> Environment:
                 spec.wheels,
                 cache_dir=_uv_cache(config),
                 timeout=config.settings.harness.env_timeout_s,
+                compile_bytecode=True,  # every run would otherwise compile its imports again
             )
         except EnvironmentFailed as exc:
             shutil.rmtree(final, ignore_errors=True)

@@ -7,9 +7,11 @@ always recomputed, since they say nothing about the commit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 
 import sqlite_utils
@@ -103,6 +105,49 @@ def gold_for(
     result = grade_gold(config, spec, on_run=on_run)
     save_gold(db, spec, key, result)
     return result, False
+
+
+def grade_commits(
+    config: Config,
+    db: sqlite_utils.Database,
+    specs: list[CommitSpec],
+    *,
+    force: bool = False,
+    jobs: int = 1,
+    on_run: Callable[[CommitSpec, str, object], None] | None = None,
+) -> Iterator[tuple[CommitSpec, GoldResult, bool]]:
+    """Gold results for `specs` as they become known: stored ones first, then graded ones,
+    `jobs` at a time. Yields (spec, result, reused); results are saved as they finish."""
+    pending = []
+    for spec in specs:
+        key = inputs_key(config, spec)
+        known = None if force else stored_gold(db, spec, key)
+        if known is not None:
+            yield spec, known, True
+        else:
+            pending.append((spec, key))
+
+    def grade(spec: CommitSpec) -> GoldResult:
+        hook = functools.partial(on_run, spec) if on_run else None
+        return grade_gold(config, spec, on_run=hook)
+
+    if jobs <= 1:  # in this thread, so Ctrl-C stops at once
+        for spec, key in pending:
+            result = grade(spec)
+            save_gold(db, spec, key, result)
+            yield spec, result, False
+        return
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(grade, spec): (spec, key) for spec, key in pending}
+        try:
+            for future in as_completed(futures):
+                spec, key = futures[future]
+                result = future.result()
+                save_gold(db, spec, key, result)
+                yield spec, result, False
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def save_patch(

@@ -254,9 +254,38 @@ def test_cli_check_and_run(demo_home, tmp_path, monkeypatch):
         cli, ["harness", "run", "demo", "--commit", spec.sha, "--patch", str(patch)]
     )
     assert out.exit_code == 3 and "failed" in out.output
+    out = runner.invoke(cli, ["status", "--json"])
+    (item,) = json.loads(out.output)["corpus"]["items"]
+    assert item["graded"] >= 1 and item["usable"] >= 1
     out = runner.invoke(cli, ["harness", "check", "nosuch"])
     assert out.exit_code == 2 and "no package named 'nosuch'" in out.output
     out = runner.invoke(cli, ["harness", "check", "demo", "--commit", "ffffffff"])
     assert out.exit_code == 2 and "matches no task commit" in out.output
     out = runner.invoke(cli, ["harness", "run", "demo", "--commit", spec.sha, "--patch", "/nope"])
     assert out.exit_code == 2 and "does not exist" in out.output
+
+
+def test_environments_are_reused_across_commits(demo_home):
+    from appliance.harness.envs import MARKER, ensure_env
+
+    config, db = demo_home
+    first, second = commit_specs(config, db, "demo")[:2]
+    assert first.env_key == second.env_key
+    ensure_env(config, first)
+    again = ensure_env(config, second)
+    assert not again.built and (again.path / MARKER).is_file()
+
+
+def test_a_broken_environment_is_an_infrastructure_failure(demo_home, whitespace):
+    import dataclasses
+
+    config = demo_home[0]
+    spec, gold = whitespace
+    broken = dataclasses.replace(spec, requirements=("no-such-project==1.0",))
+    result = grade_gold(config, broken)
+    assert result.status == "infra" and not result.usable
+    assert result.runs[0]["status"] == "env_failed"
+    assert "cannot be built" in result.reason
+    verdict = grade_patch(config, broken, gold, "diff", commit_diff(spec))
+    assert verdict.verdict == "infra"
+    assert not (config.dir("envs") / broken.env_key / "bin").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -199,3 +200,36 @@ def test_bad_backend_in_config_is_a_config_error(tmp_path, monkeypatch):
     monkeypatch.delenv("FORGE_CONFIG", raising=False)
     with pytest.raises(ConfigError, match="sandbox.backend"):
         load_config()
+
+
+def test_the_sandbox_dies_with_the_process_that_started_it(forge_home, work):
+    marker = f"forge-orphan-{time.monotonic_ns()}"
+    runner = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from appliance.config import load_config\n"
+        "from appliance.sandbox import Bind, Limits, SandboxRequest, run_sandboxed\n"
+        f"request = SandboxRequest(argv=('/bin/sh', '-c', 'sleep 300 # {marker}'), "
+        f"cwd=Path({str(work)!r}), binds=(Bind(Path({str(work)!r}), writable=True),), "
+        "limits=Limits(wall_s=300))\n"
+        "run_sandboxed(request, load_config())\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", runner], env=os.environ.copy())
+
+    def sandboxed() -> list:
+        return [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if marker in " ".join(p.info["cmdline"] or [])
+        ]
+
+    deadline = time.monotonic() + 30
+    while not sandboxed() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sandboxed(), "the sandboxed command never started"
+    parent.kill()  # SIGKILL: Forge gets no chance to clean up
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while sandboxed() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not sandboxed()
