@@ -14,6 +14,7 @@ from appliance.errors import UsageError
 
 EXIT_NOT_RESOLVED = 3
 EXIT_INFRA = 4
+MAX_PATCH_BYTES = 16 << 20
 
 
 @click.group()
@@ -145,6 +146,12 @@ def run(package_name: str, sha: str, patch_file: Path, as_json: bool) -> None:
 
     if not patch_file.is_file():
         raise UsageError(f"{patch_file} does not exist or is not a file", "give the patch's path")
+    if patch_file.stat().st_size > MAX_PATCH_BYTES:
+        raise UsageError(
+            f"{patch_file} is {patch_file.stat().st_size} bytes; a patch may be at most "
+            f"{MAX_PATCH_BYTES >> 20} MiB",
+            "give the diff of the change alone",
+        )
     try:
         raw = patch_file.read_bytes()
     except OSError as exc:
@@ -153,6 +160,12 @@ def run(package_name: str, sha: str, patch_file: Path, as_json: bool) -> None:
     (spec,) = commit_specs(config, db, package_name, [sha])
     with Status("grading the commit…", console=err_console) if not as_json else _Null():
         gold, _ = gold_for(config, db, spec)
+    if gold.status == "ok" and not gold.usable:
+        raise UsageError(
+            f"{spec.sha[:12]} is not a usable task: {gold.reason}",
+            "pick a commit that forge harness check marks usable",
+        )
+    with Status("grading the patch…", console=err_console) if not as_json else _Null():
         try:
             kind, payload = load_edits(patch_file)
         except EditNotApplied as exc:

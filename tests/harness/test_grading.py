@@ -254,6 +254,11 @@ def test_cli_check_and_run(demo_home, tmp_path, monkeypatch):
         cli, ["harness", "run", "demo", "--commit", spec.sha, "--patch", str(patch)]
     )
     assert out.exit_code == 3 and "failed" in out.output
+    refactor = spec_for(demo_home, REFACTOR).sha
+    out = runner.invoke(
+        cli, ["harness", "run", "demo", "--commit", refactor, "--patch", str(patch)]
+    )
+    assert out.exit_code == 2 and "not a usable task" in out.output
     out = runner.invoke(cli, ["status", "--json"])
     (item,) = json.loads(out.output)["corpus"]["items"]
     assert item["graded"] >= 1 and item["usable"] >= 1
