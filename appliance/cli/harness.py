@@ -23,10 +23,15 @@ def harness() -> None:
 
 
 def _open():
+    """Config and database, after checking the sandbox can confine a run (SandboxError if
+    not: nothing is graded, rather than every commit failing the same way)."""
+    from appliance.sandbox import check_sandbox
     from appliance.store import open_db
 
     config = load_config()
-    return config, open_db(config)
+    db = open_db(config)
+    check_sandbox(config)
+    return config, db
 
 
 @harness.command()

@@ -294,3 +294,21 @@ def test_a_broken_environment_is_an_infrastructure_failure(demo_home, whitespace
     verdict = grade_patch(config, broken, gold, "diff", commit_diff(spec))
     assert verdict.verdict == "infra"
     assert not (config.dir("envs") / broken.env_key / "bin").exists()
+
+
+def test_an_unavailable_sandbox_backend_refuses_to_grade(demo_home, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from appliance.cli import cli
+
+    config, db = demo_home
+    toml = tmp_path / "forge.toml"
+    toml.write_text('[sandbox]\nbackend = "docker"\ndocker_image = "forge-test:1"\n')
+    monkeypatch.setenv("FORGE_HOME", str(config.home))
+    monkeypatch.setenv("FORGE_CONFIG", str(toml))
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    before = db.execute("SELECT COUNT(*) FROM gold_results").fetchone()[0]
+    out = CliRunner().invoke(cli, ["harness", "check", "demo", "--force", "--limit", "1"])
+    assert out.exit_code == 1, out.output
+    assert "docker engine is unreachable" in out.output
+    assert db.execute("SELECT COUNT(*) FROM gold_results").fetchone()[0] == before
