@@ -114,6 +114,35 @@ def m002_harness(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m003_model_calls(db: sqlite_utils.Database) -> None:
+    # Training reads these rows: `prompt` is exactly what the model received.
+    db.execute(
+        """
+        CREATE TABLE model_calls (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('chat', 'completion', 'judge')),
+            role TEXT NOT NULL,
+            base TEXT NOT NULL,
+            base_sha256 TEXT NOT NULL,
+            adapter TEXT,  -- adapter version, NULL for the bare base
+            messages TEXT,  -- JSON, for chat calls: what the caller asked
+            prompt TEXT NOT NULL,  -- the rendered prompt the model received
+            params TEXT NOT NULL,  -- JSON
+            output TEXT NOT NULL,
+            finish_reason TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            duration_s REAL NOT NULL,
+            error TEXT,
+            extra TEXT NOT NULL DEFAULT '{}'
+        )
+        """
+    )
+    db.execute("CREATE INDEX model_calls_at ON model_calls(at)")
+
+
 def _utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 

@@ -1,0 +1,1 @@
+"""Serving: the model pool every model call goes through, GPU placement, the call log."""

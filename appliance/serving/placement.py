@@ -1,0 +1,100 @@
+"""Where each base model runs: which GPU, how many layers offloaded, or the CPU.
+
+On a machine with NVIDIA GPUs (found through NVML) each base without an explicit
+placement in models.toml goes whole onto the GPU with the most free memory left, one
+base per GPU while there are GPUs to spare. Without GPUs everything runs on the CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from appliance.models.manifest import BaseModelFile
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    name: str
+    free_bytes: int
+    total_bytes: int
+    compute_capability: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    gpu_layers: int  # -1 all, 0 none
+    main_gpu: int
+    tensor_split: tuple[float, ...]
+    device: str  # "cpu" or "cuda:N" (the main GPU), in words for `forge models list`
+
+
+CPU = Placement(gpu_layers=0, main_gpu=0, tensor_split=(), device="cpu")
+
+
+def detect_gpus() -> list[Gpu]:
+    """NVIDIA GPUs through NVML; empty when there are none or no driver."""
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return []
+    try:
+        gpus = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            name = pynvml.nvmlDeviceGetName(handle)
+            try:
+                capability = tuple(pynvml.nvmlDeviceGetCudaComputeCapability(handle))
+            except pynvml.NVMLError:
+                capability = None
+            gpus.append(
+                Gpu(
+                    index,
+                    name.decode() if isinstance(name, bytes) else name,
+                    memory.free,
+                    memory.total,
+                    capability,
+                )
+            )
+        return gpus
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def plan(bases: Sequence[BaseModelFile], gpus: Sequence[Gpu]) -> dict[str, Placement]:
+    """A placement per base name. Explicit settings in models.toml are kept as written."""
+    free = {gpu.index: gpu.free_bytes for gpu in gpus}
+    used: set[int] = set()
+    result = {}
+    # Largest first, so the biggest model gets the emptiest GPU.
+    for base in sorted(bases, key=lambda b: -_size(b)):
+        if base.gpu_layers is not None:
+            main = base.main_gpu or 0
+            device = "cpu" if base.gpu_layers == 0 or not gpus else f"cuda:{main}"
+            result[base.name] = Placement(base.gpu_layers, main, base.tensor_split, device)
+            if device != "cpu":
+                free[main] = free.get(main, 0) - _size(base)
+                used.add(main)
+            continue
+        if not gpus:
+            result[base.name] = CPU
+            continue
+        # Prefer a GPU no other base uses yet; among those, the one with most free memory.
+        index = max(free, key=lambda i: (i not in used, free[i]))
+        free[index] -= _size(base)
+        used.add(index)
+        result[base.name] = Placement(-1, index, base.tensor_split, f"cuda:{index}")
+    return result
+
+
+def _size(base: BaseModelFile) -> int:
+    try:
+        return base.path.stat().st_size
+    except OSError:
+        return 0

@@ -1,0 +1,478 @@
+"""The model pool: every model call Forge makes goes through `ModelPool`.
+
+Each base model (a GGUF in models.toml) is loaded once, on first use, into one llama.cpp
+context guarded by a lock: requests to a base are served one at a time, never two
+threads in one context. A request names a role and optionally a stage adapter; the
+adapter is loaded once (llama.cpp's adapter API) and switched per request without
+reloading the base. On a switch the context's state is reset, so nothing computed under
+one adapter is reused under another. Chat messages are rendered with the model's own
+chat template into the exact prompt the model receives; that prompt is what the call
+log records.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from appliance.errors import ForgeError, UsageError
+from appliance.models.manifest import BaseModelFile, ModelsManifest, verify_base
+from appliance.serving.placement import CPU, Placement, detect_gpus, plan
+
+
+class AdapterRejected(ForgeError):
+    """An adapter cannot be used with the base it was asked for; other requests go on."""
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A stage adapter in GGUF form: `name` is its version (e.g. "scope-v3")."""
+
+    name: str
+    path: Path
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Params:
+    max_tokens: int = 256
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 0.95
+    top_k: int = 40
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    json_schema: dict | None = None
+    logprobs: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "seed": self.seed,
+            "stop": list(self.stop),
+            "json_schema": self.json_schema,
+            "logprobs": self.logprobs,
+        }
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (end of turn or a stop sequence) or "length"
+    prompt: str  # exactly what the model received, rendered
+    prompt_tokens: int
+    completion_tokens: int
+    duration_s: float
+    base: str
+    base_sha256: str
+    adapter: str | None
+    tokens: tuple[int, ...] = ()
+    token_logprobs: tuple[float, ...] | None = None
+    call_id: int | None = None
+
+    def json(self):
+        """The output parsed as JSON (ValueError when it is not)."""
+        return json.loads(self.text)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.duration_s if self.duration_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Judgement:
+    choice: str
+    margin: float  # log-probability of the choice minus that of the best other choice
+    logprobs: dict[str, float]
+    call_id: int | None = None
+
+
+@dataclass
+class ModelCall:
+    """One row of the call log (see appliance.serving.calllog)."""
+
+    kind: str  # chat | completion | judge
+    role: str
+    base: str
+    base_sha256: str
+    adapter: str | None
+    prompt: str
+    params: dict
+    messages: list | None = None
+    output: str = ""
+    finish_reason: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+class LoadedBase:
+    """One base model in one llama.cpp context, and the adapters loaded onto it."""
+
+    def __init__(self, spec: BaseModelFile, placement: Placement) -> None:
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        verify_base(spec)
+        self.spec = spec
+        self.placement = placement
+        self.sha256 = spec.sha256
+        self.lock = threading.Lock()
+        started = time.monotonic()
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(spec.path),
+                n_ctx=spec.context,
+                n_threads=spec.n_threads,
+                n_threads_batch=spec.n_threads,
+                n_gpu_layers=placement.gpu_layers,
+                main_gpu=placement.main_gpu,
+                tensor_split=list(placement.tensor_split) or None,
+                logits_all=False,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ForgeError(
+                f"llama.cpp cannot load the base model {spec.name} ({spec.path}): {exc}",
+                "check the file with forge doctor; re-run ./install.sh for the default model",
+            ) from exc
+        self.load_s = time.monotonic() - started
+        self._llama_cpp = llama_cpp
+        self.vocab = self.llm._model.vocab
+        model = self.llm._model
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        self.formatter = (
+            Jinja2ChatFormatter(
+                template=template,
+                eos_token=model.token_get_text(self.llm.token_eos()),
+                bos_token=model.token_get_text(self.llm.token_bos()),
+                stop_token_ids=[self.llm.token_eos()],
+            )
+            if template
+            else None
+        )
+        self.adapters: dict[Path, object] = {}  # resolved path -> llama_adapter_lora pointer
+        self.active: tuple[Path, float] | None = None
+        self.switches = 0
+
+    # --- adapters (call with the lock held) ------------------------------------------
+
+    def _adapter_handle(self, adapter: Adapter):
+        path = adapter.path.resolve()
+        if path in self.adapters:
+            return self.adapters[path]
+        if not path.is_file():
+            raise AdapterRejected(
+                f"adapter {adapter.name}: {path} does not exist",
+                "the adapter registry points at a missing file; roll back or re-export it",
+            )
+        from appliance.training.export_gguf import AdapterMismatch, check_adapter_matches
+
+        try:
+            check_adapter_matches(path, self.spec.path)
+        except AdapterMismatch as exc:
+            raise AdapterRejected(
+                f"adapter {adapter.name} does not fit base {self.spec.name}: {exc.message}",
+                "adapters are trained for one base; train it again on this base",
+            ) from exc
+        handle = self._llama_cpp.llama_adapter_lora_init(self.llm.model, str(path).encode())
+        if not handle:
+            raise AdapterRejected(
+                f"llama.cpp refused the adapter {adapter.name} ({path}) for base {self.spec.name}",
+                "re-export the adapter from its PEFT checkpoint",
+            )
+        self.adapters[path] = handle
+        return handle
+
+    def use(self, adapter: Adapter | None) -> None:
+        """Make `adapter` (None: the bare base) the one the next decode runs with."""
+        want = (adapter.path.resolve(), adapter.scale) if adapter else None
+        if want == self.active:
+            return
+        lib = self._llama_cpp
+        if adapter is None:
+            lib.llama_set_adapters_lora(self.llm.ctx, None, 0, None)
+        else:
+            handle = self._adapter_handle(adapter)
+            handles = (lib.llama_adapter_lora_p_ctypes * 1)(handle)
+            scales = (ctypes.c_float * 1)(adapter.scale)
+            if lib.llama_set_adapters_lora(self.llm.ctx, handles, 1, scales) != 0:
+                raise AdapterRejected(f"llama.cpp could not apply the adapter {adapter.name}")
+        # State (KV cache, logits) computed under the previous adapter must not be reused.
+        self.llm.reset()
+        self.active = want
+        self.switches += 1
+
+    # --- prompts and decoding (call with the lock held) ------------------------------
+
+    def render(self, messages: Sequence[dict]) -> tuple[str, bool]:
+        """The chat prompt text, and whether it already holds the BOS token."""
+        if self.formatter is None:
+            raise UsageError(
+                f"base model {self.spec.name} has no chat template", "use plain completion"
+            )
+        result = self.formatter(messages=list(messages))
+        return result.prompt, bool(result.added_special)
+
+    def tokenize(self, prompt: str, has_bos: bool = False) -> list[int]:
+        add_bos = self.llm._model.add_bos_token() and not has_bos
+        return self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def generate(self, tokens: list[int], params: Params) -> tuple[list[int], str, list[float]]:
+        lib = self._llama_cpp
+        room = self.spec.context - len(tokens)
+        if room <= 0:
+            raise UsageError(
+                f"the prompt is {len(tokens)} tokens; {self.spec.name} holds {self.spec.context}",
+                "shorten the prompt or raise `context` for this base in models.toml",
+            )
+        grammar = None
+        if params.json_schema is not None:
+            grammar = lib.LlamaGrammar.from_json_schema(
+                json.dumps(params.json_schema), verbose=False
+            )
+        if params.seed is not None:
+            # A seeded call is computed from scratch: reusing a cached prompt prefix changes
+            # the numbers slightly, and sampled output with them.
+            self.llm.set_seed(params.seed)
+            self.llm.reset()
+        out: list[int] = []
+        logprobs: list[float] = []
+        finish = "length"
+        stops = [s.encode() for s in params.stop]
+        limit = min(params.max_tokens, room)
+        for token in self.llm.generate(
+            tokens,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=0.0,
+            temp=params.temperature,
+            repeat_penalty=1.0,
+            grammar=grammar,
+        ):
+            if lib.llama_token_is_eog(self.vocab, token):
+                finish = "stop"
+                break
+            if params.logprobs:
+                row = np.ctypeslib.as_array(
+                    lib.llama_get_logits_ith(self.llm.ctx, -1), shape=(self.llm.n_vocab(),)
+                )
+                logprobs.append(float(_log_softmax(row.astype(np.float64))[token]))
+            out.append(token)
+            if stops:
+                text = self.llm.detokenize(out)
+                if any(stop in text for stop in stops):
+                    finish = "stop"
+                    break
+            if len(out) >= limit:
+                break
+        return out, finish, logprobs
+
+    def last_logprobs(self, tokens: list[int]) -> np.ndarray:
+        """Log-probabilities of the next token after `tokens` (evaluated from scratch)."""
+        self.llm.reset()
+        self.llm.eval(tokens)
+        row = np.ctypeslib.as_array(
+            self._llama_cpp.llama_get_logits_ith(self.llm.ctx, -1), shape=(self.llm.n_vocab(),)
+        )
+        return _log_softmax(row.astype(np.float64))
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+class ModelPool:
+    """Base models by role, loaded lazily; adapters switched per request; calls logged."""
+
+    def __init__(
+        self,
+        manifest: ModelsManifest,
+        *,
+        log: Callable[[ModelCall], int | None] | None = None,
+        gpus: list | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.log = log
+        gpus = detect_gpus() if gpus is None else gpus
+        self.gpus = gpus
+        self.placements = plan(manifest.bases, gpus)
+        self._bases: dict[str, LoadedBase] = {}
+        self._loading = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config, *, log: bool = True) -> ModelPool:
+        from appliance.models.manifest import read_manifest
+        from appliance.serving.calllog import CallLog
+
+        manifest = read_manifest(config.models_manifest)
+        return cls(manifest, log=CallLog(config.db_path) if log else None)
+
+    def base_for(self, role: str) -> LoadedBase:
+        spec = self.manifest.for_role(role)
+        with self._loading:
+            if spec.name not in self._bases:
+                self._bases[spec.name] = LoadedBase(spec, self.placements.get(spec.name, CPU))
+            return self._bases[spec.name]
+
+    @property
+    def loaded(self) -> dict[str, LoadedBase]:
+        return dict(self._bases)
+
+    # --- calls -----------------------------------------------------------------------
+
+    def chat(
+        self,
+        role: str,
+        messages: Sequence[dict],
+        *,
+        adapter: Adapter | None = None,
+        params: Params | None = None,
+        **overrides,
+    ) -> Completion:
+        params = _params(params, overrides)
+        base = self.base_for(role)
+        with base.lock:
+            prompt, has_bos = base.render(messages)
+            return self._complete(base, role, "chat", prompt, has_bos, adapter, params, messages)
+
+    def complete(
+        self,
+        role: str,
+        prompt: str,
+        *,
+        adapter: Adapter | None = None,
+        params: Params | None = None,
+        **overrides,
+    ) -> Completion:
+        params = _params(params, overrides)
+        base = self.base_for(role)
+        with base.lock:
+            return self._complete(base, role, "completion", prompt, False, adapter, params, None)
+
+    def judge(
+        self,
+        role: str,
+        messages: Sequence[dict],
+        choices: Sequence[str] = ("A", "B"),
+        *,
+        adapter: Adapter | None = None,
+    ) -> Judgement:
+        """Ask a question whose answer is one token; compare the choices' log-probabilities."""
+        if len(choices) < 2:
+            raise UsageError("a judgement needs at least two choices")
+        base = self.base_for(role)
+        with base.lock:
+            prompt, has_bos = base.render(messages)
+            ids = {}
+            for choice in choices:
+                pieces = base.llm.tokenize(choice.encode(), add_bos=False, special=False)
+                if len(pieces) != 1:
+                    raise UsageError(
+                        f"the choice {choice!r} is {len(pieces)} tokens for {base.spec.name}; "
+                        "a judgement reads one token",
+                        "use single-token answers such as A and B",
+                    )
+                ids[choice] = pieces[0]
+            call = self._call("judge", role, base, adapter, prompt, {"choices": list(choices)})
+            call.messages = list(messages)
+            started = time.monotonic()
+            try:
+                base.use(adapter)
+                tokens = base.tokenize(prompt, has_bos)
+                logprobs = base.last_logprobs(tokens)
+            except Exception as exc:
+                self._record(call, started, error=exc)
+                raise
+            scores = {c: float(logprobs[i]) for c, i in ids.items()}
+            ranked = sorted(scores, key=scores.get, reverse=True)
+            call.output = ranked[0]
+            call.prompt_tokens = len(tokens)
+            call.extra = {"logprobs": scores}
+            call_id = self._record(call, started)
+        return Judgement(ranked[0], scores[ranked[0]] - scores[ranked[1]], scores, call_id)
+
+    def _call(self, kind, role, base: LoadedBase, adapter, prompt, params: dict) -> ModelCall:
+        return ModelCall(
+            kind=kind,
+            role=role,
+            base=base.spec.name,
+            base_sha256=base.sha256,
+            adapter=adapter.name if adapter else None,
+            prompt=prompt,
+            params=params,
+        )
+
+    def _record(self, call: ModelCall, started: float, error: BaseException | None = None):
+        call.duration_s = time.monotonic() - started
+        if error is not None:
+            call.error = f"{type(error).__name__}: {error}"
+        return self.log(call) if self.log else None
+
+    def _complete(self, base, role, kind, prompt, has_bos, adapter, params, messages):
+        call = self._call(kind, role, base, adapter, prompt, params.to_dict())
+        call.messages = list(messages) if messages is not None else None
+        started = time.monotonic()
+        try:
+            base.use(adapter)
+            tokens = base.tokenize(prompt, has_bos)
+            out, finish, logprobs = base.generate(tokens, params)
+        except Exception as exc:
+            self._record(call, started, error=exc)
+            raise
+        text = base.llm.detokenize(out).decode("utf-8", errors="replace")
+        for stop in params.stop:
+            if stop in text:
+                text = text[: text.index(stop)]
+        call.output, call.finish_reason = text, finish
+        call.prompt_tokens, call.completion_tokens = len(tokens), len(out)
+        call_id = self._record(call, started)
+        return Completion(
+            text=text,
+            finish_reason=finish,
+            prompt=prompt,
+            prompt_tokens=len(tokens),
+            completion_tokens=len(out),
+            duration_s=call.duration_s,
+            base=base.spec.name,
+            base_sha256=base.sha256,
+            adapter=adapter.name if adapter else None,
+            tokens=tuple(out),
+            token_logprobs=tuple(logprobs) if params.logprobs else None,
+            call_id=call_id,
+        )
+
+    def close(self) -> None:
+        with self._loading:
+            for base in self._bases.values():
+                base.close()
+            self._bases.clear()
+
+
+def _params(params: Params | None, overrides: dict) -> Params:
+    import dataclasses
+
+    params = params or Params()
+    if "stop" in overrides and isinstance(overrides["stop"], str):
+        overrides["stop"] = (overrides["stop"],)
+    if "stop" in overrides:
+        overrides["stop"] = tuple(overrides["stop"])
+    try:
+        return dataclasses.replace(params, **overrides)
+    except TypeError as exc:
+        raise UsageError(f"unknown generation parameter: {exc}") from exc
