@@ -72,8 +72,9 @@ def plan(bases: Sequence[BaseModelFile], gpus: Sequence[Gpu]) -> dict[str, Place
     free = {gpu.index: gpu.free_bytes for gpu in gpus}
     used: set[int] = set()
     result = {}
-    # Largest first, so the biggest model gets the emptiest GPU.
-    for base in sorted(bases, key=lambda b: -_size(b)):
+    # Pinned bases first (they claim their GPUs), then the largest, so the biggest model
+    # gets the emptiest GPU left.
+    for base in sorted(bases, key=lambda b: (b.gpu_layers is None, -_size(b))):
         if base.gpu_layers is not None:
             main = base.main_gpu or 0
             device = "cpu" if base.gpu_layers == 0 or not gpus else f"cuda:{main}"

@@ -266,7 +266,7 @@ class LoadedBase:
             repeat_penalty=1.0,
             grammar=grammar,
         ):
-            if lib.llama_token_is_eog(self.vocab, token):
+            if lib.llama_vocab_is_eog(self.vocab, token):
                 finish = "stop"
                 break
             if params.logprobs:
