@@ -1,0 +1,1 @@
+"""Training adapters for a base model: dataset building, the trainer, export to GGUF."""
