@@ -66,7 +66,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from appliance.cli import harness, packages, state
+    from appliance.cli import harness, models, packages, state
 
     cli.add_command(packages.package)
     cli.add_command(packages.ingest)
@@ -74,6 +74,7 @@ def _register() -> None:
     cli.add_command(state.status)
     cli.add_command(state.doctor)
     cli.add_command(harness.harness)
+    cli.add_command(models.models)
 
 
 _register()

@@ -221,6 +221,8 @@ def check_model_file(model: BaseModelFile, *, hash_check: bool = True) -> str | 
     sha256; else what is wrong."""
     if not model.path.exists():
         return f"{model.path} is missing"
+    if not model.path.is_file():
+        return f"{model.path} is not a file"
     with model.path.open("rb") as fh:
         if fh.read(4) != GGUF_MAGIC:
             return f"{model.path} is not a GGUF file"

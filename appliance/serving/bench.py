@@ -20,7 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.models.manifest import BaseModelFile, ModelFileError, ModelsManifest
+from appliance.models.manifest import (
+    BaseModelFile,
+    ModelFileError,
+    ModelsManifest,
+    verify_base,
+)
 from appliance.serving.placement import CPU, Placement
 from appliance.serving.pool import Adapter, ModelPool
 
@@ -271,6 +276,7 @@ def measure_manifest(
     results = []
     manifest = bench_manifest(manifest)
     for spec in manifest.bases:
+        verify_base(spec)  # a damaged file is named as such, not as a failed adapter
         say(f"{spec.name}: writing a synthetic adapter")
         path = synthetic_adapter(spec.path, Path(workdir) / f"{spec.name}-synthetic.gguf")
         pool = ModelPool(manifest, log=None, gpus=gpus)

@@ -16,6 +16,7 @@ import ctypes
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ import numpy as np
 from appliance.errors import ForgeError, UsageError
 from appliance.models.manifest import BaseModelFile, ModelsManifest, verify_base
 from appliance.serving.placement import CPU, Placement, detect_gpus, plan
+
+MAX_ADAPTERS = 16  # adapters kept loaded per base; older ones are freed (llama.cpp memory)
 
 
 class AdapterRejected(ForgeError):
@@ -167,21 +170,29 @@ class LoadedBase:
             if template
             else None
         )
-        self.adapters: dict[Path, object] = {}  # resolved path -> llama_adapter_lora pointer
-        self.active: tuple[Path, float] | None = None
+        # (path, size, mtime) -> llama_adapter_lora pointer, least recently used first
+        self.adapters: OrderedDict[tuple, object] = OrderedDict()
+        self.verified: set[tuple] = set()
+        self.active: tuple[tuple, float] | None = None
         self.switches = 0
 
-    # --- adapters (call with the lock held) ------------------------------------------
+    # --- adapters ----------------------------------------------------------------------
 
-    def _adapter_handle(self, adapter: Adapter):
+    def verify(self, adapter: Adapter) -> tuple:
+        """Check `adapter` fits this base (once per adapter file); return its cache key.
+        Called without the lock: the first check reads the base GGUF (seconds)."""
         path = adapter.path.resolve()
-        if path in self.adapters:
-            return self.adapters[path]
-        if not path.is_file():
+        try:
+            st = path.stat()
+        except OSError as exc:
             raise AdapterRejected(
                 f"adapter {adapter.name}: {path} does not exist",
                 "the adapter registry points at a missing file; roll back or re-export it",
-            )
+            ) from exc
+        # A file replaced in place is a different adapter: its size or mtime changes.
+        key = (path, st.st_size, st.st_mtime_ns)
+        if key in self.verified:
+            return key
         from appliance.training.export_gguf import AdapterMismatch, check_adapter_matches
 
         try:
@@ -191,25 +202,44 @@ class LoadedBase:
                 f"adapter {adapter.name} does not fit base {self.spec.name}: {exc.message}",
                 "adapters are trained for one base; train it again on this base",
             ) from exc
-        handle = self._llama_cpp.llama_adapter_lora_init(self.llm.model, str(path).encode())
+        self.verified.add(key)
+        return key
+
+    def _adapter_handle(self, adapter: Adapter, key: tuple):
+        """The llama.cpp handle of a verified adapter (lock held), loading it on first use
+        and freeing the least recently used ones beyond MAX_ADAPTERS."""
+        lib = self._llama_cpp
+        if key in self.adapters:
+            self.adapters.move_to_end(key)
+            return self.adapters[key]
+        handle = lib.llama_adapter_lora_init(self.llm.model, str(key[0]).encode())
         if not handle:
             raise AdapterRejected(
-                f"llama.cpp refused the adapter {adapter.name} ({path}) for base {self.spec.name}",
+                f"llama.cpp refused the adapter {adapter.name} ({key[0]}) for {self.spec.name}",
                 "re-export the adapter from its PEFT checkpoint",
             )
-        self.adapters[path] = handle
+        self.adapters[key] = handle
+        while len(self.adapters) > MAX_ADAPTERS:
+            old_key, old = next(iter(self.adapters.items()))
+            if self.active is not None and self.active[0] == old_key:
+                self.adapters.move_to_end(old_key)
+                continue
+            del self.adapters[old_key]
+            lib.llama_adapter_lora_free(old)
         return handle
 
     def use(self, adapter: Adapter | None) -> None:
-        """Make `adapter` (None: the bare base) the one the next decode runs with."""
-        want = (adapter.path.resolve(), adapter.scale) if adapter else None
+        """Make `adapter` (None: the bare base) the one the next decode runs with (lock
+        held)."""
+        key = self.verify(adapter) if adapter else None
+        want = (key, adapter.scale) if adapter else None
         if want == self.active:
             return
         lib = self._llama_cpp
         if adapter is None:
             lib.llama_set_adapters_lora(self.llm.ctx, None, 0, None)
         else:
-            handle = self._adapter_handle(adapter)
+            handle = self._adapter_handle(adapter, key)
             handles = (lib.llama_adapter_lora_p_ctypes * 1)(handle)
             scales = (ctypes.c_float * 1)(adapter.scale)
             if lib.llama_set_adapters_lora(self.llm.ctx, handles, 1, scales) != 0:
@@ -256,6 +286,8 @@ class LoadedBase:
         logprobs: list[float] = []
         finish = "length"
         stops = [s.encode() for s in params.stop]
+        window = max((len(s) for s in stops), default=0) + 16
+        text = b""
         limit = min(params.max_tokens, room)
         for token in self.llm.generate(
             tokens,
@@ -274,12 +306,12 @@ class LoadedBase:
                     lib.llama_get_logits_ith(self.llm.ctx, -1), shape=(self.llm.n_vocab(),)
                 )
                 logprobs.append(float(_log_softmax(row.astype(np.float64))[token]))
+            if stops:  # only the end of the text can hold a new stop sequence
+                text += self.llm.detokenize([token], prev_tokens=tokens + out)
             out.append(token)
-            if stops:
-                text = self.llm.detokenize(out)
-                if any(stop in text for stop in stops):
-                    finish = "stop"
-                    break
+            if stops and any(stop in text[-window:] for stop in stops):
+                finish = "stop"
+                break
             if len(out) >= limit:
                 break
         return out, finish, logprobs
@@ -347,6 +379,8 @@ class ModelPool:
     ) -> Completion:
         params = _params(params, overrides)
         base = self.base_for(role)
+        if adapter is not None:
+            base.verify(adapter)
         with base.lock:
             prompt, has_bos = base.render(messages)
             return self._complete(base, role, "chat", prompt, has_bos, adapter, params, messages)
@@ -362,6 +396,8 @@ class ModelPool:
     ) -> Completion:
         params = _params(params, overrides)
         base = self.base_for(role)
+        if adapter is not None:
+            base.verify(adapter)
         with base.lock:
             return self._complete(base, role, "completion", prompt, False, adapter, params, None)
 
@@ -377,6 +413,8 @@ class ModelPool:
         if len(choices) < 2:
             raise UsageError("a judgement needs at least two choices")
         base = self.base_for(role)
+        if adapter is not None:
+            base.verify(adapter)
         with base.lock:
             prompt, has_bos = base.render(messages)
             ids = {}
@@ -460,7 +498,8 @@ class ModelPool:
     def close(self) -> None:
         with self._loading:
             for base in self._bases.values():
-                base.close()
+                with base.lock:  # a request still running finishes first
+                    base.close()
             self._bases.clear()
 
 

@@ -175,3 +175,17 @@ def test_an_adapter_for_another_base_is_refused_and_serving_goes_on(
 def test_a_missing_adapter_file_is_refused(pool, tmp_path):
     with pytest.raises(AdapterRejected, match="does not exist"):
         pool.complete("coder", PROMPT, adapter=Adapter("gone-v1", tmp_path / "gone.gguf"))
+
+
+def test_old_adapters_are_freed_beyond_the_cap(pool, adapters, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr("appliance.serving.pool.MAX_ADAPTERS", 2)
+    quiz, pepper = adapters
+    third = Adapter("quiz-v2", shutil.copy(quiz.path, tmp_path / "quiz-copy.gguf"))
+    expected = pool.complete("coder", PROMPT, adapter=quiz, max_tokens=TOKENS).text
+    for adapter in (pepper, third, quiz):
+        pool.complete("coder", PROMPT, adapter=adapter, max_tokens=TOKENS)
+    base = pool.base_for("coder")
+    assert len(base.adapters) == 2
+    assert pool.complete("coder", PROMPT, adapter=quiz, max_tokens=TOKENS).text == expected

@@ -188,6 +188,7 @@ def gguf_header(architecture: str) -> bytes:
     "make, words",
     [
         (lambda p: None, "is missing"),
+        (lambda p: p.mkdir(), "is not a file"),
         (lambda p: p.write_bytes(b"PK\x03\x04 not a model"), "is not a GGUF file"),
         (lambda p: p.write_bytes(gguf_header("bert")), "bert-architecture model"),
     ],
