@@ -98,6 +98,23 @@ class HarnessSettings(_Section):
     keep_worktrees: bool = Field(False, description="leave worktrees behind for debugging")
 
 
+class IndexSettings(_Section):
+    """The repository index: embedding of text chunks with MiniLM on the CPU."""
+
+    threads: int = Field(0, ge=0, description="torch threads for embedding; 0: all cores")
+    batch_size: int = Field(32, ge=1, le=1024, description="chunks embedded per forward pass")
+
+
+class CampaignSettings(_Section):
+    samples: int = Field(3, ge=1, le=32, description="stage runs per commit")
+    temperatures: list[float] = Field(
+        [0.3, 0.7, 1.0], min_length=1, description="sample i decodes at temperatures[i % n]"
+    )
+    max_tokens: int = Field(256, ge=16, le=8192, description="per stage answer")
+    context_tokens: int = Field(1536, ge=128, description="per stage context package")
+    workers: int = Field(1, ge=1, le=64, description="processes running units at once")
+
+
 class ForgeSettings(_Section):
     home: str = ""
     packages: PackageLimits = PackageLimits()
@@ -106,6 +123,8 @@ class ForgeSettings(_Section):
     models: ModelSettings = ModelSettings()
     sandbox: SandboxSettings = SandboxSettings()
     harness: HarnessSettings = HarnessSettings()
+    campaign: CampaignSettings = CampaignSettings()
+    index: IndexSettings = IndexSettings()
 
 
 @dataclass(frozen=True)

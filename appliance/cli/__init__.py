@@ -66,7 +66,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from appliance.cli import harness, models, packages, state
+    from appliance.cli import campaign, harness, models, packages, state
 
     cli.add_command(packages.package)
     cli.add_command(packages.ingest)
@@ -75,6 +75,7 @@ def _register() -> None:
     cli.add_command(state.doctor)
     cli.add_command(harness.harness)
     cli.add_command(models.models)
+    cli.add_command(campaign.campaign)
 
 
 _register()

@@ -362,6 +362,10 @@ class ModelPool:
                 self._bases[spec.name] = LoadedBase(spec, self.placements.get(spec.name, CPU))
             return self._bases[spec.name]
 
+    def count_tokens(self, role: str, text: str) -> int:
+        """Tokens `text` takes for the base serving `role` (its own tokenizer)."""
+        return len(self.base_for(role).tokenize(text))
+
     @property
     def loaded(self) -> dict[str, LoadedBase]:
         return dict(self._bases)

@@ -1,0 +1,131 @@
+"""Campaign records in the database: triples (one per package, commit, sample) and the
+synthetic pairs per commit and stage. A unit is recorded in one transaction when it is
+complete, and the unique keys make a repeated record impossible."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import sqlite_utils
+
+from appliance.store import transaction
+
+SCHEMA = (
+    """
+    CREATE TABLE triples (
+        id INTEGER PRIMARY KEY,
+        package_id INTEGER NOT NULL REFERENCES packages(id) ON DELETE CASCADE,
+        sha TEXT NOT NULL,
+        sample INTEGER NOT NULL,
+        snapshot_sha TEXT NOT NULL,  -- the parent commit: all the stages could see
+        temperature REAL NOT NULL,
+        seed INTEGER NOT NULL,
+        stages TEXT NOT NULL,  -- JSON: per stage the context package, output, call id
+        call_ids TEXT NOT NULL,  -- JSON list of model_calls ids
+        edits TEXT NOT NULL,  -- JSON list of search/replace edits
+        diff TEXT NOT NULL,
+        outcome TEXT NOT NULL
+            CHECK (outcome IN ('resolved', 'failed', 'not_applied', 'infra')),
+        reason TEXT NOT NULL,
+        grading TEXT NOT NULL,  -- JSON: per-test outcomes of the graded run
+        alignment TEXT NOT NULL,  -- JSON: plan and edits against the real commit
+        seconds TEXT NOT NULL,  -- JSON: where the time went
+        created_at TEXT NOT NULL,
+        UNIQUE (package_id, sha, sample)
+    )
+    """,
+    """
+    CREATE TABLE synthetic_pairs (
+        id INTEGER PRIMARY KEY,
+        package_id INTEGER NOT NULL REFERENCES packages(id) ON DELETE CASCADE,
+        sha TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        input TEXT NOT NULL,  -- JSON
+        target TEXT NOT NULL,  -- JSON
+        created_at TEXT NOT NULL,
+        UNIQUE (package_id, sha, stage)
+    )
+    """,
+)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def done_units(db: sqlite_utils.Database, package_id: int) -> set[tuple[str, int]]:
+    return {
+        (row[0], row[1])
+        for row in db.execute(
+            "SELECT sha, sample FROM triples WHERE package_id = ?", [package_id]
+        ).fetchall()
+    }
+
+
+def record_triple(db: sqlite_utils.Database, package_id: int, triple: dict) -> bool:
+    """Insert one triple; False when (package, commit, sample) was already recorded."""
+    with transaction(db) as conn:
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO triples (package_id, sha, sample, snapshot_sha, temperature, "
+            "seed, stages, call_ids, edits, diff, outcome, reason, grading, alignment, seconds, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                package_id,
+                triple["sha"],
+                triple["sample"],
+                triple["snapshot_sha"],
+                triple["temperature"],
+                triple["seed"],
+                json.dumps(triple["stages"]),
+                json.dumps(triple["call_ids"]),
+                json.dumps(triple["edits"]),
+                triple["diff"],
+                triple["outcome"],
+                triple["reason"],
+                json.dumps(triple["grading"]),
+                json.dumps(triple["alignment"]),
+                json.dumps(triple["seconds"]),
+                _now(),
+            ],
+        )
+        return cursor.rowcount == 1
+
+
+def record_pairs(db: sqlite_utils.Database, package_id: int, sha: str, pairs: dict) -> int:
+    """Insert the commit's synthetic pairs (stage -> (input, target)); existing ones stay."""
+    added = 0
+    with transaction(db) as conn:
+        for stage, (given, target) in pairs.items():
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO synthetic_pairs (package_id, sha, stage, input, target, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [package_id, sha, stage, json.dumps(given), json.dumps(target), _now()],
+            )
+            added += cursor.rowcount
+    return added
+
+
+def summary(db: sqlite_utils.Database, package_id: int) -> dict:
+    rows = db.execute(
+        "SELECT sha, outcome, stages FROM triples WHERE package_id = ?", [package_id]
+    ).fetchall()
+    outcomes = dict.fromkeys(("resolved", "failed", "not_applied", "infra"), 0)
+    calls: dict[str, int] = {}
+    for _, outcome, stages in rows:
+        outcomes[outcome] += 1
+        for stage, result in json.loads(stages).items():
+            if result.get("call_id") is not None:
+                calls[stage] = calls.get(stage, 0) + 1
+    pairs = db.execute(
+        "SELECT COUNT(*) FROM synthetic_pairs WHERE package_id = ?", [package_id]
+    ).fetchone()[0]
+    graded = len(rows) - outcomes["infra"]
+    return {
+        "commits": len({row[0] for row in rows}),
+        "triples": len(rows),
+        "resolved_rate": outcomes["resolved"] / graded if graded else None,
+        "outcomes": outcomes,
+        "stage_calls": calls,
+        "synthetic_pairs": pairs,
+    }

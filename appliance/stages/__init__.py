@@ -1,0 +1,12 @@
+"""The five stages (task analysis → scope → precision → plan → code), their prompts and
+output schemas, and the context builder that feeds them."""
+
+STAGES = ("task_analysis", "scope", "precision", "plan", "code")
+# Which base model role serves each stage.
+STAGE_ROLES = {
+    "task_analysis": "reasoning",
+    "scope": "reasoning",
+    "precision": "reasoning",
+    "plan": "reasoning",
+    "code": "coder",
+}

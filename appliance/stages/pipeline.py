@@ -1,0 +1,177 @@
+"""The five stages run in order on one task: each a function from a typed input (the task
+and the previous stage's output, with its ContextPackage) to a typed output, produced by
+the model pool with the stage's active adapter and constrained to the stage's schema.
+
+When a stage's output is unusable (not valid JSON, nothing usable in it) the next stage
+falls back to what the earlier stages and the index give, so one bad answer does not
+end the sample; the failure is recorded with the stage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from appliance.harness.edits import SearchReplace
+from appliance.serving.pool import Adapter, ModelPool
+from appliance.stages import STAGE_ROLES, schemas
+from appliance.stages.context import ContextBuilder, ContextPackage
+from appliance.stages.templates import messages
+
+PROMPT_ROOM = 400  # tokens of system prompt, task text and chat markup around the context
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    temperature: float = 0.0
+    seed: int | None = None
+    max_tokens: int = 256
+    context_tokens: int = 1536  # the most a stage's ContextPackage may take
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    context: ContextPackage
+    output: dict | None  # the parsed answer; None when unusable
+    raw: str
+    call_id: int | None
+    adapter: str | None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "stage": self.stage,
+            "output": self.output,
+            "raw": self.raw,
+            "call_id": self.call_id,
+            "adapter": self.adapter,
+            "error": self.error,
+            "context": self.context.to_dict(),
+        }
+
+
+@dataclass
+class PipelineResult:
+    stages: dict[str, StageResult] = field(default_factory=dict)
+    edits: list[SearchReplace] = field(default_factory=list)
+
+    @property
+    def call_ids(self) -> list[int]:
+        return [r.call_id for r in self.stages.values() if r.call_id is not None]
+
+
+def _budget(pool: ModelPool, stage: str, settings: StageSettings) -> int:
+    window = pool.manifest.for_role(STAGE_ROLES[stage]).context
+    return max(64, min(settings.context_tokens, window - settings.max_tokens - PROMPT_ROOM))
+
+
+def run_stage(
+    pool: ModelPool,
+    stage: str,
+    context: ContextPackage,
+    schema: dict,
+    settings: StageSettings,
+    adapter: Adapter | None,
+    **fields: str,
+) -> StageResult:
+    """One model call for `stage`; the output is parsed, never trusted to be valid."""
+    completion = pool.chat(
+        STAGE_ROLES[stage],
+        messages(stage, context=context.render(), **fields),
+        adapter=adapter,
+        json_schema=schema,
+        max_tokens=settings.max_tokens,
+        temperature=settings.temperature,
+        seed=settings.seed,
+    )
+    error = None
+    try:
+        output = json.loads(completion.text)
+        if not isinstance(output, dict):
+            raise ValueError("the answer is not a JSON object")
+    except ValueError as exc:
+        output = None
+        reason = "hit the token limit" if completion.finish_reason == "length" else str(exc)
+        error = f"unusable answer: {reason}"
+    return StageResult(
+        stage,
+        context,
+        output,
+        completion.text,
+        completion.call_id,
+        adapter.name if adapter else None,
+        error,
+    )
+
+
+def run_pipeline(
+    pool: ModelPool,
+    builder: ContextBuilder,
+    task: str,
+    *,
+    settings: StageSettings = StageSettings(),
+    adapters: Mapping[str, Adapter] | None = None,
+) -> PipelineResult:
+    """Run task analysis → scope → precision → plan → code on one task."""
+    adapters = adapters or {}
+    result = PipelineResult()
+    stages = result.stages
+
+    def run(stage: str, context: ContextPackage, schema: dict, **fields: str) -> dict | None:
+        stages[stage] = run_stage(
+            pool, stage, context, schema, settings, adapters.get(stage), task=task, **fields
+        )
+        return stages[stage].output
+
+    analysis = run(
+        "task_analysis", builder.task_analysis(task, _budget(pool, "task_analysis", settings)),
+        schemas.task_analysis(),
+    ) or {}  # fmt: skip
+    named = [p for p in analysis.get("files", []) if isinstance(p, str)]
+    candidates = builder.candidates(task, hints=named)
+    if not candidates:  # an empty index answer: offer every file
+        candidates = [(path, "in the repository") for path in sorted(builder.files)[:8]]
+    paths = [path for path, _ in candidates]
+    scoped = run(
+        "scope", builder.scope(candidates, _budget(pool, "scope", settings)), schemas.scope(paths)
+    ) or {}  # fmt: skip
+    in_scope = [
+        f["path"] for f in scoped.get("files", [])
+        if isinstance(f, dict) and f.get("label") in ("relevant", "supporting")
+        and f.get("path") in builder.files
+    ]  # fmt: skip
+    in_scope = list(dict.fromkeys(in_scope)) or paths[:3]
+    precision_context, symbol_ids = builder.precision(
+        in_scope, _budget(pool, "precision", settings)
+    )
+    primary = []
+    if symbol_ids:
+        picked = run("precision", precision_context, schemas.precision(symbol_ids)) or {}
+        primary = [
+            s["symbol"] for s in picked.get("symbols", [])
+            if isinstance(s, dict) and s.get("label") == "primary"
+        ]  # fmt: skip
+    plan = run(
+        "plan", builder.source("plan", in_scope, primary, _budget(pool, "plan", settings)),
+        schemas.plan(),
+    )  # fmt: skip
+    plan_files = [
+        s["file"] for s in (plan or {}).get("steps", [])
+        if isinstance(s, dict) and s.get("file") in builder.files
+    ]  # fmt: skip
+    code_files = list(dict.fromkeys(plan_files + in_scope))
+    answer = run(
+        "code",
+        builder.source("code", code_files, primary, _budget(pool, "code", settings)),
+        schemas.code(),
+        plan=json.dumps(plan, indent=1) if plan else "(no plan)",
+    ) or {}  # fmt: skip
+    result.edits = [
+        SearchReplace(e["path"], e["search"], e["replace"])
+        for e in answer.get("edits", [])
+        if isinstance(e, dict)
+        and all(isinstance(e.get(k), str) for k in ("path", "search", "replace"))
+    ]
+    return result

@@ -1,0 +1,139 @@
+"""JSON schemas the stages' outputs are constrained to at generation time.
+
+Lists are capped (`maxItems`) and strings bounded: a small model fills a schema by
+repeating items (FACTS.md), and the caps keep that finite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+PATH = {"type": "string", "maxLength": 160}
+
+
+def task_analysis() -> dict:
+    return {
+        "type": "object",
+        "properties": {
+            "summary": {"type": "string", "maxLength": 300},
+            "kind": {"type": "string", "enum": ["feature", "bugfix", "refactor", "tests", "docs"]},
+            "files": {"type": "array", "items": PATH, "minItems": 1, "maxItems": 5},
+        },
+        "required": ["summary", "kind", "files"],
+    }
+
+
+def scope(candidates: Sequence[str]) -> dict:
+    return {
+        "type": "object",
+        "properties": {
+            "files": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "path": {"type": "string", "enum": list(candidates)},
+                        "label": {
+                            "type": "string",
+                            "enum": ["relevant", "supporting", "irrelevant"],
+                        },
+                    },
+                    "required": ["path", "label"],
+                },
+                "minItems": 1,
+                "maxItems": max(1, len(candidates)),
+            }
+        },
+        "required": ["files"],
+    }
+
+
+def precision(symbols: Sequence[str]) -> dict:
+    return {
+        "type": "object",
+        "properties": {
+            "symbols": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "symbol": {"type": "string", "enum": list(symbols)},
+                        "label": {"type": "string", "enum": ["primary", "supporting", "excluded"]},
+                    },
+                    "required": ["symbol", "label"],
+                },
+                "minItems": 1,
+                "maxItems": max(1, len(symbols)),
+            }
+        },
+        "required": ["symbols"],
+    }
+
+
+def plan() -> dict:
+    return {
+        "type": "object",
+        "properties": {
+            "parts": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "integer", "minimum": 1, "maximum": 9},
+                        "title": {"type": "string", "maxLength": 120},
+                        "depends_on": {
+                            "type": "array",
+                            "items": {"type": "integer", "minimum": 1, "maximum": 9},
+                            "maxItems": 3,
+                        },
+                    },
+                    "required": ["id", "title", "depends_on"],
+                },
+                "minItems": 1,
+                "maxItems": 4,
+            },
+            "steps": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "part": {"type": "integer", "minimum": 1, "maximum": 9},
+                        "file": PATH,
+                        "action": {"type": "string", "maxLength": 200},
+                    },
+                    "required": ["part", "file", "action"],
+                },
+                "minItems": 1,
+                "maxItems": 6,
+            },
+            "test_plan": {
+                "type": "array",
+                "items": {"type": "string", "maxLength": 160},
+                "maxItems": 4,
+            },
+        },
+        "required": ["parts", "steps", "test_plan"],
+    }
+
+
+def code() -> dict:
+    return {
+        "type": "object",
+        "properties": {
+            "edits": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "path": PATH,
+                        "search": {"type": "string", "maxLength": 2000},
+                        "replace": {"type": "string", "maxLength": 4000},
+                    },
+                    "required": ["path", "search", "replace"],
+                },
+                "minItems": 1,
+                "maxItems": 4,
+            }
+        },
+        "required": ["edits"],
+    }
