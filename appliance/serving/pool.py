@@ -274,6 +274,7 @@ class LoadedBase:
             )
         grammar = None
         if params.json_schema is not None:
+            _check_schema(params.json_schema)
             grammar = lib.LlamaGrammar.from_json_schema(
                 json.dumps(params.json_schema), verbose=False
             )
@@ -505,6 +506,28 @@ class ModelPool:
                 with base.lock:  # a request still running finishes first
                     base.close()
             self._bases.clear()
+
+
+MAX_SCHEMA_LENGTH = 256
+
+
+def _check_schema(schema) -> None:
+    """Refuse schema bounds llama.cpp cannot take: it expands a string's maxLength into
+    one grammar rule per character, and long ones crashed its sampler (a segfault)."""
+    if isinstance(schema, dict):
+        for key in ("maxLength", "maxItems"):
+            bound = schema.get(key)
+            if isinstance(bound, int) and bound > MAX_SCHEMA_LENGTH:
+                raise UsageError(
+                    f"the JSON schema has {key} {bound}; the pool takes at most "
+                    f"{MAX_SCHEMA_LENGTH}",
+                    "bound long answers with max_tokens instead",
+                )
+        for value in schema.values():
+            _check_schema(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _check_schema(value)
 
 
 def _params(params: Params | None, overrides: dict) -> Params:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from appliance import index
+from appliance.errors import IndexingError
+from appliance.index.chunks import split_lines
 
 MAX_CANDIDATES = 8
 
@@ -97,6 +99,13 @@ class ContextBuilder:
             stage, self.snapshot.sha, self.snapshot.id, budget, tuple(chosen), left_out
         )
 
+    def text(self, path: str) -> str:
+        """A file's text as indexed; "" for binary or very large files (never read)."""
+        try:
+            return index.file_text(self.db, self.snapshot.id, path)
+        except IndexingError:
+            return ""
+
     # --- candidates --------------------------------------------------------------------
 
     def candidates(self, task: str, hints: Sequence[str] = (), n: int = MAX_CANDIDATES):
@@ -155,13 +164,14 @@ class ContextBuilder:
         wanted = set(primary)
         for symbol in index.symbols(self.db, self.snapshot.id, list(paths)):
             if f"{symbol.path}::{symbol.qualname}" in wanted:
-                lines = index.file_text(self.db, self.snapshot.id, symbol.path).splitlines()
+                lines = split_lines(self.text(symbol.path))
                 body = "\n".join(lines[symbol.start - 1 : symbol.end])
                 head = f"# {symbol.path}, lines {symbol.start}-{symbol.end}"
                 items.append(("source", symbol.path, f"{head}\n{body}", "primary symbol"))
         for path in paths:
-            text = index.file_text(self.db, self.snapshot.id, path)
-            items.append(("source", path, f"# {path}\n{text}", "file in scope"))
+            text = self.text(path)
+            if text:
+                items.append(("source", path, f"# {path}\n{text}", "file in scope"))
         return self._package(stage, budget, items)
 
 

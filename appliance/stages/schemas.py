@@ -1,21 +1,24 @@
 """JSON schemas the stages' outputs are constrained to at generation time.
 
-Lists are capped (`maxItems`) and strings bounded: a small model fills a schema by
-repeating items (FACTS.md), and the caps keep that finite.
+Lists are capped (`maxItems`): a small model fills a schema by repeating items
+(FACTS.md), and the caps keep that finite. Strings carry no `maxLength`: llama.cpp turns
+a length bound into one grammar rule per character, and long bounds crashed its sampler
+(a segmentation fault with maxLength 2000); `max_tokens` bounds the answer instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-PATH = {"type": "string", "maxLength": 160}
+PATH = {"type": "string"}
+MAX_LABELS = 32  # labels one answer may give; the grammar grows with the bound
 
 
 def task_analysis() -> dict:
     return {
         "type": "object",
         "properties": {
-            "summary": {"type": "string", "maxLength": 300},
+            "summary": {"type": "string"},
             "kind": {"type": "string", "enum": ["feature", "bugfix", "refactor", "tests", "docs"]},
             "files": {"type": "array", "items": PATH, "minItems": 1, "maxItems": 5},
         },
@@ -41,7 +44,7 @@ def scope(candidates: Sequence[str]) -> dict:
                     "required": ["path", "label"],
                 },
                 "minItems": 1,
-                "maxItems": max(1, len(candidates)),
+                "maxItems": max(1, min(len(candidates), MAX_LABELS)),
             }
         },
         "required": ["files"],
@@ -63,7 +66,7 @@ def precision(symbols: Sequence[str]) -> dict:
                     "required": ["symbol", "label"],
                 },
                 "minItems": 1,
-                "maxItems": max(1, len(symbols)),
+                "maxItems": max(1, min(len(symbols), MAX_LABELS)),
             }
         },
         "required": ["symbols"],
@@ -80,7 +83,7 @@ def plan() -> dict:
                     "type": "object",
                     "properties": {
                         "id": {"type": "integer", "minimum": 1, "maximum": 9},
-                        "title": {"type": "string", "maxLength": 120},
+                        "title": {"type": "string"},
                         "depends_on": {
                             "type": "array",
                             "items": {"type": "integer", "minimum": 1, "maximum": 9},
@@ -99,7 +102,7 @@ def plan() -> dict:
                     "properties": {
                         "part": {"type": "integer", "minimum": 1, "maximum": 9},
                         "file": PATH,
-                        "action": {"type": "string", "maxLength": 200},
+                        "action": {"type": "string"},
                     },
                     "required": ["part", "file", "action"],
                 },
@@ -108,7 +111,7 @@ def plan() -> dict:
             },
             "test_plan": {
                 "type": "array",
-                "items": {"type": "string", "maxLength": 160},
+                "items": {"type": "string"},
                 "maxItems": 4,
             },
         },
@@ -126,8 +129,8 @@ def code() -> dict:
                     "type": "object",
                     "properties": {
                         "path": PATH,
-                        "search": {"type": "string", "maxLength": 2000},
-                        "replace": {"type": "string", "maxLength": 4000},
+                        "search": {"type": "string"},
+                        "replace": {"type": "string"},
                     },
                     "required": ["path", "search", "replace"],
                 },

@@ -143,6 +143,112 @@ def m003_model_calls(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX model_calls_at ON model_calls(at)")
 
 
+@migration
+def m004_index(db: sqlite_utils.Database) -> None:
+    # Everything derived from a file's content is keyed by its blob hash, so a blob seen
+    # in an earlier snapshot (of any package) is never parsed, chunked or embedded again.
+    db.execute(
+        """
+        CREATE TABLE index_snapshots (
+            id INTEGER PRIMARY KEY,
+            package_id INTEGER NOT NULL REFERENCES packages(id) ON DELETE CASCADE,
+            sha TEXT NOT NULL,
+            files INTEGER NOT NULL,
+            new_blobs INTEGER NOT NULL,  -- blobs this snapshot was the first to index
+            seconds REAL NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (package_id, sha)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE index_blobs (
+            blob TEXT PRIMARY KEY,  -- git blob hash
+            size INTEGER NOT NULL,
+            content_kind TEXT NOT NULL CHECK (content_kind IN ('text', 'binary', 'too_large')),
+            content TEXT,  -- the decoded text; NULL unless content_kind = 'text'
+            python INTEGER NOT NULL DEFAULT 0,  -- parsed as Python (symbols, imports)
+            parse_error TEXT,  -- why the Python parse failed
+            imports TEXT NOT NULL DEFAULT '[]'  -- JSON: the import statements, unresolved
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE index_files (
+            snapshot_id INTEGER NOT NULL REFERENCES index_snapshots(id) ON DELETE CASCADE,
+            path TEXT NOT NULL,
+            blob TEXT NOT NULL REFERENCES index_blobs(blob),
+            size INTEGER NOT NULL,
+            language TEXT NOT NULL,
+            PRIMARY KEY (snapshot_id, path)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE INDEX index_files_blob ON index_files(blob)")
+    db.execute(
+        """
+        CREATE TABLE index_symbols (
+            id INTEGER PRIMARY KEY,
+            blob TEXT NOT NULL REFERENCES index_blobs(blob) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            qualname TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('function', 'method', 'class')),
+            start_line INTEGER NOT NULL,
+            end_line INTEGER NOT NULL,
+            signature TEXT NOT NULL,
+            docstring TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX index_symbols_blob ON index_symbols(blob, start_line)")
+    db.execute(
+        """
+        CREATE TABLE index_imports (
+            snapshot_id INTEGER NOT NULL REFERENCES index_snapshots(id) ON DELETE CASCADE,
+            importer TEXT NOT NULL,  -- paths of files in the snapshot
+            imported TEXT NOT NULL,
+            PRIMARY KEY (snapshot_id, importer, imported)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE index_chunks (
+            id INTEGER PRIMARY KEY,
+            blob TEXT NOT NULL REFERENCES index_blobs(blob) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            start_line INTEGER NOT NULL,
+            end_line INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            words INTEGER NOT NULL,  -- its length for bm25, counted as the FTS tokenizer does
+            embedding_key TEXT NOT NULL,  -- sha256 of the text as embedded: equal keys share
+            UNIQUE (blob, seq)              -- a vector, so an edit re-embeds only what changed
+        )
+        """
+    )
+    db.execute("CREATE INDEX index_chunks_embedding_key ON index_chunks(embedding_key)")
+    # MiniLM (all-MiniLM-L6-v2) vectors, L2-normalised; rowid = index_chunks.id.
+    db.execute(
+        "CREATE VIRTUAL TABLE index_chunk_vectors USING vec0("
+        "chunk_id INTEGER PRIMARY KEY, embedding float[384])"
+    )
+    # External content: the text is stored once, in index_chunks; rowid = index_chunks.id.
+    db.execute(
+        "CREATE VIRTUAL TABLE index_chunk_text USING fts5("
+        "text, content='index_chunks', content_rowid='id', tokenize='porter unicode61')"
+    )
+
+
+@migration
+def m005_campaigns(db: sqlite_utils.Database) -> None:
+    from appliance.campaign.store import SCHEMA
+
+    for statement in SCHEMA:
+        db.execute(statement)
+
+
 def _utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 

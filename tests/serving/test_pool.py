@@ -150,6 +150,8 @@ def test_bad_requests_are_usage_errors(pool):
         pool.complete("coder", "hi", temprature=0.5)
     with pytest.raises(UsageError, match="holds 4096"):
         pool.complete("coder", "word " * 5000)
+    with pytest.raises(UsageError, match="maxLength 2000"):
+        pool.complete("coder", "hi", json_schema={"type": "string", "maxLength": 2000})
     with pytest.raises(ConfigError, match="no base model serves the role 'poet'"):
         pool.complete("poet", "hi")
 
