@@ -68,6 +68,17 @@ def test_a_campaign_records_triples_with_outcomes_alignment_and_pairs(campaign_h
     assert state["stage_calls"]["task_analysis"] == 2
     # Running again does nothing: every unit is recorded.
     assert list(run_campaign(config, db, "demo", commits=2, samples=1)) == []
+    from click.testing import CliRunner
+
+    from appliance.cli import cli
+
+    out = CliRunner(env={"FORGE_HOME": str(config.home)}).invoke(
+        cli, ["campaign", "show", "demo", "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    (shown,) = json.loads(out.output)
+    assert shown["triples"] == 2 and shown["commits"] == 2
+    assert sum(shown["outcomes"].values()) == 2
 
 
 def test_a_killed_campaign_resumes_without_duplicates(campaign_home):
