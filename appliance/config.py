@@ -10,9 +10,9 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from appliance.errors import ConfigError
 
@@ -115,6 +115,93 @@ class CampaignSettings(_Section):
     workers: int = Field(1, ge=1, le=64, description="processes running units at once")
 
 
+class DatasetSettings(_Section):
+    """How training datasets are built and which may be trained on."""
+
+    per_task_cap: int = Field(2, ge=1, description="rows one task may put in a dataset")
+    replay: float = Field(0.15, ge=0.1, le=0.2, description="share of earlier rows in a run")
+    max_token_limit_rate: float = Field(0.10, gt=0, le=1)
+    max_runaway_rate: float = Field(0.05, gt=0, le=1)
+    max_invalid_json_rate: float = Field(0.05, gt=0, le=1)
+    max_empty_rate: float = Field(0.05, gt=0, le=1)
+
+    def limits(self) -> dict[str, float]:
+        return {
+            "token_limit": self.max_token_limit_rate,
+            "runaway": self.max_runaway_rate,
+            "invalid_json": self.max_invalid_json_rate,
+            "empty": self.max_empty_rate,
+        }
+
+
+LORA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class TrainingHyperparameters(_Section):
+    """One LoRA training run: the adapter's shape, the optimisation, the run's safety net."""
+
+    rank: int = Field(8, ge=1, le=1024, description="LoRA rank r")
+    alpha: float = Field(0, ge=0, description="LoRA alpha; 0: 2 × rank")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
+    target_modules: list[str] = Field(
+        LORA_PROJECTIONS, min_length=1, description="the linear projections LoRA adapts"
+    )
+    lr: float = Field(2e-4, gt=0, description="peak learning rate")
+    epochs: int = Field(1, ge=1, description="passes over the rows when max_steps is 0")
+    max_steps: int = Field(0, ge=0, description="optimizer steps; 0: from epochs")
+    batch_size: int = Field(1, ge=1, description="rows per forward pass")
+    grad_accum: int = Field(4, ge=1, description="forward passes per optimizer step")
+    max_seq_len: int = Field(1024, ge=16, description="tokens per row; the prompt is cut first")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="share of steps warming up")
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0, description="gradients are clipped to this norm")
+    checkpoint_every: int = Field(20, ge=1, description="optimizer steps between checkpoints")
+    keep_checkpoints: int = Field(3, ge=1, description="rolling checkpoints kept")
+    max_recoveries: int = Field(3, ge=0, description="NaN/inf rollbacks before giving up")
+    grokfast: bool = Field(False, description="EMA gradient filter g ← g + λ·EMA(g)")
+    grokfast_alpha: float = Field(0.98, ge=0, lt=1, description="Grokfast EMA decay α")
+    grokfast_lambda: float = Field(2.0, ge=0, description="Grokfast amplification λ")
+    dpo_beta: float = Field(0.1, gt=0, description="DPO's KL strength β")
+    seed: int = Field(0, ge=0, description="LoRA initialisation and data order")
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0: torch's default")
+
+    @property
+    def lora_alpha(self) -> float:
+        return self.alpha or 2.0 * self.rank
+
+
+def _optional(field) -> object:
+    """A field's type with its constraints (gt, min_length, …), made optional."""
+    if not field.metadata:
+        return field.annotation | None
+    return Annotated[(field.annotation, *field.metadata)] | None
+
+
+# Per-stage overrides: every hyperparameter, optional, with the same constraints.
+StageTraining = create_model(
+    "StageTraining",
+    __base__=_Section,
+    **{
+        name: (_optional(field), None)
+        for name, field in TrainingHyperparameters.model_fields.items()
+    },
+)
+
+
+class TrainingSettings(TrainingHyperparameters):
+    """Defaults for every stage, and `[training.stages.NAME]` tables overriding some keys."""
+
+    stages: dict[str, StageTraining] = Field(default_factory=dict)
+
+    def for_stage(self, stage: str) -> TrainingSettings:
+        """These settings with `stage`'s overrides applied (none: the defaults)."""
+        override = self.stages.get(stage)
+        if override is None:
+            return self.model_copy(update={"stages": {}})
+        return self.model_copy(update={**override.model_dump(exclude_unset=True), "stages": {}})
+
+
 class ForgeSettings(_Section):
     home: str = ""
     packages: PackageLimits = PackageLimits()
@@ -124,7 +211,9 @@ class ForgeSettings(_Section):
     sandbox: SandboxSettings = SandboxSettings()
     harness: HarnessSettings = HarnessSettings()
     campaign: CampaignSettings = CampaignSettings()
+    datasets: DatasetSettings = DatasetSettings()
     index: IndexSettings = IndexSettings()
+    training: TrainingSettings = TrainingSettings()
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from appliance.cli import campaign, harness, models, packages, state
+    from appliance.cli import campaign, datasets, harness, models, packages, state
 
     cli.add_command(packages.package)
     cli.add_command(packages.ingest)
@@ -76,6 +76,7 @@ def _register() -> None:
     cli.add_command(harness.harness)
     cli.add_command(models.models)
     cli.add_command(campaign.campaign)
+    cli.add_command(datasets.datasets)
 
 
 _register()

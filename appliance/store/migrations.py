@@ -249,6 +249,14 @@ def m005_campaigns(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+@migration
+def m006_datasets(db: sqlite_utils.Database) -> None:
+    from appliance.datasets.versions import SCHEMA
+
+    for statement in SCHEMA:
+        db.execute(statement)
+
+
 def _utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 

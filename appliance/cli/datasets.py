@@ -1,0 +1,124 @@
+"""`forge datasets build|list|show|export`: the per-stage training datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from appliance.cli.output import console, emit_json
+from appliance.config import load_config
+
+KIND = click.Choice(["sft", "dpo"])
+
+
+@click.group()
+def datasets() -> None:
+    """Per-stage SFT and DPO datasets built from campaigns; versions only grow."""
+
+
+def _open():
+    from appliance.store import open_db
+
+    config = load_config()
+    return config, open_db(config)
+
+
+def _line(v) -> str:
+    mark = "[green]ok[/]" if v.status == "ok" else "[red]failed gates[/]"
+    return f"{v.name:24} {v.rows:5d} rows ({v.new_rows} new)  {mark}  " + ", ".join(
+        f"{k} {rate:.0%}" for k, rate in v.gates.items()
+    )
+
+
+@datasets.command()
+@click.argument("stages", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def build(stages, as_json: bool) -> None:
+    """Add what the campaigns produced since the last version, as a new version per stage
+    and kind (all stages unless named). A version that fails its quality gates is kept
+    and marked; training refuses it."""
+    from appliance.datasets.versions import KINDS
+    from appliance.datasets.versions import build as build_version
+    from appliance.stages import STAGES
+
+    config, db = _open()
+    made = []
+    for stage in stages or STAGES:
+        for kind in KINDS:
+            version = build_version(config, db, stage, kind)
+            if version is not None:
+                made.append(version)
+    if as_json:
+        emit_json([v.to_dict() for v in made])
+        return
+    if not made:
+        console.print("nothing new: every dataset is current")
+    for v in made:
+        console.print(_line(v))
+        for reason in v.reasons:
+            console.print(f"    {escape(reason)}")
+
+
+@datasets.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def list_(as_json: bool) -> None:
+    """Every dataset version of every stage."""
+    from appliance.datasets.versions import versions
+
+    _, db = _open()
+    found = versions(db)
+    if as_json:
+        emit_json([v.to_dict() for v in found])
+        return
+    if not found:
+        console.print("no datasets yet: run a campaign, then forge datasets build")
+    for v in found:
+        console.print(_line(v))
+
+
+@datasets.command()
+@click.argument("stage")
+@click.option("--kind", type=KIND, default="sft", show_default=True)
+@click.option("--version", "number", type=click.IntRange(min=1), help="Default: the latest.")
+@click.option("--rows", "show_rows", type=click.IntRange(min=0), default=3, show_default=True,
+              help="How many rows to print.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def show(stage: str, kind: str, number, show_rows: int, as_json: bool) -> None:
+    """One dataset version: its gates and some of its rows with their provenance."""
+    from appliance.datasets.versions import _check_stage, rows_of, versions
+    from appliance.errors import UsageError
+
+    _check_stage(stage, kind)
+    _, db = _open()
+    found = [v for v in versions(db, stage) if v.kind == kind]
+    if number is not None:
+        found = [v for v in found if v.version == number]
+    if not found:
+        raise UsageError(f"no {kind} dataset for {stage} yet", "forge datasets build")
+    v = found[-1]
+    rows = rows_of(db, stage, kind, v.version)
+    if as_json:
+        emit_json(v.to_dict() | {"rows_shown": rows[:show_rows]})
+        return
+    console.print(_line(v))
+    for reason in v.reasons:
+        console.print(f"    {escape(reason)}")
+    for row in rows[:show_rows]:
+        answer = row.get("completion") or row.get("chosen")
+        console.print(f"  [{escape(row['task'])}] {escape(row['source'])}: {escape(answer[:100])}")
+
+
+@datasets.command()
+@click.argument("stage")
+@click.option("--kind", type=KIND, default="sft", show_default=True)
+@click.option("--version", "number", type=click.IntRange(min=1), help="Default: the latest.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def export(stage: str, kind: str, number, output: Path) -> None:
+    """Write a dataset version to a JSONL file (one row per line, with provenance)."""
+    from appliance.datasets.versions import export as export_rows
+
+    config, db = _open()
+    count = export_rows(config, db, stage, kind, number, output)
+    console.print(f"wrote {count} rows to {escape(str(output))}")

@@ -1,0 +1,235 @@
+"""Dataset versions: accumulate, never replace.
+
+Rows are stored once, with the version that first included them; version N of a stage's
+SFT or DPO dataset is every row first included at N or before. A new version is made
+only when new rows exist. Rows are deduplicated, and at most `per_task_cap` rows of one
+task enter a dataset. Each version is written to FORGE_HOME/datasets as JSONL (with its
+sha256) and checked by the quality gates; a version that fails is kept, marked and
+explained, and training refuses it. A training run mixes 10–20 % replay of earlier
+versions' rows into the new ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from appliance.config import Config
+from appliance.datasets import gates
+from appliance.datasets.rows import candidate_rows, row_key
+from appliance.errors import ForgeError, UsageError
+from appliance.stages import STAGES
+from appliance.store import transaction
+
+KINDS = ("sft", "dpo")
+SCHEMA = (
+    """
+    CREATE TABLE dataset_rows (
+        id INTEGER PRIMARY KEY,
+        stage TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('sft', 'dpo')),
+        key TEXT NOT NULL UNIQUE,  -- sha256 of the row's content: duplicates are refused
+        task TEXT NOT NULL,  -- package@commit: rows never pair across tasks
+        first_version INTEGER NOT NULL,
+        row TEXT NOT NULL,  -- JSON, with its provenance
+        created_at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX dataset_rows_stage ON dataset_rows(stage, kind, first_version)",
+    """
+    CREATE TABLE dataset_versions (
+        id INTEGER PRIMARY KEY,
+        stage TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('sft', 'dpo')),
+        version INTEGER NOT NULL,
+        rows INTEGER NOT NULL,
+        new_rows INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+        gates TEXT NOT NULL,  -- JSON: the measured rates
+        reasons TEXT NOT NULL,  -- JSON: why it failed, one sentence per gate
+        path TEXT NOT NULL,  -- relative to FORGE_HOME
+        sha256 TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (stage, kind, version)
+    )
+    """,
+)
+
+
+class DatasetRefused(ForgeError):
+    """A dataset version failed its quality gates: it is kept, but not trained on."""
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    stage: str
+    kind: str
+    version: int
+    rows: int
+    new_rows: int
+    status: str
+    gates: dict
+    reasons: list
+    path: str
+    sha256: str
+    created_at: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage}-{self.kind}-v{self.version}"
+
+    def to_dict(self) -> dict:
+        return self.__dict__ | {"name": self.name}
+
+
+def _check_stage(stage: str, kind: str) -> None:
+    if stage not in STAGES:
+        raise UsageError(f"unknown stage {stage!r}", f"stages: {', '.join(STAGES)}")
+    if kind not in KINDS:
+        raise UsageError(f"unknown dataset kind {kind!r}", "use sft or dpo")
+
+
+def versions(db, stage: str | None = None) -> list[DatasetVersion]:
+    where, args = ("WHERE stage = ?", [stage]) if stage else ("", [])
+    rows = db.execute(
+        "SELECT stage, kind, version, rows, new_rows, status, gates, reasons, path, sha256, "
+        f"created_at FROM dataset_versions {where} ORDER BY stage, kind, version",
+        args,
+    ).fetchall()
+    return [
+        DatasetVersion(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), json.loads(r[7]),
+                       r[8], r[9], r[10])
+        for r in rows
+    ]  # fmt: skip
+
+
+def latest(db, stage: str, kind: str) -> DatasetVersion | None:
+    found = [v for v in versions(db, stage) if v.kind == kind]
+    return found[-1] if found else None
+
+
+def rows_of(db, stage: str, kind: str, version: int) -> list[dict]:
+    return [
+        json.loads(r[0])
+        for r in db.execute(
+            "SELECT row FROM dataset_rows WHERE stage = ? AND kind = ? AND first_version <= ? "
+            "ORDER BY id",
+            [stage, kind, version],
+        ).fetchall()
+    ]
+
+
+def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
+    """Add the rows campaign data implies that the stage's dataset lacks, as a new version.
+    None when nothing new exists (the latest version stays current)."""
+    _check_stage(stage, kind)
+    cap = config.settings.datasets.per_task_cap
+    candidates = [r for r in candidate_rows(db, stage) if r["kind"] == kind]
+    with transaction(db) as conn:
+        known = {r[0] for r in conn.execute("SELECT key FROM dataset_rows").fetchall()}
+        per_task = Counter(
+            r[0]
+            for r in conn.execute(
+                "SELECT task FROM dataset_rows WHERE stage = ? AND kind = ?", [stage, kind]
+            ).fetchall()
+        )
+        before = (
+            conn.execute(
+                "SELECT MAX(version) FROM dataset_versions WHERE stage = ? AND kind = ?",
+                [stage, kind],
+            ).fetchone()[0]
+            or 0
+        )
+        version = before + 1
+        new = []
+        for row in candidates:
+            key = row_key(row)
+            if key in known or per_task[row["task"]] >= cap:
+                continue
+            known.add(key)
+            per_task[row["task"]] += 1
+            new.append((key, row))
+        if not new:
+            return None
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        for key, row in new:
+            conn.execute(
+                "INSERT INTO dataset_rows (stage, kind, key, task, first_version, row, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [stage, kind, key, row["task"], version, json.dumps(row), now],
+            )
+        all_rows = [
+            json.loads(r[0])
+            for r in conn.execute(
+                "SELECT row FROM dataset_rows WHERE stage = ? AND kind = ? ORDER BY id",
+                [stage, kind],
+            ).fetchall()
+        ]
+        rates = gates.measure(all_rows)
+        reasons = gates.check(rates, config.settings.datasets.limits())
+        path, digest = _write_jsonl(config, stage, kind, version, all_rows)
+        conn.execute(
+            "INSERT INTO dataset_versions (stage, kind, version, rows, new_rows, status, gates, "
+            "reasons, path, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [stage, kind, version, len(all_rows), len(new), "failed" if reasons else "ok",
+             json.dumps(rates), json.dumps(reasons), path, digest, now],
+        )  # fmt: skip
+    return latest(db, stage, kind)
+
+
+def _write_jsonl(config: Config, stage: str, kind: str, version: int, rows) -> tuple[str, str]:
+    folder = config.dir("datasets") / stage
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{kind}-v{version}.jsonl"
+    data = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode()
+    tmp = final.with_suffix(".jsonl.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(final)
+    return str(final.relative_to(config.home)), hashlib.sha256(data).hexdigest()
+
+
+def export(config: Config, db, stage: str, kind: str, version: int | None, out: Path) -> int:
+    """Write a version's rows to `out` as JSONL; return the row count."""
+    _check_stage(stage, kind)
+    chosen = latest(db, stage, kind) if version is None else next(
+        (v for v in versions(db, stage) if v.kind == kind and v.version == version), None
+    )  # fmt: skip
+    if chosen is None:
+        raise UsageError(
+            f"no {kind} dataset version {version or ''} for {stage}".replace("  ", " "),
+            "build one with forge datasets build",
+        )
+    rows = rows_of(db, stage, kind, chosen.version)
+    out.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    return len(rows)
+
+
+def training_mix(
+    db, stage: str, kind: str, version: DatasetVersion, replay: float, seed: int = 0
+) -> list[dict]:
+    """The rows a training run on `version` uses: its new rows plus a replay share of
+    earlier versions' rows (`replay` of the mix). Refuses a version that failed its gates."""
+    if version.status != "ok":
+        raise DatasetRefused(
+            f"{version.name} failed its quality gates: " + "; ".join(version.reasons),
+            "let the campaign produce better rows, or change the limits in forge.toml "
+            "[datasets] if they are wrong",
+        )
+    rows = db.execute(
+        "SELECT row, first_version FROM dataset_rows WHERE stage = ? AND kind = ? "
+        "AND first_version <= ? ORDER BY id",
+        [stage, kind, version.version],
+    ).fetchall()
+    new = [json.loads(r) for r, v in rows if v == version.version]
+    old = [json.loads(r) for r, v in rows if v < version.version]
+    wanted = min(len(old), round(len(new) * replay / (1 - replay))) if old else 0
+    return new + random.Random(seed).sample(old, wanted)
