@@ -200,6 +200,10 @@ init_state() {
 }
 step state init_state
 
+# The training base: the default model dequantized into the HF checkpoint adapters are
+# trained on, beside its GGUF and tied to its sha256 (made once; about 20 s).
+step training-base "$VPY" -m appliance.models.importing
+
 build_demo() {
     "$VPY" "$ROOT/repo_packages/build_demo.py"
 }

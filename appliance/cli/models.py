@@ -222,3 +222,26 @@ def bench(tokens: int, repeat: int, as_json: bool) -> None:
                 f"[yellow]note[/] {escape(r.name)}: the pool's greedy text differs from "
                 "llama.cpp's own for the same prompt"
             )
+
+
+@models.command(name="import")
+@click.argument("gguf", type=click.Path(path_type=Path))
+@click.option("--role", required=True, help="The role this base serves (e.g. coder, reasoning).")
+@click.option("--name", help="Name in models.toml (default: from the file name).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def import_(gguf: Path, role: str, name, as_json: bool) -> None:
+    """Import a GGUF base model: check it, copy it into models/, write its training base
+    (the dequantized checkpoint adapters are trained on) beside it, and record it in
+    models.toml for ROLE. A failure changes nothing."""
+    from appliance.models.importing import import_base
+
+    config = load_config()
+    with Status("importing: checking, copying, dequantizing…", console=err_console):
+        imported = import_base(config, gguf, role, name)
+    if as_json:
+        emit_json(imported.to_dict())
+        return
+    console.print(
+        f"imported {escape(imported.name)} ({imported.sha256[:12]}) for role {escape(role)}; "
+        f"training base at {escape(str(imported.training_base))}"
+    )
