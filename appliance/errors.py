@@ -59,3 +59,7 @@ class SandboxTimeout(SandboxError):
 
 class IndexingError(ForgeError):
     """A repository snapshot cannot be indexed, or a lookup asks for what it does not hold."""
+
+
+class TrainingFailed(ForgeError):
+    """A training run could not finish: it diverged past its recoveries, or its process died."""
