@@ -54,3 +54,32 @@ def test_missing_explicit_config_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv("FORGE_CONFIG", str(tmp_path / "nope.toml"))
     with pytest.raises(ConfigError, match="does not exist"):
         load_config()
+
+
+def test_training_defaults_and_stage_overrides(tmp_path, monkeypatch):
+    path = tmp_path / "forge.toml"
+    path.write_text("[training]\nlr = 1e-4\n\n[training.stages.scope]\nrank = 16\nmax_steps = 30\n")
+    monkeypatch.setenv("FORGE_CONFIG", str(path))
+    training = load_config().settings.training
+    assert (training.rank, training.lora_alpha, training.lr) == (8, 16.0, 1e-4)
+    assert len(training.target_modules) == 7 and training.schedule == "cosine"
+    assert (training.grad_accum, training.checkpoint_every, training.keep_checkpoints) == (4, 20, 3)
+    scope = training.for_stage("scope")
+    assert (scope.rank, scope.lora_alpha, scope.max_steps, scope.lr) == (16, 32.0, 30, 1e-4)
+    assert scope.stages == {} and training.for_stage("edit").rank == 8
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[training.stages.scope]\nrank = 0\n", "training.stages.scope.rank"),
+        ("[training.stages.scope]\nrnak = 4\n", "training.stages.scope.rnak"),
+        ("[training]\nschedule = 'cos'\n", "training.schedule"),
+    ],
+)
+def test_bad_training_settings_are_named(tmp_path, monkeypatch, text, words):
+    path = tmp_path / "forge.toml"
+    path.write_text(text)
+    monkeypatch.setenv("FORGE_CONFIG", str(path))
+    with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
+        load_config()
