@@ -66,7 +66,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from appliance.cli import campaign, datasets, harness, models, packages, state
+    from appliance.cli import campaign, datasets, harness, models, packages, state, training
 
     cli.add_command(packages.package)
     cli.add_command(packages.ingest)
@@ -77,6 +77,8 @@ def _register() -> None:
     cli.add_command(models.models)
     cli.add_command(campaign.campaign)
     cli.add_command(datasets.datasets)
+    cli.add_command(training.train)
+    cli.add_command(training.adapters)
 
 
 _register()

@@ -257,6 +257,14 @@ def m006_datasets(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+@migration
+def m007_adapters(db: sqlite_utils.Database) -> None:
+    from appliance.training.job import SCHEMA
+
+    for statement in SCHEMA:
+        db.execute(statement)
+
+
 def _utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 

@@ -1,0 +1,70 @@
+"""`forge train STAGE` and `forge adapters [STAGE]`: train candidates, list versions."""
+
+from __future__ import annotations
+
+import click
+from rich.markup import escape
+from rich.status import Status
+
+from appliance.cli.output import console, emit_json, err_console
+from appliance.config import load_config
+
+
+@click.command()
+@click.argument("stage")
+@click.option("--dpo", is_flag=True, help="Train on the stage's DPO dataset (default: SFT).")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Stop after N optimizer steps.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def train(stage: str, dpo: bool, max_steps, as_json: bool) -> None:
+    """Train a LoRA adapter for STAGE on its latest dataset version and register it as a
+    candidate STAGE-vN. A killed run resumes from its checkpoints when started again."""
+    from appliance.store import open_db
+    from appliance.training.job import train_stage
+
+    config = load_config()
+    db = open_db(config)
+    with (
+        Status(f"training {stage} (log under FORGE_HOME/runs/train/)…", console=err_console)
+        if not as_json
+        else _Null()
+    ):
+        adapter = train_stage(config, db, stage, dpo=dpo, max_steps=max_steps)
+    if as_json:
+        emit_json(adapter.to_dict())
+        return
+    m = adapter.metrics
+    console.print(
+        f"[green]{adapter.name}[/] (candidate) from {escape(adapter.dataset)}: "
+        f"{m['steps']} steps, final loss {m['final_loss']:.4f}, "
+        f"{m['tokens_per_s']:.0f} tokens/s → {escape(adapter.path)}"
+    )
+
+
+class _Null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+@click.command()
+@click.argument("stage", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def adapters(stage, as_json: bool) -> None:
+    """Adapter versions (STAGE-v1, STAGE-v2, …) with their status and training metrics."""
+    from appliance.store import open_db
+    from appliance.training.job import adapters as list_adapters
+
+    config = load_config()
+    found = list_adapters(open_db(config), stage)
+    if as_json:
+        emit_json([a.to_dict() for a in found])
+        return
+    if not found:
+        console.print("no adapters yet: forge train STAGE makes candidates")
+    for a in found:
+        console.print(
+            f"{a.name:18} {a.status:10} {a.kind}  {escape(a.dataset)}  "
+            f"loss {a.metrics.get('final_loss', float('nan')):.4f}  {escape(a.path)}"
+        )

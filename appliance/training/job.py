@@ -1,0 +1,154 @@
+"""`forge train STAGE`: one training job, top to bottom.
+
+The stage's latest dataset version (refused when it failed its gates) with its replay
+mix → a LoRA run from the frozen base's training checkpoint, in a child process, in a
+run folder named for the job so a killed run resumes from its checkpoints → the GGUF
+export → the adapter registered as a *candidate* `{stage}-v{N}`. Nothing is promoted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from appliance.config import Config
+from appliance.datasets.versions import latest, training_mix
+from appliance.errors import UsageError
+from appliance.models.importing import training_base_dir
+from appliance.models.manifest import read_manifest, sha256_of
+from appliance.stages import STAGE_ROLES, STAGES
+from appliance.store import transaction
+
+SCHEMA = (
+    """
+    CREATE TABLE adapters (
+        id INTEGER PRIMARY KEY,
+        stage TEXT NOT NULL,
+        version INTEGER NOT NULL,  -- N of {stage}-v{N}, monotonic per stage
+        kind TEXT NOT NULL CHECK (kind IN ('sft', 'dpo')),
+        status TEXT NOT NULL DEFAULT 'candidate',
+        dataset TEXT NOT NULL,  -- the dataset version trained on, e.g. scope-sft-v3
+        base TEXT NOT NULL,
+        base_sha256 TEXT NOT NULL,
+        hyperparameters TEXT NOT NULL,  -- JSON
+        metrics TEXT NOT NULL,  -- JSON: steps, losses, tokens/s, recoveries
+        path TEXT NOT NULL,  -- the GGUF adapter, relative to FORGE_HOME
+        sha256 TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (stage, version)
+    )
+    """,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterVersion:
+    stage: str
+    version: int
+    kind: str
+    status: str
+    dataset: str
+    base: str
+    base_sha256: str
+    metrics: dict
+    path: str
+    sha256: str
+    created_at: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage}-v{self.version}"
+
+    def to_dict(self) -> dict:
+        return self.__dict__ | {"name": self.name}
+
+
+def adapters(db, stage: str | None = None) -> list[AdapterVersion]:
+    where, args = ("WHERE stage = ?", [stage]) if stage else ("", [])
+    rows = db.execute(
+        "SELECT stage, version, kind, status, dataset, base, base_sha256, metrics, path, sha256, "
+        f"created_at FROM adapters {where} ORDER BY stage, version",
+        args,
+    ).fetchall()
+    return [
+        AdapterVersion(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8], r[9],
+                       r[10])
+        for r in rows
+    ]  # fmt: skip
+
+
+def _trainer_rows(rows: list[dict], kind: str) -> list[dict]:
+    if kind == "sft":
+        return [{"messages": r["messages"], "completion": r["completion"]} for r in rows]
+    return [
+        {"prompt": r["messages"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows
+    ]
+
+
+def train_stage(
+    config: Config,
+    db,
+    stage: str,
+    *,
+    dpo: bool = False,
+    max_steps: int | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> AdapterVersion:
+    from appliance.models.hf_base import make_training_base
+    from appliance.training.export_gguf import export_adapter
+    from appliance.training.runner import run_in_child
+
+    if stage not in STAGES:
+        raise UsageError(f"unknown stage {stage!r}", f"stages: {', '.join(STAGES)}")
+    kind = "dpo" if dpo else "sft"
+    dataset = latest(db, stage, kind)
+    if dataset is None:
+        raise UsageError(
+            f"no {kind} dataset for {stage} yet",
+            "run a campaign, then forge datasets build",
+        )
+    rows = _trainer_rows(
+        training_mix(db, stage, kind, dataset, config.settings.datasets.replay), kind
+    )
+    base = read_manifest(config.models_manifest).for_role(STAGE_ROLES[stage])
+    base_dir = make_training_base(base.path.resolve(), training_base_dir(base.path))
+    settings = config.settings.training.for_stage(stage)
+    if max_steps is not None:
+        settings = settings.model_copy(update={"max_steps": max_steps})
+    run_dir = config.dir("runs") / "train" / f"{dataset.name}-{base.sha256[:12]}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    function = "appliance.training.dpo:train_dpo" if dpo else "appliance.training.sft:train_sft"
+    kwargs = {"run_dir": run_dir, "base_dir": base_dir, "rows": rows, "settings": settings}
+    result = run_in_child(function, kwargs, run_dir / "train.log")
+    with transaction(db) as conn:  # the version number is taken under the write lock
+        number = (
+            conn.execute("SELECT MAX(version) FROM adapters WHERE stage = ?", [stage]).fetchone()[0]
+            or 0
+        ) + 1
+        out = config.dir("adapters") / stage / f"{stage}-v{number}.gguf"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        export_adapter(result.adapter_dir, base_dir, out)
+        metrics = {
+            "steps": result.steps,
+            "final_loss": result.final_loss,
+            "tokens_per_s": result.tokens_per_s,
+            "peak_memory_bytes": result.peak_memory_bytes,
+            "recoveries": result.recoveries,
+            "resumed_from": result.resumed_from,
+            "device": result.device,
+            "margin_before": result.margin_before,
+            "margin_after": result.margin_after,
+            "rows": len(rows),
+            "run_dir": str(run_dir.relative_to(config.home)),
+        }
+        conn.execute(
+            "INSERT INTO adapters (stage, version, kind, dataset, base, base_sha256, "
+            "hyperparameters, metrics, path, sha256, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [stage, number, kind, dataset.name, base.name, base.sha256,
+             settings.model_dump_json(), json.dumps(metrics), str(out.relative_to(config.home)),
+             sha256_of(out), datetime.now(UTC).isoformat(timespec="seconds")],
+        )  # fmt: skip
+    return next(a for a in adapters(db, stage) if a.version == number)
