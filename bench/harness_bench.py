@@ -40,6 +40,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from _report import positive as _positive
+from _report import progress as _progress
+from _report import ratio as _ratio
+from _report import seconds as _seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "repo_packages" / "demo"
 
@@ -61,25 +66,6 @@ class Row:
     ok: bool | None = None  # None: informative, no goal
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
-
-
-def _progress(message: str) -> None:
-    print(f"… {message}", file=sys.stderr, flush=True)
-
-
-def _seconds(s: float) -> str:
-    if s < 1e-3:
-        return f"{s * 1e6:.0f} µs"
-    if s < 1:
-        return f"{s * 1e3:.1f} ms"
-    return f"{s:.2f} s"
-
-
 def _value(row: Row) -> str:
     if row.unit == "s":
         return _seconds(row.value)
@@ -88,14 +74,6 @@ def _value(row: Row) -> str:
 
 def _commits(n: int) -> str:
     return f"{n} commit" if n == 1 else f"{n} commits"
-
-
-def _ratio(ratio: float | None) -> str:
-    if ratio is None:
-        return ""
-    if ratio >= 0.095:
-        return f"{ratio:.2f}×"
-    return f"1/{1 / ratio:,.0f}×"
 
 
 # ---------------------------------------------------------------------------- setup

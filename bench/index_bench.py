@@ -30,6 +30,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from _report import positive as _positive
+from _report import progress as _progress
+from _report import ratio as _ratio
+from _report import seconds as _seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEMO = ROOT / "repo_packages" / "demo"
@@ -55,35 +60,8 @@ class Row:
     ok: bool | None = None  # None: informative, no goal
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
-
-
-def _progress(message: str) -> None:
-    print(f"… {message}", file=sys.stderr, flush=True)
-
-
-def _seconds(s: float) -> str:
-    if s < 1e-3:
-        return f"{s * 1e6:.0f} µs"
-    if s < 1:
-        return f"{s * 1e3:.1f} ms"
-    return f"{s:.2f} s"
-
-
 def _value(row: Row) -> str:
     return _seconds(row.value) if row.unit == "s" else f"{row.value:,.1f} {row.unit}"
-
-
-def _ratio(ratio: float | None) -> str:
-    if ratio is None:
-        return ""
-    if ratio >= 0.095:
-        return f"{ratio:.2f}×"
-    return f"1/{1 / ratio:,.0f}×"
 
 
 # ---------------------------------------------------------------------------- setup
