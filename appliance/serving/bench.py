@@ -9,10 +9,8 @@ two sides do the same work and only the pool's own overhead differs.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from appliance.models.manifest import (
 )
 from appliance.serving.placement import CPU, Placement
 from appliance.serving.pool import Adapter, ModelPool
+from appliance.training.export_gguf import write_adapter_gguf
 
 # The weights a stage adapter adapts: every block's attention and MLP projections.
 ADAPTED = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
@@ -72,29 +71,15 @@ def synthetic_adapter(base_gguf: Path, out: Path, rank: int = 8, seed: int = 0) 
             "synthetic adapters are made for llama-style transformer bases",
         )
     rng = np.random.default_rng(seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        writer = gguf.GGUFWriter(tmp, arch=arch)
-        writer.add_type(gguf.GGUFType.ADAPTER)
-        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(2 * rank))
+
+    def pairs():
         for name, n_in, n_out in targets:
             # lora_a like PEFT's initialisation scale, lora_b small (a trained B, not zeros).
             lora_a = rng.normal(0.0, 1.0 / np.sqrt(n_in), (rank, n_in)).astype(np.float32)
             lora_b = rng.normal(0.0, LORA_B_STD, (n_out, rank)).astype(np.float32)
-            writer.add_tensor(f"{name}.lora_a", lora_a)
-            writer.add_tensor(f"{name}.lora_b", lora_b)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        tmp.chmod(0o644)  # mkstemp makes it owner-only
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+            yield name, lora_a, lora_b
+
+    write_adapter_gguf(out, arch, 2 * rank, pairs())
     return out
 
 

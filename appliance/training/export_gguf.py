@@ -147,29 +147,12 @@ def export_adapter(
                 lora_b = _permute_rows(lora_b, base.n_head_kv, module, adapter_dir)
         tensors[name] = (lora_a, lora_b)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    writer = gguf.GGUFWriter(tmp, arch=gguf.MODEL_ARCH_NAMES[arch])
-    try:
-        writer.add_type(gguf.GGUFType.ADAPTER)
-        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
-        for name in sorted(tensors, key=_block_order):
-            lora_a, lora_b = tensors[name]
-            # lora_a before its lora_b: gguf's parameter count pairs them by order.
-            writer.add_tensor(f"{name}.lora_a", lora_a)
-            writer.add_tensor(f"{name}.lora_b", lora_b)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        tmp.chmod(0o644)  # mkstemp makes it owner-only
-        tmp.replace(out)
-    finally:
-        writer.close()
-        tmp.unlink(missing_ok=True)
+    write_adapter_gguf(
+        out,
+        gguf.MODEL_ARCH_NAMES[arch],
+        alpha,
+        [(name, *tensors[name]) for name in sorted(tensors, key=_block_order)],
+    )
     return ExportReport(
         path=out,
         sha256=sha256_of(out),
@@ -475,3 +458,32 @@ def _open_gguf(path: Path, error: type[ForgeError] = AdapterMismatch) -> gguf.GG
 def _string_field(reader: gguf.GGUFReader, key: str) -> str | None:
     field = reader.get_field(key)
     return None if field is None else str(field.contents())
+
+
+def write_adapter_gguf(out: Path, architecture: str, alpha: float, tensors) -> None:
+    """Write a llama.cpp GGUF LoRA adapter atomically (temp file, then rename).
+
+    `tensors`: (base tensor name, lora_a (r, in), lora_b (out, r)) in the order to write;
+    lora_a goes before its lora_b (gguf's parameter count pairs them by order).
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    writer = gguf.GGUFWriter(tmp, arch=architecture)
+    try:
+        writer.add_type(gguf.GGUFType.ADAPTER)
+        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
+        for name, lora_a, lora_b in tensors:
+            writer.add_tensor(f"{name}.lora_a", lora_a)
+            writer.add_tensor(f"{name}.lora_b", lora_b)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        tmp.chmod(0o644)  # mkstemp makes it owner-only
+        tmp.replace(out)
+    finally:
+        writer.close()
+        tmp.unlink(missing_ok=True)
