@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from appliance.errors import ConfigError
 
@@ -134,6 +134,46 @@ class DatasetSettings(_Section):
         }
 
 
+class EvaluationSettings(_Section):
+    """Held-out evaluation and the promotion gate."""
+
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the gate")
+    min_effect: float = Field(
+        0.02, ge=0, le=1, description="smallest improvement of a metric that counts"
+    )
+    bootstrap_resamples: int = Field(2000, ge=100, le=100_000, description="paired bootstrap")
+    holdout_fraction: float = Field(
+        0.2, ge=0, lt=1, description="commits of each train package held out of training"
+    )
+    eval_fraction: float = Field(
+        0.15, ge=0, lt=1, description="packages without a split hint that become eval"
+    )
+    max_examples: int = Field(40, ge=1, description="examples per stage in one evaluation")
+    seed: int = Field(0, ge=0, description="deterministic decoding and resampling")
+
+
+class CycleSettings(_Section):
+    """`forge cycle` and the daemon's scheduled loop."""
+
+    commits: int = Field(0, ge=0, description="new commits per package a cycle runs; 0: all")
+    min_new_rows: int = Field(8, ge=1, description="new SFT rows a stage needs to train")
+    stages: list[str] = Field(
+        ["task_analysis", "scope", "precision", "plan", "code"],
+        min_length=1,
+        description="the stages a cycle trains and evaluates",
+    )
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, value: list[str]) -> list[str]:
+        from appliance.stages import STAGES
+
+        unknown = [s for s in value if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stages {unknown}; stages are {list(STAGES)}")
+        return value
+
+
 LORA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -214,6 +254,8 @@ class ForgeSettings(_Section):
     datasets: DatasetSettings = DatasetSettings()
     index: IndexSettings = IndexSettings()
     training: TrainingSettings = TrainingSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+    cycle: CycleSettings = CycleSettings()
 
 
 @dataclass(frozen=True)

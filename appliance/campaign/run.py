@@ -17,9 +17,11 @@ from appliance import index
 from appliance.campaign import store, truth
 from appliance.campaign.executor import Executor, LocalExecutor
 from appliance.config import Config
+from appliance.evaluation.heldout import trainable
 from appliance.harness.grading import grade_patch
 from appliance.harness.results import gold_for
 from appliance.harness.spec import CommitSpec, commit_specs, find_package
+from appliance.registry import resolver
 from appliance.stages import STAGE_ROLES
 from appliance.stages.context import ContextBuilder
 from appliance.stages.pipeline import StageSettings, run_pipeline
@@ -47,12 +49,14 @@ def plan_units(
     config: Config, db, package: str, *, commits: int | None, samples: int
 ) -> tuple[list[Unit], list[CommitSpec]]:
     """The units still to do: usable commits (graded by the harness first when needed),
-    train split only, `samples` each."""
+    train split only and not held out for evaluation, `samples` each."""
     row = find_package(db, package)
     if row["split"] == "eval":
         return [], []
     usable = []
     for spec in commit_specs(config, db, package):
+        if not trainable(config, row["split"], spec.sha):
+            continue  # held out for evaluation: no model ever trains on it
         gold, _ = gold_for(config, db, spec)
         if gold.usable:
             usable.append(spec)
@@ -123,6 +127,7 @@ class Worker:
                 max_tokens=settings.max_tokens,
                 context_tokens=settings.context_tokens,
             ),
+            adapters=resolver(self.config, self.db),  # each stage's active version, now
         )
         lap("model_calls")
         real = truth.commit_truth(spec)

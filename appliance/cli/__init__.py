@@ -80,6 +80,17 @@ def _register() -> None:
     cli.add_command(training.train)
     cli.add_command(training.adapters)
 
+    from appliance.cli import registry
+
+    cli.add_command(registry.rollback)
+
+    from appliance.cli import evaluation
+
+    cli.add_command(evaluation.eval_)
+    cli.add_command(evaluation.promote)
+    cli.add_command(evaluation.decisions)
+    cli.add_command(evaluation.cycle)
+
 
 _register()
 

@@ -178,6 +178,25 @@ def validate(directory: Path, as_json: bool) -> None:
         raise SystemExit(1)
 
 
+@package.command(name="split")
+@click.argument("name")
+@click.argument("split", type=click.Choice(["train", "eval"]))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def split_(name: str, split: str, as_json: bool) -> None:
+    """Put the ingested package NAME (or NAME-VERSION; every version of it moves) in the
+    train or the eval split. Campaigns and datasets use train packages, evaluation the eval
+    ones; a package datasets already hold rows from cannot become eval."""
+    from appliance.registry import set_split
+    from appliance.store import open_db
+
+    change = set_split(open_db(load_config()), name, split)
+    if as_json:
+        emit_json(change.to_dict())
+        return
+    for version, before in change.before.items():
+        console.print(f"{escape(change.name)} {escape(version)}: {before or 'unset'} → {split}")
+
+
 @click.command()
 @click.argument("directory", required=False, type=click.Path(path_type=Path))
 @click.option(

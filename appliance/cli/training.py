@@ -52,19 +52,27 @@ class _Null:
 @click.argument("stage", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def adapters(stage, as_json: bool) -> None:
-    """Adapter versions (STAGE-v1, STAGE-v2, …) with their status and training metrics."""
+    """Adapter versions (STAGE-v1, STAGE-v2, …): status (candidate, active, inactive,
+    rejected), whether they can be served on the current base, dataset and final loss."""
+    from appliance.registry import versions
     from appliance.store import open_db
-    from appliance.training.job import adapters as list_adapters
 
     config = load_config()
-    found = list_adapters(open_db(config), stage)
+    found = versions(open_db(config), stage)
     if as_json:
         emit_json([a.to_dict() for a in found])
         return
     if not found:
         console.print("no adapters yet: forge train STAGE makes candidates")
-    for a in found:
+    for entry in found:
+        a = entry.adapter
+        status = f"[green]{a.status:10}[/]" if a.status == "active" else f"{a.status:10}"
+        served = (
+            "servable"
+            if entry.servable
+            else f"[red]not servable[/] ({escape(entry.unservable_reason or '')})"
+        )
         console.print(
-            f"{a.name:18} {a.status:10} {a.kind}  {escape(a.dataset)}  "
-            f"loss {a.metrics.get('final_loss', float('nan')):.4f}  {escape(a.path)}"
+            f"{a.name:18} {status} {a.kind}  {escape(a.dataset)}  "
+            f"loss {a.metrics.get('final_loss', float('nan')):.4f}  {served}  {escape(a.path)}"
         )

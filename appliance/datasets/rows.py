@@ -14,6 +14,7 @@ import hashlib
 import json
 import subprocess
 from collections import defaultdict
+from collections.abc import Callable
 
 from appliance.config import FORGE_ROOT
 
@@ -62,16 +63,19 @@ def _alignment_score(alignment: dict) -> float:
     return sum(known) / len(known) if known else 0.0
 
 
-def candidate_rows(db, stage: str) -> list[dict]:
+def candidate_rows(db, stage: str, trainable: Callable[[str | None, str], bool]) -> list[dict]:
     """Every SFT and DPO row the campaign data implies for `stage`, best sources first
-    within each task (the per-task cap keeps the first ones)."""
+    within each task (the per-task cap keeps the first ones). `trainable(split, sha)` says
+    whether a commit may be trained on: eval packages and held-out commits may not."""
     triples = db.execute(
-        "SELECT t.package_id, p.name, t.sha, t.sample, t.outcome, t.stages, t.alignment "
-        "FROM triples t JOIN packages p ON p.id = t.package_id "
+        "SELECT t.package_id, p.name, t.sha, t.sample, t.outcome, t.stages, t.alignment, "
+        "p.split FROM triples t JOIN packages p ON p.id = t.package_id "
         "WHERE p.split IS NOT 'eval' ORDER BY t.package_id, t.sha, t.sample"
     ).fetchall()
     by_task: dict[tuple, list] = defaultdict(list)
-    for package_id, name, sha, sample, outcome, stages, alignment in triples:
+    for package_id, name, sha, sample, outcome, stages, alignment, split in triples:
+        if not trainable(split, sha):
+            continue
         result = json.loads(stages).get(stage)
         if result is None or result.get("call_id") is None:
             continue

@@ -11,6 +11,7 @@ versions' rows into the new ones.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from appliance.config import Config
 from appliance.datasets import gates
 from appliance.datasets.rows import candidate_rows, row_key
 from appliance.errors import ForgeError, UsageError
+from appliance.evaluation.heldout import trainable
 from appliance.stages import STAGES
 from appliance.store import transaction
 
@@ -130,7 +132,8 @@ def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
     None when nothing new exists (the latest version stays current)."""
     _check_stage(stage, kind)
     cap = config.settings.datasets.per_task_cap
-    candidates = [r for r in candidate_rows(db, stage) if r["kind"] == kind]
+    keep = functools.partial(trainable, config)
+    candidates = [r for r in candidate_rows(db, stage, keep) if r["kind"] == kind]
     with transaction(db) as conn:
         known = {r[0] for r in conn.execute("SELECT key FROM dataset_rows").fetchall()}
         per_task = Counter(

@@ -39,6 +39,7 @@ class ImportedBase:
     sha256: str
     training_base: Path
     role: str
+    invalidated: tuple[str, ...] = ()  # adapter versions of the replaced base, now unservable
 
     def to_dict(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
@@ -54,7 +55,11 @@ def _name_for(gguf: Path) -> str:
     return name or "base"
 
 
-def import_base(config: Config, gguf: Path, role: str, name: str | None = None) -> ImportedBase:
+def import_base(
+    config: Config, gguf: Path, role: str, name: str | None = None, *, db=None
+) -> ImportedBase:
+    """Import `gguf` as the base serving `role`; adapters trained on the base it replaces
+    become not servable (an active one leaves service), in `db` or FORGE_HOME's."""
     gguf = Path(gguf)
     if not gguf.is_file():
         raise UsageError(f"{gguf} does not exist or is not a file", "give the GGUF's path")
@@ -91,7 +96,23 @@ def import_base(config: Config, gguf: Path, role: str, name: str | None = None) 
         if copied:
             target.unlink(missing_ok=True)
         raise
-    return ImportedBase(name, target, sha, base, role)
+    invalidated = _invalidate_adapters(config, db)
+    return ImportedBase(name, target, sha, base, role, invalidated)
+
+
+def _invalidate_adapters(config: Config, db) -> tuple[str, ...]:
+    # After models.toml changed: should this fail, the registry repeats the check when it
+    # next resolves a stage's adapter, so serving never pairs an adapter with another base.
+    from appliance.registry import invalidate_replaced
+    from appliance.store import open_db
+
+    own = db is None
+    db = open_db(config) if own else db
+    try:
+        return tuple(a.name for a in invalidate_replaced(config, db))
+    finally:
+        if own:
+            db.close()
 
 
 def _record(manifest: Path, name: str, gguf: Path, sha: str, role: str, source: str) -> None:

@@ -134,12 +134,17 @@ def record_package(
     path: str,
     outcome: str,
     source: str,
+    *,
+    eval_fraction: float,
 ) -> int:
     """Insert the package, its commits and the ingest event in one transaction.
 
     `path` is relative to FORGE_HOME ("corpus/NAME-VERSION"), so a restored or moved
-    FORGE_HOME keeps working."""
+    FORGE_HOME keeps working. The split is decided here (appliance.registry.split)."""
+    from appliance.registry.split import split_at_ingest
+
     with transaction(db) as conn:
+        split, split_note = split_at_ingest(conn, manifest.name, manifest.split, eval_fraction)
         cur = conn.execute(
             """INSERT INTO packages (name, version, manifest_sha256, path, split, description,
                license, python, test_command, test_timeout_s, requirements, ingested_at)
@@ -149,7 +154,7 @@ def record_package(
                 manifest.version,
                 sha256,
                 path,
-                manifest.split,
+                split,
                 manifest.description,
                 manifest.license,
                 manifest.python,
@@ -178,8 +183,9 @@ def record_package(
             ],
         )
         conn.execute(
-            "INSERT INTO ingest_events (at, source, outcome, package_id) VALUES (?, ?, ?, ?)",
-            [_now(), source, outcome, package_id],
+            "INSERT INTO ingest_events (at, source, outcome, package_id, reasons) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [_now(), source, outcome, package_id, json.dumps([split_note] if split_note else [])],
         )
     return package_id
 
@@ -225,7 +231,10 @@ def recover(config: Config, db: sqlite_utils.Database) -> list[IngestResult]:
                     f"cannot be read ({exc})",
                     "move that folder out of corpus/ and ingest the package again",
                 ) from exc
-            record_package(db, manifest, sha, f"corpus/{entry.name}", "recovered", entry.name)
+            record_package(
+                db, manifest, sha, f"corpus/{entry.name}", "recovered", entry.name,
+                eval_fraction=config.settings.evaluation.eval_fraction,
+            )  # fmt: skip
             results.append(
                 IngestResult(entry.name, "recovered", manifest.name, manifest.version, str(entry))
             )
@@ -364,7 +373,10 @@ def ingest_one(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     hook("record")
-    record_package(db, manifest, sha, f"corpus/{final.name}", "accepted", source.name)
+    record_package(
+        db, manifest, sha, f"corpus/{final.name}", "accepted", source.name,
+        eval_fraction=config.settings.evaluation.eval_fraction,
+    )  # fmt: skip
     if not keep:
         _remove_source(source)
     return IngestResult(source.name, "accepted", manifest.name, manifest.version, str(final))

@@ -10,7 +10,7 @@ end the sample; the failure is recorded with the stage.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from appliance.harness.edits import SearchReplace
@@ -112,16 +112,22 @@ def run_pipeline(
     task: str,
     *,
     settings: StageSettings = StageSettings(),
-    adapters: Mapping[str, Adapter] | None = None,
+    adapters: Mapping[str, Adapter] | Callable[[str], Adapter | None] | None = None,
 ) -> PipelineResult:
-    """Run task analysis → scope → precision → plan → code on one task."""
-    adapters = adapters or {}
+    """Run task analysis → scope → precision → plan → code on one task.
+
+    `adapters` maps a stage to its adapter, or is a function asked right before each
+    stage's model call (appliance.registry.resolver: the active version now); None: the
+    base for every stage."""
+    if adapters is None:
+        adapters = {}
+    adapter_for = adapters if callable(adapters) else adapters.get
     result = PipelineResult()
     stages = result.stages
 
     def run(stage: str, context: ContextPackage, schema: dict, **fields: str) -> dict | None:
         stages[stage] = run_stage(
-            pool, stage, context, schema, settings, adapters.get(stage), task=task, **fields
+            pool, stage, context, schema, settings, adapter_for(stage), task=task, **fields
         )
         return stages[stage].output
 

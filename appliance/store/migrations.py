@@ -265,6 +265,24 @@ def m007_adapters(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+@migration
+def m008_registry(db: sqlite_utils.Database) -> None:
+    from appliance.registry.registry import SCHEMA
+    from appliance.registry.split import backfill
+
+    for statement in SCHEMA:
+        db.execute(statement)
+    backfill(db)  # packages ingested before the split was decided at ingest
+
+
+@migration
+def m009_evaluation(db: sqlite_utils.Database) -> None:
+    from appliance.evaluation.store import SCHEMA
+
+    for statement in SCHEMA:
+        db.execute(statement)
+
+
 def _utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 

@@ -1,0 +1,259 @@
+"""`forge eval`, `forge promote`, `forge decisions` and `forge cycle`: the gate and the loop.
+
+Exit codes: 0 the gate promoted (eval: would promote), 3 the gate said no, 1 the work
+failed, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from appliance.cli.output import console, emit_json, err_console
+from appliance.config import load_config
+
+REJECTED = 3
+
+
+class VersionType(click.ParamType):
+    """`vN`, `N` or `STAGE-vN`."""
+
+    name = "vN"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        match = re.fullmatch(r"(?:[a-z_]+-)?v?(\d+)", str(value).strip())
+        if not match or int(match[1]) < 1:
+            self.fail(f"{value!r} is not a version: write it as v1, v2, … (or scope-v2)")
+        return int(match[1])
+
+
+VERSION = VersionType()
+
+
+def _progress(disable: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=disable,
+    )
+
+
+def _open():
+    from appliance.store import open_db
+
+    config = load_config()
+    return config, open_db(config)
+
+
+def _evaluate(config, db, stage: str, version, quiet: bool):
+    from appliance.evaluation.compare import evaluate
+
+    with _progress(quiet) as progress:
+        task = progress.add_task(f"{stage}: preparing the evaluation set", total=None)
+
+        def on_progress(stage, arm, i, n):
+            progress.update(task, description=f"{stage}: {arm}", completed=i, total=n)
+
+        return evaluate(config, db, stage, version, on_progress=on_progress)
+
+
+def _print_report(evaluation) -> None:
+    console.print(
+        f"[bold]{evaluation.candidate}[/] vs {evaluation.baseline} on {evaluation.examples} "
+        f"examples — {escape(evaluation.note)}"
+    )
+    for line in evaluation.decision.render():
+        console.print(f"  {escape(line)}")
+
+
+@click.command(name="eval")
+@click.argument("stage")
+@click.option("--candidate", type=VERSION, help="The version to evaluate (default: the newest "
+              "candidate).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def eval_(stage: str, candidate, as_json: bool) -> None:
+    """Evaluate a candidate adapter of STAGE against the version in service (or the base)
+    on held-out examples, with deterministic decoding, and print the gate's verdict.
+
+    Changes nothing in the registry. Runs already made are reused. Exit 0 when the gate
+    would promote, 3 when it would not.
+    """
+    config, db = _open()
+    evaluation = _evaluate(config, db, stage, candidate, as_json)
+    if as_json:
+        emit_json(evaluation.to_dict())
+    else:
+        _print_report(evaluation)
+    if evaluation.decision.verdict != "promote":
+        raise SystemExit(REJECTED)
+
+
+@click.command()
+@click.argument("stage")
+@click.argument("version", type=VERSION)
+@click.option("--force", is_flag=True, help="Promote without the gate (recorded as forced).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def promote(stage: str, version: int, force: bool, as_json: bool) -> None:
+    """Put STAGE's adapter VERSION in service, if the gate agrees.
+
+    The gate compares it with the version in service on held-out examples; a version the
+    gate turns down is marked rejected and nothing else changes (exit 3). `--force` skips
+    the gate and records that it did. The serving pool uses the new version from the
+    next request.
+    """
+    from appliance import registry
+
+    config, db = _open()
+    registry.get(db, stage, version)  # a clear error for an unknown version, before any work
+    before = registry.active(db, stage)
+    evaluation = None
+    if force:
+        registry.promote(db, stage, version, forced=True, note="--force: the gate was skipped")
+    else:
+        evaluation = _evaluate(config, db, stage, version, as_json)
+        if evaluation.decision.verdict == "promote":
+            registry.promote(db, stage, version, decision_id=evaluation.decision_id)
+        elif registry.get(db, stage, version).status == "candidate":
+            registry.reject(db, stage, version, decision_id=evaluation.decision_id)
+    after = registry.active(db, stage)
+    promoted = after is not None and after.version == version
+    if as_json:
+        emit_json({
+            "stage": stage,
+            "version": f"{stage}-v{version}",
+            "promoted": promoted,
+            "forced": force,
+            "previous": before.name if before else "base",
+            "active": after.name if after else "base",
+            "evaluation": evaluation.to_dict() if evaluation else None,
+        })  # fmt: skip
+    else:
+        if evaluation:
+            _print_report(evaluation)
+        if promoted:
+            was = before.name if before else "base"
+            console.print(f"[green]{stage}-v{version} is active[/] (was {was})"
+                          + (" — forced, without the gate" if force else ""))  # fmt: skip
+        else:
+            console.print(f"[yellow]{stage}-v{version} was not promoted[/]: the gate said no; "
+                          f"{after.name if after else 'the base'} stays in service "
+                          "(--force overrides, and is recorded)")  # fmt: skip
+    if not promoted:
+        raise SystemExit(REJECTED)
+
+
+@click.command()
+@click.argument("stage", required=False)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def decisions(stage, limit: int, as_json: bool) -> None:
+    """The gate's stored decisions (newest first), each with its report."""
+    from appliance.evaluation.store import decisions as stored
+
+    _, db = _open()
+    found = stored(db, stage, limit)
+    if as_json:
+        emit_json(found)
+        return
+    if not found:
+        console.print("no gate decisions yet: forge eval STAGE or forge cycle makes them")
+    for d in found:
+        report = d["report"]
+        console.print(f"#{d['id']} {d['created_at']}  {d['candidate']} vs {d['baseline']}: "
+                      f"[bold]{d['verdict']}[/]")  # fmt: skip
+        for reason in report.get("reasons", []):
+            console.print(f"    {escape(reason)}")
+
+
+@click.command()
+@click.option("--demo", is_flag=True, help="Run on the shipped demo package with quick settings.")
+@click.option("--from", "source", type=click.Path(path_type=Path),
+              help="Ingest from this folder (default: FORGE_HOME/ingest/).")  # fmt: skip
+@click.option("--commits", type=click.IntRange(min=1),
+              help="New commits per package this cycle (default: cycle.commits).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def cycle(demo: bool, source, commits, as_json: bool) -> None:
+    """One whole loop in the foreground: ingest → campaign on new train commits →
+    datasets → train candidates → evaluate → promote or reject → a report.
+
+    Interrupted, run it again: finished work is kept and skipped. `--demo` takes the
+    shipped demo package (left in place) and the quick settings of
+    appliance/cycle/demo.toml, under any keys set in forge.toml. Exit 0 when every step
+    ran, 1 when one failed (the others still ran).
+    """
+    from appliance.config import FORGE_ROOT
+    from appliance.cycle.loop import run_cycle
+    from appliance.cycle.profile import with_profile
+    from appliance.errors import UsageError
+    from appliance.sandbox import check_sandbox
+
+    config, db = _open()
+    keep = False
+    if demo:
+        if source is not None:
+            raise UsageError("--demo and --from both name where packages come from",
+                             "give one of them")  # fmt: skip
+        config = with_profile(config)
+        source, keep = FORGE_ROOT / "repo_packages" / "demo", True
+        if not (source / "manifest.json").is_file():
+            raise UsageError(f"the demo package is not built ({source} has no manifest.json)",
+                             "run ./install.sh, which builds it")  # fmt: skip
+    check_sandbox(config)
+    with _progress(as_json) as bars:
+        shown = _Bars(bars)
+        report = run_cycle(config, db, source=source, keep=keep, commits=commits, progress=shown)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _print_cycle(report)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+class _Bars:
+    """The loop's progress as one rich bar per step."""
+
+    def __init__(self, bars: Progress) -> None:
+        self.bars, self.tasks = bars, {}
+
+    def step(self, name, text):
+        self.tasks[name] = self.bars.add_task(text, total=None)
+
+    def advance(self, name, done, total, text=""):
+        if name in self.tasks:
+            self.bars.update(self.tasks[name], completed=done, total=total or None,
+                             description=f"{name}: {text}" if text else name)  # fmt: skip
+
+    def done(self, step):
+        task = self.tasks.get(step.name)
+        if task is not None:
+            self.bars.update(task, description=f"{step.name}: {step.status} ({step.seconds:.0f} s)",
+                             total=1, completed=1)  # fmt: skip
+
+
+def _print_cycle(report) -> None:
+    for s in report.steps:
+        colour = {"ok": "green", "skipped": "dim", "failed": "red"}[s.status]
+        detail = ", ".join(
+            f"{k} {v}" for k, v in s.detail.items() if isinstance(v, (int, float, str))
+        )
+        console.print(f"[{colour}]{s.name:9} {s.status:8}[/] {s.seconds:6.0f} s  {escape(detail)}")
+        for key in ("trained", "versions"):
+            for item in s.detail.get(key, []):
+                console.print(f"    {escape(str(item))}")
+        for item in s.detail.get("not_trained", []):
+            console.print(f"    {item['stage']}: not trained ({escape(item['why'])})")
+    for d in report.decisions:
+        console.print(f"[bold]{d['candidate']}[/] vs {d['baseline']}: {d['action']}")
+        for reason in d["reasons"]:
+            console.print(f"    {escape(reason)}")
+    console.print(f"report: {escape(report.path)}")

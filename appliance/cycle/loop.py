@@ -1,0 +1,221 @@
+"""One cycle, top to bottom: ingest → campaign on new train commits → datasets → train
+candidates for the stages with enough new data → evaluate → promote or reject → report.
+
+Every step is idempotent, so an interrupted cycle run again picks up where it stopped:
+ingest recognises packages it has, campaign units already recorded are skipped, a
+dataset version is made only from new rows, a stage is not trained twice on one dataset
+version (and a killed training run resumes from its checkpoints), a finished evaluation
+run is reused, and a candidate that was already decided is not decided again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from appliance.config import Config
+from appliance.errors import ForgeError
+
+
+@dataclass
+class Step:
+    name: str
+    status: str = "ok"  # ok | skipped | failed
+    detail: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class CycleReport:
+    started_at: str
+    steps: list[Step] = field(default_factory=list)
+    decisions: list[dict] = field(default_factory=list)
+    path: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status != "failed" for s in self.steps)
+
+    def to_dict(self) -> dict:
+        return {
+            "started_at": self.started_at,
+            "ok": self.ok,
+            "steps": [s.__dict__ for s in self.steps],
+            "decisions": self.decisions,
+            "report": self.path,
+        }
+
+
+class Progress:
+    """What the loop tells whoever shows it (the CLI's progress bars; the daemon's log)."""
+
+    def step(self, name: str, text: str) -> None: ...
+    def advance(self, name: str, done: int, total: int, text: str = "") -> None: ...
+    def done(self, step: Step) -> None: ...
+
+
+def run_cycle(
+    config: Config,
+    db,
+    *,
+    source: Path | None = None,
+    keep: bool = False,
+    commits: int | None = None,
+    progress: Progress | None = None,
+) -> CycleReport:
+    progress = progress or Progress()
+    report = CycleReport(datetime.now(UTC).isoformat(timespec="seconds"))
+    settings = config.settings.cycle
+    commits = commits if commits is not None else (settings.commits or None)
+
+    def step(name: str, fn: Callable[[Step], None]) -> Step:
+        current = Step(name)
+        progress.step(name, name)
+        clock = time.monotonic()
+        try:
+            fn(current)
+        except ForgeError as exc:  # the later steps still run on what exists
+            current.status = "failed"
+            current.detail = current.detail | {"error": exc.message, "hint": exc.hint}
+        current.seconds = round(time.monotonic() - clock, 1)
+        report.steps.append(current)
+        progress.done(current)
+        return current
+
+    step("ingest", lambda s: _ingest(config, db, source, keep, s))
+    step("campaign", lambda s: _campaign(config, db, commits, progress, s))
+    step("datasets", lambda s: _datasets(config, db, s))
+    step("train", lambda s: _train(config, db, progress, s))
+    step("evaluate", lambda s: _evaluate(config, db, progress, s, report))
+    report.path = _save(config, report)
+    return report
+
+
+def _ingest(config: Config, db, source: Path | None, keep: bool, step: Step) -> None:
+    from appliance.packages.ingest import ingest
+
+    results = ingest(config, db, source, keep=keep)
+    step.detail = dict(Counter(r.status for r in results))
+    step.detail["packages"] = [f"{r.name}: {r.status}" for r in results]
+
+
+def _campaign(config: Config, db, commits: int | None, progress: Progress, step: Step) -> None:
+    from appliance.campaign.run import run_campaign
+
+    outcomes: Counter = Counter()
+    packages = [r["name"] for r in db.query(
+        "SELECT DISTINCT name FROM packages WHERE split IS NOT 'eval' ORDER BY name")]  # fmt: skip
+    for package in packages:
+        planned = {"n": 0}
+
+        def on_planned(units, usable, planned=planned):
+            planned["n"] = len(units)
+
+        for i, result in enumerate(
+            run_campaign(config, db, package, commits=commits, on_planned=on_planned), 1
+        ):
+            outcomes[result.outcome] += 1
+            progress.advance("campaign", i, planned["n"], f"{package}: {result.outcome}")
+    step.detail = {"packages": packages, "units": sum(outcomes.values()), **outcomes}
+    if not outcomes:
+        step.status = "skipped"
+        step.detail["why"] = "no new train commits"
+
+
+def _datasets(config: Config, db, step: Step) -> None:
+    from appliance.datasets.versions import build
+
+    made = []
+    for stage in config.settings.cycle.stages:
+        version = build(config, db, stage, "sft")
+        if version is not None:
+            made.append({"name": version.name, "rows": version.rows,
+                         "new_rows": version.new_rows, "status": version.status,
+                         "reasons": version.reasons})  # fmt: skip
+    step.detail = {"versions": made}
+    if not made:
+        step.status = "skipped"
+        step.detail["why"] = "no new rows"
+
+
+def _train(config: Config, db, progress: Progress, step: Step) -> None:
+    """Train each stage whose latest SFT dataset passed its gates, was not trained on yet,
+    and brought at least `cycle.min_new_rows` new rows."""
+    from appliance.datasets.versions import latest
+    from appliance.training.job import adapters, train_stage
+
+    trained, passed = [], []
+    for stage in config.settings.cycle.stages:
+        dataset = latest(db, stage, "sft")
+        why = None
+        if dataset is None:
+            why = "no dataset"
+        elif any(a.dataset == dataset.name for a in adapters(db, stage)):
+            why = f"{dataset.name} already trained"
+        elif dataset.status != "ok":
+            why = f"{dataset.name} failed its quality gates: " + "; ".join(dataset.reasons)
+        elif dataset.new_rows < config.settings.cycle.min_new_rows:
+            why = f"{dataset.name} has {dataset.new_rows} new rows (< {config.settings.cycle.min_new_rows})"  # noqa: E501
+        if why:
+            passed.append({"stage": stage, "why": why})
+            continue
+        progress.advance("train", len(trained), len(config.settings.cycle.stages), stage)
+        adapter = train_stage(config, db, stage)
+        trained.append({"stage": stage, "adapter": adapter.name, "dataset": adapter.dataset,
+                        "steps": adapter.metrics["steps"],
+                        "final_loss": adapter.metrics["final_loss"]})  # fmt: skip
+    step.detail = {"trained": trained, "not_trained": passed}
+    if not trained:
+        step.status = "skipped"
+
+
+def _evaluate(config: Config, db, progress: Progress, step: Step, report: CycleReport) -> None:
+    """Decide every candidate still undecided (this cycle's, or one an interrupted cycle
+    trained), all stages together, then promote or reject each."""
+    from appliance import registry
+    from appliance.evaluation.compare import evaluate_many
+    from appliance.training.job import adapters
+
+    waiting = {}
+    for stage in config.settings.cycle.stages:
+        candidates = [a for a in adapters(db, stage) if a.status == "candidate"]
+        if candidates:
+            waiting[stage] = candidates[-1].version  # the newest; older ones stay candidates
+    if not waiting:
+        step.status = "skipped"
+        step.detail = {"why": "no candidate to evaluate"}
+        return
+
+    def on_progress(stage, arm, i, n):
+        progress.advance("evaluate", i, n, f"{stage}: {arm}")
+
+    evaluations = evaluate_many(config, db, list(waiting.items()), on_progress=on_progress)
+    for ev in evaluations:
+        number = int(ev.candidate.rsplit("-v", 1)[1])
+        if ev.decision.verdict == "promote":
+            registry.promote(db, ev.stage, number, decision_id=ev.decision_id)
+            action = "promoted"
+        else:
+            registry.reject(db, ev.stage, number, decision_id=ev.decision_id)
+            action = "rejected"
+        report.decisions.append({"stage": ev.stage, "candidate": ev.candidate,
+                                 "baseline": ev.baseline, "action": action,
+                                 "decision_id": ev.decision_id, "note": ev.note,
+                                 **ev.decision.to_dict()})  # fmt: skip
+    step.detail = {"decided": [f"{d['candidate']}: {d['action']}" for d in report.decisions]}
+
+
+def _save(config: Config, report: CycleReport) -> str:
+    folder = config.dir("runs") / "cycle"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"cycle-{report.started_at.replace(':', '')}.json"
+    report.path = str(path.relative_to(config.home))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report.to_dict(), indent=1, default=str))
+    tmp.replace(path)
+    return report.path

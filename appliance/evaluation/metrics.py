@@ -1,0 +1,73 @@
+"""The metrics of the Stages table, scored per example against the real commit.
+
+Binary metrics are scored per item (a file, a symbol, a task) so that two adapters can
+be compared pair by pair with McNemar's test; continuous ones per example (paired
+bootstrap). An unusable answer predicts nothing: its items count as wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# stage -> (metric, kind); all are primary: none may regress
+METRICS: dict[str, tuple[tuple[str, str], ...]] = {
+    "task_analysis": (("file_recall", "continuous"), ("file_precision", "continuous")),
+    "scope": (("accuracy", "binary"), ("relevant_recall", "binary")),
+    "precision": (("accuracy", "binary"), ("primary_recall", "binary")),
+    "plan": (("resolved", "binary"),),
+    "code": (("resolved", "binary"),),
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    item: str  # "" for a per-example metric
+    metric: str
+    value: float  # 0/1 for binary metrics
+
+
+def kind_of(stage: str, metric: str) -> str:
+    return dict(METRICS[stage])[metric]
+
+
+def score(stage: str, target: dict, output: dict | None) -> list[Outcome]:
+    """Outcomes of one answer (`output`, None when unusable) for a non-graded stage."""
+    output = output or {}
+    if stage == "task_analysis":
+        real = set(target["files"])
+        named = {p for p in output.get("files", []) if isinstance(p, str)}
+        hit = len(real & named)
+        return [
+            Outcome("", "file_recall", hit / len(real)),
+            Outcome("", "file_precision", hit / len(named) if named else 0.0),
+        ]
+    if stage == "scope":
+        return _labels(target["files"], output.get("files"), "path", "relevant", "relevant_recall")
+    if stage == "precision":
+        return _labels(
+            target["symbols"], output.get("symbols"), "symbol", "primary", "primary_recall"
+        )
+    raise ValueError(f"stage {stage!r} is graded by the harness, not scored from its answer")
+
+
+def _labels(truth: list[dict], answer, key: str, wanted: str, recall: str) -> list[Outcome]:
+    predicted: dict[str, str] = {}
+    for item in answer if isinstance(answer, list) else []:
+        if isinstance(item, dict) and isinstance(item.get(key), str):
+            predicted.setdefault(item[key], item.get("label"))  # a repeat does not overrule
+    outcomes = []
+    for item in truth:
+        name, label = item[key], item["label"]
+        outcomes.append(Outcome(name, "accuracy", float(predicted.get(name) == label)))
+        if label == wanted:
+            outcomes.append(Outcome(name, recall, float(predicted.get(name) == wanted)))
+    return outcomes
+
+
+def summarise(stage: str, outcomes: list[tuple[str, str, str, float]]) -> dict[str, dict]:
+    """metric -> {"value", "n"} over (example, item, metric, value) rows."""
+    out = {}
+    for metric, _ in METRICS[stage]:
+        values = [v for _, _, m, v in outcomes if m == metric]
+        out[metric] = {"value": sum(values) / len(values) if values else None, "n": len(values)}
+    return out

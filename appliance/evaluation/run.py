@@ -1,0 +1,170 @@
+"""Evaluate one adapter version (or the bare base) of a stage on the evaluation examples.
+
+Decoding is deterministic (temperature 0, a fixed seed), so the candidate and the
+baseline answer the same prompts under the same rules. Plan and code are judged by the
+harness: the answer's edits (for plan, the edits the code stage writes from the plan,
+with the code stage's active adapter) must resolve the task in the sandbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from appliance.config import FORGE_ROOT, Config
+from appliance.evaluation import metrics
+from appliance.evaluation import store as records
+from appliance.evaluation.examples import GRADED, CommitExamples, Example
+from appliance.evaluation.heldout import EvaluationSet
+from appliance.harness.edits import SearchReplace
+from appliance.serving.pool import Adapter, ModelPool
+from appliance.stages import STAGE_ROLES, schemas
+from appliance.stages.pipeline import StageSettings, _budget, run_stage
+
+BASE = "base"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """What is evaluated: an adapter version, or the base (adapter None)."""
+
+    name: str  # scope-v2, or "base"
+    adapter: Adapter | None
+    sha256: str  # the adapter file's, or the base's
+
+    @classmethod
+    def of(cls, config: Config, pool: ModelPool, stage: str, version) -> Arm:
+        if version is None:
+            return cls(BASE, None, pool.manifest.for_role(STAGE_ROLES[stage]).sha256)
+        return cls(version.name, Adapter(version.name, config.home / version.path), version.sha256)
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    id: int
+    stage: str
+    arm: str
+    source: str
+    summary: dict
+    reused: bool
+
+
+def settings_for(config: Config) -> StageSettings:
+    campaign = config.settings.campaign
+    return StageSettings(
+        temperature=0.0,
+        seed=config.settings.evaluation.seed,
+        max_tokens=campaign.max_tokens,
+        context_tokens=campaign.context_tokens,
+    )
+
+
+def examples_key(stage: str, keys: list[str], settings: StageSettings) -> str:
+    prompts = (FORGE_ROOT / "appliance" / "stages" / "prompts.toml").read_bytes()
+    data = json.dumps([stage, sorted(keys), settings.__dict__, hashlib.sha256(prompts).hexdigest()])
+    return hashlib.sha256(data.encode()).hexdigest()[:32]
+
+
+class Evaluator:
+    """Examples built once per commit (the index and the truth), shared by every arm."""
+
+    def __init__(self, config: Config, db, pool: ModelPool, evaluation_set: EvaluationSet):
+        self.config, self.db, self.pool, self.set = config, db, pool, evaluation_set
+        self.settings = settings_for(config)
+        self._commits: dict[str, CommitExamples] = {}
+
+    def commit(self, spec) -> CommitExamples:
+        if spec.sha not in self._commits:
+            self._commits[spec.sha] = CommitExamples(
+                self.db, self.pool, spec, lambda stage: _budget(self.pool, stage, self.settings)
+            )
+        return self._commits[spec.sha]
+
+    def examples(self, stage: str) -> list[Example]:
+        found = (self.commit(spec).example(stage) for spec in self.set.commits)
+        return [e for e in found if e is not None]
+
+    def run(
+        self,
+        stage: str,
+        arm: Arm,
+        *,
+        on_example: Callable[[int, int], None] | None = None,
+    ) -> EvalRun:
+        """Evaluate `arm` on the stage's examples; resumes an interrupted run, reuses a
+        finished one."""
+        examples = self.examples(stage)
+        base_sha = self.pool.manifest.for_role(STAGE_ROLES[stage]).sha256
+        key = examples_key(stage, [e.key for e in examples], self.settings)
+        row = records.open_run(
+            self.db, stage, arm.name, arm.sha256, base_sha, key, self.set.source, len(examples)
+        )
+        if row["status"] == "done":
+            return EvalRun(row["id"], stage, arm.name, row["source"], json.loads(row["summary"]),
+                           True)  # fmt: skip
+        done = records.done_examples(self.db, row["id"])
+        for i, example in enumerate(examples):
+            if example.key not in done:
+                answer, detail, outcomes = self._answer(example, arm)
+                records.record_example(self.db, row["id"], example.key, answer, detail, outcomes)
+            if on_example:
+                on_example(i + 1, len(examples))
+        summary = metrics.summarise(stage, records.outcomes(self.db, row["id"]))
+        records.finish_run(self.db, row["id"], summary)
+        return EvalRun(row["id"], stage, arm.name, self.set.source, summary, False)
+
+    def _answer(self, example: Example, arm: Arm) -> tuple[str, dict, list[metrics.Outcome]]:
+        result = self._call(example.stage, example.context, example.schema, arm.adapter,
+                            example, **example.fields)  # fmt: skip
+        detail = {"call_id": result.call_id, "error": result.error}
+        if example.stage not in GRADED:
+            return result.raw, detail, metrics.score(example.stage, example.target, result.output)
+        answer, code = result.raw, result
+        if example.stage == "plan":
+            # The plan is judged by what the code stage makes of it, with the code stage's
+            # adapter in service: the same for the candidate and the baseline.
+            from appliance.registry import active_adapter
+
+            plan_files = [
+                s["file"] for s in (result.output or {}).get("steps", [])
+                if isinstance(s, dict) and s.get("file") in self._builder(example).files
+            ]  # fmt: skip
+            files = list(dict.fromkeys([*plan_files, *example.code_files]))
+            context = self._builder(example).source(
+                "code", files, example.primary, _budget(self.pool, "code", self.settings)
+            )
+            plan = json.dumps(result.output, indent=1) if result.output else "(no plan)"
+            adapter = active_adapter(self.config, self.db, "code")
+            code = self._call("code", context, schemas.code(), adapter, example, plan=plan)
+            answer = json.dumps({"plan": result.raw, "code": code.raw})
+            detail["code_call_id"], detail["code_error"] = code.call_id, code.error
+        resolved, verdict = self._grade(example, code.output)
+        detail["verdict"] = verdict
+        if verdict["verdict"] == "infra":  # says nothing about the answer: left out of pairing
+            return answer, detail, []
+        return answer, detail, [metrics.Outcome("", "resolved", float(resolved))]
+
+    def _builder(self, example: Example):
+        return self.commit(example.spec).builder
+
+    def _call(self, stage, context, schema, adapter, example: Example, **fields):
+        return run_stage(self.pool, stage, context, schema, self.settings, adapter,
+                         task=example.spec.message, **fields)  # fmt: skip
+
+    def _grade(self, example: Example, output: dict | None) -> tuple[bool, dict]:
+        from appliance.harness.grading import grade_patch
+        from appliance.harness.results import gold_for
+
+        edits = [
+            SearchReplace(e["path"], e["search"], e["replace"])
+            for e in (output or {}).get("edits", [])
+            if isinstance(e, dict)
+            and all(isinstance(e.get(k), str) for k in ("path", "search", "replace"))
+        ]
+        if not edits:
+            return False, {"verdict": "not_applied", "reason": "no edits"}
+        gold, _ = gold_for(self.config, self.db, example.spec)
+        verdict = grade_patch(self.config, example.spec, gold, "search_replace", edits)
+        return verdict.resolved, {"verdict": verdict.verdict, "reason": verdict.reason}

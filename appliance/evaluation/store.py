@@ -1,0 +1,136 @@
+"""Evaluation records: a run per (stage, adapter, example set), every per-example outcome,
+and every gate decision with its report. An example's outcomes are written in one
+transaction, so an interrupted run resumes where it stopped; a finished run of the same
+adapter on the same examples and settings is reused, never recomputed."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from appliance.store import transaction
+
+SCHEMA = (
+    """
+    CREATE TABLE eval_runs (
+        id INTEGER PRIMARY KEY,
+        stage TEXT NOT NULL,
+        adapter TEXT NOT NULL,  -- 'scope-v2', or 'base'
+        adapter_sha256 TEXT NOT NULL,  -- the adapter file's, or the base's for 'base'
+        base_sha256 TEXT NOT NULL,
+        examples_key TEXT NOT NULL,  -- the example set, prompts and decoding settings
+        source TEXT NOT NULL,  -- eval_packages | held_out_commits
+        examples INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('running', 'done')),
+        summary TEXT,  -- JSON: metric -> {value, n}
+        created_at TEXT NOT NULL,
+        finished_at TEXT,
+        UNIQUE (stage, adapter_sha256, base_sha256, examples_key)
+    )
+    """,
+    """
+    CREATE TABLE eval_examples (
+        run_id INTEGER NOT NULL REFERENCES eval_runs(id) ON DELETE CASCADE,
+        example TEXT NOT NULL,  -- package@sha
+        answer TEXT NOT NULL,  -- the raw model answer(s)
+        detail TEXT NOT NULL,  -- JSON: call ids, errors, harness verdict
+        PRIMARY KEY (run_id, example)
+    )
+    """,
+    """
+    CREATE TABLE eval_outcomes (
+        run_id INTEGER NOT NULL REFERENCES eval_runs(id) ON DELETE CASCADE,
+        example TEXT NOT NULL,
+        item TEXT NOT NULL,  -- a file or symbol for per-item metrics, '' per example
+        metric TEXT NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (run_id, example, item, metric)
+    )
+    """,
+    """
+    CREATE TABLE gate_decisions (
+        id INTEGER PRIMARY KEY,
+        stage TEXT NOT NULL,
+        candidate TEXT NOT NULL,  -- scope-v3
+        baseline TEXT NOT NULL,  -- scope-v2, or 'base'
+        candidate_run INTEGER REFERENCES eval_runs(id),
+        baseline_run INTEGER REFERENCES eval_runs(id),
+        verdict TEXT NOT NULL CHECK (verdict IN ('promote', 'reject')),
+        report TEXT NOT NULL,  -- JSON: the gate's decision, metrics, the example source
+        created_at TEXT NOT NULL
+    )
+    """,
+)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def open_run(db, stage, adapter, adapter_sha, base_sha, examples_key, source, n) -> dict:
+    """The run for these inputs: the finished or interrupted one, else a new one."""
+    with transaction(db):
+        db.execute(
+            "INSERT OR IGNORE INTO eval_runs (stage, adapter, adapter_sha256, base_sha256, "
+            "examples_key, source, examples, status, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+            [stage, adapter, adapter_sha, base_sha, examples_key, source, n, _now()],
+        )
+    return next(
+        db.query(
+            "SELECT * FROM eval_runs WHERE stage = ? AND adapter_sha256 = ? AND base_sha256 = ? "
+            "AND examples_key = ?",
+            [stage, adapter_sha, base_sha, examples_key],
+        )
+    )
+
+
+def done_examples(db, run_id: int) -> set[str]:
+    rows = db.execute("SELECT example FROM eval_examples WHERE run_id = ?", [run_id])
+    return {r[0] for r in rows}
+
+
+def record_example(db, run_id: int, example: str, answer: str, detail: dict, outcomes) -> None:
+    with transaction(db):
+        db.execute(
+            "INSERT INTO eval_examples (run_id, example, answer, detail) VALUES (?, ?, ?, ?)",
+            [run_id, example, answer, json.dumps(detail)],
+        )
+        db.conn.executemany(
+            "INSERT INTO eval_outcomes (run_id, example, item, metric, value) VALUES (?,?,?,?,?)",
+            [(run_id, example, o.item, o.metric, o.value) for o in outcomes],
+        )
+
+
+def outcomes(db, run_id: int) -> list[tuple[str, str, str, float]]:
+    return db.execute(
+        "SELECT example, item, metric, value FROM eval_outcomes WHERE run_id = ? "
+        "ORDER BY example, item, metric",
+        [run_id],
+    ).fetchall()
+
+
+def finish_run(db, run_id: int, summary: dict) -> None:
+    with transaction(db):
+        db.execute(
+            "UPDATE eval_runs SET status = 'done', summary = ?, finished_at = ? WHERE id = ?",
+            [json.dumps(summary), _now(), run_id],
+        )
+
+
+def record_decision(db, stage, candidate, baseline, runs, verdict, report: dict) -> int:
+    with transaction(db):
+        cursor = db.execute(
+            "INSERT INTO gate_decisions (stage, candidate, baseline, candidate_run, "
+            "baseline_run, verdict, report, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [stage, candidate, baseline, runs[0], runs[1], verdict, json.dumps(report), _now()],
+        )
+    return cursor.lastrowid
+
+
+def decisions(db, stage: str | None = None, limit: int = 50) -> list[dict]:
+    where, args = ("WHERE stage = ?", [stage]) if stage else ("", [])
+    rows = db.query(
+        f"SELECT * FROM gate_decisions {where} ORDER BY id DESC LIMIT ?", [*args, limit]
+    )
+    return [r | {"report": json.loads(r["report"])} for r in rows]

@@ -1,0 +1,314 @@
+"""Which adapter version serves each stage: promote, reject, rollback, and their events.
+
+A version is `candidate` (not decided), `active` (in service; at most one per stage, the
+database refuses a second), `inactive` (was active, replaced or rolled back) or
+`rejected` (the gate said no). Each change is one transaction with its row in
+`adapter_events`; no adapter file is touched, so a rollback takes effect at the next
+request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from appliance.errors import ForgeError, UsageError
+from appliance.stages import STAGES
+from appliance.store import transaction
+from appliance.training.job import AdapterVersion, adapters
+
+STATUSES = ("candidate", "active", "inactive", "rejected")
+ACTIONS = ("promote", "rollback", "reject", "invalidate")
+_CHECKS = """
+    SELECT RAISE(ABORT, 'adapters.status must be candidate, active, inactive or rejected')
+    WHERE NEW.status NOT IN ('candidate', 'active', 'inactive', 'rejected');
+    SELECT RAISE(ABORT, 'an adapter that is not servable cannot be active')
+    WHERE NEW.status = 'active' AND NEW.servable = 0;
+"""
+SCHEMA = (
+    "ALTER TABLE adapters ADD COLUMN servable INTEGER NOT NULL DEFAULT 1 "
+    "CHECK (servable IN (0, 1))",
+    "ALTER TABLE adapters ADD COLUMN unservable_reason TEXT",
+    # The database itself keeps a stage from having two active versions.
+    "CREATE UNIQUE INDEX adapters_one_active ON adapters(stage) WHERE status = 'active'",
+    f"CREATE TRIGGER adapters_check_insert BEFORE INSERT ON adapters BEGIN {_CHECKS} END",
+    "CREATE TRIGGER adapters_check_update BEFORE UPDATE OF status, servable ON adapters "
+    f"BEGIN {_CHECKS} END",
+    """
+    CREATE TABLE adapter_events (
+        id INTEGER PRIMARY KEY,
+        stage TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('promote', 'rollback', 'reject', 'invalidate')),
+        from_version INTEGER,  -- in service before; NULL: the base
+        to_version INTEGER,  -- in service after; NULL: the base (reject: the version rejected)
+        forced INTEGER NOT NULL DEFAULT 0 CHECK (forced IN (0, 1)),
+        decision_id INTEGER,  -- the stored gate decision behind it, if any
+        note TEXT NOT NULL DEFAULT '',
+        at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX adapter_events_stage ON adapter_events(stage, id)",
+)
+
+
+class RegistryRefused(ForgeError):
+    """A promote, reject or rollback that cannot be done as asked; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class RegisteredAdapter:
+    """An adapter version and whether it can be served on the base its stage uses now."""
+
+    adapter: AdapterVersion
+    servable: bool
+    unservable_reason: str | None
+
+    @property
+    def name(self) -> str:
+        return self.adapter.name
+
+    def to_dict(self) -> dict:
+        return self.adapter.to_dict() | {
+            "servable": self.servable,
+            "unservable_reason": self.unservable_reason,
+        }
+
+
+def name_of(stage: str, version: int | None) -> str:
+    return "base" if version is None else f"{stage}-v{version}"
+
+
+def check_stage(stage: str) -> None:
+    if stage not in STAGES:
+        raise UsageError(f"unknown stage {stage!r}", f"stages: {', '.join(STAGES)}")
+
+
+@contextmanager
+def write_transaction(db) -> Iterator:
+    """BEGIN IMMEDIATE … COMMIT; inside a transaction the caller opened, the caller's
+    commit decides (so a gate decision and its promotion can be one transaction)."""
+    if db.conn.in_transaction:
+        yield db.conn
+        return
+    with transaction(db) as conn:
+        yield conn
+
+
+def versions(db, stage: str | None = None) -> list[RegisteredAdapter]:
+    if stage is not None:
+        check_stage(stage)
+    where, args = ("WHERE stage = ?", [stage]) if stage else ("", [])
+    flags = {
+        (r[0], r[1]): (bool(r[2]), r[3])
+        for r in db.execute(
+            f"SELECT stage, version, servable, unservable_reason FROM adapters {where}", args
+        ).fetchall()
+    }
+    return [RegisteredAdapter(a, *flags[(a.stage, a.version)]) for a in adapters(db, stage)]
+
+
+def _entry(db, stage: str, version: int) -> RegisteredAdapter:
+    # `db` is a sqlite-utils database or, inside a transaction, its raw connection.
+    for entry in versions(db, stage):
+        if entry.adapter.version == version:
+            return entry
+    known = [f"v{a.version}" for a in adapters(db, stage)]
+    raise UsageError(
+        f"{stage} has no version v{version}",
+        f"versions of {stage}: {', '.join(known)}" if known else f"{stage} has no adapters yet",
+    )
+
+
+def get(db, stage: str, version: int) -> AdapterVersion:
+    return _entry(db, stage, version).adapter
+
+
+def active(db, stage: str) -> AdapterVersion | None:
+    check_stage(stage)
+    found = [a for a in adapters(db, stage) if a.status == "active"]
+    return found[0] if found else None
+
+
+def log_event(
+    conn,
+    stage: str,
+    action: str,
+    from_version: int | None,
+    to_version: int | None,
+    *,
+    forced: bool = False,
+    decision_id: int | None = None,
+    note: str = "",
+) -> None:
+    conn.execute(
+        "INSERT INTO adapter_events (stage, action, from_version, to_version, forced, "
+        "decision_id, note, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [stage, action, from_version, to_version, int(forced), decision_id, note,
+         datetime.now(UTC).isoformat(timespec="seconds")],
+    )  # fmt: skip
+
+
+def _set_status(conn, stage: str, version: int, status: str) -> None:
+    conn.execute(
+        "UPDATE adapters SET status = ? WHERE stage = ? AND version = ?", [status, stage, version]
+    )
+
+
+def _refuse_unservable(entry: RegisteredAdapter, verb: str) -> None:
+    if not entry.servable:
+        raise RegistryRefused(
+            f"cannot {verb} {entry.name}: it is not servable ({entry.unservable_reason})",
+            f"train {entry.adapter.stage} again on the current base (forge train "
+            f"{entry.adapter.stage}); the old file stays on disk",
+        )
+
+
+def promote(
+    db,
+    stage: str,
+    version: int,
+    *,
+    decision_id: int | None = None,
+    forced: bool = False,
+    note: str = "",
+) -> AdapterVersion:
+    """Put `version` in service for `stage`; the one active until now becomes inactive.
+
+    A rejected version is promoted only with `forced` or a new gate decision."""
+    with write_transaction(db) as conn:
+        entry = _entry(conn, stage, version)
+        if entry.adapter.status == "active":
+            raise RegistryRefused(
+                f"{entry.name} is already active", "forge adapters lists the other versions"
+            )
+        _refuse_unservable(entry, "promote")
+        if entry.adapter.status == "rejected" and not forced and decision_id is None:
+            raise RegistryRefused(
+                f"{entry.name} was rejected by the gate",
+                f"promote it with --force, or put it in service with "
+                f"forge rollback {stage} --to v{version}",
+            )
+        current = active(conn, stage)
+        if current is not None:
+            _set_status(conn, stage, current.version, "inactive")
+        _set_status(conn, stage, version, "active")
+        before = current.version if current else None
+        log_event(
+            conn, stage, "promote", before, version, forced=forced, decision_id=decision_id,
+            note=note,
+        )  # fmt: skip
+    return get(db, stage, version)
+
+
+def reject(
+    db, stage: str, version: int, *, decision_id: int | None = None, note: str = ""
+) -> AdapterVersion:
+    """Mark a candidate rejected (the gate said no); it stays on disk and in the list."""
+    with write_transaction(db) as conn:
+        entry = _entry(conn, stage, version)
+        if entry.adapter.status != "candidate":
+            raise RegistryRefused(
+                f"{entry.name} is {entry.adapter.status}, not a candidate: only candidates are "
+                "rejected",
+                f"to take an active version out of service: forge rollback {stage}",
+            )
+        _set_status(conn, stage, version, "rejected")
+        log_event(conn, stage, "reject", None, version, decision_id=decision_id, note=note)
+    return get(db, stage, version)
+
+
+def _in_service_before(conn, stage: str) -> list[int]:
+    """The versions promoted and not rolled back since, oldest first: the last is the
+    active one, the one below it what a plain rollback returns to (a stack of services)."""
+    stack: list[int] = []
+    for action, from_version, to_version in conn.execute(
+        "SELECT action, from_version, to_version FROM adapter_events WHERE stage = ? ORDER BY id",
+        [stage],
+    ).fetchall():
+        if action == "promote":
+            stack.append(to_version)
+        elif action == "rollback" and to_version is None:
+            stack.clear()
+        elif action == "rollback" and to_version in stack:
+            del stack[len(stack) - stack[::-1].index(to_version) :]
+        elif action in ("rollback", "invalidate"):
+            if stack and stack[-1] == from_version:
+                stack.pop()
+            if to_version is not None:
+                stack.append(to_version)
+    return stack
+
+
+def rollback(
+    db, stage: str, to: int | None = None, *, to_base: bool = False
+) -> tuple[AdapterVersion | None, AdapterVersion | None]:
+    """Take the active version out of service: back to the one in service before it
+    (skipping versions no longer servable), to version `to`, or to the base (`to_base`,
+    or when nothing servable came before). Returns (from, to); None is the base."""
+    if to is not None and to_base:
+        raise UsageError("give either a version or the base as the target, not both")
+    with write_transaction(db) as conn:
+        check_stage(stage)
+        current = active(conn, stage)
+        if current is None and to is None:
+            raise RegistryRefused(
+                f"nothing is active for {stage}: it already uses the base",
+                f"forge adapters {stage} lists its versions; forge rollback {stage} --to vN "
+                "puts one in service",
+            )
+        notes = []
+        if to is not None:
+            target = _entry(conn, stage, to)
+            if current is not None and to == current.version:
+                raise RegistryRefused(f"{target.name} is already active")
+            _refuse_unservable(target, "roll back to")
+            notes.append(f"to {target.name}, chosen by the operator")
+            if target.adapter.status == "rejected":
+                notes.append("a version the gate rejected")
+        elif to_base:
+            target = None
+            notes.append("to the base, asked for")
+        else:
+            target = None
+            for version in reversed(_in_service_before(conn, stage)):
+                if version == current.version:
+                    continue
+                candidate = _entry(conn, stage, version)
+                if candidate.servable:
+                    target = candidate
+                    break
+                notes.append(f"skipped {candidate.name} (not servable)")
+            back = target.name if target else "the base"
+            notes.insert(0, f"back to {back}, in service before {current.name}")
+        if current is not None:
+            _set_status(conn, stage, current.version, "inactive")
+        if target is not None:
+            _set_status(conn, stage, target.adapter.version, "active")
+        log_event(
+            conn, stage, "rollback", current.version if current else None,
+            target.adapter.version if target else None,
+            forced=bool(target and target.adapter.status == "rejected"), note="; ".join(notes),
+        )  # fmt: skip
+    return (
+        get(db, stage, current.version) if current else None,
+        get(db, stage, target.adapter.version) if target else None,
+    )
+
+
+def history(db, stage: str) -> list[dict]:
+    """The stage's promotions, rejections, rollbacks and invalidations, oldest first."""
+    check_stage(stage)
+    rows = db.execute(
+        "SELECT id, action, from_version, to_version, forced, decision_id, note, at "
+        "FROM adapter_events WHERE stage = ? ORDER BY id",
+        [stage],
+    ).fetchall()
+    return [
+        {"id": r[0], "stage": stage, "action": r[1], "from_version": r[2], "to_version": r[3],
+         # a rejection changes nothing in service: it has no "from"
+         "from": None if r[1] == "reject" else name_of(stage, r[2]), "to": name_of(stage, r[3]),
+         "forced": bool(r[4]), "decision_id": r[5], "note": r[6], "at": r[7]}
+        for r in rows
+    ]  # fmt: skip

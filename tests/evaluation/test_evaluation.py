@@ -1,0 +1,194 @@
+"""Held-out evaluation with the real SmolLM2, the real index and the real sandbox: the
+held-out set, per-example outcomes stored for both arms, reuse, the gate on real answers,
+and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from appliance.campaign.run import plan_units
+from appliance.cli import cli
+from appliance.evaluation import heldout
+from appliance.evaluation.compare import evaluate
+from appliance.models.manifest import read_manifest, sha256_of
+from appliance.serving.bench import synthetic_adapter
+from appliance.store import transaction
+from appliance.training.export_gguf import write_adapter_gguf
+from tests.harness.conftest import DEMO, ingest_package, make_home
+
+SETTINGS = """
+[harness]
+gold_runs = 1
+[campaign]
+max_tokens = 96
+context_tokens = 384
+[evaluation]
+max_examples = 3
+holdout_fraction = 0.2
+"""
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        config, db = make_home(tmp_path_factory.mktemp("evaluation") / "home", monkeypatch,
+                               SETTINGS)  # fmt: skip
+        ingest_package(config, db, DEMO)
+        yield config, db
+
+
+def register(config, db, stage: str, version: int, *, zero: bool = False, seed: int = 0) -> str:
+    """An adapter file for the real base, recorded as a candidate of `stage`."""
+    base = read_manifest(config.models_manifest).for_role("reasoning")
+    out = config.dir("adapters") / stage / f"{stage}-v{version}.gguf"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if zero:  # a LoRA whose B is zero: exactly the base, so every answer ties
+        rng = np.random.default_rng(0)
+        a = rng.normal(0, 0.04, (8, 576)).astype(np.float32)
+        write_adapter_gguf(out, "llama", 16.0,
+                           [("blk.0.attn_q.weight", a, np.zeros((576, 8), np.float32))])  # fmt: skip
+    else:
+        synthetic_adapter(base.path, out, seed=seed)
+    with transaction(db):
+        db.execute(
+            "INSERT INTO adapters (stage, version, kind, dataset, base, base_sha256, "
+            "hyperparameters, metrics, path, sha256, created_at) "
+            "VALUES (?, ?, 'sft', 'test', ?, ?, '{}', '{}', ?, ?, '2026-12-01T00:00:00')",
+            [stage, version, base.name, base.sha256, str(out.relative_to(config.home)),
+             sha256_of(out)],
+        )  # fmt: skip
+    return f"{stage}-v{version}"
+
+
+def test_held_out_commits_are_the_evaluation_set_and_never_a_campaign_unit(home):
+    config, db = home
+    evaluation = heldout.evaluation_set(config, db)
+    assert evaluation.source == heldout.HELD_OUT_COMMITS
+    assert "held-out commits" in evaluation.note
+    assert 1 <= len(evaluation.commits) <= 3
+    assert all(heldout.held_out(s.sha, 0.2) for s in evaluation.commits)
+    units, usable = plan_units(config, db, "demo", commits=6, samples=1)
+    assert len(usable) == 6
+    assert not any(heldout.held_out(u.sha, 0.2) for u in units)
+    assert not {s.sha for s in evaluation.commits} & {u.sha for u in units}
+
+
+def test_the_hold_out_is_stable_and_about_the_fraction():
+    shas = [f"{i:040x}" for i in range(4000)]
+    share = sum(heldout.held_out(s, 0.2) for s in shas) / len(shas)
+    assert 0.18 < share < 0.22
+    assert [heldout.held_out(s, 0.2) for s in shas[:50]] == [
+        heldout.held_out(s, 0.2) for s in shas[:50]
+    ]
+    assert not any(heldout.held_out(s, 0.0) for s in shas)
+
+
+def test_a_zero_adapter_ties_the_base_and_the_gate_blocks_it(home):
+    config, db = home
+    name = register(config, db, "scope", 1, zero=True)
+    evaluation = evaluate(config, db, "scope")
+    assert evaluation.candidate == name and evaluation.baseline == "base"
+    assert evaluation.decision.verdict == "reject"
+    assert all(m.delta == 0 and m.p_value == 1 for m in evaluation.decision.metrics)
+    assert {m.metric for m in evaluation.decision.metrics} == {"accuracy", "relevant_recall"}
+    # Every per-example outcome is stored, for both arms, pair by pair.
+    ours, theirs = (r.id for r in evaluation.runs)
+    count = "SELECT COUNT(*) FROM eval_outcomes WHERE run_id = ?"
+    n = db.execute(count, [ours]).fetchone()[0]
+    assert n > 0 and n == db.execute(count, [theirs]).fetchone()[0]
+    examples = db.execute("SELECT COUNT(*) FROM eval_examples WHERE run_id = ?", [ours])
+    assert examples.fetchone()[0] == evaluation.examples >= 1
+    stored = db.execute("SELECT verdict, report FROM gate_decisions WHERE id = ?",
+                        [evaluation.decision_id]).fetchone()  # fmt: skip
+    assert stored[0] == "reject" and json.loads(stored[1])["source"] == heldout.HELD_OUT_COMMITS
+
+
+def test_a_finished_run_is_reused_and_decides_the_same(home):
+    config, db = home
+    first = evaluate(config, db, "scope", 1)
+    again = evaluate(config, db, "scope", 1)
+    assert all(r.reused for r in again.runs)
+    assert [m.to_dict() for m in again.decision.metrics] == [
+        m.to_dict() for m in first.decision.metrics
+    ]
+    assert again.decision_id != first.decision_id  # every decision is kept
+
+
+def test_a_changed_adapter_answers_differently_and_is_judged_pair_by_pair(home):
+    config, db = home
+    register(config, db, "precision", 1, seed=3)
+    evaluation = evaluate(config, db, "precision")
+    metrics = {m.metric: m for m in evaluation.decision.metrics}
+    assert set(metrics) == {"accuracy", "primary_recall"}
+    for m in metrics.values():
+        counts = m.counts
+        assert counts["both"] + counts["candidate_only"] + counts["baseline_only"] + counts[
+            "neither"
+        ] == m.n
+        assert 0 <= m.p_value <= 1
+    answers = db.execute(
+        "SELECT e.answer FROM eval_examples e JOIN eval_runs r ON r.id = e.run_id "
+        "WHERE r.stage = 'precision' ORDER BY e.example, r.adapter"
+    ).fetchall()
+    assert len(answers) == 2 * evaluation.examples
+
+
+def test_code_is_judged_by_the_harness(home):
+    config, db = home
+    register(config, db, "code", 1, zero=True)
+    evaluation = evaluate(config, db, "code")
+    (resolved,) = evaluation.decision.metrics
+    assert resolved.metric == "resolved" and resolved.delta == 0
+    details = [json.loads(r[0]) for r in db.execute(
+        "SELECT detail FROM eval_examples WHERE run_id = ?", [evaluation.runs[0].id])]  # fmt: skip
+    assert details and all(d["verdict"]["verdict"] for d in details)
+
+
+def test_an_eval_package_is_evaluated_on_when_there_is_one(home):
+    config, db = home
+    with transaction(db):
+        db.execute("UPDATE packages SET split = 'eval'")
+    try:
+        evaluation = heldout.evaluation_set(config, db)
+        assert evaluation.source == heldout.EVAL_PACKAGES
+        assert not all(heldout.held_out(s.sha, 0.2) for s in evaluation.commits)
+        assert plan_units(config, db, "demo", commits=2, samples=1) == ([], [])
+    finally:
+        with transaction(db):
+            db.execute("UPDATE packages SET split = 'train'")
+
+
+def test_cli_eval_and_decisions(home):
+    config, db = home
+    runner = CliRunner(env={"FORGE_HOME": str(config.home), "FORGE_CONFIG": None})
+    out = runner.invoke(cli, ["eval", "scope", "--candidate", "v1", "--json"])
+    assert out.exit_code == 3, out.output  # the gate would not promote a tie
+    report = json.loads(out.output)
+    assert report["verdict"] == "reject" and report["candidate"] == "scope-v1"
+    assert all("p_value" in m for m in report["metrics"])
+    shown = runner.invoke(cli, ["eval", "scope", "--candidate", "v1"])
+    assert shown.exit_code == 3 and "scope-v1 vs base" in shown.output
+    listed = runner.invoke(cli, ["decisions", "scope", "--json"])
+    assert listed.exit_code == 0 and json.loads(listed.output)[0]["verdict"] == "reject"
+
+
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["eval", "bogus"], 2, "unknown stage"),
+        (["eval", "plan"], 2, "no candidate"),
+        (["eval", "scope", "--candidate", "v9"], 2, "no version v9"),
+        (["eval", "scope", "--candidate", "x"], 2, "not a version"),
+    ],
+)
+def test_cli_eval_usage_errors(home, args, code, words):
+    config, _ = home
+    runner = CliRunner(env={"FORGE_HOME": str(config.home), "FORGE_CONFIG": None})
+    out = runner.invoke(cli, args)
+    assert out.exit_code == code, out.output
+    assert words in out.output
+    assert "Traceback" not in out.output
