@@ -49,8 +49,8 @@ def register(config, db, stage: str, version: int, *, zero: bool = False, seed: 
     if zero:  # a LoRA whose B is zero: exactly the base, so every answer ties
         rng = np.random.default_rng(0)
         a = rng.normal(0, 0.04, (8, 576)).astype(np.float32)
-        write_adapter_gguf(out, "llama", 16.0,
-                           [("blk.0.attn_q.weight", a, np.zeros((576, 8), np.float32))])  # fmt: skip
+        b = np.zeros((576, 8), np.float32)
+        write_adapter_gguf(out, "llama", 16.0, [("blk.0.attn_q.weight", a, b)])
     else:
         synthetic_adapter(base.path, out, seed=seed)
     with transaction(db):
@@ -126,9 +126,10 @@ def test_a_changed_adapter_answers_differently_and_is_judged_pair_by_pair(home):
     assert set(metrics) == {"accuracy", "primary_recall"}
     for m in metrics.values():
         counts = m.counts
-        assert counts["both"] + counts["candidate_only"] + counts["baseline_only"] + counts[
-            "neither"
-        ] == m.n
+        assert (
+            counts["both"] + counts["candidate_only"] + counts["baseline_only"] + counts["neither"]
+            == m.n
+        )
         assert 0 <= m.p_value <= 1
     answers = db.execute(
         "SELECT e.answer FROM eval_examples e JOIN eval_runs r ON r.id = e.run_id "
