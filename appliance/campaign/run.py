@@ -46,23 +46,26 @@ class UnitResult:
 
 
 def plan_units(
-    config: Config, db, package: str, *, commits: int | None, samples: int
+    config: Config, db, package: str, *, commits: int | None, samples: int, new: bool = False
 ) -> tuple[list[Unit], list[CommitSpec]]:
     """The units still to do: usable commits (graded by the harness first when needed),
-    train split only and not held out for evaluation, `samples` each."""
+    train split only and not held out for evaluation, `samples` each. `commits` counts
+    the first usable commits, or with `new` the first ones with units still to do."""
     row = find_package(db, package)
     if row["split"] == "eval":
         return [], []
+    done = store.done_units(db, row["id"])
     usable = []
     for spec in commit_specs(config, db, package):
         if not trainable(config, row["split"], spec.sha):
             continue  # held out for evaluation: no model ever trains on it
+        if new and all((spec.sha, i) in done for i in range(samples)):
+            continue
         gold, _ = gold_for(config, db, spec)
         if gold.usable:
             usable.append(spec)
         if commits is not None and len(usable) >= commits:
             break
-    done = store.done_units(db, row["id"])
     temps = config.settings.campaign.temperatures
     units = [
         Unit(package, spec.sha, i, temps[i % len(temps)], _seed(spec.sha, i))
@@ -205,10 +208,12 @@ def run_campaign(
     samples: int | None = None,
     executor: Executor | None = None,
     on_planned: Callable[[list[Unit], list[CommitSpec]], None] | None = None,
+    new: bool = False,
 ) -> Iterator[UnitResult]:
-    """Plan the units still to do and run them; yields each unit's result as it ends."""
+    """Plan the units still to do and run them; yields each unit's result as it ends.
+    With `new`, `commits` counts commits not yet done (the next ones), not the first."""
     samples = samples or config.settings.campaign.samples
-    units, usable = plan_units(config, db, package, commits=commits, samples=samples)
+    units, usable = plan_units(config, db, package, commits=commits, samples=samples, new=new)
     if on_planned:
         on_planned(units, usable)
     executor = executor or LocalExecutor(config.settings.campaign.workers)

@@ -100,8 +100,11 @@ def _ingest(config: Config, db, source: Path | None, keep: bool, step: Step) -> 
     from appliance.packages.ingest import ingest
 
     results = ingest(config, db, source, keep=keep)
-    step.detail = dict(Counter(r.status for r in results))
-    step.detail["packages"] = [f"{r.name}: {r.status}" for r in results]
+    step.detail = dict(Counter(r.outcome for r in results))
+    step.detail["packages"] = [f"{r.name or r.source}: {r.outcome}" for r in results]
+    if "rejected" in step.detail:
+        step.status = "failed"
+        step.detail["error"] = "some packages were rejected (see forge status and quarantine/)"
 
 
 def _campaign(config: Config, db, commits: int | None, progress: Progress, step: Step) -> None:
@@ -117,7 +120,8 @@ def _campaign(config: Config, db, commits: int | None, progress: Progress, step:
             planned["n"] = len(units)
 
         for i, result in enumerate(
-            run_campaign(config, db, package, commits=commits, on_planned=on_planned), 1
+            run_campaign(config, db, package, commits=commits, on_planned=on_planned, new=True),
+            1,
         ):
             outcomes[result.outcome] += 1
             progress.advance("campaign", i, planned["n"], f"{package}: {result.outcome}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from appliance.campaign.run import run_campaign
 from appliance.config import load_config
 from appliance.datasets import gates
-from appliance.datasets.rows import _task_rows
+from appliance.datasets.rows import _task_rows, candidate_rows
 from appliance.datasets.versions import (
     DatasetRefused,
     build,
@@ -18,6 +19,9 @@ from appliance.datasets.versions import (
     training_mix,
     versions,
 )
+from appliance.evaluation import heldout
+from appliance.evaluation.heldout import trainable
+from appliance.store import transaction
 from tests.harness.conftest import DEMO, ingest_package, make_home
 
 FAST = """
@@ -79,6 +83,30 @@ def test_dpo_rows_pair_within_a_task(home):
             "SELECT target FROM synthetic_pairs WHERE sha = ? AND stage = 'code'", [sha]
         ).fetchone()[0]
         assert json.loads(row["chosen"]) == json.loads(target)  # same task, never another
+
+
+def test_eval_packages_and_held_out_commits_never_reach_a_dataset(home):
+    config, db = home
+    keep = functools.partial(trainable, config)
+    rows = candidate_rows(db, "precision", keep)
+    tasks = {r["task"] for r in rows}
+    assert len(tasks) == 2
+    # A commit held out for evaluation gives no row, whatever the campaign recorded.
+    held = sorted(tasks)[0].split("@")[1]
+    assert {r["task"] for r in candidate_rows(db, "precision", lambda split, sha: sha != held)} == (
+        tasks - {sorted(tasks)[0]}
+    )
+    assert all(not heldout.held_out(t.split("@")[1], 0.2) for t in tasks)  # campaign skipped
+    # A package on the eval side gives nothing at all, and no version is made from it.
+    with transaction(db):
+        db.execute("UPDATE packages SET split = 'eval'")
+    try:
+        assert candidate_rows(db, "precision", keep) == []
+        assert build(config, db, "precision", "sft") is None
+    finally:
+        with transaction(db):
+            db.execute("UPDATE packages SET split = 'train'")
+    assert versions(db, "precision") == []
 
 
 def test_per_task_cap_and_deduplication(home):

@@ -1,0 +1,121 @@
+"""Does the loop learn? Train the scope stage on the demo package's training commits and
+measure it on the demo's held-out commits before (the base) and after (the candidate),
+with the gate's statistics.
+
+    .venv/bin/python bench/learning_experiment.py [--home DIR] [--samples K]
+        [--commits N] [--steps S] [--json]
+
+Every step is the operator's command (`forge ingest`, `forge campaign run`, `forge
+datasets build`, `forge train`, `forge eval`) run in a FORGE_HOME of its own (default: a
+new temporary folder; pass --home to keep it, and to resume an interrupted run: each
+step skips what is done). The numbers are whatever happened: the script reports them,
+it does not judge them. Exit 0 whatever the verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FORGE = [sys.executable, "-m", "appliance"]
+
+SETTINGS = """\
+[ingest]
+quiet_seconds = 0
+[harness]
+gold_runs = 1
+[training]
+epochs = {epochs}
+max_steps = {steps}
+grad_accum = 4
+max_seq_len = 1024
+lr = {lr}
+[cycle]
+stages = ["scope"]
+"""
+
+
+def forge(home: Path, *args: str, ok=(0,)) -> str:
+    env = os.environ | {"FORGE_HOME": str(home)}
+    env.pop("FORGE_CONFIG", None)
+    started = time.monotonic()
+    out = subprocess.run([*FORGE, *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    print(f"  forge {' '.join(args)}: exit {out.returncode} in {time.monotonic() - started:.0f} s",
+          file=sys.stderr)  # fmt: skip
+    if out.returncode not in ok:
+        sys.exit(f"forge {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, help="FORGE_HOME to use (kept; resumable)")
+    parser.add_argument("--samples", type=int, default=1, help="campaign samples per commit")
+    parser.add_argument("--commits", type=int, help="train commits to use (default: all)")
+    parser.add_argument("--steps", type=int, default=0, help="optimizer steps (0: epochs)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    home = args.home or Path(tempfile.mkdtemp(prefix="forge-learning-"))
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "forge.toml").exists():
+        (home / "forge.toml").write_text(
+            SETTINGS.format(epochs=args.epochs, steps=args.steps, lr=args.lr)
+        )
+    started = time.monotonic()
+    forge(home, "init")
+    forge(home, "ingest", "--keep", str(ROOT / "repo_packages" / "demo"), ok=(0, 1))
+    campaign = ["campaign", "run", "demo", "--samples", str(args.samples), "--json"]
+    if args.commits:
+        campaign += ["--commits", str(args.commits)]
+    forge(home, *campaign)
+    forge(home, "datasets", "build", "scope")
+    datasets = json.loads(forge(home, "datasets", "list", "--json"))
+    dataset = [d for d in datasets if d["stage"] == "scope" and d["kind"] == "sft"][-1]
+    adapters = json.loads(forge(home, "adapters", "scope", "--json"))
+    if not any(a["dataset"] == dataset["name"] for a in adapters):
+        forge(home, "train", "scope", "--json")
+        adapters = json.loads(forge(home, "adapters", "scope", "--json"))
+    adapter = [a for a in adapters if a["dataset"] == dataset["name"]][-1]
+    report = json.loads(forge(home, "eval", "scope", "--candidate", f"v{adapter['version']}",
+                              "--json", ok=(0, 3)))  # fmt: skip
+    result = {
+        "home": str(home),
+        "dataset": {k: dataset[k] for k in ("name", "rows", "status")},
+        "adapter": {"name": adapter["name"], "steps": adapter["metrics"]["steps"],
+                    "final_loss": adapter["metrics"]["final_loss"]},  # fmt: skip
+        "examples": report["examples"],
+        "source": report["source"],
+        "verdict": report["verdict"],
+        "reasons": report["reasons"],
+        "metrics": report["metrics"],
+        "minutes": round((time.monotonic() - started) / 60, 1),
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"scope: {result['dataset']['name']} ({result['dataset']['rows']} rows) → "
+          f"{adapter['name']} ({result['adapter']['steps']} steps, final loss "
+          f"{result['adapter']['final_loss']:.3f}); {report['examples']} held-out commits")  # fmt: skip
+    print(f"{'metric':16} {'n':>4} {'base':>7} {'after':>7} {'delta':>7} {'95% CI of delta':>18}"
+          f" {'p':>8} {'outcome':>10}")  # fmt: skip
+    for m in report["metrics"]:
+        lo, hi = m["delta_interval"]
+        print(f"{m['metric']:16} {m['n']:4d} {m['baseline']:7.3f} {m['candidate']:7.3f} "
+              f"{m['delta']:+7.3f} {f'[{lo:+.3f}, {hi:+.3f}]':>18} {m['p_value']:8.4f} "
+              f"{m['outcome']:>10}")  # fmt: skip
+    print(f"verdict: {report['verdict']} — " + "; ".join(report["reasons"]))
+    print(f"({result['minutes']} min; FORGE_HOME {home})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
