@@ -99,6 +99,14 @@ def evaluate_many(
 
     settings = config.settings.evaluation
     chosen = [(stage, pick_candidate(db, stage, version)) for stage, version in candidates]
+    for stage, version in chosen:
+        active = registry.active(db, stage)
+        if active is not None and active.version == version.version:
+            raise UsageError(
+                f"{version.name} is the version in service: there is nothing to compare it with",
+                f"evaluate a candidate (forge adapters {stage} lists them), or roll back first "
+                "to compare it with the version before",
+            )
     evaluation = evaluation or evaluation_set(config, db)
     if not evaluation.commits:
         raise UsageError(

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from appliance import registry
 from appliance.campaign.run import plan_units
 from appliance.cli import cli
 from appliance.evaluation import heldout
@@ -175,6 +176,28 @@ def test_cli_eval_and_decisions(home):
     assert shown.exit_code == 3 and "scope-v1 vs base" in shown.output
     listed = runner.invoke(cli, ["decisions", "scope", "--json"])
     assert listed.exit_code == 0 and json.loads(listed.output)[0]["verdict"] == "reject"
+
+
+def test_cli_promote_runs_the_gate_and_force_is_recorded(home):
+    config, db = home
+    runner = CliRunner(env={"FORGE_HOME": str(config.home), "FORGE_CONFIG": None})
+    out = runner.invoke(cli, ["promote", "scope", "v1", "--json"])
+    assert out.exit_code == 3, out.output
+    result = json.loads(out.output)
+    assert not result["promoted"] and result["active"] == "base"
+    assert result["evaluation"]["verdict"] == "reject"
+    assert registry.get(db, "scope", 1).status == "rejected"
+    forced = runner.invoke(cli, ["promote", "scope", "v1", "--force", "--json"])
+    assert forced.exit_code == 0, forced.output
+    assert json.loads(forced.output)["active"] == "scope-v1"
+    events = registry.history(db, "scope")
+    assert [e["action"] for e in events] == ["reject", "promote"]
+    assert events[0]["decision_id"] == result["evaluation"]["decision_id"]
+    assert events[1]["forced"] and events[1]["decision_id"] is None
+    again = runner.invoke(cli, ["eval", "scope", "--candidate", "v1"])
+    assert again.exit_code == 2 and "in service" in again.output
+    back = runner.invoke(cli, ["rollback", "scope", "--json"])
+    assert back.exit_code == 0 and json.loads(back.output)["to"] == "base"
 
 
 @pytest.mark.parametrize(
