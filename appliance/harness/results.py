@@ -98,9 +98,12 @@ def gold_for(
     force: bool = False,
     on_run: Callable | None = None,
 ) -> tuple[GoldResult, bool]:
-    """The commit's gold result and whether it was reused from the database."""
+    """The commit's gold result and whether it was reused from the database. An
+    infrastructure failure is not reused: it says nothing about the commit, and what
+    failed (an environment, the sandbox) may work now."""
     key = inputs_key(config, spec)
-    if not force and (known := stored_gold(db, spec, key)) is not None:
+    known = None if force else stored_gold(db, spec, key)
+    if known is not None and known.status != "infra":
         return known, True
     result = grade_gold(config, spec, on_run=on_run)
     save_gold(db, spec, key, result)

@@ -312,3 +312,18 @@ def test_an_unavailable_sandbox_backend_refuses_to_grade(demo_home, tmp_path, mo
     assert out.exit_code == 1, out.output
     assert "docker engine is unreachable" in out.output
     assert db.execute("SELECT COUNT(*) FROM gold_results").fetchone()[0] == before
+
+
+def test_an_infrastructure_failure_is_graded_again_not_reused(demo_home, whitespace):
+    import dataclasses
+
+    config, db = demo_home
+    spec, _ = whitespace
+    broken = dataclasses.replace(spec, requirements=("no-such-project==1.0",))
+    first, reused = gold_for(config, db, broken)
+    assert first.status == "infra" and not reused
+    again, reused = gold_for(config, db, broken)
+    assert again.status == "infra" and not reused  # what failed may work now: try again
+    good, reused = gold_for(config, db, spec)
+    assert good.status == "ok" and good.usable and not reused
+    assert gold_for(config, db, spec)[1]  # a real result is reused
