@@ -149,6 +149,9 @@ class EvaluationSettings(_Section):
         0.15, ge=0, lt=1, description="packages without a split hint that become eval"
     )
     max_examples: int = Field(40, ge=1, description="examples per stage in one evaluation")
+    max_tokens: int = Field(
+        512, ge=16, le=8192, description="per answer: room for a whole labelled list"
+    )
     seed: int = Field(0, ge=0, description="deterministic decoding and resampling")
 
 

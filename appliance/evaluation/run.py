@@ -52,12 +52,14 @@ class EvalRun:
 
 
 def settings_for(config: Config) -> StageSettings:
-    campaign = config.settings.campaign
+    # The context as campaigns build it (what training saw), and room for a whole answer:
+    # an answer cut at the token limit is unusable and would score nothing.
+    evaluation = config.settings.evaluation
     return StageSettings(
         temperature=0.0,
-        seed=config.settings.evaluation.seed,
-        max_tokens=campaign.max_tokens,
-        context_tokens=campaign.context_tokens,
+        seed=evaluation.seed,
+        max_tokens=max(evaluation.max_tokens, config.settings.campaign.max_tokens),
+        context_tokens=config.settings.campaign.context_tokens,
     )
 
 
