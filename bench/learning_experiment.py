@@ -3,7 +3,7 @@ measure it on the demo's held-out commits before (the base) and after (the candi
 with the gate's statistics.
 
     .venv/bin/python bench/learning_experiment.py [--home DIR] [--samples K]
-        [--commits N] [--steps S] [--json]
+        [--commits N] [--steps S] [--epochs E] [--lr LR] [--json]
 
 Every step is the operator's command (`forge ingest`, `forge campaign run`, `forge
 datasets build`, `forge train`, `forge eval`) run in a FORGE_HOME of its own (default: a
@@ -31,6 +31,9 @@ SETTINGS = """\
 quiet_seconds = 0
 [harness]
 gold_runs = 1
+[campaign]
+context_tokens = 512
+max_tokens = 128
 [training]
 epochs = {epochs}
 max_steps = {steps}
@@ -60,8 +63,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=1, help="campaign samples per commit")
     parser.add_argument("--commits", type=int, help="train commits to use (default: all)")
     parser.add_argument("--steps", type=int, default=0, help="optimizer steps (0: epochs)")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="forge-learning-"))
@@ -90,8 +93,11 @@ def main() -> int:
     result = {
         "home": str(home),
         "dataset": {k: dataset[k] for k in ("name", "rows", "status")},
-        "adapter": {"name": adapter["name"], "steps": adapter["metrics"]["steps"],
-                    "final_loss": adapter["metrics"]["final_loss"]},  # fmt: skip
+        "adapter": {
+            "name": adapter["name"],
+            "steps": adapter["metrics"]["steps"],
+            "final_loss": adapter["metrics"]["final_loss"],
+        },  # fmt: skip
         "examples": report["examples"],
         "source": report["source"],
         "verdict": report["verdict"],
@@ -102,9 +108,11 @@ def main() -> int:
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    print(f"scope: {result['dataset']['name']} ({result['dataset']['rows']} rows) → "
-          f"{adapter['name']} ({result['adapter']['steps']} steps, final loss "
-          f"{result['adapter']['final_loss']:.3f}); {report['examples']} held-out commits")  # fmt: skip
+    print(
+        f"scope: {result['dataset']['name']} ({result['dataset']['rows']} rows) → "
+        f"{adapter['name']} ({result['adapter']['steps']} steps, final loss "
+        f"{result['adapter']['final_loss']:.3f}); {report['examples']} held-out commits"
+    )
     print(f"{'metric':16} {'n':>4} {'base':>7} {'after':>7} {'delta':>7} {'95% CI of delta':>18}"
           f" {'p':>8} {'outcome':>10}")  # fmt: skip
     for m in report["metrics"]:
