@@ -247,9 +247,17 @@ def _print_cycle(report) -> None:
             f"{k} {v}" for k, v in s.detail.items() if isinstance(v, (int, float, str))
         )
         console.print(f"[{colour}]{s.name:9} {s.status:8}[/] {s.seconds:6.0f} s  {escape(detail)}")
-        for key in ("trained", "versions"):
-            for item in s.detail.get(key, []):
-                console.print(f"    {escape(str(item))}")
+        for v in s.detail.get("versions", []):
+            gates = (
+                "gates ok"
+                if v["status"] == "ok"
+                else "failed its gates: " + "; ".join(v["reasons"])
+            )
+            console.print(f"    {v['name']}: {v['rows']} rows ({v['new_rows']} new), "
+                          f"{escape(gates)}")  # fmt: skip
+        for t in s.detail.get("trained", []):
+            console.print(f"    {t['adapter']} from {t['dataset']}: {t['steps']} steps, "
+                          f"final loss {t['final_loss']:.3f}")  # fmt: skip
         for item in s.detail.get("not_trained", []):
             console.print(f"    {item['stage']}: not trained ({escape(item['why'])})")
     for d in report.decisions:
