@@ -320,7 +320,7 @@ def test_an_infrastructure_failure_is_graded_again_not_reused(demo_home, whitesp
     config, db = demo_home
     spec, _ = whitespace
     broken = dataclasses.replace(spec, requirements=("no-such-project==1.0",))
-    first, reused = gold_for(config, db, broken)
+    first, reused = gold_for(config, db, broken, force=True)  # stored: an infra failure
     assert first.status == "infra" and not reused
     again, reused = gold_for(config, db, broken)
     assert again.status == "infra" and not reused  # what failed may work now: try again
