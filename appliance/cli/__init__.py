@@ -91,6 +91,11 @@ def _register() -> None:
     cli.add_command(evaluation.decisions)
     cli.add_command(evaluation.cycle)
 
+    from appliance.cli import backup
+
+    cli.add_command(backup.backup)
+    cli.add_command(backup.restore)
+
 
 _register()
 
