@@ -283,6 +283,14 @@ def m009_evaluation(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+@migration
+def m010_jobs(db: sqlite_utils.Database) -> None:
+    from appliance.jobs import SCHEMA
+
+    for statement in SCHEMA:
+        db.execute(statement)
+
+
 def _utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 

@@ -1,0 +1,204 @@
+"""The job queue in the database: what the daemon runs, with its lifecycle.
+
+queued → running → done | failed | cancelled. A job that fails is queued again after an
+exponential backoff until it has used its attempts; then it is failed, with the error.
+Claiming is one transaction, so two workers never take the same job, and at most one
+heavy job (campaign, training, evaluation: the ones that load a model) runs at a time.
+A job key (e.g. "cycle") allows at most one live job per key. Jobs left running by a
+crash are queued again on start, and resume from their own checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from appliance.errors import UsageError
+from appliance.store import transaction
+
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
+LIVE = ("queued", "running")
+BACKOFF_S = 60  # the first retry waits this long, each later one twice as long
+
+SCHEMA = (
+    """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,  -- ingest | campaign | train | evaluate | cycle | backup
+        args TEXT NOT NULL DEFAULT '{}',  -- JSON
+        key TEXT,  -- at most one live job per key
+        heavy INTEGER NOT NULL DEFAULT 0,  -- loads a model: one at a time
+        status TEXT NOT NULL DEFAULT 'queued'
+            CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL DEFAULT 3,
+        not_before TEXT NOT NULL,  -- not claimed before this (backoff)
+        queued_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        error TEXT,
+        log TEXT,  -- the run's log file, relative to FORGE_HOME
+        progress TEXT NOT NULL DEFAULT '{}'  -- JSON, written by the running job
+    )
+    """,
+    "CREATE UNIQUE INDEX jobs_one_live_per_key ON jobs(key) "
+    "WHERE key IS NOT NULL AND status IN ('queued', 'running')",
+    "CREATE INDEX jobs_status ON jobs(status, not_before)",
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    args: dict
+    key: str | None
+    heavy: bool
+    status: str
+    attempts: int
+    max_attempts: int
+    not_before: str
+    queued_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+    log: str | None
+    progress: dict
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _now(now: datetime | None = None) -> str:
+    return (now or datetime.now(UTC)).isoformat(timespec="seconds")
+
+
+def _job(row: dict) -> Job:
+    return Job(
+        row["id"], row["kind"], json.loads(row["args"]), row["key"], bool(row["heavy"]),
+        row["status"], row["attempts"], row["max_attempts"], row["not_before"],
+        row["queued_at"], row["started_at"], row["finished_at"], row["error"], row["log"],
+        json.loads(row["progress"]),
+    )  # fmt: skip
+
+
+def get(db, job_id: int) -> Job:
+    rows = list(db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
+    if not rows:
+        raise UsageError(f"no job {job_id}", "forge status lists the jobs")
+    return _job(rows[0])
+
+
+def jobs(db, statuses=STATUSES, limit: int = 50) -> list[Job]:
+    marks = ",".join("?" * len(statuses))
+    rows = db.query(
+        f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY id DESC LIMIT ?",
+        [*statuses, limit],
+    )
+    return [_job(r) for r in rows]
+
+
+def enqueue(
+    db,
+    kind: str,
+    args: dict | None = None,
+    *,
+    key: str | None = None,
+    heavy: bool = False,
+    max_attempts: int = 3,
+    now: datetime | None = None,
+) -> tuple[Job, bool]:
+    """Queue a job; with a key that has a live job already, that one is returned instead.
+    Returns (the job, whether it was queued now)."""
+    with transaction(db):
+        if key is not None:
+            sql = "SELECT * FROM jobs WHERE key = ? AND status IN ('queued', 'running')"
+            live = list(db.query(sql, [key]))
+            if live:
+                return _job(live[0]), False
+        cursor = db.execute(
+            "INSERT INTO jobs (kind, args, key, heavy, max_attempts, not_before, queued_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [kind, json.dumps(args or {}), key, int(heavy), max_attempts, _now(now), _now(now)],
+        )
+    return get(db, cursor.lastrowid), True
+
+
+def claim(db, *, heavy: bool = True, now: datetime | None = None) -> Job | None:
+    """Take the oldest job that is due, in one transaction; heavy jobs only when `heavy`
+    is allowed and no heavy job is running."""
+    with transaction(db):
+        busy = db.execute(
+            "SELECT 1 FROM jobs WHERE status = 'running' AND heavy = 1 LIMIT 1"
+        ).fetchone()
+        allow_heavy = heavy and busy is None
+        rows = list(db.query(
+            "SELECT * FROM jobs WHERE status = 'queued' AND not_before <= ? "
+            f"{'' if allow_heavy else 'AND heavy = 0 '}ORDER BY not_before, id LIMIT 1",
+            [_now(now)],
+        ))  # fmt: skip
+        if not rows:
+            return None
+        db.execute(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, "
+            "finished_at = NULL WHERE id = ?",
+            [_now(now), rows[0]["id"]],
+        )
+    return get(db, rows[0]["id"])
+
+
+def _finish(db, job_id: int, status: str, error: str | None, now) -> None:
+    db.execute(
+        "UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE id = ?",
+        [status, _now(now), error, job_id],
+    )
+
+
+def done(db, job_id: int, *, now: datetime | None = None) -> Job:
+    with transaction(db):
+        _finish(db, job_id, "done", None, now)
+    return get(db, job_id)
+
+
+def failed(db, job_id: int, error: str, *, now: datetime | None = None) -> Job:
+    """A failed attempt: queued again after the backoff, or failed for good."""
+    now = now or datetime.now(UTC)
+    with transaction(db):
+        row = db.execute("SELECT attempts, max_attempts FROM jobs WHERE id = ?", [job_id])
+        attempts, most = row.fetchone()
+        if attempts < most:
+            wait = timedelta(seconds=BACKOFF_S * 2 ** (attempts - 1))
+            db.execute(
+                "UPDATE jobs SET status = 'queued', not_before = ?, error = ? WHERE id = ?",
+                [_now(now + wait), error, job_id],
+            )
+        else:
+            _finish(db, job_id, "failed", error, now)
+    return get(db, job_id)
+
+
+def cancel(db, job_id: int, *, now: datetime | None = None) -> Job:
+    job = get(db, job_id)
+    if job.status not in LIVE:
+        raise UsageError(f"job {job_id} is {job.status}: there is nothing to cancel")
+    with transaction(db):
+        _finish(db, job_id, "cancelled", None, now)
+    return get(db, job_id)
+
+
+def requeue_running(db, *, now: datetime | None = None) -> list[int]:
+    """On start: jobs a crash left running are queued again (their attempt counts)."""
+    with transaction(db):
+        ids = [r[0] for r in db.execute("SELECT id FROM jobs WHERE status = 'running'")]
+        db.execute(
+            "UPDATE jobs SET status = 'queued', not_before = ?, "
+            "error = 'interrupted: the daemon stopped while it ran' WHERE status = 'running'",
+            [_now(now)],
+        )
+    return ids
+
+
+def set_progress(db, job_id: int, progress: dict) -> None:
+    with transaction(db):
+        db.execute("UPDATE jobs SET progress = ? WHERE id = ?", [json.dumps(progress), job_id])

@@ -1,0 +1,113 @@
+"""The job queue on a real database file: lifecycle, backoff, keys, one heavy job at a
+time, crash recovery, and claims from two threads."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from appliance import jobs
+from appliance.errors import UsageError
+from appliance.store import connect
+
+NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def db(tmp_path):
+    return connect(tmp_path / "forge.db")
+
+
+def test_a_job_runs_to_done(db):
+    job, queued = jobs.enqueue(db, "ingest", {"folder": "x"}, now=NOW)
+    assert queued and job.status == "queued" and job.args == {"folder": "x"}
+    taken = jobs.claim(db, now=NOW)
+    assert taken.id == job.id and taken.status == "running" and taken.attempts == 1
+    assert jobs.claim(db, now=NOW) is None
+    jobs.set_progress(db, job.id, {"step": 3, "of": 5})
+    assert jobs.get(db, job.id).progress == {"step": 3, "of": 5}
+    finished = jobs.done(db, job.id, now=NOW)
+    assert finished.status == "done" and finished.finished_at
+
+
+def test_a_failure_backs_off_exponentially_then_fails_for_good(db):
+    job, _ = jobs.enqueue(db, "campaign", max_attempts=3, now=NOW)
+    waits = []
+    clock = NOW
+    for attempt in (1, 2, 3):
+        taken = jobs.claim(db, now=clock)
+        assert taken.id == job.id and taken.attempts == attempt
+        after = jobs.failed(db, job.id, f"boom {attempt}", now=clock)
+        if attempt < 3:
+            assert after.status == "queued" and after.error == f"boom {attempt}"
+            due = datetime.fromisoformat(after.not_before)
+            waits.append((due - clock).total_seconds())
+            assert jobs.claim(db, now=due - timedelta(seconds=1)) is None  # not yet
+            clock = due
+    assert waits == [jobs.BACKOFF_S, 2 * jobs.BACKOFF_S]
+    final = jobs.get(db, job.id)
+    assert final.status == "failed" and final.error == "boom 3"
+
+
+def test_a_key_allows_one_live_job(db):
+    first, queued = jobs.enqueue(db, "cycle", key="cycle", now=NOW)
+    again, queued_again = jobs.enqueue(db, "cycle", key="cycle", now=NOW)
+    assert queued and not queued_again and again.id == first.id
+    jobs.claim(db, now=NOW)
+    jobs.done(db, first.id, now=NOW)
+    later, queued = jobs.enqueue(db, "cycle", key="cycle", now=NOW)
+    assert queued and later.id != first.id
+
+
+def test_one_heavy_job_at_a_time_and_light_ones_pass_it(db):
+    train, _ = jobs.enqueue(db, "train", heavy=True, now=NOW)
+    campaign, _ = jobs.enqueue(db, "campaign", heavy=True, now=NOW)
+    ingest, _ = jobs.enqueue(db, "ingest", now=NOW)
+    assert jobs.claim(db, now=NOW).id == train.id
+    assert jobs.claim(db, now=NOW).id == ingest.id  # ingest never waits behind training
+    assert jobs.claim(db, now=NOW) is None  # the second heavy job waits
+    jobs.done(db, train.id, now=NOW)
+    assert jobs.claim(db, now=NOW).id == campaign.id
+
+
+def test_jobs_left_running_by_a_crash_are_queued_again(db):
+    job, _ = jobs.enqueue(db, "train", heavy=True, now=NOW)
+    jobs.claim(db, now=NOW)
+    assert jobs.requeue_running(db, now=NOW) == [job.id]
+    back = jobs.get(db, job.id)
+    assert back.status == "queued" and "interrupted" in back.error
+    assert jobs.claim(db, now=NOW).attempts == 2
+
+
+def test_cancel(db):
+    job, _ = jobs.enqueue(db, "ingest", now=NOW)
+    assert jobs.cancel(db, job.id, now=NOW).status == "cancelled"
+    assert jobs.claim(db, now=NOW) is None
+    with pytest.raises(UsageError, match="nothing to cancel"):
+        jobs.cancel(db, job.id)
+    with pytest.raises(UsageError, match="no job"):
+        jobs.get(db, 999)
+
+
+def test_two_workers_never_take_the_same_job(db, tmp_path):
+    for i in range(40):
+        jobs.enqueue(db, "ingest", {"i": i}, now=NOW)
+    taken: list[int] = []
+    lock = threading.Lock()
+
+    def worker():
+        own = connect(tmp_path / "forge.db")
+        while (job := jobs.claim(own, now=NOW)) is not None:
+            with lock:
+                taken.append(job.id)
+            jobs.done(own, job.id, now=NOW)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == sorted(set(taken)) and len(taken) == 40
+    assert {j.status for j in jobs.jobs(db)} == {"done"}
