@@ -61,4 +61,30 @@ def gather(config: Config, db: sqlite_utils.Database) -> dict:
         },
         "database": {"path": str(config.db_path), "bytes": db_bytes},
         "disk": {"free_bytes": disk.free, "total_bytes": disk.total},
+        "daemon": _daemon(config),
+        "adapters": {
+            r[0]: r[1]
+            for r in db.execute(
+                "SELECT stage, stage || '-v' || version FROM adapters WHERE status = 'active'"
+            )
+        },
+        "jobs": {
+            status: n
+            for status, n in db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        },
     }
+
+
+def _daemon(config: Config) -> dict:
+    """forged's own answer when it runs; `running` false (and why) when it does not."""
+    from appliance.control import request
+    from appliance.errors import ForgeError
+
+    try:
+        answer = request(config, "status", timeout=3)
+    except ForgeError as exc:
+        return {"running": False, "error": exc.message}
+    if not answer or not answer.get("ok"):
+        return {"running": False}
+    return {"running": True, **answer["daemon"],
+            "running_jobs": answer["running"], "queued": len(answer["queue"])}  # fmt: skip

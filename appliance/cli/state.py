@@ -64,6 +64,14 @@ def status(as_json: bool) -> None:
             f"ingest/     {len(data['ingest']['waiting'])} waiting: "
             + escape(", ".join(data["ingest"]["waiting"]))
         )
+    daemon = data["daemon"]
+    if daemon["running"]:
+        jobs = f"{len(daemon['running_jobs'])} running, {daemon['queued']} queued"
+        console.print(f"daemon      {daemon['state']} (pid {daemon['pid']}), {jobs}")
+    else:
+        console.print("daemon      not running: commands work in the foreground")
+    active = ", ".join(data["adapters"].values()) or "none (the base serves every stage)"
+    console.print(f"adapters    active: {escape(active)}")
     console.print(f"database    {human_bytes(data['database']['bytes'])}")
     console.print(
         f"disk        {human_bytes(data['disk']['free_bytes'])} free "

@@ -1,0 +1,120 @@
+"""forged as a real process on a temporary FORGE_HOME: the control socket, jobs run to
+done, crash recovery, a stale socket, a second daemon refused, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance import jobs
+from appliance.config import load_config
+from appliance.control import request
+from appliance.store import open_db
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("FORGE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FORGE_CONFIG", raising=False)
+    config = load_config()
+    config.ensure_dirs()
+    return config, open_db(config)
+
+
+def start(config) -> subprocess.Popen:
+    env = os.environ | {"FORGE_HOME": str(config.home)}
+    command = [sys.executable, "-m", "daemon.forged"]
+    out = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, **out)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"forged exited: {proc.stdout.read()}")
+        answer = request(config, "ping") if (config.home / "forged.sock").exists() else None
+        if answer and answer.get("ok"):
+            return proc
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail("forged did not answer within 30 s")
+
+
+def stop(proc: subprocess.Popen) -> float:
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    return time.monotonic() - started
+
+
+def wait_done(db, job_id: int, seconds: float = 60) -> jobs.Job:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job = jobs.get(db, job_id)
+        if job.status in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    pytest.fail(f"job {job_id} still {jobs.get(db, job_id).status}")
+
+
+def test_a_job_asked_for_over_the_socket_runs_and_sigterm_stops_it(home):
+    config, db = home
+    proc = start(config)
+    try:
+        status = request(config, "status")
+        assert status["daemon"]["state"] == "running" and status["daemon"]["pid"] == proc.pid
+        assert oct((config.home / "forged.sock").stat().st_mode & 0o777) == "0o660"
+        answer = request(config, "run", kind="backup")
+        assert answer["ok"] and answer["queued"]
+        assert wait_done(db, answer["job"]["id"]).status == "done"
+        assert list(config.dir("backups").glob("forge-*.db"))
+        assert request(config, "run", kind="bogus")["ok"] is False
+        from appliance.status import gather
+
+        shown = gather(config, db)["daemon"]
+        assert shown["running"] and shown["pid"] == proc.pid
+        assert request(config, "pause")["daemon"]["state"] == "paused"
+        assert request(config, "resume")["daemon"]["state"] == "running"
+    finally:
+        took = stop(proc)
+    assert took < 30
+    assert not (config.home / "forged.sock").exists() and not (config.home / "forged.pid").exists()
+    assert request(config, "ping") is None  # no daemon: callers work in the foreground
+    from appliance.status import gather
+
+    assert gather(config, db)["daemon"] == {"running": False}
+
+
+def test_a_job_left_running_by_a_crash_is_run_again(home):
+    config, db = home
+    job, _ = jobs.enqueue(db, "backup", key="backup")
+    jobs.claim(db)  # as if forged had died mid-job
+    proc = start(config)
+    try:
+        finished = wait_done(db, job.id)
+        assert finished.status == "done" and finished.attempts == 2
+    finally:
+        stop(proc)
+
+
+def test_a_stale_socket_is_replaced_and_a_second_daemon_refused(home):
+    config, _ = home
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(config.home / "forged.sock"))
+    stale.close()  # the file stays, nobody answers: what a crash leaves
+    proc = start(config)
+    try:
+        env = os.environ | {"FORGE_HOME": str(config.home)}
+        second = subprocess.run([sys.executable, "-m", "daemon.forged"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert second.returncode == 1 and "already answers" in second.stderr
+        assert request(config, "ping")["ok"]  # the first one is untouched
+    finally:
+        stop(proc)
