@@ -155,6 +155,16 @@ class EvaluationSettings(_Section):
     seed: int = Field(0, ge=0, description="deterministic decoding and resampling")
 
 
+class DaemonSettings(_Section):
+    """forged's schedules (APScheduler; its job store is FORGE_HOME/scheduler.db)."""
+
+    ingest_every_s: int = Field(30, ge=1, description="how often ingest/ is looked at")
+    cycle_every_minutes: int = Field(360, ge=0, description="a whole cycle; 0: never")
+    backup_at: str = Field(
+        "03:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="daily backup, HH:MM local"
+    )
+
+
 class CycleSettings(_Section):
     """`forge cycle` and the daemon's scheduled loop."""
 
@@ -259,6 +269,7 @@ class ForgeSettings(_Section):
     training: TrainingSettings = TrainingSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     cycle: CycleSettings = CycleSettings()
+    daemon: DaemonSettings = DaemonSettings()
 
 
 @dataclass(frozen=True)

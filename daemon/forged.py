@@ -5,7 +5,8 @@ never wait behind a heavy one. SIGTERM: no new job is started, the running child
 to stop (it checkpoints: campaign units, training checkpoints) and the daemon exits within
 30 s. On start, jobs a crash left running are queued again.
 
-Not here yet (issue 8): the APScheduler schedules, the ingest watcher, systemd notify.
+Schedules (daemon.schedule) only queue jobs. Not here yet (issue 8): systemd notify,
+the unit file, and routing promote/rollback through the socket.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Daemon:
         self.children: dict[int, multiprocessing.Process] = {}
         self.threads: dict[int, threading.Thread] = {}
         self.started = time.time()
+        self.scheduler = None  # daemon.schedule's, set once the socket answers
 
     # --- the control socket --------------------------------------------------------------
 
@@ -82,8 +84,8 @@ class Daemon:
         db = open_db(self.config, migrate=False)  # one connection per request thread
         try:
             command = request["command"]
-            if command == "ping":
-                return {"ok": True}
+            if command == "ping":  # ok once the schedules run too: the daemon is up
+                return {"ok": self.scheduler is not None}
             if command == "status":
                 return {"ok": True, "daemon": self.state(),
                         "running": [j.to_dict() for j in jobs.jobs(db, ("running",))],
@@ -110,8 +112,11 @@ class Daemon:
             db.conn.close()
 
     def state(self) -> dict:
+        from daemon.schedule import next_runs
+
         return {"state": "paused" if self.paused else "running", "pid": os.getpid(),
-                "since": self.started}  # fmt: skip
+                "since": self.started,
+                "next_runs": next_runs(self.scheduler) if self.scheduler else {}}  # fmt: skip
 
     # --- the work loop -------------------------------------------------------------------
 
@@ -202,17 +207,22 @@ def main() -> int:
         from daemon.control import serve
 
         daemon = Daemon(config)
+        # Before the socket answers: whoever sees it answer may already send SIGTERM.
+        signal.signal(signal.SIGTERM, lambda *_: daemon.stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: daemon.stopping.set())
         server = serve(config.home / SOCKET, daemon.dispatch)
+        from daemon import schedule
+
+        daemon.scheduler = schedule.start(config)
     except ForgeError as exc:
         print(f"forged: {exc}", file=sys.stderr)
         return 1
     pid_file.write_text(f"{os.getpid()}\n")
-    signal.signal(signal.SIGTERM, lambda *_: daemon.stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: daemon.stopping.set())
     log.info("started on %s", json.dumps(str(config.home)))
     try:
         daemon.loop()
     finally:
+        daemon.scheduler.shutdown(wait=False)
         server.shutdown()
         server.server_close()
         (config.home / SOCKET).unlink(missing_ok=True)

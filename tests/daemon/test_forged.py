@@ -92,6 +92,34 @@ def test_a_job_asked_for_over_the_socket_runs_and_sigterm_stops_it(home):
     assert gather(config, db)["daemon"] == {"running": False}
 
 
+def test_a_package_dropped_into_ingest_is_taken_by_the_schedule(home):
+    import shutil
+
+    from tests.harness.conftest import DEMO
+
+    config, db = home
+    (config.home / "forge.toml").write_text("[daemon]\ningest_every_s = 1\n")
+    proc = start(config)
+    try:
+        runs = request(config, "status")["daemon"]["next_runs"]
+        assert {"ingest-watch", "backup", "cycle"} <= set(runs)
+        assert (config.home / "scheduler.db").is_file()
+        copy = config.dir("ingest") / ".copying-demo"
+        shutil.copytree(DEMO, copy, symlinks=True)
+        (copy / "READY").write_text("")
+        copy.rename(config.dir("ingest") / "demo")  # now complete, with its READY marker
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not db.execute(
+            "SELECT 1 FROM packages WHERE name = 'demo'"
+        ).fetchone():
+            time.sleep(0.5)
+        (job,) = [j for j in jobs.jobs(db) if j.kind == "ingest"]
+        assert wait_done(db, job.id).status == "done"
+        assert db.execute("SELECT COUNT(*) FROM packages").fetchone()[0] == 1
+    finally:
+        stop(proc)
+
+
 def test_a_job_left_running_by_a_crash_is_run_again(home):
     config, db = home
     job, _ = jobs.enqueue(db, "backup", key="backup")
