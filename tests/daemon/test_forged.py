@@ -109,9 +109,10 @@ def test_a_package_dropped_into_ingest_is_taken_by_the_schedule(home):
         (copy / "READY").write_text("")
         copy.rename(config.dir("ingest") / "demo")  # now complete, with its READY marker
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not db.execute(
-            "SELECT 1 FROM packages WHERE name = 'demo'"
-        ).fetchone():
+        while (
+            time.monotonic() < deadline
+            and not db.execute("SELECT 1 FROM packages WHERE name = 'demo'").fetchone()
+        ):
             time.sleep(0.5)
         (job,) = [j for j in jobs.jobs(db) if j.kind == "ingest"]
         assert wait_done(db, job.id).status == "done"
