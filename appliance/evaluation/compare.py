@@ -98,9 +98,11 @@ def evaluate_many(
     from appliance.serving.pool import ModelPool
 
     settings = config.settings.evaluation
-    chosen = [(stage, pick_candidate(db, stage, version)) for stage, version in candidates]
-    for stage, version in chosen:
-        active = registry.active(db, stage)
+    chosen = [
+        (stage, pick_candidate(db, stage, version), registry.active(db, stage))
+        for stage, version in candidates
+    ]
+    for stage, version, active in chosen:
         if active is not None and active.version == version.version:
             raise UsageError(
                 f"{version.name} is the version in service: there is nothing to compare it with",
@@ -119,8 +121,7 @@ def evaluate_many(
     try:
         evaluator = Evaluator(config, db, pool, evaluation)
         pairs, results = {}, {}
-        for stage, version in chosen:
-            active = registry.active(db, stage)
+        for stage, version, active in chosen:
             arms = (Arm.of(config, pool, stage, version), Arm.of(config, pool, stage, active))
 
             runs = tuple(

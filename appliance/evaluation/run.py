@@ -76,6 +76,7 @@ class Evaluator:
         self.config, self.db, self.pool, self.set = config, db, pool, evaluation_set
         self.settings = settings_for(config)
         self._commits: dict[str, CommitExamples] = {}
+        self._examples: dict[str, list[Example]] = {}
 
     def commit(self, spec) -> CommitExamples:
         if spec.sha not in self._commits:
@@ -85,8 +86,11 @@ class Evaluator:
         return self._commits[spec.sha]
 
     def examples(self, stage: str) -> list[Example]:
-        found = (self.commit(spec).example(stage) for spec in self.set.commits)
-        return [e for e in found if e is not None]
+        """The stage's examples, built once (every arm answers the same ones)."""
+        if stage not in self._examples:
+            found = (self.commit(spec).example(stage) for spec in self.set.commits)
+            self._examples[stage] = [e for e in found if e is not None]
+        return self._examples[stage]
 
     def run(
         self,

@@ -12,22 +12,13 @@ from appliance.cli import cli
 from appliance.models.default_model import shipped_gguf
 from appliance.models.hf_base import read_base_info
 from appliance.models.manifest import read_manifest, sha256_of
+from tests.conftest import private_models
 from tests.serving.test_pool import gguf_header
 
 
 @pytest.fixture
 def models_home(tmp_path, monkeypatch):
-    models = tmp_path / "models"
-    models.mkdir()
-    gguf = shipped_gguf()
-    (models / "models.toml").write_text(
-        f'[bases.default]\npath = "{gguf}"\nsha256 = "{sha256_of(gguf)}"\n'
-    )
-    toml = tmp_path / "forge.toml"
-    toml.write_text(f'[models]\nmanifest = "{models / "models.toml"}"\n')
-    monkeypatch.setenv("FORGE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("FORGE_CONFIG", str(toml))
-    return models
+    return private_models(tmp_path, monkeypatch)
 
 
 def test_import_records_the_base_and_its_training_base(models_home, tmp_path):

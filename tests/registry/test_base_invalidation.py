@@ -16,22 +16,14 @@ from appliance.models.manifest import gguf_metadata_value, sha256_of
 from appliance.registry import RegistryRefused
 from appliance.registry.bases import BASE_REPLACED
 from appliance.store import open_db
+from tests.conftest import private_models
 from tests.registry.conftest import SHA, add_adapter
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """(config, db) with models.toml naming the shipped SmolLM2 for every role."""
-    models = tmp_path / "models"
-    models.mkdir()
-    gguf = shipped_gguf()
-    (models / "models.toml").write_text(
-        f'[bases.default]\npath = "{gguf}"\nsha256 = "{sha256_of(gguf)}"\n'
-    )
-    toml = tmp_path / "forge.toml"
-    toml.write_text(f'[models]\nmanifest = "{models / "models.toml"}"\n')
-    monkeypatch.setenv("FORGE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("FORGE_CONFIG", str(toml))
+    private_models(tmp_path, monkeypatch)
     config = load_config()
     db = open_db(config)
     yield config, db
