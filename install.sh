@@ -4,6 +4,8 @@
 #   ./install.sh                 venv, dependencies, default model, state dir, demo package
 #   ./install.sh --dev           the same, plus the test tools
 #   ./install.sh --fetch-wheels  (connected side) fill wheels/ so the box installs offline
+#   sudo ./install.sh --system   the same as plain, then forged as a systemd service: user
+#                                and group forge, /var/lib/forge, /etc/forge, the unit
 #
 # When wheels/ holds wheels, everything comes from there (no index, no network).
 # Environment: PYTHON (interpreter, default python3), FORGE_CUDA=1 (build llama.cpp for
@@ -24,13 +26,15 @@ LOG_DIR="$ROOT/.install-logs"
 
 DEV=0
 FETCH=0
+SYSTEM=0
 usage() {
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
 }
 for arg in "$@"; do
     case "$arg" in
         --dev) DEV=1 ;;
         --fetch-wheels) FETCH=1 ;;
+        --system) SYSTEM=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "install.sh: unknown option '$arg' (see ./install.sh --help)" >&2; exit 2 ;;
     esac
@@ -208,5 +212,12 @@ build_demo() {
     "$VPY" "$ROOT/repo_packages/build_demo.py"
 }
 step demo-package build_demo
+
+if [ "$SYSTEM" = 1 ]; then
+    # Not a logged step: it says what it does, and its refusals must reach the operator.
+    "$ROOT/daemon/install-system.sh" "$ROOT"
+    say "done. As an operator (in group forge, after logging in again): forge status"
+    exit 0
+fi
 
 say "done. Activate with: source .venv/bin/activate   then try: forge doctor"

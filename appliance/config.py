@@ -160,6 +160,12 @@ class DaemonSettings(_Section):
 
     ingest_every_s: int = Field(30, ge=1, description="how often ingest/ is looked at")
     cycle_every_minutes: int = Field(360, ge=0, description="a whole cycle; 0: never")
+    campaign_window: str = Field(
+        "",
+        pattern=r"^$|^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$",
+        description="local HH:MM-HH:MM in which campaigns and cycles may start (it may wrap "
+        "midnight); empty: any time",
+    )
     backup_at: str = Field(
         "03:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="daily backup, HH:MM local"
     )

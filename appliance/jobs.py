@@ -46,6 +46,8 @@ SCHEMA = (
     "WHERE key IS NOT NULL AND status IN ('queued', 'running')",
     "CREATE INDEX jobs_status ON jobs(status, not_before)",
 )
+# m011: what a finished job returned (JSON), for whoever asked for it to read.
+SCHEMA_RESULT = ("ALTER TABLE jobs ADD COLUMN result TEXT",)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Job:
     error: str | None
     log: str | None
     progress: dict
+    result: dict | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -79,7 +82,7 @@ def _job(row: dict) -> Job:
         row["id"], row["kind"], json.loads(row["args"]), row["key"], bool(row["heavy"]),
         row["status"], row["attempts"], row["max_attempts"], row["not_before"],
         row["queued_at"], row["started_at"], row["finished_at"], row["error"], row["log"],
-        json.loads(row["progress"]),
+        json.loads(row["progress"]), json.loads(row["result"]) if row.get("result") else None,
     )  # fmt: skip
 
 
@@ -125,18 +128,27 @@ def enqueue(
     return get(db, cursor.lastrowid), True
 
 
-def claim(db, *, heavy: bool = True, now: datetime | None = None) -> Job | None:
-    """Take the oldest job that is due, in one transaction; heavy jobs only when `heavy`
-    is allowed and no heavy job is running."""
+def claim(
+    db,
+    *,
+    heavy_slots: int = 1,
+    held: tuple[str, ...] = (),
+    now: datetime | None = None,
+) -> Job | None:
+    """Take the oldest job that is due, in one transaction. Heavy jobs only while fewer
+    than `heavy_slots` run (one per GPU; one on a CPU box); kinds in `held` (outside their
+    window) are left queued."""
     with transaction(db):
-        busy = db.execute(
-            "SELECT 1 FROM jobs WHERE status = 'running' AND heavy = 1 LIMIT 1"
+        (busy,) = db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE status = 'running' AND heavy = 1"
         ).fetchone()
-        allow_heavy = heavy and busy is None
+        allow_heavy = busy < heavy_slots
+        marks = ",".join("?" * len(held))
         rows = list(db.query(
             "SELECT * FROM jobs WHERE status = 'queued' AND not_before <= ? "
-            f"{'' if allow_heavy else 'AND heavy = 0 '}ORDER BY not_before, id LIMIT 1",
-            [_now(now)],
+            f"{'' if allow_heavy else 'AND heavy = 0 '}"
+            f"{f'AND kind NOT IN ({marks}) ' if held else ''}ORDER BY not_before, id LIMIT 1",
+            [_now(now), *held],
         ))  # fmt: skip
         if not rows:
             return None
@@ -155,9 +167,13 @@ def _finish(db, job_id: int, status: str, error: str | None, now) -> None:
     )
 
 
-def done(db, job_id: int, *, now: datetime | None = None) -> Job:
+def done(db, job_id: int, result: dict | None = None, *, now: datetime | None = None) -> Job:
     with transaction(db):
         _finish(db, job_id, "done", None, now)
+        if result is not None:
+            db.execute(
+                "UPDATE jobs SET result = ? WHERE id = ?", [json.dumps(result, default=str), job_id]
+            )
     return get(db, job_id)
 
 
@@ -188,17 +204,46 @@ def cancel(db, job_id: int, *, now: datetime | None = None) -> Job:
 
 
 def requeue_running(db, *, now: datetime | None = None) -> list[int]:
-    """On start: jobs a crash left running are queued again (their attempt counts)."""
+    """On start: jobs a crash (or a stop) left running are queued again. The interrupted
+    attempt is not counted against the job: the daemon stopped, the job did not fail."""
     with transaction(db):
         ids = [r[0] for r in db.execute("SELECT id FROM jobs WHERE status = 'running'")]
         db.execute(
-            "UPDATE jobs SET status = 'queued', not_before = ?, "
-            "error = 'interrupted: the daemon stopped while it ran' WHERE status = 'running'",
+            "UPDATE jobs SET status = 'queued', not_before = ?, attempts = MAX(attempts - 1, 0) "
+            "WHERE status = 'running'",
             [_now(now)],
         )
     return ids
 
 
+def requeue(db, job_id: int, *, now: datetime | None = None) -> Job:
+    """A job stopped at a checkpoint (not failed): queued again, its attempt not counted."""
+    with transaction(db):
+        db.execute(
+            "UPDATE jobs SET status = 'queued', not_before = ?, attempts = MAX(attempts - 1, 0) "
+            "WHERE id = ? AND status = 'running'",
+            [_now(now), job_id],
+        )
+    return get(db, job_id)
+
+
 def set_progress(db, job_id: int, progress: dict) -> None:
     with transaction(db):
         db.execute("UPDATE jobs SET progress = ? WHERE id = ?", [json.dumps(progress), job_id])
+
+
+def set_log(db, job_id: int, log: str) -> None:
+    """The log file of the job's current run (relative to FORGE_HOME)."""
+    with transaction(db):
+        db.execute("UPDATE jobs SET log = ? WHERE id = ?", [log, job_id])
+
+
+def recent_failures(db, limit: int = 5) -> list[Job]:
+    """Jobs failed for good, and failed attempts waiting for their retry, newest first."""
+    rows = db.query(
+        "SELECT * FROM jobs WHERE error IS NOT NULL AND (status = 'failed' OR "
+        "(status = 'queued' AND attempts > 0)) ORDER BY COALESCE(finished_at, not_before) DESC "
+        "LIMIT ?",
+        [limit],
+    )
+    return [_job(r) for r in rows]

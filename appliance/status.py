@@ -8,6 +8,7 @@ import shutil
 import sqlite_utils
 
 from appliance.config import Config
+from appliance.resources import snapshot
 
 
 def gather(config: Config, db: sqlite_utils.Database) -> dict:
@@ -68,10 +69,23 @@ def gather(config: Config, db: sqlite_utils.Database) -> dict:
                 "SELECT stage, stage || '-v' || version FROM adapters WHERE status = 'active'"
             )
         },
-        "jobs": {
-            status: n
-            for status, n in db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")
-        },
+        "jobs": _jobs(db),
+        "resources": snapshot(config.home),
+    }
+
+
+def _jobs(db) -> dict:
+    """Counts per status, the running jobs with their progress, the queue, and the recent
+    failures (read from the database, so they show with or without a daemon)."""
+    from appliance import jobs
+
+    counts = {s: 0 for s in jobs.STATUSES}
+    counts.update(dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")))
+    return {
+        "counts": counts,
+        "running": [j.to_dict() for j in jobs.jobs(db, ("running",))],
+        "queue": [j.to_dict() for j in reversed(jobs.jobs(db, ("queued",)))],
+        "recent_failures": [j.to_dict() for j in jobs.recent_failures(db)],
     }
 
 
@@ -86,5 +100,4 @@ def _daemon(config: Config) -> dict:
         return {"running": False, "error": exc.message}
     if not answer or not answer.get("ok"):
         return {"running": False}
-    return {"running": True, **answer["daemon"],
-            "running_jobs": answer["running"], "queued": len(answer["queue"])}  # fmt: skip
+    return {"running": True, **answer["daemon"]}

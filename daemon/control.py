@@ -41,8 +41,11 @@ class _Handler(socketserver.StreamRequestHandler):
             if not isinstance(request, dict) or not isinstance(request.get("command"), str):
                 raise ValueError("a request is a JSON object with a command")
             answer = self.server.dispatch(request)
-        except (ValueError, ForgeError) as exc:
-            answer = {"ok": False, "error": getattr(exc, "message", str(exc))}
+        except ForgeError as exc:  # said back to the client with its hint and exit code
+            answer = {"ok": False, "error": exc.message, "hint": exc.hint,
+                      "exit_code": exc.exit_code}  # fmt: skip
+        except ValueError as exc:
+            answer = {"ok": False, "error": str(exc), "exit_code": 2}
         self.wfile.write((json.dumps(answer, default=str) + "\n").encode())
 
 

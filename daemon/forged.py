@@ -1,12 +1,18 @@
 """`forged`: takes jobs from the queue in the database and runs them, answering the control
-socket meanwhile. Heavy jobs (the whole cycle) run in a child process, one at a time, so a
-crash in one cannot take the daemon down; light ones (ingest, backup) run in a thread and
-never wait behind a heavy one. SIGTERM: no new job is started, the running child is asked
-to stop (it checkpoints: campaign units, training checkpoints) and the daemon exits within
-30 s. On start, jobs a crash left running are queued again.
+socket meanwhile.
 
-Schedules (daemon.schedule) only queue jobs. Not here yet (issue 8): systemd notify,
-the unit file, and routing promote/rollback through the socket.
+Heavy jobs (the ones that load a model: cycle, campaign, train, evaluate, promote) run in
+child processes, one per GPU (one on a CPU box), so a crash in one cannot take the daemon
+down; light ones (ingest, backup) run in threads and never wait behind a heavy one. Each
+run's output goes to its own log, runs/jobs/job-N.log; the daemon itself logs one line per
+event to stdout (journald under systemd). A child dies with the daemon (PDEATHSIG), so a
+`kill -9` leaves nothing running that the next start would run again.
+
+SIGTERM: no new job starts, running children are asked to stop (they finish the step they
+are in and checkpoint: campaign units, training steps) and the daemon exits within 30 s.
+On start, jobs a crash or a stop left running are queued again and resume from their
+checkpoints. Under systemd (Type=notify) it says READY once the socket and the schedules
+run, keeps STATUS current, and pings the watchdog from the work loop.
 """
 
 from __future__ import annotations
@@ -19,61 +25,66 @@ import signal
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
-from appliance import jobs
+from appliance import actions, jobs
 from appliance.config import Config, load_config
 from appliance.control import SOCKET
 from appliance.errors import ForgeError
+from appliance.procs import Stopped
 from appliance.store import open_db
 from appliance.store.backup import PID_FILE
+from appliance.work import KINDS, run_job, stamp
+from daemon.notify import Notifier
 
 log = logging.getLogger("forged")
 POLL_S = 1.0
-STOP_GRACE_S = 25.0  # SIGTERM → the child has this long to checkpoint, then it is killed
-HEAVY = {"cycle"}
-KINDS = {"ingest", "backup", "cycle"}
+STOP_GRACE_S = 25.0  # SIGTERM → children have this long to checkpoint, then are killed
+WINDOWED = ("campaign", "cycle")  # held outside daemon.campaign_window
 
 
-def run_job(home: str, kind: str, args: dict) -> dict:
-    """One job's work (in a child process for heavy ones): its summary as JSON."""
-    os.environ["FORGE_HOME"] = home
-    config = load_config()
-    db = open_db(config)
-    if kind == "ingest":
-        from appliance.packages.ingest import ingest
+def _child(home: str, job_id: int, kind: str, args: dict, gpu, log_path: str, conn) -> None:
+    from appliance.procs import die_with_parent, raise_on_sigterm
 
-        return {"results": [r.to_dict() for r in ingest(config, db)]}
-    if kind == "backup":
-        from appliance.store.backup import make_backup
-
-        return make_backup(config).to_dict()
-    if kind == "cycle":
-        from appliance.cycle.loop import run_cycle
-
-        return run_cycle(config, db).to_dict()
-    raise ForgeError(f"unknown job kind {kind!r}")
-
-
-def _child(home: str, kind: str, args: dict, log_path: str, conn) -> None:
+    die_with_parent()  # a daemon killed with -9 takes its jobs with it
+    raise_on_sigterm()  # SIGTERM: the step in progress checkpoints, then this stops
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)  # this job's GPU, before torch loads
     with open(log_path, "a") as out:
         os.dup2(out.fileno(), 1)
         os.dup2(out.fileno(), 2)
+    print(f"{stamp()} job {job_id} ({kind}) started in process {os.getpid()}"
+          + (f" on GPU {gpu}" if gpu is not None else ""), flush=True)  # fmt: skip
     try:
-        conn.send(("ok", run_job(home, kind, args)))
+        result = run_job(home, kind, args, job_id)
+        print(f"{stamp()} job {job_id} done", flush=True)
+        conn.send(("ok", result))
+    except Stopped as exc:
+        print(f"{stamp()} job {job_id} stopped: {exc.message}", flush=True)
+        conn.send(("stopped", exc.message))
     except ForgeError as exc:
+        print(f"{stamp()} job {job_id} failed: {exc}", flush=True)
         conn.send(("error", exc.message))
     except Exception as exc:  # the job's bug must not become the daemon's
+        import traceback
+
+        traceback.print_exc()
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+        from appliance.resources import gpu_count
+
         self.config = config
         self.db = open_db(config)
+        self.notifier = notifier or Notifier({})
         self.stopping = threading.Event()
         self.paused = False
-        self.children: dict[int, multiprocessing.Process] = {}
+        self.gpus = gpu_count()
+        self.slots = max(1, self.gpus)  # heavy jobs at once: one per GPU
+        self.children: dict[int, tuple[multiprocessing.Process, int]] = {}  # job → (proc, slot)
         self.threads: dict[int, threading.Thread] = {}
         self.started = time.time()
         self.scheduler = None  # daemon.schedule's, set once the socket answers
@@ -83,39 +94,60 @@ class Daemon:
     def dispatch(self, request: dict) -> dict:
         db = open_db(self.config, migrate=False)  # one connection per request thread
         try:
-            command = request["command"]
-            if command == "ping":  # ok once the schedules run too: the daemon is up
-                return {"ok": self.scheduler is not None}
-            if command == "status":
-                return {"ok": True, "daemon": self.state(),
-                        "running": [j.to_dict() for j in jobs.jobs(db, ("running",))],
-                        "queue": [j.to_dict() for j in jobs.jobs(db, ("queued",))]}  # fmt: skip
-            if command in ("pause", "resume"):
-                self.paused = command == "pause"
-                return {"ok": True, "daemon": self.state()}
-            if command == "run":
-                kind = request.get("kind")
-                if kind not in KINDS:
-                    return {"ok": False, "error": f"unknown job kind {kind!r}; kinds: "
-                            + ", ".join(sorted(KINDS))}  # fmt: skip
-                job, queued = jobs.enqueue(db, kind, request.get("args") or {}, key=kind,
-                                           heavy=kind in HEAVY)  # fmt: skip
-                return {"ok": True, "job": job.to_dict(), "queued": queued}
-            if command == "cancel":
-                job = jobs.cancel(db, int(request.get("id", 0)))
-                child = self.children.get(job.id)
-                if child is not None and child.is_alive():
-                    child.terminate()
-                return {"ok": True, "job": job.to_dict()}
-            return {"ok": False, "error": f"unknown command {command!r}"}
+            return self._dispatch(db, request["command"], request)
         finally:
             db.conn.close()
+
+    def _dispatch(self, db, command: str, request: dict) -> dict:
+        if command == "ping":  # ok once the schedules run too: the daemon is up
+            return {"ok": self.scheduler is not None}
+        if command == "status":
+            return {"ok": True, "daemon": self.state(),
+                    "running": [j.to_dict() for j in jobs.jobs(db, ("running",))],
+                    "queue": [j.to_dict() for j in jobs.jobs(db, ("queued",))]}  # fmt: skip
+        if command in ("pause", "resume"):
+            self.paused = command == "pause"
+            log.info("%s by the operator", "paused" if self.paused else "resumed")
+            return {"ok": True, "daemon": self.state()}
+        if command in ("run", "ingest"):
+            kind = "ingest" if command == "ingest" else request.get("kind")
+            if kind not in KINDS:
+                raise ForgeError(f"unknown job kind {kind!r}",
+                                 "the kinds: " + ", ".join(sorted(KINDS)))  # fmt: skip
+            args = request.get("args") or {}
+            key = kind if kind != "promote" else f"promote:{args.get('stage')}"
+            job, queued = jobs.enqueue(db, kind, args, key=key, heavy=KINDS[kind])
+            if queued:
+                log.info("job %d (%s) queued by the operator", job.id, kind)
+            return {"ok": True, "job": job.to_dict(), "queued": queued}
+        if command == "cancel":
+            job = jobs.cancel(db, int(request.get("id") or 0))
+            child = self.children.get(job.id)
+            if child is not None and child[0].is_alive():
+                child[0].terminate()  # it checkpoints and stops
+            log.info("job %d (%s) cancelled by the operator", job.id, job.kind)
+            return {"ok": True, "job": job.to_dict()}
+        if command == "rollback":
+            to = request.get("to")
+            result = actions.rollback_now(db, request["stage"], int(to) if to else None,
+                                          bool(request.get("to_base")))  # fmt: skip
+            log.info("rollback %s: %s → %s", result["stage"], result["from"], result["to"])
+            return {"ok": True, "result": result}
+        if command == "promote" and request.get("force"):
+            result = actions.force_promote_now(db, request["stage"], int(request["version"]))
+            log.info("promote %s (forced, no gate): %s", result["stage"], result["version"])
+            return {"ok": True, "result": result}
+        if command == "promote":  # the gate evaluates: a heavy job
+            return self._dispatch(db, "run", {"kind": "promote", "args": {
+                "stage": request["stage"], "version": int(request["version"])}})  # fmt: skip
+        raise ForgeError(f"unknown command {command!r}")
 
     def state(self) -> dict:
         from daemon.schedule import next_runs
 
         return {"state": "paused" if self.paused else "running", "pid": os.getpid(),
-                "since": self.started,
+                "since": self.started, "gpus": self.gpus, "heavy_slots": self.slots,
+                "campaign_window": self.config.settings.daemon.campaign_window or None,
                 "next_runs": next_runs(self.scheduler) if self.scheduler else {}}  # fmt: skip
 
     # --- the work loop -------------------------------------------------------------------
@@ -123,53 +155,78 @@ class Daemon:
     def loop(self) -> None:
         requeued = jobs.requeue_running(self.db)
         if requeued:
-            log.info("requeued jobs left running: %s", requeued)
+            log.info("requeued jobs left running by the last stop: %s", requeued)
         while not self.stopping.is_set():
+            self.notifier.watchdog()
             self._reap()
-            job = None if self.paused else jobs.claim(self.db, heavy=not self.children)
+            self.notifier.status(self._summary())
+            job = None
+            if not self.paused:
+                held = () if in_window(self.config.settings.daemon.campaign_window) else WINDOWED
+                job = jobs.claim(self.db, heavy_slots=self.slots, held=held)
             if job is None:
                 self.stopping.wait(POLL_S)
                 continue
-            log.info("job %d (%s) started, attempt %d", job.id, job.kind, job.attempts)
+            log.info("job %d (%s) started, attempt %d of %d", job.id, job.kind, job.attempts,
+                     job.max_attempts)  # fmt: skip
             if job.heavy:
                 self._start_child(job)
             else:
                 thread = threading.Thread(target=self._run_light, args=(job,), daemon=True)
                 self.threads[job.id] = thread
                 thread.start()
+        self.notifier.stopping()
         self._stop_children()
 
-    def _log_path(self, job) -> Path:
+    def _summary(self) -> str:
+        if self.paused:
+            return "paused"
+        running = [f"job {i}" for i in [*self.children, *list(self.threads)]]
+        return ("running " + ", ".join(running)) if running else "idle"
+
+    def _log_path(self, db, job) -> Path:
         folder = self.config.dir("runs") / "jobs"
         folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"job-{job.id}.log"
+        path = folder / f"job-{job.id}.log"
+        jobs.set_log(db, job.id, str(path.relative_to(self.config.home)))
+        return path
 
     def _start_child(self, job) -> None:
+        used = {slot for _, slot in self.children.values()}
+        slot = min(set(range(self.slots)) - used)
         context = multiprocessing.get_context("spawn")
         receiver, sender = context.Pipe(duplex=False)
-        path = self._log_path(job)
+        path = self._log_path(self.db, job)
+        gpu = slot if self.gpus else None
         child = context.Process(target=_child, name=f"forged-{job.kind}",
-                                args=(str(self.config.home), job.kind, job.args, str(path),
-                                      sender))  # fmt: skip
+                                args=(str(self.config.home), job.id, job.kind, job.args, gpu,
+                                      str(path), sender))  # fmt: skip
         child.start()
         sender.close()
         child.receiver = receiver
-        self.children[job.id] = child
+        self.children[job.id] = (child, slot)
 
     def _run_light(self, job) -> None:
         db = open_db(self.config, migrate=False)
+        path = self._log_path(db, job)
         try:
-            run_job(str(self.config.home), job.kind, job.args)
-            jobs.done(db, job.id)
+            result = run_job(str(self.config.home), job.kind, job.args)
+            jobs.done(db, job.id, result)
+            with path.open("a") as out:
+                out.write(f"{stamp()} done: {json.dumps(result, default=str)}\n")
             log.info("job %d (%s) done", job.id, job.kind)
-        except ForgeError as exc:
-            jobs.failed(db, job.id, exc.message)
-            log.warning("job %d (%s) failed: %s", job.id, job.kind, exc.message)
+        except Exception as exc:  # a bug in the job must not leave it running for ever
+            why = exc.message if isinstance(exc, ForgeError) else f"{type(exc).__name__}: {exc}"
+            job = jobs.failed(db, job.id, why)
+            with path.open("a") as out:
+                out.write(f"{stamp()} failed: {exc}\n")
+            log.warning("job %d (%s) failed: %s", job.id, job.kind, why)
         finally:
             db.conn.close()
+            self.threads.pop(job.id, None)
 
     def _reap(self) -> None:
-        for job_id, child in list(self.children.items()):
+        for job_id, (child, _) in list(self.children.items()):
             if child.is_alive():
                 continue
             outcome = child.receiver.recv() if child.receiver.poll() else None
@@ -178,18 +235,22 @@ class Daemon:
             if jobs.get(self.db, job_id).status == "cancelled":
                 continue
             if outcome is not None and outcome[0] == "ok":
-                jobs.done(self.db, job_id)
+                jobs.done(self.db, job_id, outcome[1])
                 log.info("job %d done", job_id)
+            elif outcome is not None and outcome[0] == "stopped":
+                jobs.requeue(self.db, job_id)
+                log.info("job %d stopped at a checkpoint; queued again", job_id)
             else:
                 why = outcome[1] if outcome else f"the job's process died (exit {child.exitcode})"
-                jobs.failed(self.db, job_id, why)
-                log.warning("job %d failed: %s", job_id, why)
+                job = jobs.failed(self.db, job_id, why)
+                again = f"retry after {job.not_before}" if job.status == "queued" else "gave up"
+                log.warning("job %d failed (%s): %s", job_id, again, why)
 
     def _stop_children(self) -> None:
         deadline = time.monotonic() + STOP_GRACE_S
-        for child in self.children.values():
-            child.terminate()  # SIGTERM: the job stops after the unit it is in
-        for child in self.children.values():
+        for child, _ in self.children.values():
+            child.terminate()  # SIGTERM: the job checkpoints the step it is in
+        for child, _ in self.children.values():
             child.join(max(0.0, deadline - time.monotonic()))
             if child.is_alive():
                 child.kill()
@@ -197,16 +258,29 @@ class Daemon:
         # Jobs stopped here stay 'running' and are queued again on the next start.
 
 
+def in_window(window: str, now: datetime | None = None) -> bool:
+    """Whether `now` (local time) is inside "HH:MM-HH:MM" (it may wrap midnight); an
+    empty window is always open."""
+    if not window:
+        return True
+    start, end = ((int(h), int(m)) for h, m in (t.split(":") for t in window.split("-")))
+    current = (now or datetime.now()).timetuple()[3:5]
+    if start <= end:
+        return start <= current < end
+    return current >= start or current < end
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="forged %(levelname)s %(message)s")  # fmt: skip
+    notifier = Notifier()
     try:
         config = load_config()
         config.ensure_dirs()
         pid_file = config.home / PID_FILE
         from daemon.control import serve
 
-        daemon = Daemon(config)
+        daemon = Daemon(config, notifier)
         # Before the socket answers: whoever sees it answer may already send SIGTERM.
         signal.signal(signal.SIGTERM, lambda *_: daemon.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: daemon.stopping.set())
@@ -218,7 +292,9 @@ def main() -> int:
         print(f"forged: {exc}", file=sys.stderr)
         return 1
     pid_file.write_text(f"{os.getpid()}\n")
-    log.info("started on %s", json.dumps(str(config.home)))
+    log.info("started on %s (pid %d, %d GPU(s), %d heavy job(s) at a time)",
+             json.dumps(str(config.home)), os.getpid(), daemon.gpus, daemon.slots)  # fmt: skip
+    notifier.ready("idle")
     try:
         daemon.loop()
     finally:

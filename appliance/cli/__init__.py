@@ -96,6 +96,12 @@ def _register() -> None:
     cli.add_command(backup.backup)
     cli.add_command(backup.restore)
 
+    from appliance.cli import daemon_jobs, dashboard
+
+    cli.add_command(dashboard.tui)
+    cli.add_command(daemon_jobs.job)
+    cli.add_command(daemon_jobs.daemon)
+
 
 _register()
 

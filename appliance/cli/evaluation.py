@@ -66,6 +66,34 @@ def _evaluate(config, db, stage: str, version, quiet: bool):
         return evaluate(config, db, stage, version, on_progress=on_progress)
 
 
+def _through_daemon(config, db, kind: str, args: dict, quiet: bool) -> dict | None:
+    """Run `kind` as forged's job when the daemon runs, following its progress: the job's
+    result; None when no daemon runs (the caller works in the foreground)."""
+    from appliance import actions
+    from appliance.errors import ForgeError
+
+    answer = actions.queue_job(config, kind, args)
+    if answer is None:
+        return None
+    job_id = answer["job"]["id"]
+    if not quiet:
+        err_console.print(f"forged runs this as job {job_id} (its log: forge job log {job_id})")
+    with _progress(quiet) as progress:
+        task = progress.add_task(f"job {job_id}: queued", total=None)
+
+        def on_update(job):
+            p = job.progress
+            text = " ".join(str(x) for x in (p.get("step"), p.get("text")) if x)
+            progress.update(task, description=f"job {job_id}: {text or job.status}",
+                            completed=p.get("done", 0), total=p.get("total") or None)  # fmt: skip
+
+        job = actions.wait(db, job_id, on_update)
+    if job.status != "done":
+        raise ForgeError(f"job {job_id} ({kind}) {job.status}: {job.error or 'no error recorded'}",
+                         f"forge job log {job_id} shows its log")  # fmt: skip
+    return (job.result or {}) | {"via": "daemon", "job": job_id}
+
+
 def _print_report(evaluation) -> None:
     console.print(
         f"[bold]{evaluation.candidate}[/] vs {evaluation.baseline} on {evaluation.examples} "
@@ -110,43 +138,38 @@ def promote(stage: str, version: int, force: bool, as_json: bool) -> None:
     the gate and records that it did. The serving pool uses the new version from the
     next request.
     """
-    from appliance import registry
+    from appliance import actions, registry
 
     config, db = _open()
     registry.get(db, stage, version)  # a clear error for an unknown version, before any work
-    before = registry.active(db, stage)
-    evaluation = None
     if force:
-        registry.promote(db, stage, version, forced=True, note="--force: the gate was skipped")
+        result = actions.force_promote(config, db, stage, version)
     else:
-        evaluation = _evaluate(config, db, stage, version, as_json)
-        if evaluation.decision.verdict == "promote":
-            registry.promote(db, stage, version, decision_id=evaluation.decision_id)
-        elif registry.get(db, stage, version).status == "candidate":
-            registry.reject(db, stage, version, decision_id=evaluation.decision_id)
-    after = registry.active(db, stage)
-    promoted = after is not None and after.version == version
+        result = _through_daemon(config, db, "promote", {"stage": stage, "version": version},
+                                 as_json)  # fmt: skip
+        if result is None:
+            with _progress(as_json) as progress:
+                task = progress.add_task(f"{stage}: preparing the evaluation set", total=None)
+
+                def on_progress(stage, arm, i, n):
+                    progress.update(task, description=f"{stage}: {arm}", completed=i, total=n)
+
+                result = actions.gate_promote_now(config, db, stage, version, on_progress)
+            result["via"] = "foreground"
+    promoted = result["promoted"]
     if as_json:
-        emit_json({
-            "stage": stage,
-            "version": f"{stage}-v{version}",
-            "promoted": promoted,
-            "forced": force,
-            "previous": before.name if before else "base",
-            "active": after.name if after else "base",
-            "evaluation": evaluation.to_dict() if evaluation else None,
-        })  # fmt: skip
+        emit_json(result)
     else:
-        if evaluation:
-            _print_report(evaluation)
+        if result.get("evaluation"):
+            for line in actions.report_lines(result["evaluation"]):
+                console.print(escape(line))
         if promoted:
-            was = before.name if before else "base"
-            console.print(f"[green]{stage}-v{version} is active[/] (was {was})"
+            console.print(f"[green]{stage}-v{version} is active[/] (was {result['previous']})"
                           + (" — forced, without the gate" if force else ""))  # fmt: skip
         else:
             console.print(f"[yellow]{stage}-v{version} was not promoted[/]: the gate said no; "
-                          f"{after.name if after else 'the base'} stays in service "
-                          "(--force overrides, and is recorded)")  # fmt: skip
+                          f"{result['active'] if result['active'] != 'base' else 'the base'} "
+                          "stays in service (--force overrides, and is recorded)")  # fmt: skip
     if not promoted:
         raise SystemExit(REJECTED)
 
@@ -207,6 +230,17 @@ def cycle(demo: bool, source, commits, as_json: bool) -> None:
         if not (source / "manifest.json").is_file():
             raise UsageError(f"the demo package is not built ({source} has no manifest.json)",
                              "run ./install.sh, which builds it")  # fmt: skip
+    args = {"demo": demo, "source": str(source) if source and not demo else None,
+            "commits": commits}  # fmt: skip
+    daemon_report = _through_daemon(config, db, "cycle", args, as_json)
+    if daemon_report is not None:
+        if as_json:
+            emit_json(daemon_report)
+        else:
+            _print_cycle_dict(daemon_report)
+        if not daemon_report.get("ok"):
+            raise SystemExit(1)
+        return
     check_sandbox(config)
     with _progress(as_json) as bars:
         shown = _Bars(bars)
@@ -214,7 +248,7 @@ def cycle(demo: bool, source, commits, as_json: bool) -> None:
     if as_json:
         emit_json(report.to_dict())
     else:
-        _print_cycle(report)
+        _print_cycle_dict(report.to_dict())
     if not report.ok:
         raise SystemExit(1)
 
@@ -240,14 +274,17 @@ class _Bars:
                              total=1, completed=1)  # fmt: skip
 
 
-def _print_cycle(report) -> None:
-    for s in report.steps:
-        colour = {"ok": "green", "skipped": "dim", "failed": "red"}[s.status]
+def _print_cycle_dict(report: dict) -> None:
+    """A cycle's report (CycleReport.to_dict(), from here or from the daemon's job)."""
+    for s in report["steps"]:
+        colour = {"ok": "green", "skipped": "dim", "failed": "red"}[s["status"]]
         detail = ", ".join(
-            f"{k} {v}" for k, v in s.detail.items() if isinstance(v, (int, float, str))
+            f"{k} {v}" for k, v in s["detail"].items() if isinstance(v, (int, float, str))
         )
-        console.print(f"[{colour}]{s.name:9} {s.status:8}[/] {s.seconds:6.0f} s  {escape(detail)}")
-        for v in s.detail.get("versions", []):
+        console.print(
+            f"[{colour}]{s['name']:9} {s['status']:8}[/] {s['seconds']:6.0f} s  {escape(detail)}"
+        )
+        for v in s["detail"].get("versions", []):
             gates = (
                 "gates ok"
                 if v["status"] == "ok"
@@ -255,13 +292,13 @@ def _print_cycle(report) -> None:
             )
             console.print(f"    {v['name']}: {v['rows']} rows ({v['new_rows']} new), "
                           f"{escape(gates)}")  # fmt: skip
-        for t in s.detail.get("trained", []):
+        for t in s["detail"].get("trained", []):
             console.print(f"    {t['adapter']} from {t['dataset']}: {t['steps']} steps, "
                           f"final loss {t['final_loss']:.3f}")  # fmt: skip
-        for item in s.detail.get("not_trained", []):
+        for item in s["detail"].get("not_trained", []):
             console.print(f"    {item['stage']}: not trained ({escape(item['why'])})")
-    for d in report.decisions:
+    for d in report["decisions"]:
         console.print(f"[bold]{d['candidate']}[/] vs {d['baseline']}: {d['action']}")
         for reason in d["reasons"]:
             console.print(f"    {escape(reason)}")
-    console.print(f"report: {escape(report.path)}")
+    console.print(f"report: {escape(report['report'])}")

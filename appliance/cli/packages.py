@@ -12,7 +12,7 @@ from rich.status import Status
 
 from appliance.cli.output import console, emit_json, err_console
 from appliance.config import load_config
-from appliance.errors import UsageError
+from appliance.errors import ForgeError, UsageError
 
 
 @click.group()
@@ -226,30 +226,47 @@ def ingest(directory: Path | None, keep: bool, as_json: bool) -> None:
         "rejected": "red",
     }
 
-    with Status("looking for packages", console=err_console) as spinner:
-
-        def show(result) -> None:
-            if as_json:
-                return
-            label = escape(f"{result.name} {result.version}" if result.name else result.source)
-            console.print(
-                f"[{colours[result.outcome]}]{result.outcome:<9}[/] {label}"
-                + (f" → {escape(result.path)}" if result.path else "")
-            )
-            for reason in result.reasons:
-                console.print(f"          {escape(reason)}")
-
-        results = run_ingest(
-            config,
-            db,
-            directory,
-            on_result=show,
-            hook=lambda stage: spinner.update(f"ingest: {stage}"),
-            keep=keep,
+    def show(result: dict) -> None:
+        if as_json:
+            return
+        label = escape(f"{result['name']} {result['version']}" if result["name"]
+                       else result["source"])  # fmt: skip
+        console.print(
+            f"[{colours[result['outcome']]}]{result['outcome']:<9}[/] {label}"
+            + (f" → {escape(result['path'])}" if result["path"] else "")
         )
+        for reason in result["reasons"]:
+            console.print(f"          {escape(reason)}")
+
+    results = _ingest_by_daemon(config, db) if directory is None and not keep else None
+    if results is not None:
+        for result in results:
+            show(result)
+    else:
+        with Status("looking for packages", console=err_console) as spinner:
+            results = [r.to_dict() for r in run_ingest(
+                config, db, directory, on_result=lambda r: show(r.to_dict()),
+                hook=lambda stage: spinner.update(f"ingest: {stage}"), keep=keep,
+            )]  # fmt: skip
     if as_json:
-        emit_json({"results": [r.to_dict() for r in results]})
+        emit_json({"results": results})
     elif not results:
         console.print(f"nothing to ingest in {directory or config.dir('ingest')}")
-    if any(r.outcome == "rejected" for r in results):
+    if any(r["outcome"] == "rejected" for r in results):
         raise SystemExit(1)
+
+
+def _ingest_by_daemon(config, db) -> list[dict] | None:
+    """FORGE_HOME/ingest/ taken by forged's ingest job now (so it never races the
+    daemon's own); None when no daemon runs."""
+    from appliance import actions
+
+    answer = actions.ask(config, "ingest")
+    if answer is None:
+        return None
+    with Status(f"forged is ingesting (job {answer['job']['id']})", console=err_console):
+        job = actions.wait(db, answer["job"]["id"])
+    if job.status != "done":
+        raise ForgeError(f"forged's ingest job {job.id} {job.status}: {job.error}",
+                         f"forge job log {job.id} shows why")  # fmt: skip
+    return (job.result or {}).get("results", [])

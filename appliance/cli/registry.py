@@ -34,21 +34,14 @@ def rollback(stage: str, to: str | None, as_json: bool) -> None:
     """Take STAGE's active adapter out of service: back to the version in service before
     it (skipping any no longer servable), or the base when none was. Instant: the next
     model call uses it; no file is touched. --to vN picks any servable version."""
-    from appliance.registry import rollback as roll_back
+    from appliance import actions
     from appliance.store import open_db
 
     version, to_base = _target(to, stage)
-    before, after = roll_back(open_db(load_config()), stage, version, to_base=to_base)
-    names = (before.name if before else "base", after.name if after else "base")
+    config = load_config()
+    result = actions.rollback(config, open_db(config), stage, version, to_base)
     if as_json:
-        emit_json(
-            {
-                "stage": stage,
-                "from": names[0],
-                "to": names[1],
-                "from_version": before.version if before else None,
-                "to_version": after.version if after else None,
-            }
-        )
+        emit_json(result)
         return
-    console.print(f"{escape(names[0])} → {escape(names[1])}")
+    console.print(f"{escape(result['from'])} → {escape(result['to'])}"
+                  + (" (done by forged)" if result["via"] == "daemon" else ""))  # fmt: skip

@@ -64,19 +64,66 @@ def status(as_json: bool) -> None:
             f"ingest/     {len(data['ingest']['waiting'])} waiting: "
             + escape(", ".join(data["ingest"]["waiting"]))
         )
-    daemon = data["daemon"]
-    if daemon["running"]:
-        jobs = f"{len(daemon['running_jobs'])} running, {daemon['queued']} queued"
-        console.print(f"daemon      {daemon['state']} (pid {daemon['pid']}), {jobs}")
-    else:
-        console.print("daemon      not running: commands work in the foreground")
+    _print_daemon(data["daemon"], data["jobs"])
     active = ", ".join(data["adapters"].values()) or "none (the base serves every stage)"
     console.print(f"adapters    active: {escape(active)}")
     console.print(f"database    {human_bytes(data['database']['bytes'])}")
+    _print_resources(data["resources"])
+
+
+def _job_line(job: dict) -> str:
+    progress = job["progress"]
+    done = ""
+    if progress.get("total"):
+        done = f" {progress.get('done', 0)}/{progress['total']}"
+    step = f"  {progress.get('step', '')}{done} {progress.get('text', '')}".rstrip()
+    return f"#{job['id']} {job['kind']}{step}"
+
+
+def _print_daemon(daemon: dict, jobs: dict) -> None:
+    if daemon["running"]:
+        nxt = ", ".join(
+            f"{name} {when[11:16]}" for name, when in sorted(daemon["next_runs"].items()) if when
+        )
+        console.print(f"daemon      {daemon['state']} (pid {daemon['pid']}); next: {nxt or '-'}")
+    else:
+        why = f" ({escape(daemon['error'])})" if daemon.get("error") else ""
+        console.print(f"daemon      not running{why}: commands work in the foreground")
+    counts = jobs["counts"]
     console.print(
-        f"disk        {human_bytes(data['disk']['free_bytes'])} free "
-        f"of {human_bytes(data['disk']['total_bytes'])}"
+        f"jobs        {counts['running']} running, {counts['queued']} queued, "
+        f"{counts['done']} done, {counts['failed']} failed"
     )
+    for job in jobs["running"]:
+        console.print(f"  running   {escape(_job_line(job))}  (log {escape(job['log'] or '-')})")
+    for job in jobs["queue"][:5]:
+        console.print(f"  queued    #{job['id']} {job['kind']}")
+    for job in jobs["recent_failures"][:3]:
+        state = "failed" if job["status"] == "failed" else "retrying"
+        console.print(
+            f"  [red]{state:<9}[/] #{job['id']} {job['kind']} (attempt {job['attempts']}/"
+            f"{job['max_attempts']}): {escape((job['error'] or '')[:120])}"
+        )
+
+
+def _print_resources(res: dict) -> None:
+    cpu, memory, disk = res["cpu"], res["memory"], res["disk"]
+    console.print(
+        f"cpu         {cpu['percent']:.0f}% of {cpu['cores']} cores (load {cpu['load'][0]:.2f})"
+    )
+    console.print(
+        f"memory      {human_bytes(memory['used_bytes'])} used of "
+        f"{human_bytes(memory['total_bytes'])}"
+    )
+    console.print(
+        f"disk        {human_bytes(disk['free_bytes'])} free of {human_bytes(disk['total_bytes'])}"
+    )
+    for gpu in res["gpus"]:
+        console.print(
+            f"gpu {gpu['index']}       {escape(gpu['name'])}: {gpu['util_percent']}% busy, "
+            f"{human_bytes(gpu['memory_used_bytes'])} of {human_bytes(gpu['memory_total_bytes'])}, "
+            f"{gpu['temperature_c']} °C"
+        )
 
 
 @click.command()

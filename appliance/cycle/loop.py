@@ -21,6 +21,8 @@ from pathlib import Path
 from appliance.config import Config
 from appliance.errors import ForgeError
 
+STEPS = ("ingest", "campaign", "datasets", "train", "evaluate")
+
 
 @dataclass
 class Step:
@@ -67,13 +69,21 @@ def run_cycle(
     keep: bool = False,
     commits: int | None = None,
     progress: Progress | None = None,
+    only: tuple[str, ...] | None = None,
 ) -> CycleReport:
+    """The whole loop, or with `only` just those steps (the daemon's campaign, train and
+    evaluate jobs are parts of it: the same idempotent steps)."""
+    unknown = set(only or ()) - set(STEPS)
+    if unknown:
+        raise ForgeError(f"unknown cycle steps: {sorted(unknown)}; the steps: {', '.join(STEPS)}")
     progress = progress or Progress()
     report = CycleReport(datetime.now(UTC).isoformat(timespec="seconds"))
     settings = config.settings.cycle
     commits = commits if commits is not None else (settings.commits or None)
 
-    def step(name: str, fn: Callable[[Step], None]) -> Step:
+    def step(name: str, fn: Callable[[Step], None]) -> Step | None:
+        if only is not None and name not in only:
+            return None
         current = Step(name)
         progress.step(name, name)
         clock = time.monotonic()

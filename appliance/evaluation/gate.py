@@ -65,6 +65,17 @@ class GateDecision:
             "metrics": [m.to_dict() for m in self.metrics],
         }
 
+    @classmethod
+    def from_dict(cls, data: dict) -> GateDecision:
+        """Back from to_dict() (a decision stored, or sent by the daemon)."""
+        intervals = ("candidate_interval", "baseline_interval", "delta_interval")
+        metrics = tuple(
+            MetricResult(**{k: tuple(v) if k in intervals else v for k, v in m.items()})
+            for m in data["metrics"]
+        )
+        return cls(data["stage"], data["verdict"], tuple(data["reasons"]), metrics,
+                   data["alpha"], data["min_effect"])  # fmt: skip
+
     def render(self) -> list[str]:
         lines = [_metric_line(m) for m in self.metrics]
         lines.append(

@@ -291,6 +291,14 @@ def m010_jobs(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+@migration
+def m011_job_results(db: sqlite_utils.Database) -> None:
+    from appliance.jobs import SCHEMA_RESULT
+
+    for statement in SCHEMA_RESULT:
+        db.execute(statement)
+
+
 def _utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 

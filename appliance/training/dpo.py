@@ -21,6 +21,7 @@ from typing import Literal
 
 from appliance.config import TrainingSettings
 from appliance.errors import ForgeError, TrainingFailed
+from appliance.procs import STOP, Stopped
 from appliance.training.batches import completion_ids, join, pad_batch, prompt_ids
 from appliance.training.devices import choose_device, torch_threads
 from appliance.training.lora import (
@@ -166,6 +167,11 @@ def _train(run_dir, base_dir, rows, settings, reference, on_step) -> TrainResult
             if on_step is not None:
                 on_step(record)
 
+        def on_step_end(self, _args, _state, control, **_):
+            if STOP.is_set():  # SIGTERM: save this step, then stop (the run resumes from it)
+                control.should_save = True
+                control.should_training_stop = True
+
     torch.manual_seed(settings.seed)  # the fresh adapter's lora_A
     trainer = DPOTrainer(
         model=model,
@@ -182,6 +188,9 @@ def _train(run_dir, base_dir, rows, settings, reference, on_step) -> TrainResult
     if resumed_from is not None:
         append_metrics(metrics, {"event": "resumed", "step": resumed_from})
     output = trainer.train(resume_from_checkpoint=resume)
+    if STOP.is_set():
+        raise Stopped(f"DPO stopped at step {trainer.state.global_step}, checkpointed",
+                      "run it again: it resumes from that step")  # fmt: skip
 
     policy = trainer.model
     margin_after = mean_margin(policy, tokenizer, rows, settings.max_seq_len, choice)

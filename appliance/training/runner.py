@@ -65,6 +65,10 @@ def run_in_child(fn_path: str, kwargs: dict[str, Any], log_path: Path) -> Any:
 
 
 def _child_main(fn_path: str, kwargs: dict, log_path: str, sender) -> None:
+    from appliance.procs import die_with_parent, stop_on_sigterm
+
+    die_with_parent()  # a killed parent must not leave this child training on its own
+    stop_on_sigterm()  # SIGTERM: checkpoint the step in progress, then stop
     log = open(log_path, "a", buffering=1)  # noqa: SIM115 - open for the child's lifetime
     # Everything the child prints, C libraries included, goes to the log.
     os.dup2(log.fileno(), 1)

@@ -26,6 +26,7 @@ from pathlib import Path
 from appliance.config import TrainingSettings
 from appliance.errors import ForgeError, TrainingFailed
 from appliance.models.hf_base import read_base_info
+from appliance.procs import STOP, Stopped
 from appliance.training.batches import (
     check_sft_rows,
     encode_sft_row,
@@ -223,7 +224,8 @@ def _train(run_dir, base_dir, rows, settings, heldout, on_step, fault) -> TrainR
         )
         append_metrics(metrics, asdict(record))
 
-        if step % settings.checkpoint_every == 0 or step == total_steps:
+        stopping = STOP.is_set()  # SIGTERM: checkpoint this step, then stop
+        if step % settings.checkpoint_every == 0 or step == total_steps or stopping:
             state = {
                 "adapter": get_peft_model_state_dict(model),
                 "optimizer": optimizer.state_dict(),
@@ -245,6 +247,9 @@ def _train(run_dir, base_dir, rows, settings, heldout, on_step, fault) -> TrainR
             save_checkpoint(run_dir, step, info, state, settings.keep_checkpoints)
         if on_step is not None:
             on_step(record)
+        if stopping and step < total_steps:
+            raise Stopped(f"training stopped at step {step} of {total_steps}, checkpointed",
+                          "run it again: it resumes from that step")  # fmt: skip
     train_seconds = time.perf_counter() - started
 
     adapter_dir = save_adapter(model, run_dir / ADAPTER)

@@ -128,7 +128,7 @@ def test_a_job_left_running_by_a_crash_is_run_again(home):
     proc = start(config)
     try:
         finished = wait_done(db, job.id)
-        assert finished.status == "done" and finished.attempts == 2
+        assert finished.status == "done" and finished.attempts == 1  # the crash is not counted
     finally:
         stop(proc)
 

@@ -38,7 +38,7 @@ def test_rollback_and_adapters(db):
     assert out.exit_code == 0, out.output
     assert json.loads(out.output) == {
         "stage": "scope", "from": "scope-v2", "to": "scope-v1", "from_version": 2,
-        "to_version": 1,
+        "to_version": 1, "via": "foreground",  # no daemon runs
     }  # fmt: skip
     out = runner.invoke(cli, ["rollback", "scope", "--to", "v3"])
     assert out.exit_code == 0 and out.output.strip() == "scope-v1 → scope-v3"

@@ -1,0 +1,75 @@
+"""The box's resources for `forge status`, the dashboard and the daemon: CPU, memory and
+disk through psutil, GPUs through NVML when the NVIDIA driver is there (none otherwise)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import psutil
+
+
+def gpus() -> list[dict]:
+    """One entry per NVIDIA GPU: utilisation, memory, temperature; [] without a driver."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no libnvidia-ml, no driver, no GPU: a CPU box
+        return []
+    try:
+        found = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
+            name = pynvml.nvmlDeviceGetName(handle)
+            found.append({
+                "index": index,
+                "name": name.decode() if isinstance(name, bytes) else name,
+                "util_percent": rates.gpu,
+                "memory_used_bytes": memory.used,
+                "memory_total_bytes": memory.total,
+                "temperature_c": pynvml.nvmlDeviceGetTemperature(
+                    handle, pynvml.NVML_TEMPERATURE_GPU
+                ),
+            })  # fmt: skip
+        return found
+    except Exception:  # a driver that answers init but not the queries: report none
+        return []
+    finally:
+        with contextlib.suppress(Exception):
+            pynvml.nvmlShutdown()
+
+
+def gpu_count() -> int:
+    """GPUs the daemon may give heavy jobs (CUDA_VISIBLE_DEVICES, if set, narrows them)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    return len(gpus())
+
+
+def snapshot(home: Path) -> dict:
+    memory = psutil.virtual_memory()
+    disk = psutil.disk_usage(str(home))
+    return {
+        "cpu": {
+            "cores": psutil.cpu_count() or 1,
+            "percent": psutil.cpu_percent(interval=0.1),
+            "load": list(os.getloadavg()),
+        },
+        "memory": {
+            "total_bytes": memory.total,
+            "used_bytes": memory.total - memory.available,
+            "percent": memory.percent,
+        },
+        "disk": {
+            "path": str(home),
+            "total_bytes": disk.total,
+            "free_bytes": disk.free,
+            "percent": disk.percent,
+        },
+        "gpus": gpus(),
+    }

@@ -1,0 +1,92 @@
+"""What each kind of job does: the work forged runs (heavy kinds in a child process) and
+`forge job run` does in the foreground when no daemon runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+from appliance import actions, jobs
+from appliance.config import load_config
+from appliance.errors import ForgeError
+from appliance.store import open_db
+
+# kind → heavy (loads a model). The cycle's parts are its own idempotent steps.
+KINDS = {"ingest": False, "backup": False, "cycle": True, "campaign": True, "train": True,
+         "evaluate": True, "promote": True}  # fmt: skip
+CYCLE_PARTS = {"cycle": None, "campaign": ("campaign",), "train": ("datasets", "train"),
+               "evaluate": ("evaluate",)}  # fmt: skip
+
+
+class JobProgress:
+    """The cycle's progress (appliance.cycle.loop.Progress) as the job's progress row
+    (at most once a second) and one log line per event in the job's log."""
+
+    def __init__(self, db, job_id: int) -> None:
+        self.db, self.job_id, self.last = db, job_id, 0.0
+
+    def _write(self, data: dict, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= 1.0:
+            jobs.set_progress(self.db, self.job_id, data)
+            self.last = now
+
+    def step(self, name: str, text: str) -> None:
+        print(f"{stamp()} step {name} started", flush=True)
+        self._write({"step": name, "text": text}, force=True)
+
+    def advance(self, name: str, done: int, total: int, text: str = "") -> None:
+        print(f"{stamp()} {name} {done}/{total} {text}".rstrip(), flush=True)
+        self._write({"step": name, "done": done, "total": total, "text": text})
+
+    def done(self, step) -> None:
+        print(f"{stamp()} step {step.name} {step.status} in {step.seconds:.0f} s "
+              f"{json.dumps(step.detail, default=str)}", flush=True)  # fmt: skip
+        self._write({"step": step.name, "text": step.status}, force=True)
+
+
+def stamp() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def run_job(home: str, kind: str, args: dict, job_id: int | None = None) -> dict:
+    """One job's work (in a child process for heavy ones): its result, as JSON data."""
+    os.environ["FORGE_HOME"] = home
+    config = load_config()
+    db = open_db(config)
+    if kind == "ingest":
+        from appliance.packages.ingest import ingest
+
+        return {"results": [r.to_dict() for r in ingest(config, db)]}
+    if kind == "backup":
+        from appliance.store.backup import make_backup
+
+        return make_backup(config).to_dict()
+    progress = JobProgress(db, job_id) if job_id is not None else None
+    if kind in CYCLE_PARTS:
+        from appliance.cycle.loop import run_cycle
+        from appliance.sandbox import check_sandbox
+
+        source, keep = (Path(args["source"]), False) if args.get("source") else (None, False)
+        if args.get("demo"):
+            from appliance.config import FORGE_ROOT
+            from appliance.cycle.profile import with_profile
+
+            config = with_profile(config)
+            source, keep = FORGE_ROOT / "repo_packages" / "demo", True
+        check_sandbox(config)
+        report = run_cycle(config, db, source=source, keep=keep, commits=args.get("commits"),
+                           progress=progress, only=CYCLE_PARTS[kind])  # fmt: skip
+        return report.to_dict()
+    if kind == "promote":
+
+        def on_progress(stage, arm, i, n):
+            if progress:
+                progress.advance("evaluate", i, n, f"{stage}: {arm}")
+
+        return actions.gate_promote_now(config, db, args["stage"], int(args["version"]),
+                                        on_progress)  # fmt: skip
+    raise ForgeError(f"unknown job kind {kind!r}")
