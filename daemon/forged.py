@@ -164,8 +164,8 @@ class Daemon:
             if not self.paused:
                 held = () if in_window(self.config.settings.daemon.campaign_window) else WINDOWED
                 job = jobs.claim(self.db, heavy_slots=self.slots, held=held)
-            if job is None:
-                self.stopping.wait(POLL_S)
+            if job is None:  # idle: wake for the next poll, or the watchdog's next ping
+                self.stopping.wait(min(POLL_S, self.notifier.watchdog_s or POLL_S))
                 continue
             log.info("job %d (%s) started, attempt %d of %d", job.id, job.kind, job.attempts,
                      job.max_attempts)  # fmt: skip

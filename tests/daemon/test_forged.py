@@ -3,6 +3,7 @@ done, crash recovery, a stale socket, a second daemon refused, SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -145,5 +146,98 @@ def test_a_stale_socket_is_replaced_and_a_second_daemon_refused(home):
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
         assert second.returncode == 1 and "already answers" in second.stderr
         assert request(config, "ping")["ok"]  # the first one is untouched
+    finally:
+        stop(proc)
+
+
+def test_socket_commands_rollback_promote_pause_cancel_and_the_cli_through_them(home):
+    from click.testing import CliRunner
+
+    from appliance import registry
+    from appliance.cli import cli
+    from tests.registry.conftest import add_adapter
+
+    config, db = home
+    for version in (1, 2):
+        add_adapter(db, "scope", version)
+    runner = CliRunner(env={"FORGE_HOME": str(config.home), "FORGE_CONFIG": None})
+    proc = start(config)
+    try:
+        # promote --force and rollback are done by the daemon, in its process.
+        out = runner.invoke(cli, ["promote", "scope", "v1", "--force", "--json"])
+        assert out.exit_code == 0, out.output
+        assert json.loads(out.output)["via"] == "daemon"
+        assert registry.active(db, "scope").version == 1
+        out = runner.invoke(cli, ["promote", "scope", "v2", "--force", "--json"])
+        assert json.loads(out.output)["previous"] == "scope-v1"
+        out = runner.invoke(cli, ["rollback", "scope", "--json"])
+        assert out.exit_code == 0, out.output
+        assert json.loads(out.output) | {} == {"stage": "scope", "from": "scope-v2",
+            "to": "scope-v1", "from_version": 2, "to_version": 1, "via": "daemon"}  # fmt: skip
+        assert registry.active(db, "scope").version == 1
+        # The daemon's refusal reaches the operator with its hint and exit code.
+        out = runner.invoke(cli, ["rollback", "poetry"])
+        assert out.exit_code == 2 and "unknown stage" in out.output
+        events = [e["action"] for e in registry.history(db, "scope")]
+        assert events == ["promote", "promote", "rollback"]
+
+        # Paused: jobs are queued but not taken; cancel one; resume runs the other.
+        out = runner.invoke(cli, ["daemon", "pause"])
+        assert out.exit_code == 0 and "paused" in out.output
+        out = runner.invoke(cli, ["job", "run", "backup", "--json"])
+        backup = json.loads(out.output)["job"]
+        ingest = request(config, "ingest")["job"]
+        time.sleep(2)
+        assert jobs.get(db, backup["id"]).status == "queued"
+        out = runner.invoke(cli, ["job", "cancel", str(ingest["id"])])
+        assert out.exit_code == 0 and jobs.get(db, ingest["id"]).status == "cancelled"
+        assert runner.invoke(cli, ["daemon", "resume"]).exit_code == 0
+        finished = wait_done(db, backup["id"])
+        assert finished.status == "done" and finished.result["path"].endswith(".db")
+        log = runner.invoke(cli, ["job", "log", str(backup["id"])])
+        assert log.exit_code == 0 and "done" in log.output
+        out = runner.invoke(cli, ["job", "run", "backup", "--wait", "--json"])
+        assert out.exit_code == 0 and json.loads(out.output)["job"]["status"] == "done"
+        listed = json.loads(runner.invoke(cli, ["job", "list", "--json"]).output)
+        assert [j["status"] for j in listed] == ["done", "cancelled", "done"]  # newest first
+
+        status = json.loads(runner.invoke(cli, ["status", "--json"]).output)
+        assert status["daemon"]["running"] and status["daemon"]["heavy_slots"] == 1
+        assert status["jobs"]["counts"]["done"] == 2
+        assert status["resources"]["cpu"]["cores"] >= 1 and status["resources"]["gpus"] == []
+        human = runner.invoke(cli, ["status"])
+        assert human.exit_code == 0 and "daemon      running" in human.output
+    finally:
+        stop(proc)
+    out = runner.invoke(cli, ["daemon", "pause"])
+    assert out.exit_code == 1 and "forged is not running" in out.output
+
+
+def test_the_socket_refuses_users_outside_the_group(home):
+    """0660: a process of another user (nobody) cannot connect."""
+    config, _ = home
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a probe as another user; the mode is checked above")
+    proc = start(config)
+    try:
+        os.chmod(config.home, 0o755)  # so only the socket's own mode stands in the way
+        for parent in config.home.parents:
+            if str(parent).startswith("/tmp/"):
+                os.chmod(parent, 0o755)
+        pid = os.fork()
+        if pid == 0:  # the probe: a process of user nobody
+            code = 1
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(str(config.home / "forged.sock"))
+                code = 0
+            except PermissionError:
+                code = 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 3  # refused
     finally:
         stop(proc)

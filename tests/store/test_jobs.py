@@ -111,3 +111,40 @@ def test_two_workers_never_take_the_same_job(db, tmp_path):
         t.join()
     assert sorted(taken) == sorted(set(taken)) and len(taken) == 40
     assert {j.status for j in jobs.jobs(db)} == {"done"}
+
+
+def test_one_heavy_job_per_gpu_and_kinds_held_outside_their_window(db):
+    first, _ = jobs.enqueue(db, "train", heavy=True, now=NOW)
+    second, _ = jobs.enqueue(db, "evaluate", heavy=True, now=NOW)
+    third, _ = jobs.enqueue(db, "campaign", heavy=True, now=NOW)
+    assert jobs.claim(db, heavy_slots=2, now=NOW).id == first.id
+    assert jobs.claim(db, heavy_slots=2, now=NOW).id == second.id  # the second GPU
+    assert jobs.claim(db, heavy_slots=2, now=NOW) is None  # both busy
+    jobs.done(db, first.id, {"adapter": "scope-v1"}, now=NOW)
+    assert jobs.get(db, first.id).result == {"adapter": "scope-v1"}
+    assert jobs.claim(db, heavy_slots=2, held=("campaign",), now=NOW) is None  # outside its window
+    assert jobs.claim(db, heavy_slots=2, now=NOW).id == third.id
+
+
+def test_recent_failures_and_a_stopped_job_requeued_without_counting(db):
+    job, _ = jobs.enqueue(db, "backup", max_attempts=2, now=NOW)
+    jobs.claim(db, now=NOW)
+    jobs.failed(db, job.id, "disk full", now=NOW)  # retrying
+    assert [(j.id, j.status) for j in jobs.recent_failures(db)] == [(job.id, "queued")]
+    jobs.claim(db, now=NOW + timedelta(hours=1))
+    jobs.failed(db, job.id, "disk full", now=NOW + timedelta(hours=1))
+    assert jobs.recent_failures(db)[0].status == "failed"
+    other, _ = jobs.enqueue(db, "train", heavy=True, now=NOW)
+    jobs.claim(db, now=NOW)
+    assert jobs.requeue(db, other.id, now=NOW).attempts == 0  # stopped at a checkpoint
+
+
+@pytest.mark.parametrize(
+    ("window", "hour", "open_"),
+    [("", 12, True), ("22:00-06:00", 23, True), ("22:00-06:00", 3, True),
+     ("22:00-06:00", 12, False), ("09:00-17:00", 12, True), ("09:00-17:00", 17, False)],
+)  # fmt: skip
+def test_campaign_window(window, hour, open_):
+    from daemon.forged import in_window
+
+    assert in_window(window, datetime(2026, 1, 1, hour, 0)) is open_
