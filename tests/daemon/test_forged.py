@@ -15,20 +15,9 @@ from pathlib import Path
 import pytest
 
 from appliance import jobs
-from appliance.config import load_config
 from appliance.control import request
-from appliance.store import open_db
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("FORGE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("FORGE_CONFIG", raising=False)
-    config = load_config()
-    config.ensure_dirs()
-    return config, open_db(config)
 
 
 def start(config) -> subprocess.Popen:

@@ -14,7 +14,7 @@ import pytest
 
 from appliance.control import request
 from daemon.notify import Notifier
-from tests.daemon.test_forged import ROOT, home  # noqa: F401 - the fixture
+from tests.daemon.test_forged import ROOT
 
 
 @pytest.fixture
@@ -81,14 +81,14 @@ def test_without_systemd_nothing_is_sent():
 
 def test_forged_says_ready_once_it_answers_pings_the_watchdog_and_says_stopping(
     home,
-    notify_socket,  # noqa: F811
+    notify_socket,
 ):
     config, _ = home
     path, sock = notify_socket
     env = os.environ | {"FORGE_HOME": str(config.home), "NOTIFY_SOCKET": str(path),
                         "WATCHDOG_USEC": "1000000"}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.forged"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    out = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.forged"], cwd=ROOT, env=env, **out)
     try:
         sock.settimeout(30)
         first = dict(line.split("=", 1) for line in sock.recv(4096).decode().splitlines())
