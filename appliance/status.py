@@ -11,8 +11,9 @@ from appliance.config import Config
 from appliance.resources import snapshot
 
 
-def gather(config: Config, db: sqlite_utils.Database) -> dict:
-    """The state an operator asks about, as plain data (the CLI renders it or dumps JSON)."""
+def gather(config: Config, db: sqlite_utils.Database, resources: dict | None = None) -> dict:
+    """The state an operator asks about, as plain data (the CLI renders it or dumps JSON).
+    `resources` replaces the live CPU/memory/disk/GPU sample (fixed pictures in tests)."""
     packages = [
         dict(row)
         for row in db.query(
@@ -70,7 +71,7 @@ def gather(config: Config, db: sqlite_utils.Database) -> dict:
             )
         },
         "jobs": _jobs(db),
-        "resources": snapshot(config.home),
+        "resources": resources if resources is not None else snapshot(config.home),
     }
 
 

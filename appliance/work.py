@@ -27,11 +27,13 @@ class JobProgress:
 
     def __init__(self, db, job_id: int) -> None:
         self.db, self.job_id, self.last = db, job_id, 0.0
+        # The steps an earlier, interrupted run of this job finished: kept in the row.
+        self.completed: dict[str, dict] = jobs.get(db, job_id).progress.get("completed", {})
 
     def _write(self, data: dict, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self.last >= 1.0:
-            jobs.set_progress(self.db, self.job_id, data)
+            jobs.set_progress(self.db, self.job_id, data | {"completed": self.completed})
             self.last = now
 
     def step(self, name: str, text: str) -> None:
@@ -40,11 +42,15 @@ class JobProgress:
 
     def advance(self, name: str, done: int, total: int, text: str = "") -> None:
         print(f"{stamp()} {name} {done}/{total} {text}".rstrip(), flush=True)
-        self._write({"step": name, "done": done, "total": total, "text": text})
+        self._write(
+            {"step": name, "done": done, "total": total, "text": text}, force=done == total
+        )  # the end of a step is always written
 
     def done(self, step) -> None:
         print(f"{stamp()} step {step.name} {step.status} in {step.seconds:.0f} s "
               f"{json.dumps(step.detail, default=str)}", flush=True)  # fmt: skip
+        if step.status != "failed":
+            self.completed[step.name] = dict(step.__dict__)
         self._write({"step": step.name, "text": step.status}, force=True)
 
 
@@ -79,7 +85,8 @@ def run_job(home: str, kind: str, args: dict, job_id: int | None = None) -> dict
             source, keep = FORGE_ROOT / "repo_packages" / "demo", True
         check_sandbox(config)
         report = run_cycle(config, db, source=source, keep=keep, commits=args.get("commits"),
-                           progress=progress, only=CYCLE_PARTS[kind])  # fmt: skip
+                           progress=progress, only=CYCLE_PARTS[kind],
+                           resume=progress.completed if progress else None)  # fmt: skip
         return report.to_dict()
     if kind == "promote":
 

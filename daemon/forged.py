@@ -273,6 +273,7 @@ def in_window(window: str, now: datetime | None = None) -> bool:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="forged %(levelname)s %(message)s")  # fmt: skip
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per event: ours
     notifier = Notifier()
     try:
         config = load_config()

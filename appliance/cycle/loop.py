@@ -11,6 +11,7 @@ run is reused, and a candidate that was already decided is not decided again.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -70,9 +71,13 @@ def run_cycle(
     commits: int | None = None,
     progress: Progress | None = None,
     only: tuple[str, ...] | None = None,
+    resume: dict[str, dict] | None = None,
 ) -> CycleReport:
     """The whole loop, or with `only` just those steps (the daemon's campaign, train and
-    evaluate jobs are parts of it: the same idempotent steps)."""
+    evaluate jobs are parts of it: the same idempotent steps). `resume` holds the steps
+    an interrupted run of the same job finished (name → Step fields): they are not run
+    again, so a cycle killed while training resumes that training rather than starting a
+    campaign on the next commit first."""
     unknown = set(only or ()) - set(STEPS)
     if unknown:
         raise ForgeError(f"unknown cycle steps: {sorted(unknown)}; the steps: {', '.join(STEPS)}")
@@ -84,6 +89,10 @@ def run_cycle(
     def step(name: str, fn: Callable[[Step], None]) -> Step | None:
         if only is not None and name not in only:
             return None
+        if resume and name in resume:
+            finished = Step(**resume[name])
+            report.steps.append(finished)
+            return finished
         current = Step(name)
         progress.step(name, name)
         clock = time.monotonic()
@@ -209,6 +218,11 @@ def _evaluate(config: Config, db, progress: Progress, step: Step, report: CycleR
         progress.advance("evaluate", i, n, f"{stage}: {arm}")
 
     evaluations = evaluate_many(config, db, list(waiting.items()), on_progress=on_progress)
+    n = len(evaluations)
+    progress.advance("evaluate", n, n, "deciding: promote or reject")
+    # The decisions are stored, the registry not yet changed: the riskiest moment to die.
+    # bench/chaos.py widens it (FORGE_CHAOS_HOLD_S) so its kill can land here.
+    time.sleep(float(os.environ.get("FORGE_CHAOS_HOLD_S") or 0))
     for ev in evaluations:
         number = int(ev.candidate.rsplit("-v", 1)[1])
         if ev.decision.verdict == "promote":

@@ -119,7 +119,16 @@ def finish_run(db, run_id: int, summary: dict) -> None:
 
 
 def record_decision(db, stage, candidate, baseline, runs, verdict, report: dict) -> int:
+    """Store a decision; the same verdict on the same two runs is the decision already
+    stored (a cycle killed between deciding and promoting decides once, not twice)."""
     with transaction(db):
+        same = db.execute(
+            "SELECT id FROM gate_decisions WHERE stage = ? AND candidate = ? AND baseline = ? "
+            "AND candidate_run = ? AND baseline_run = ? AND verdict = ?",
+            [stage, candidate, baseline, runs[0], runs[1], verdict],
+        ).fetchone()
+        if same:
+            return same[0]
         cursor = db.execute(
             "INSERT INTO gate_decisions (stage, candidate, baseline, candidate_run, "
             "baseline_run, verdict, report, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

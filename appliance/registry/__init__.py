@@ -11,6 +11,7 @@ from appliance.registry.registry import (
     promote,
     reject,
     rollback,
+    rollback_target,
     versions,
 )
 from appliance.registry.serving import active_adapter, as_adapter, resolver
@@ -31,6 +32,7 @@ __all__ = [
     "reject",
     "resolver",
     "rollback",
+    "rollback_target",
     "set_split",
     "versions",
 ]

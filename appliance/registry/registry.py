@@ -241,6 +241,51 @@ def _in_service_before(conn, stage: str) -> list[int]:
     return stack
 
 
+def _choose_target(conn, stage: str, to: int | None, to_base: bool):
+    """(the active version, the entry a rollback puts in service or None for the base,
+    the notes saying why): the rule of rollback(), deciding nothing."""
+    check_stage(stage)
+    current = active(conn, stage)
+    if current is None and to is None:
+        raise RegistryRefused(
+            f"nothing is active for {stage}: it already uses the base",
+            f"forge adapters {stage} lists its versions; forge rollback {stage} --to vN "
+            "puts one in service",
+        )
+    notes = []
+    if to is not None:
+        target = _entry(conn, stage, to)
+        if current is not None and to == current.version:
+            raise RegistryRefused(f"{target.name} is already active")
+        _refuse_unservable(target, "roll back to")
+        notes.append(f"to {target.name}, chosen by the operator")
+        if target.adapter.status == "rejected":
+            notes.append("a version the gate rejected")
+    elif to_base:
+        target = None
+        notes.append("to the base, asked for")
+    else:
+        target = None
+        for version in reversed(_in_service_before(conn, stage)):
+            if version == current.version:
+                continue
+            candidate = _entry(conn, stage, version)
+            if candidate.servable:
+                target = candidate
+                break
+            notes.append(f"skipped {candidate.name} (not servable)")
+        back = target.name if target else "the base"
+        notes.insert(0, f"back to {back}, in service before {current.name}")
+    return current, target, notes
+
+
+def rollback_target(db, stage: str) -> tuple[AdapterVersion | None, AdapterVersion | None]:
+    """(from, to) a plain `forge rollback STAGE` would do now, changing nothing (the
+    dashboard's confirmation shows it). Raises the refusal rollback() would."""
+    current, target, _ = _choose_target(db, stage, None, False)
+    return current, get(db, stage, target.adapter.version) if target else None
+
+
 def rollback(
     db, stage: str, to: int | None = None, *, to_base: bool = False
 ) -> tuple[AdapterVersion | None, AdapterVersion | None]:
@@ -250,38 +295,7 @@ def rollback(
     if to is not None and to_base:
         raise UsageError("give either a version or the base as the target, not both")
     with write_transaction(db) as conn:
-        check_stage(stage)
-        current = active(conn, stage)
-        if current is None and to is None:
-            raise RegistryRefused(
-                f"nothing is active for {stage}: it already uses the base",
-                f"forge adapters {stage} lists its versions; forge rollback {stage} --to vN "
-                "puts one in service",
-            )
-        notes = []
-        if to is not None:
-            target = _entry(conn, stage, to)
-            if current is not None and to == current.version:
-                raise RegistryRefused(f"{target.name} is already active")
-            _refuse_unservable(target, "roll back to")
-            notes.append(f"to {target.name}, chosen by the operator")
-            if target.adapter.status == "rejected":
-                notes.append("a version the gate rejected")
-        elif to_base:
-            target = None
-            notes.append("to the base, asked for")
-        else:
-            target = None
-            for version in reversed(_in_service_before(conn, stage)):
-                if version == current.version:
-                    continue
-                candidate = _entry(conn, stage, version)
-                if candidate.servable:
-                    target = candidate
-                    break
-                notes.append(f"skipped {candidate.name} (not servable)")
-            back = target.name if target else "the base"
-            notes.insert(0, f"back to {back}, in service before {current.name}")
+        current, target, notes = _choose_target(conn, stage, to, to_base)
         if current is not None:
             _set_status(conn, stage, current.version, "inactive")
         if target is not None:

@@ -201,3 +201,17 @@ def test_promote_and_rollback_are_atomic_for_concurrent_readers(db, forge_home):
     assert not errors, errors
     assert len(seen) > 100 and set(seen) == {(1, 1)}
     assert len(registry.history(db, "scope")) == 2 + 60 * 4
+
+
+def test_rollback_target_says_what_rollback_would_do_and_changes_nothing(db):
+    for version in (1, 2):
+        add_adapter(db, "scope", version)
+    registry.promote(db, "scope", 1)
+    registry.promote(db, "scope", 2)
+    before, after = registry.rollback_target(db, "scope")
+    assert (before.name, after.name) == ("scope-v2", "scope-v1")
+    assert registry.active(db, "scope").version == 2  # unchanged
+    assert [e["action"] for e in registry.history(db, "scope")] == ["promote", "promote"]
+    assert registry.rollback(db, "scope")[1].name == after.name  # and rollback agrees
+    with pytest.raises(registry.RegistryRefused, match="nothing is active"):
+        registry.rollback_target(db, "plan")
