@@ -1,0 +1,66 @@
+"""`python -m tui.screenshots OUTDIR`: seed a demo FORGE_HOME (in a temp folder) and save
+SVG screenshots of the Overview and Adapters screens as OUTDIR/tui-overview.svg and
+OUTDIR/tui-adapters.svg (the pictures in docs/)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+SIZE = (140, 44)
+
+
+def fixed_gather(config, db) -> dict:
+    """`forge status` data with the demo's fixed resources, so the pictures are stable."""
+    from appliance.status import gather
+    from tui.demo import RESOURCES
+
+    return gather(config, db, resources=RESOURCES)
+
+
+async def _shoot(app, outdir: Path) -> list[Path]:
+    saved = []
+    async with app.run_test(size=SIZE) as pilot:
+        for key, name in (("1", "overview"), ("4", "adapters")):
+            await pilot.press(key)
+            await settle(pilot)
+            saved.append(Path(app.save_screenshot(f"tui-{name}.svg", str(outdir))))
+    return saved
+
+
+async def settle(pilot) -> None:
+    """Wait until the screen's reads are done and on screen."""
+    for _ in range(3):
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m tui.screenshots OUTDIR", file=sys.stderr)
+        return 2
+    outdir = Path(args[0])
+    outdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="forge-demo-") as tmp:
+        os.environ["FORGE_HOME"] = str(Path(tmp) / "forge")
+        os.environ.pop("FORGE_CONFIG", None)
+        from appliance.config import load_config
+        from tui.app import ForgeApp
+        from tui.data import Reader
+        from tui.demo import seed
+
+        config = load_config()
+        seed(config)
+        app = ForgeApp(config, Reader(config, gather=fixed_gather), refresh_s=None)
+        for path in asyncio.run(_shoot(app, outdir)):
+            print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
