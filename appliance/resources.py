@@ -3,7 +3,6 @@ disk through psutil, GPUs through NVML when the NVIDIA driver is there (none oth
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -12,35 +11,27 @@ import psutil
 
 def gpus() -> list[dict]:
     """One entry per NVIDIA GPU: utilisation, memory, temperature; [] without a driver."""
-    try:
-        import pynvml
+    from appliance.serving.placement import nvml
 
-        pynvml.nvmlInit()
-    except Exception:  # no libnvidia-ml, no driver, no GPU: a CPU box
-        return []
-    try:
-        found = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
-            name = pynvml.nvmlDeviceGetName(handle)
-            found.append({
-                "index": index,
-                "name": name.decode() if isinstance(name, bytes) else name,
-                "util_percent": rates.gpu,
-                "memory_used_bytes": memory.used,
-                "memory_total_bytes": memory.total,
-                "temperature_c": pynvml.nvmlDeviceGetTemperature(
-                    handle, pynvml.NVML_TEMPERATURE_GPU
-                ),
-            })  # fmt: skip
-        return found
-    except Exception:  # a driver that answers init but not the queries: report none
-        return []
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
+    with nvml() as (pynvml, devices):
+        try:
+            return [_gpu(pynvml, index, handle) for index, handle in devices]
+        except Exception:  # a driver that opens but does not answer: report none
+            return []
+
+
+def _gpu(pynvml, index: int, handle) -> dict:
+    from appliance.serving.placement import device_name
+
+    memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+    return {
+        "index": index,
+        "name": device_name(pynvml, handle),
+        "util_percent": pynvml.nvmlDeviceGetUtilizationRates(handle).gpu,
+        "memory_used_bytes": memory.used,
+        "memory_total_bytes": memory.total,
+        "temperature_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
+    }
 
 
 def gpu_count() -> int:

@@ -78,8 +78,8 @@ class Report:
 
 
 class Chaos:
-    def __init__(self, home: Path, seed: int, log=print) -> None:
-        self.home, self.rng, self.log = home, random.Random(seed), log
+    def __init__(self, home: Path, seed: int, log=print, settings: str = SETTINGS) -> None:
+        self.home, self.rng, self.log, self.settings = home, random.Random(seed), log, settings
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.cycle_queued = False
@@ -179,7 +179,7 @@ class Chaos:
 
     def prepare(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "forge.toml").write_text(SETTINGS)
+        (self.home / "forge.toml").write_text(self.settings)
         incoming = self.home / "ingest" / ".copying-demo"
         shutil.copytree(DEMO, incoming, symlinks=True)
         (incoming / "READY").write_text("")

@@ -7,8 +7,11 @@ base per GPU while there are GPUs to spare. Without GPUs everything runs on the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from appliance.models.manifest import BaseModelFile
 
@@ -33,38 +36,44 @@ class Placement:
 CPU = Placement(gpu_layers=0, main_gpu=0, tensor_split=(), device="cpu")
 
 
-def detect_gpus() -> list[Gpu]:
-    """NVIDIA GPUs through NVML; empty when there are none or no driver."""
+@contextmanager
+def nvml() -> Iterator[tuple[Any, list[tuple[int, Any]]]]:
+    """(pynvml, [(index, handle), …]) while NVML is open; (None, []) when there is no
+    driver or no GPU. appliance.resources reads utilisation and temperature through it."""
     try:
         import pynvml
-    except ImportError:
-        return []
-    try:
+
         pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return []
+    except Exception:  # no nvidia-ml-py, no libnvidia-ml, no driver: a CPU box
+        yield None, []
+        return
     try:
+        count = pynvml.nvmlDeviceGetCount()
+        yield pynvml, [(i, pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(count)]
+    finally:
+        with contextlib.suppress(Exception):
+            pynvml.nvmlShutdown()
+
+
+def device_name(pynvml, handle) -> str:
+    name = pynvml.nvmlDeviceGetName(handle)
+    return name.decode() if isinstance(name, bytes) else name
+
+
+def detect_gpus() -> list[Gpu]:
+    """NVIDIA GPUs through NVML; empty when there are none or no driver."""
+    with nvml() as (pynvml, devices):
         gpus = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        for index, handle in devices:
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            name = pynvml.nvmlDeviceGetName(handle)
             try:
                 capability = tuple(pynvml.nvmlDeviceGetCudaComputeCapability(handle))
             except pynvml.NVMLError:
                 capability = None
             gpus.append(
-                Gpu(
-                    index,
-                    name.decode() if isinstance(name, bytes) else name,
-                    memory.free,
-                    memory.total,
-                    capability,
-                )
+                Gpu(index, device_name(pynvml, handle), memory.free, memory.total, capability)
             )
         return gpus
-    finally:
-        pynvml.nvmlShutdown()
 
 
 def plan(bases: Sequence[BaseModelFile], gpus: Sequence[Gpu]) -> dict[str, Placement]:

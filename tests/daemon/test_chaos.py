@@ -6,10 +6,12 @@ registry consistent. bench/chaos.py is the longer run of the same driver."""
 from __future__ import annotations
 
 import json
+import signal
+import time
 
 import pytest
 
-from bench.chaos import PHASES, Chaos
+from bench.chaos import PHASES, SETTINGS, Chaos
 from tests.harness.conftest import DEMO
 
 
@@ -29,3 +31,47 @@ def test_forged_survives_kill_9_in_every_phase(tmp_path):
     # phases are always reached (ingest can be over before a poll; promotion is held).
     assert {"campaign", "train", "evaluate", "promote"} <= hit, lines
     assert len(report.kills) >= 4
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_sigterm_while_training_checkpoints_the_step_and_the_next_start_resumes(tmp_path):
+    """SIGTERM: the training step in progress finishes and is checkpointed, forged exits
+    within 30 s, and the next start resumes that training from the checkpoint."""
+    settings = SETTINGS.replace("max_steps = 4\ncheckpoint_every = 1", "max_steps = 6\n"
+                                "checkpoint_every = 100").replace("max_seq_len = 512",
+                                                                  "max_seq_len = 256")  # fmt: skip
+    assert "checkpoint_every = 100" in settings
+    chaos = Chaos(tmp_path / "home", seed=1, settings=settings)
+    chaos.prepare()
+    chaos.start()
+    deadline = time.monotonic() + 600
+    metrics = None
+    while time.monotonic() < deadline and metrics is None:
+        chaos.queue_cycle_once()
+        for path in chaos.home.glob("runs/train/*/metrics.jsonl"):
+            if any('"step": 1,' in line for line in path.read_text().splitlines()):
+                metrics = path
+        time.sleep(0.2)
+    assert metrics is not None, "training never logged a step"
+    started = time.monotonic()
+    chaos.proc.send_signal(signal.SIGTERM)
+    assert chaos.proc.wait(timeout=60) == 0
+    took = time.monotonic() - started
+    assert took < 30, f"forged took {took:.1f} s to stop"
+    # Only the stop wrote a checkpoint (checkpoint_every is 100): the step it was in.
+    (checkpoint,) = (metrics.parent / "checkpoints").iterdir()
+    step = int(checkpoint.name.removeprefix("step-"))
+    assert 1 <= step < 6
+    assert chaos.cycle_job()["status"] == "running"  # queued again at the next start
+    chaos.start()
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and chaos.busy():
+        time.sleep(1)
+    chaos.stop()
+    job = chaos.cycle_job()
+    assert job["status"] == "done" and job["attempts"] == 1, job  # the stop is not counted
+    with chaos.db() as conn:
+        (row,) = conn.execute("SELECT metrics FROM adapters").fetchall()
+    trained = json.loads(row[0])
+    assert trained["resumed_from"] == step and trained["steps"] == 6
