@@ -6,9 +6,10 @@ The daemon runs on a temporary FORGE_HOME with the demo package dropped into ing
 and one cycle (ingest → campaign → datasets → train → evaluate → promote) queued. Each
 kill is aimed at a phase (ingest, campaign, train, evaluate, promote): the driver waits
 until the daemon is in it, waits a random moment more, and kills. Then come `--random`
-kills at random moments, and finally the daemon is left to finish.
+kills at random moments during one more cycle; each cycle is left to finish before the
+next is queued, and the checks run at the end.
 
-    .venv/bin/python bench/chaos.py                 # the longer run: every phase twice + 4
+    .venv/bin/python bench/chaos.py                 # the longer run: 2 cycles + 4 random
     .venv/bin/python bench/chaos.py --rounds 1 --random 0 --seed 7
 
 tests/daemon/test_chaos.py runs a bounded version (every phase once).
@@ -227,50 +228,70 @@ class Chaos:
         job = self.cycle_job()
         return job is None or job["status"] in ("queued", "running")
 
-    def run(self, phases: list[str], random_kills: int, timeout_s: float) -> Report:
+    def run(self, rounds: int, random_kills: int, timeout_s: float) -> Report:
+        """`rounds` cycles, each killed once in each of its phases (ingest only in the
+        first: the package comes once), then, with `random_kills`, one more cycle killed
+        at random moments; each cycle runs to its end before the next is queued."""
         report, clock = Report(), time.monotonic()
+        deadline = clock + timeout_s
         kept: list[dict] = []
         self.prepare()
         self.start()
-        for target in [*phases, *["random"] * random_kills]:
-            if target == "random":
-                until = time.monotonic() + self.rng.uniform(2.0, 20.0)
-                while time.monotonic() < until:
-                    self.queue_cycle_once()
-                    time.sleep(0.1)
-                if not self.busy():
-                    self.log("  random kill: the work is done, no kill")
+        plans = [list(PHASES)] + [[p for p in PHASES if p != "ingest"]] * (rounds - 1)
+        if random_kills:
+            plans.append(["random"] * random_kills)
+        for n, plan in enumerate(plans):
+            if n:  # the next cycle, once this one is over
+                self.finish(deadline)
+                self.cycle_queued = False
+            for target in plan:
+                hit = self.aim(target, timeout_s)
+                if hit is None:
                     continue
-                phase, detail = self.phase()
-            else:
-                detail = self.wait_for(target, timeout_s / 4)
-                if detail is None:
-                    self.log(f"  phase {target}: not reached (passed or too quick), no kill")
-                    continue
-                quick = {"ingest": 0.2, "promote": 1.5}.get(target, 3.0)  # a moment only
-                time.sleep(self.rng.uniform(0.0, quick))
-                phase, detail = self.phase()
-            kept.append(self.finished())
-            orphans = self.kill()
-            kill = {"aimed_at": target, "phase": phase, **detail, "orphans": orphans,
-                    "at_s": round(time.monotonic() - clock, 1)}  # fmt: skip
-            report.kills.append(kill)
-            self.log(f"  kill {len(report.kills)}: aimed at {target}, hit {phase or 'idle'} "
-                     f"{json.dumps(detail)}")  # fmt: skip
-            self.start()
-        deadline = clock + timeout_s
-        while time.monotonic() < deadline:
-            self.queue_cycle_once()
-            job = self.cycle_job()
-            if job and job["status"] in ("done", "failed", "cancelled"):
-                break
-            time.sleep(1)
+                kept.append(self.finished())
+                orphans = self.kill()
+                phase, detail = hit
+                kill = {"aimed_at": target, "phase": phase, **detail, "orphans": orphans,
+                        "at_s": round(time.monotonic() - clock, 1)}  # fmt: skip
+                report.kills.append(kill)
+                self.log(f"  kill {len(report.kills)}: aimed at {target}, hit "
+                         f"{phase or 'idle'} {json.dumps(detail)}")  # fmt: skip
+                self.start()
+        self.finish(deadline)
         self.stop()
         report.seconds = time.monotonic() - clock
         job = self.cycle_job()
         report.cycle = job
         report.checks = self.check(kept, job, report.kills)
         return report
+
+    def aim(self, target: str, timeout_s: float) -> tuple[str | None, dict] | None:
+        """Wait for the moment to kill at: in `target`'s phase, or a random one; None when
+        there is none (the phase went by too quickly, or the work is done)."""
+        if target == "random":
+            until = time.monotonic() + self.rng.uniform(2.0, 20.0)
+            while time.monotonic() < until:
+                self.queue_cycle_once()
+                time.sleep(0.1)
+            if not self.busy():
+                self.log("  random kill: the work is done, no kill")
+                return None
+            return self.phase()
+        if self.wait_for(target, timeout_s / 4) is None:
+            self.log(f"  phase {target}: not reached (passed or too quick), no kill")
+            return None
+        quick = {"ingest": 0.2, "promote": 1.5}.get(target, 3.0)  # a moment only
+        time.sleep(self.rng.uniform(0.0, quick))
+        return self.phase()
+
+    def finish(self, deadline: float) -> None:
+        """Let the cycle run to its end (or the deadline)."""
+        while time.monotonic() < deadline:
+            self.queue_cycle_once()
+            job = self.cycle_job()
+            if self.cycle_queued and job and job["status"] in ("done", "failed", "cancelled"):
+                return
+            time.sleep(1)
 
     # --- the checks ----------------------------------------------------------------------
 
@@ -364,7 +385,8 @@ class Chaos:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=2, help="kills aimed at each phase")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="cycles, each killed once in each phase")  # fmt: skip
     parser.add_argument("--random", type=int, default=4, help="kills at random moments")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=3600.0)
@@ -375,10 +397,9 @@ def main() -> int:
 
     home = options.home or Path(tempfile.mkdtemp(prefix="forge-chaos-")) / "home"
     chaos = Chaos(home, options.seed, log=lambda s: print(s, file=sys.stderr, flush=True))
-    phases = [p for _ in range(options.rounds) for p in PHASES]
-    print(f"chaos on {home}: {len(phases)} aimed kills + {options.random} random",
-          file=sys.stderr)  # fmt: skip
-    report = chaos.run(phases, options.random, options.timeout)
+    print(f"chaos on {home}: {options.rounds} cycle(s) killed in each phase, then "
+          f"{options.random} random kills", file=sys.stderr)  # fmt: skip
+    report = chaos.run(options.rounds, options.random, options.timeout)
     if options.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
