@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from appliance import actions, jobs
@@ -86,7 +86,7 @@ class Daemon:
         self.slots = max(1, self.gpus)  # heavy jobs at once: one per GPU
         self.children: dict[int, tuple[multiprocessing.Process, int]] = {}  # job → (proc, slot)
         self.threads: dict[int, threading.Thread] = {}
-        self.started = time.time()
+        self.started = datetime.now(UTC).isoformat(timespec="seconds")
         self.scheduler = None  # daemon.schedule's, set once the socket answers
 
     # --- the control socket --------------------------------------------------------------

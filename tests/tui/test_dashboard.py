@@ -145,6 +145,32 @@ async def test_rollback_through_the_confirmation_changes_the_active_adapter(make
 
 
 @sync
+async def test_with_forged_running_the_rollback_is_done_by_the_daemon(make_app, demo):
+    """The real forged on the seeded home: the dialog's rollback goes over its socket and
+    the daemon's log says it did it."""
+    from tests.daemon.test_forged import start, stop
+
+    db = open_db(demo, migrate=False)
+    try:  # the seeded live jobs would start real work in forged: not this test's business
+        for job in jobs.jobs(db, jobs.LIVE):
+            jobs.cancel(db, job.id)
+    finally:
+        db.conn.close()
+    proc = start(demo)
+    try:
+        app = make_app()
+        async with app.run_test(size=SIZE) as pilot:
+            await go(pilot, "4", "b")
+            assert isinstance(app.screen, ConfirmScreen)
+            await go(pilot, "y")
+            assert active_version(demo, "scope") == 1
+            assert not app.screen.query_one(DaemonBanner).display  # a daemon runs: no banner
+    finally:
+        stop(proc)
+    assert "rollback scope: scope-v2 → scope-v1" in proc.stdout.read()
+
+
+@sync
 async def test_a_rollback_not_confirmed_changes_nothing(make_app, demo):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
