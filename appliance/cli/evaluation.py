@@ -205,8 +205,9 @@ def decisions(stage, limit: int, as_json: bool) -> None:
               help="New commits per package this cycle (default: cycle.commits).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def cycle(demo: bool, source, commits, as_json: bool) -> None:
-    """One whole loop in the foreground: ingest → campaign on new train commits →
-    datasets → train candidates → evaluate → promote or reject → a report.
+    """One whole loop: ingest → campaign on new train commits → datasets → train
+    candidates → evaluate → promote or reject → a report. When forged runs it is the
+    daemon's cycle job (followed here); otherwise it runs in the foreground.
 
     Interrupted, run it again: finished work is kept and skipped. `--demo` takes the
     shipped demo package (left in place) and the quick settings of

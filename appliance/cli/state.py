@@ -28,7 +28,9 @@ def init() -> None:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def status(as_json: bool) -> None:
-    """What the appliance holds: corpus, quarantine, last ingest, database, disk."""
+    """What the appliance holds and does: corpus, quarantine, last ingest, the daemon and
+    its jobs (running with progress, queued, recent failures), active adapters, database,
+    CPU, memory, disk and GPUs."""
     from appliance.status import gather
     from appliance.store import open_db
 
