@@ -35,6 +35,20 @@ def ask(config: Config, command: str, **args) -> dict | None:
     return answer
 
 
+class NoDaemon(ForgeError):
+    """The request needs forged (pause, resume, cancel a running job, …) and no daemon
+    answers."""
+
+
+def ask_daemon(config: Config, command: str, why: str, **args) -> dict:
+    """forged's answer to `command`; NoDaemon, saying `why` it needs one, when none runs."""
+    answer = ask(config, command, **args)
+    if answer is None:
+        raise NoDaemon(f"forged is not running: {why}",
+                       "start it: systemctl start forged (or run forged)")  # fmt: skip
+    return answer
+
+
 def _version(adapter) -> dict:
     return {"name": adapter.name if adapter else "base",
             "version": adapter.version if adapter else None}  # fmt: skip

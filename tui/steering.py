@@ -10,12 +10,7 @@ from contextlib import contextmanager
 
 from appliance import actions
 from appliance.config import Config
-from appliance.errors import ForgeError
 from appliance.store import open_db
-
-
-class NoDaemon(ForgeError):
-    """The request needs forged, and no daemon answers."""
 
 
 @contextmanager
@@ -48,29 +43,20 @@ def promote(config: Config, stage: str, version: int) -> dict:
 
 
 def pause(config: Config, pause: bool) -> dict:
-    answer = actions.ask(config, "pause" if pause else "resume")
-    if answer is None:
-        raise NoDaemon(
-            "forged is not running: there is nothing to pause or resume",
-            "start it: systemctl start forged (or run forged)",
-        )
-    return answer["daemon"]
+    command = "pause" if pause else "resume"
+    why = "there is nothing to pause or resume"
+    return actions.ask_daemon(config, command, why)["daemon"]
 
 
 def cancel(config: Config, job_id: int) -> dict:
-    answer = actions.ask(config, "cancel", id=job_id)
-    if answer is None:
-        raise NoDaemon(
-            "forged is not running: jobs are cancelled by the daemon",
-            "start it: systemctl start forged (or run forged)",
-        )
-    return answer["job"]
+    why = "jobs are cancelled by the daemon"
+    return actions.ask_daemon(config, "cancel", why, id=job_id)["job"]
 
 
 def run_job(config: Config, kind: str) -> dict:
     answer = actions.queue_job(config, kind)
     if answer is None:
-        raise NoDaemon(
+        raise actions.NoDaemon(
             f"forged is not running: a {kind} job needs the daemon",
             f"start it (systemctl start forged), or run forge {kind} here",
         )

@@ -172,9 +172,7 @@ def _toggle(command: str) -> None:
     from appliance import actions
 
     config, _ = _open()
-    answer = actions.ask(config, command)
-    if answer is None:
-        raise ForgeError("forged is not running", "start it: systemctl start forged")
+    answer = actions.ask_daemon(config, command, f"there is nothing to {command}")
     console.print(f"forged is {answer['daemon']['state']}")
 
 
