@@ -76,6 +76,11 @@ class SandboxSettings(_Section):
     open_files: int = Field(1024, ge=64)
     output_mb: int = Field(64, ge=1, description="combined output; more stops the run")
     tmp_mb: int = Field(1024, ge=16, description="size of the private /tmp")
+    disk_mb: int = Field(2048, ge=16, description="MB one run may add to its worktree")
+    shm_mb: int = Field(64, ge=1, description="size of the private /dev/shm")
+    user: str = Field(
+        "forge-sandbox", description="bwrap as root: the unprivileged user tests run as"
+    )
 
     def limits(self, wall_s: float):
         from appliance.sandbox.spec import Limits
@@ -89,6 +94,8 @@ class SandboxSettings(_Section):
             open_files=self.open_files,
             output_bytes=self.output_mb << 20,
             tmp_mb=self.tmp_mb,
+            disk_mb=self.disk_mb,
+            shm_mb=self.shm_mb,
         )
 
 

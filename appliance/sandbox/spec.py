@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 # Why a run was stopped, when it was stopped by a limit rather than ending by itself.
-LIMITS = ("wall_time", "cpu_time", "memory", "processes", "output", "file_size")
+LIMITS = ("wall_time", "cpu_time", "memory", "processes", "output", "file_size", "disk")
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class Limits:
     open_files: int = 1024  # per process (RLIMIT_NOFILE)
     output_bytes: int = 64 << 20  # combined stdout+stderr; more kills the run
     tmp_mb: int = 1024  # size of the private /tmp
+    disk_mb: int = 2048  # bytes allocated under the writable binds, all files together
+    shm_mb: int = 64  # size of the private /dev/shm (counted with memory, as /tmp is)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ LIMIT_WORDS = {
     "processes": "started more processes than its limit",
     "output": "printed more output than its limit",
     "file_size": "wrote a file larger than its limit",
+    "disk": "wrote more to disk than its limit",
 }
 
 
