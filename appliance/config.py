@@ -320,16 +320,28 @@ class Config:
             ) from exc
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a forge.toml is a few hundred lines; more is not one
+
+
 def _read_toml(path: Path) -> dict:
+    hint = "fix the syntax or remove the file"
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            f"{path} is not valid TOML: {exc}", "fix the syntax or remove the file"
-        ) from exc
+            data = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a forge.toml",
+                          hint)  # fmt: skip
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not text (not UTF-8 at byte {exc.start})", hint) from exc
+    # TOMLDecodeError is a ValueError, as is the int() of a number too long to convert.
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", hint) from exc
+    except RecursionError as exc:  # arrays or inline tables nested thousands deep
+        raise ConfigError(f"{path} is not valid TOML: it nests too deep", hint) from exc
 
 
 def _default_home() -> Path:

@@ -83,3 +83,39 @@ def test_bad_training_settings_are_named(tmp_path, monkeypatch, text, words):
     monkeypatch.setenv("FORGE_CONFIG", str(path))
     with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
         load_config()
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (bytes(range(256)) * 4, "is not text"),  # a binary file: UnicodeDecodeError before
+        (b"\xff\xfe[packages]\n", "is not text"),
+        (b"x = " + b"[" * 100_000, "nests too deep"),
+        (b"x = " + b"9" * 5000 + b"\n", "not valid TOML"),  # int() refuses 5,000 digits
+        (b"# " + b"a" * (2 << 20) + b"\n", "larger than 1 MiB"),
+    ],
+    ids=["binary", "utf16-bom", "nested", "long-number", "huge"],
+)
+def test_hostile_files_are_config_errors_naming_the_file(tmp_path, monkeypatch, content, words):
+    path = tmp_path / "forge.toml"
+    path.write_bytes(content)
+    monkeypatch.setenv("FORGE_CONFIG", str(path))
+    with pytest.raises(ConfigError) as err:
+        load_config()
+    assert words in str(err.value) and str(path) in str(err.value)
+
+
+def test_the_cli_says_which_file_is_binary(tmp_path):
+    """A binary forge.toml: exit 1 with the file named, no traceback."""
+    from click.testing import CliRunner
+
+    from appliance.cli import cli
+
+    path = tmp_path / "forge.toml"
+    path.write_bytes(b"\x00\x01\x02\xff\xfe binary \x89PNG")
+    out = CliRunner(env={"FORGE_CONFIG": str(path), "FORGE_HOME": str(tmp_path / "home")}).invoke(
+        cli, ["status"]
+    )
+    assert out.exit_code == 1, out.output
+    assert str(path) in out.output and "is not text" in out.output
+    assert "Traceback" not in out.output
