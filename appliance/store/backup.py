@@ -2,20 +2,27 @@
 
 A backup is made with SQLite's backup API while Forge runs (readers and the writer go
 on), written beside its final name and renamed only once it is complete and passes
-`PRAGMA integrity_check`, so `backups/` never holds half a backup. Retention keeps the
-newest backup of each of the last 7 days and of each of the last 4 ISO weeks; other
-files in `backups/` are never touched. A restore refuses while the daemon runs, checks
+`PRAGMA integrity_check`, so `backups/` never holds half a backup. Names carry the
+microsecond and a random part and are taken with a hard link (which fails rather than
+replace), so backups made at the same moment never collide; a backup is one
+self-contained file (journal mode DELETE), and the partial's -journal/-wal/-shm never
+outlive the run. Retention keeps the newest backup of each of the last 7 days and of each
+of the last 4 ISO weeks, and every backup of the last hour; other files in `backups/` are
+never touched. A restore refuses while the daemon runs, checks
 the file first, keeps the database it replaces as a backup of its own, and swaps the
 file in with a rename: it is all or nothing.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import psutil
 
@@ -23,9 +30,14 @@ from appliance.config import Config
 from appliance.errors import ForgeError, UsageError
 from appliance.store.db import connect, sqlite_module
 
-NAME = re.compile(r"^forge-(\d{8}T\d{6}Z)(?:-pre-restore)?\.db$")
-STAMP = "%Y%m%dT%H%M%SZ"
+# forge-20261202T043200.123456Z-1a2b3c4d.db now; forge-20261202T043200Z.db before: both read.
+NAME = re.compile(r"^forge-(\d{8}T\d{6})(?:\.(\d{6}))?Z(?:-[0-9a-f]{8})?(?:-pre-restore)?\.db$")
+STAMP = "%Y%m%dT%H%M%S"
 KEEP_DAILY, KEEP_WEEKLY = 7, 4
+# A backup this young is never pruned: one just reported (or just made by a concurrent
+# run) still exists when the operator looks for it.
+KEEP_RECENT = timedelta(hours=1)
+SIDE_FILES = ("-journal", "-wal", "-shm")  # what SQLite may leave beside a database file
 PID_FILE = "forged.pid"  # written by the daemon while it runs
 
 
@@ -57,7 +69,8 @@ def _check(path: Path) -> str | None:
         return "it is not an SQLite database"
     module = sqlite_module()
     try:
-        conn = module.connect(f"file:{path}?mode=ro", uri=True)
+        # immutable: reading a file never makes -wal/-shm beside it (in backups/ or anywhere)
+        conn = module.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True)
         try:
             result = conn.execute("PRAGMA integrity_check").fetchone()[0]
             if result != "ok":
@@ -77,9 +90,39 @@ def backups(config: Config) -> list[Backup]:
     for path in config.dir("backups").glob("forge-*.db"):
         match = NAME.match(path.name)
         if match:
-            at = datetime.strptime(match[1], STAMP).replace(tzinfo=UTC)
+            at = datetime.strptime(match[1], STAMP).replace(
+                microsecond=int(match[2] or 0), tzinfo=UTC
+            )
             found.append(Backup(path, at, path.stat().st_size))
     return sorted(found, key=lambda b: (b.at, b.path.name))
+
+
+def _remove_with_side_files(path: Path) -> None:
+    for extra in ("", *SIDE_FILES):
+        Path(f"{path}{extra}").unlink(missing_ok=True)
+
+
+def _claim_name(partial: Path, folder: Path, now: datetime, suffix: str) -> Path:
+    """Give the finished `partial` a name no other backup has: a hard link fails where
+    a rename would replace, so two runs can never end up with one file."""
+    while True:
+        stamp = now.strftime(STAMP) + f".{now.microsecond:06d}Z"
+        final = folder / f"forge-{stamp}-{secrets.token_hex(4)}{suffix}.db"
+        try:
+            os.link(partial, final)
+            return final
+        except FileExistsError:
+            continue  # 32 random bits taken in the same microsecond: draw again
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+        # A file system without hard links: an exclusive create reserves the name.
+        try:
+            os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            continue
+        partial.replace(final)
+        return final
 
 
 def make_backup(config: Config, *, now: datetime | None = None, suffix: str = "") -> Backup:
@@ -87,33 +130,40 @@ def make_backup(config: Config, *, now: datetime | None = None, suffix: str = ""
     now = now or datetime.now(UTC)
     folder = config.dir("backups")
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"forge-{now.strftime(STAMP)}{suffix}.db"
-    partial = final.with_name(f".{final.name}.partial")
-    source = connect(config.db_path, migrate=False)
+    partial = folder / f".forge-{os.getpid()}-{secrets.token_hex(8)}.db.partial"
     module = sqlite_module()
-    target = module.connect(str(partial))
     try:
-        source.conn.backup(target)  # consistent snapshot, page by page, while others go on
+        source = connect(config.db_path, migrate=False)
+        target = module.connect(str(partial))
+        try:
+            source.conn.backup(target)  # consistent snapshot, page by page, while others go on
+            # The copy says WAL like its source; a backup is one file that reads alone.
+            target.execute("PRAGMA journal_mode = DELETE").fetchone()
+        finally:
+            target.close()
+            source.conn.close()
+        problem = _check(partial)
+        if problem:
+            raise ForgeError(f"the backup came out unusable ({problem})", "run forge doctor")
+        _fsync(partial)
+        final = _claim_name(partial, folder, now, suffix)
     finally:
-        target.close()
-        source.conn.close()
-    problem = _check(partial)
-    if problem:
-        partial.unlink(missing_ok=True)
-        raise ForgeError(f"the backup came out unusable ({problem})", "run forge doctor")
-    _fsync(partial)
-    partial.replace(final)
+        _remove_with_side_files(partial)  # success or not: only the finished backup stays
     _fsync(folder)
     if not suffix:
         prune(config, now=now)
-    return Backup(final, now.replace(microsecond=0), final.stat().st_size)
+    return Backup(final, now, final.stat().st_size)
 
 
 def keep(found: list[Backup], now: datetime) -> set[Path]:
-    """The newest backup of each of the last 7 days and of each of the last 4 weeks."""
+    """The newest backup of each of the last 7 days and of each of the last 4 weeks, and
+    every backup of the last hour."""
     kept: dict[tuple, Backup] = {}
+    recent = set()
     for b in found:
         age = now - b.at
+        if age < KEEP_RECENT:
+            recent.add(b.path)
         keys = []
         if age < timedelta(days=KEEP_DAILY):
             keys.append(("day", b.at.date()))
@@ -122,7 +172,7 @@ def keep(found: list[Backup], now: datetime) -> set[Path]:
         for key in keys:
             if key not in kept or kept[key].at <= b.at:
                 kept[key] = b
-    return {b.path for b in kept.values()}
+    return {b.path for b in kept.values()} | recent
 
 
 def prune(config: Config, *, now: datetime | None = None) -> list[Path]:

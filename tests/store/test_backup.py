@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from appliance.cli import cli
+from appliance.errors import ForgeError
 from appliance.store import connect
 from appliance.store.backup import RestoreRefused, backups, keep, make_backup, prune, restore
 from tests.harness.conftest import DEMO, ingest_package, make_home
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -56,9 +66,9 @@ def test_a_backup_is_online_and_holds_only_what_was_committed(home):
     writer.conn.execute("UPDATE packages SET description = 'uncommitted'")
     made = make_backup(config)  # while another connection holds the write lock
     writer.conn.execute("ROLLBACK")
+    assert sorted(config.dir("backups").iterdir()) == [made.path]  # no partial, no -wal/-shm
     copy = connect(made.path, migrate=False)
     assert copy.execute("SELECT description FROM packages").fetchone()[0] != "uncommitted"
-    assert not list(config.dir("backups").glob(".*partial"))
 
 
 @pytest.mark.parametrize("content, words", [
@@ -118,8 +128,78 @@ def test_prune_deletes_only_what_retention_drops(home):
     stray = config.dir("backups") / "operator-notes.txt"
     stray.write_text("keep me")
     removed = prune(config, now=now)
-    assert [p.name for p in removed] == ["forge-20261022T120000Z.db"]
+    assert [re.sub(r"-[0-9a-f]{8}\.db$", "", p.name) for p in removed] == [
+        "forge-20261022T120000.000000Z"
+    ]
     assert len(backups(config)) == 2 and stray.exists()
+
+
+def test_old_names_are_still_backups(home):
+    """forge-20261022T120000Z.db (one per second, before names got a random part) is still
+    listed, pruned by the same rules, and restorable."""
+    config, _ = home
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    made = make_backup(config, now=now)
+    folder = config.dir("backups")
+    old_day, old_week = folder / "forge-20261130T080000Z.db", folder / "forge-20261001T080000Z.db"
+    pre = folder / "forge-20261130T090000Z-pre-restore.db"
+    for path in (old_day, old_week, pre):
+        shutil.copyfile(made.path, path)
+    found = {b.path.name: b.at for b in backups(config)}
+    assert found[old_day.name] == datetime(2026, 11, 30, 8, tzinfo=UTC) and pre.name in found
+    assert found[made.path.name] == now
+    assert prune(config, now=now) == [old_week]
+    restore(config, old_day)
+    assert packages(config) == 1
+
+
+CONCURRENT = 6
+
+
+def test_concurrent_backups_all_succeed_with_their_own_files(home):
+    """Six `forge backup` processes at once: each exits 0 with its own file, and backups/
+    holds those files and nothing else (no partial, no -wal/-shm/-journal)."""
+    config, _ = home
+    env = os.environ | {"FORGE_HOME": str(config.home)}
+    env.pop("FORGE_CONFIG", None)
+    command = [sys.executable, "-m", "appliance", "backup", "--json"]
+    procs = [
+        subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )  # fmt: skip
+        for _ in range(CONCURRENT)
+    ]
+    outs = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    assert [code for code, _, _ in outs] == [0] * CONCURRENT, outs
+    paths = {json.loads(out)["path"] for _, out, _ in outs}
+    assert len(paths) == CONCURRENT
+    assert sorted(str(p) for p in config.dir("backups").iterdir()) == sorted(paths)
+    assert {str(b.path) for b in backups(config)} == paths
+
+
+def test_backups_at_the_same_instant_do_not_collide(home):
+    """Threads given the very same time: before, they shared one name (and one partial)."""
+    config, _ = home
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    with ThreadPoolExecutor(4) as pool:
+        made = list(pool.map(lambda _: make_backup(config, now=now), range(4)))
+    assert len({b.path for b in made}) == 4 and all(b.at == now for b in made)
+    assert sorted(config.dir("backups").iterdir()) == sorted(b.path for b in made)
+
+
+def test_a_failed_backup_leaves_nothing_behind(home):
+    """A backup refused after it was copied (here the database is sound SQLite in WAL mode
+    but not Forge's) removes its partial and the partial's side files."""
+    config, db = home
+    db.conn.close()
+    for extra in ("", "-wal", "-shm"):
+        Path(f"{config.db_path}{extra}").unlink(missing_ok=True)
+    other = connect(config.db_path, migrate=False)  # WAL, like Forge's own
+    other.execute("CREATE TABLE notes (text TEXT)")
+    other.conn.close()
+    with pytest.raises(ForgeError, match="came out unusable"):
+        make_backup(config)
+    assert list(config.dir("backups").iterdir()) == []
 
 
 def test_cli_backup_list_and_restore(home):
