@@ -1,6 +1,7 @@
 """`forge models import GGUF --role ROLE`: a new base model version.
 
-The GGUF is checked (a GGUF, a supported architecture), copied into models/, its
+The GGUF is checked (a GGUF, a supported architecture, a header whose every length and
+count fits the file), copied into models/, its
 dequantized HF checkpoint (the training base) is written next to it, tied to its
 sha256, and models.toml gets the base and the role. Nothing is changed until every step
 has succeeded: a failure leaves models/ and models.toml as they were.
@@ -26,6 +27,7 @@ from appliance.models.hf_base import make_training_base
 from appliance.models.manifest import (
     BaseModelFile,
     ModelFileError,
+    check_gguf_header,
     check_model_file,
     read_manifest,
     sha256_of,
@@ -70,6 +72,11 @@ def import_base(
     name = name or _name_for(gguf)
     sha = sha256_of(gguf)
     problem = check_model_file(BaseModelFile(name, gguf, sha, ""), hash_check=False)
+    if problem is None:
+        try:  # the whole header, bounded, before the file is copied or parsed by others
+            check_gguf_header(gguf)
+        except ModelFileError as exc:
+            problem = exc.message
     if problem:
         raise ModelFileError(f"cannot import: {problem}", "import a llama, qwen2 or qwen3 GGUF")
     known = {b.name: b for b in manifest.bases}

@@ -158,54 +158,153 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+# GGUF value types: the fixed sizes of the scalars; 8 is a string, 9 an array.
 _SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 _STRING, _ARRAY = 8, 9
+_UINT32 = 4
+# Bounds on what a GGUF header may claim, besides fitting in the file. Real models have a
+# few dozen keys, hundreds of tensors, keys and names under 100 bytes, arrays one deep.
+MAX_KEY_BYTES = 65535  # the GGUF format's own limit on a key
+MAX_VALUE_BYTES = 1 << 20  # a string value Forge reads (values it skips only have to fit)
+MAX_ENTRIES = 1 << 20  # keys, or tensors, in one file
+MAX_ARRAY_DEPTH = 2  # an array of arrays, no deeper
+MAX_DIMS = 4  # GGML_MAX_DIMS
+_LEAST_KV, _LEAST_TENSOR = 13, 32  # the fewest bytes one key/value, one tensor info take
+
+
+class _HeaderReader:
+    """Reads a GGUF header with every length and count checked against what is left of the
+    file (and the caps above) before it is used, so a hostile header is a ModelFileError,
+    never a MemoryError, a seek past the end or minutes of looping."""
+
+    def __init__(self, path: Path, fh) -> None:
+        self.path, self.fh = path, fh
+        self.size = os.fstat(fh.fileno()).st_size
+
+    def fail(self, what: str):
+        raise ModelFileError(f"{self.path} has a damaged GGUF header: {what}")
+
+    def left(self) -> int:
+        return self.size - self.fh.tell()
+
+    def read(self, n: int) -> bytes:
+        if n > self.left():
+            raise ModelFileError(f"{self.path} ends inside its GGUF header")
+        return self.fh.read(n)
+
+    def skip(self, n: int) -> None:
+        if n > self.left():
+            raise ModelFileError(f"{self.path} ends inside its GGUF header")
+        self.fh.seek(n, 1)
+
+    def u32(self) -> int:
+        return int.from_bytes(self.read(4), "little")
+
+    def u64(self) -> int:
+        return int.from_bytes(self.read(8), "little")
+
+    def length(self, what: str, cap: int) -> int:
+        n = self.u64()
+        if n > cap or n > self.left():
+            self.fail(f"{what} claims {n} bytes ({self.left()} left in the file, at most {cap})")
+        return n
+
+    def string(self, what: str, cap: int) -> bytes:
+        return self.fh.read(self.length(what, cap))
+
+    def count(self, what: str, least_bytes: int) -> int:
+        n = self.u64()
+        if n > MAX_ENTRIES or n * least_bytes > self.left():
+            self.fail(f"it claims {n} {what}, more than the file can hold")
+        return n
+
+    def start(self) -> tuple[int, int]:
+        """Check the magic and version; the tensor count and the key/value count."""
+        if self.size < 4 or self.fh.read(4) != GGUF_MAGIC:
+            raise ModelFileError(f"{self.path} is not a GGUF file")
+        if self.u32() < 2:
+            raise ModelFileError(f"{self.path} is a GGUF version 1 file, which is not supported")
+        return self.count("tensors", _LEAST_TENSOR), self.count("keys", _LEAST_KV)
+
+    def skip_value(self, kind: int, depth: int = 0) -> None:
+        if kind in _SCALAR_SIZES:
+            self.skip(_SCALAR_SIZES[kind])
+        elif kind == _STRING:
+            self.skip(self.length("a string value", self.left()))
+        elif kind == _ARRAY:
+            if depth >= MAX_ARRAY_DEPTH:
+                self.fail("arrays nested deeper than an array of arrays")
+            item, count = self.u32(), self.u64()
+            each = _SCALAR_SIZES.get(item) or {_STRING: 8, _ARRAY: 12}.get(item)
+            if each is None:
+                self.fail(f"an array of the unknown value type {item}")
+            if count * each > self.left():
+                self.fail(f"an array claims {count} items, more than the file can hold")
+            if item in _SCALAR_SIZES:
+                self.skip(count * each)
+            else:
+                for _ in range(count):
+                    self.skip_value(item, depth + 1)
+        else:
+            self.fail(f"the unknown value type {kind}")
 
 
 def gguf_metadata_value(path: Path, key: str) -> str | None:
     """A string value from a GGUF file's header, read without loading the file (the
     `gguf` package's reader parses every tensor and array first: seconds per file)."""
+    wanted = key.encode()
+    with path.open("rb") as fh:
+        header = _HeaderReader(path, fh)
+        _, keys = header.start()
+        for _ in range(keys):
+            name = header.string("a key", MAX_KEY_BYTES)
+            kind = header.u32()
+            if name == wanted and kind == _STRING:
+                value = header.string(f"the value of {key}", MAX_VALUE_BYTES)
+                return value.decode("utf-8", errors="replace")
+            header.skip_value(kind)
+    return None
 
-    def read(fh, n: int) -> bytes:
-        data = fh.read(n)
-        if len(data) != n:
-            raise ModelFileError(f"{path} ends inside its GGUF header")
-        return data
 
-    def u32(fh) -> int:
-        return int.from_bytes(read(fh, 4), "little")
-
-    def u64(fh) -> int:
-        return int.from_bytes(read(fh, 8), "little")
-
-    def skip(fh, kind: int) -> None:
-        if kind in _SCALAR_SIZES:
-            fh.seek(_SCALAR_SIZES[kind], 1)
-        elif kind == _STRING:
-            fh.seek(u64(fh), 1)
-        elif kind == _ARRAY:
-            item, count = u32(fh), u64(fh)
-            if item in _SCALAR_SIZES:
-                fh.seek(_SCALAR_SIZES[item] * count, 1)
-            else:
-                for _ in range(count):
-                    skip(fh, item)
-        else:
-            raise ModelFileError(f"{path} has an unknown GGUF value type {kind}")
+def check_gguf_header(path: Path) -> None:
+    """Walk the whole header of a GGUF file (every key, every tensor's name, shape, type
+    and place in the data); ModelFileError at the first thing that is out of bounds."""
+    from gguf.constants import GGML_QUANT_SIZES  # (block elements, block bytes) per type
 
     with path.open("rb") as fh:
-        if read(fh, 4) != GGUF_MAGIC:
-            raise ModelFileError(f"{path} is not a GGUF file")
-        if u32(fh) < 2:
-            raise ModelFileError(f"{path} is a GGUF version 1 file, which is not supported")
-        u64(fh)  # tensor count
-        for _ in range(u64(fh)):
-            name = read(fh, u64(fh)).decode("utf-8", errors="replace")
-            kind = u32(fh)
-            if name == key and kind == _STRING:
-                return read(fh, u64(fh)).decode("utf-8", errors="replace")
-            skip(fh, kind)
-    return None
+        header = _HeaderReader(path, fh)
+        tensors, keys = header.start()
+        alignment = 32  # GGUF's default; general.alignment may change it
+        for _ in range(keys):
+            name = header.string("a key", MAX_KEY_BYTES)
+            kind = header.u32()
+            if name == b"general.alignment" and kind == _UINT32:
+                alignment = header.u32()
+                if alignment == 0 or alignment & (alignment - 1) or alignment > 1 << 16:
+                    header.fail(f"general.alignment is {alignment}, not a power of two")
+                continue
+            header.skip_value(kind)
+        data_end = 0  # the end of the furthest tensor, counted from the start of the data
+        for _ in range(tensors):
+            name = header.string("a tensor name", MAX_KEY_BYTES).decode("utf-8", "replace")
+            dims = header.u32()
+            if not 1 <= dims <= MAX_DIMS:
+                header.fail(f"tensor {name!r} has {dims} dimensions (1 to {MAX_DIMS})")
+            elements = 1
+            for _ in range(dims):
+                elements *= header.u64()
+            kind = header.u32()
+            if kind not in GGML_QUANT_SIZES:
+                header.fail(f"tensor {name!r} has the unknown type {kind}")
+            block, block_bytes = GGML_QUANT_SIZES[kind]
+            offset = header.u64()
+            if elements == 0 or elements % block or offset % alignment:
+                header.fail(f"tensor {name!r} has a shape or offset its type cannot have")
+            data_end = max(data_end, offset + elements // block * block_bytes)
+        data_start = -(-fh.tell() // alignment) * alignment
+        if tensors and data_start + data_end > header.size:
+            header.fail(f"its tensors need {data_start + data_end} bytes; the file has "
+                        f"{header.size}")  # fmt: skip
 
 
 def gguf_architecture(path: Path) -> str:

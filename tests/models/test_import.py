@@ -11,7 +11,13 @@ from click.testing import CliRunner
 from appliance.cli import cli
 from appliance.models.default_model import shipped_gguf
 from appliance.models.hf_base import read_base_info
-from appliance.models.manifest import read_manifest, sha256_of
+from appliance.models.manifest import (
+    ModelFileError,
+    check_gguf_header,
+    gguf_metadata_value,
+    read_manifest,
+    sha256_of,
+)
 from tests.conftest import private_models
 from tests.serving.test_pool import gguf_header
 
@@ -63,3 +69,70 @@ def test_usage_errors(models_home, tmp_path):
         cli, ["models", "import", str(other), "--role", "coder", "--name", "default"]
     )
     assert out.exit_code == 2 and "already in" in out.output
+
+
+def _u32(n: int) -> bytes:
+    return n.to_bytes(4, "little")
+
+
+def _u64(n: int) -> bytes:
+    return n.to_bytes(8, "little")
+
+
+def _str(text: bytes) -> bytes:
+    return _u64(len(text)) + text
+
+
+def _gguf(tensors: int, keys: int, body: bytes) -> bytes:
+    return b"GGUF" + _u32(3) + _u64(tensors) + _u64(keys) + body
+
+
+ARCH = _str(b"general.architecture") + _u32(8) + _str(b"llama")
+HOSTILE = {
+    # the issue's file: a key 2^60 bytes long (MemoryError before)
+    "key-2^60": _gguf(0, 1, _u64(1 << 60) + b"general.architecture"),
+    "keys-2^60": _gguf(0, 1 << 60, ARCH),
+    "value-2^60": _gguf(0, 2, _str(b"x") + _u32(8) + _u64(1 << 60) + ARCH),
+    "tensors-2^60": _gguf(1 << 60, 1, ARCH),
+    "array-2^60-strings": _gguf(0, 2, _str(b"x") + _u32(9) + _u32(8) + _u64(1 << 60) + ARCH),
+    "array-2^60-u64": _gguf(0, 2, _str(b"x") + _u32(9) + _u32(10) + _u64(1 << 60) + ARCH),
+    "arrays-nested": _gguf(0, 2, _str(b"x") + (_u32(9) + _u32(9) + _u64(1)) * 50 + ARCH),
+    "unknown-type": _gguf(0, 2, _str(b"x") + _u32(99) + ARCH),
+    # a sound header whose one tensor's data lies far past the end of the file
+    "tensor-past-the-end": _gguf(
+        1, 1, ARCH + _str(b"w") + _u32(2) + _u64(1 << 20) + _u64(1 << 20) + _u32(0) + _u64(0)
+    ),
+    "tensor-5-dims": _gguf(1, 1, ARCH + _str(b"w") + _u32(5) + _u64(1) * 5 + _u32(0) + _u64(0)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_a_hostile_header_is_refused_and_changes_nothing(models_home, tmp_path, name):
+    """Every length and count in the header is checked against the file before use: exit 1
+    with the file named, no traceback, models/ and models.toml as they were."""
+    before = (models_home / "models.toml").read_text()
+    bad = tmp_path / "hostile.gguf"
+    bad.write_bytes(HOSTILE[name])
+    out = CliRunner().invoke(cli, ["models", "import", str(bad), "--role", "coder"])
+    assert out.exit_code == 1, out.output
+    assert str(bad) in out.output and "cannot import" in out.output
+    assert "damaged GGUF header" in out.output or "ends inside" in out.output
+    assert (
+        "Traceback" not in out.output
+        and out.exception is None
+        or isinstance(out.exception, SystemExit)
+    )
+    assert (models_home / "models.toml").read_text() == before
+    assert sorted(p.name for p in models_home.iterdir()) == ["models.toml"]
+
+
+def test_the_header_reader_is_bounded_without_the_cli(tmp_path):
+    bad = tmp_path / "key.gguf"
+    bad.write_bytes(HOSTILE["key-2^60"])
+    with pytest.raises(ModelFileError, match="a key claims 1152921504606846976 bytes"):
+        gguf_metadata_value(bad, "general.architecture")
+    good = tmp_path / "good.gguf"
+    good.write_bytes(_gguf(0, 2, _str(b"x") + _u32(9) + _u32(8) + _u64(2) + _str(b"a") * 2 + ARCH))
+    assert gguf_metadata_value(good, "general.architecture") == "llama"
+    check_gguf_header(good)
+    check_gguf_header(shipped_gguf())  # the real model: every tensor inside the file
