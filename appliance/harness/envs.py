@@ -1,10 +1,15 @@
-"""Test environments: one venv per Python version + requirement set, built once, reused.
+"""Test environments: one venv per content (Python, platform, requirements, every wheel's
+hash: `CommitSpec.env_key`), built once, reused.
 
 Built with uv from the package's own wheels (no index, offline, no sdists), under a
-lock; a marker file written last says it is complete, so a crash never leaves a
-half-built environment that looks usable. uv's cache lives in FORGE_HOME/envs too: on the same
-filesystem, installed files are hardlinks into it, so each extra environment costs
-little disk. A broken environment is an infrastructure failure, never a model's.
+lock; bytecode is compiled afterwards in the sandbox, so the environment's python never
+runs on the host (see packages/environment.py); a marker file written last says it is
+complete, so a crash never leaves a half-built environment that looks usable. uv's cache
+lives in FORGE_HOME/envs too: on the same filesystem, installed files are hardlinks into
+it, so each extra environment costs little disk. Those shared files are why no package
+code may ever run with an environment writable: test runs see it read-only, and the one
+writable run (the compile) executes nothing of the package. A broken environment is an
+infrastructure failure, never a model's.
 """
 
 from __future__ import annotations
@@ -20,7 +25,12 @@ from pathlib import Path
 from appliance.config import Config
 from appliance.errors import ForgeError
 from appliance.harness.spec import CommitSpec
-from appliance.packages.environment import EnvironmentFailed, base_python, create_env
+from appliance.packages.environment import (
+    EnvironmentFailed,
+    base_python,
+    compile_bytecode,
+    create_env,
+)
 
 MARKER = "forge-env.json"
 
@@ -60,15 +70,18 @@ def ensure_env(config: Config, spec: CommitSpec) -> Environment:
         # A venv is not relocatable, so it is built where it will live; the marker, written
         # last, is the commit point. A folder without one is left by a crash: start over.
         shutil.rmtree(final, ignore_errors=True)
+        timeout = config.settings.harness.env_timeout_s
         try:
             create_env(
                 final,
                 spec.requirements,
                 spec.wheels,
                 cache_dir=_uv_cache(config),
-                timeout=config.settings.harness.env_timeout_s,
-                compile_bytecode=True,  # every run would otherwise compile its imports again
+                timeout=timeout,
+                expected_wheels=spec.wheel_hashes,
             )
+            # Every run would otherwise compile its imports again (it cannot keep them).
+            compile_bytecode(final, config, timeout=timeout)
         except EnvironmentFailed as exc:
             shutil.rmtree(final, ignore_errors=True)
             raise EnvironmentBroken(
@@ -82,6 +95,7 @@ def ensure_env(config: Config, spec: CommitSpec) -> Environment:
                     "key": spec.env_key,
                     "python": base_python(),
                     "requirements": list(spec.requirements),
+                    "wheels": dict(spec.wheel_hashes),
                     "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 },
                 indent=2,

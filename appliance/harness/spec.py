@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -17,6 +18,7 @@ import sqlite_utils
 from appliance.config import Config
 from appliance.errors import UsageError
 from appliance.packages import gitsafe
+from appliance.packages.environment import base_python, wheel_hashes
 
 TEST_DIRS = {"test", "tests", "testing"}
 
@@ -43,6 +45,7 @@ class CommitSpec:
     manifest_sha256: str
     repo: Path  # the corpus repository (bare, rebuilt by Forge)
     wheels: Path  # the package's wheel folder
+    wheel_hashes: tuple[tuple[str, str], ...]  # (file name, sha256) of each wheel in it
     sha: str
     parent: str
     message: str
@@ -53,12 +56,17 @@ class CommitSpec:
 
     @property
     def env_key(self) -> str:
-        """Python version + requirement set: commits and packages that share these share
-        one environment."""
+        """What the environment is made of: the interpreter, the platform, the requirements
+        and every wheel's sha256. Commits and packages share an environment only when all of
+        these agree, so no package's wheels can end up in another package's runs."""
         data = {
-            "python": f"{platform.python_implementation()}-{platform.python_version()}",
-            "platform": platform.machine(),
+            "key": 2,  # 1 had no wheel hashes: those environments are simply not found again
+            "python": f"{platform.python_implementation()}-{platform.python_version()}"
+            f"{sys.abiflags}",
+            "interpreter": base_python(),  # a venv links to it
+            "platform": [sys.platform, platform.machine(), *platform.libc_ver()],
             "requirements": sorted(r.strip().lower() for r in self.requirements),
+            "wheels": sorted(self.wheel_hashes),
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -111,6 +119,7 @@ def commit_specs(
         commits = chosen
     root = config.home / row["path"]
     repo = root / "repo"
+    hashes = wheel_hashes(root / "packages")  # once per package: every commit shares them
     specs = []
     for commit in commits:
         specs.append(
@@ -120,6 +129,7 @@ def commit_specs(
                 manifest_sha256=row["manifest_sha256"],
                 repo=repo,
                 wheels=root / "packages",
+                wheel_hashes=hashes,
                 sha=commit["sha"],
                 parent=commit["parent"],
                 message=commit["message"],

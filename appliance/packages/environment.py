@@ -3,17 +3,38 @@
 Used by validation (resolve + collect dry run) and later by the harness. Never touches
 an index when given a wheel folder: `--no-index --offline --no-build`, so no sdist can
 run and nothing is fetched.
+
+No package content runs on the host. uv starts an environment's python to query it, with
+`site` on, so every `.pth` in it would run: it is asked only while the environment is still
+empty (one `uv pip install` right after `uv venv`), and nothing here starts it again. uv's
+bytecode compilation starts it too, so it is not used: `compile_bytecode` runs the stdlib's
+compileall (`-I -S`: no site, no .pth, nothing from the environment on sys.path) inside
+the sandbox instead.
+
+uv caches a local wheel by its path and modification time, not its content, so a wheel
+replaced in place (same name, same mtime) would install the cached, older files. Wheels are
+therefore installed from a store where each lives under its own sha256: a path names one
+content, and the cache can never hand one package's wheel to another.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from uv import find_uv_bin
+
+from appliance.config import Config
+from appliance.errors import SandboxError
+from appliance.sandbox import Bind, SandboxRequest, run_sandboxed
+
+WHEEL_STORE = ".wheel-store"  # beside uv's cache: <sha256>/<wheel file name>
 
 
 class EnvironmentFailed(RuntimeError):
@@ -104,6 +125,42 @@ def resolve(
     return [line.strip() for line in out.splitlines() if line.strip() and not line.startswith("#")]
 
 
+def wheel_hashes(wheel_dir: Path) -> tuple[tuple[str, str], ...]:
+    """(file name, sha256) of every wheel in `wheel_dir` an install may pick, sorted."""
+    return tuple(
+        (path.name, _sha256(path))
+        for path in sorted(wheel_dir.glob("*.whl"))
+        if path.is_file() and not path.is_symlink()
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def store_wheels(wheel_dir: Path, store: Path) -> dict[str, Path]:
+    """Copy the wheels of `wheel_dir` into the content-addressed `store`; return each file
+    name's folder there. The hash is taken of the copy, so what is stored is what it names."""
+    folders = {}
+    store.mkdir(parents=True, exist_ok=True)
+    for path in sorted(wheel_dir.glob("*.whl")):
+        if not path.is_file() or path.is_symlink():
+            continue
+        with tempfile.TemporaryDirectory(prefix=".in-", dir=store) as tmp:
+            copy = Path(tmp) / path.name
+            shutil.copyfile(path, copy)
+            folder = store / _sha256(copy)
+            if not (folder / path.name).is_file():
+                folder.mkdir(exist_ok=True)
+                os.replace(copy, folder / path.name)  # atomic: a reader sees all or nothing
+        folders[path.name] = folder
+    return folders
+
+
 def create_env(
     env_dir: Path,
     requirements: Sequence[str],
@@ -112,16 +169,28 @@ def create_env(
     cache_dir: Path,
     python: str | None = None,
     timeout: float = 600,
-    compile_bytecode: bool = False,
+    expected_wheels: Sequence[tuple[str, str]] | None = None,
 ) -> Path:
-    """A venv at `env_dir` with exactly `requirements` installed; return its python.
+    """A venv at `env_dir` with exactly `requirements` installed from the wheels of
+    `wheel_dir`; return its python (which has not run: see the module's docstring).
 
-    `compile_bytecode` writes .pyc files at install: an environment used for many runs
-    (which cannot write them: it is read-only in the sandbox) then starts much faster."""
+    With `expected_wheels` ((name, sha256) pairs, as `wheel_hashes` gives) the wheels must
+    be exactly those, or EnvironmentFailed: an environment holds what its key says."""
     python = python or base_python()
+    folders = store_wheels(wheel_dir, cache_dir.parent / WHEEL_STORE)
+    if expected_wheels is not None:
+        found = sorted((name, folder.name) for name, folder in folders.items())
+        if found != sorted(expected_wheels):
+            raise EnvironmentFailed(
+                f"the wheels in {wheel_dir} are not the ones the environment was asked for",
+                f"expected {sorted(expected_wheels)}, found {found}",
+            )
     _uv(["venv", "--quiet", "--python", python, str(env_dir)], cache_dir=cache_dir, timeout=timeout)
     env_python = env_dir / "bin" / "python"
     if requirements:
+        links = [
+            arg for folder in sorted(set(folders.values())) for arg in ("--find-links", str(folder))
+        ]
         _uv(
             [
                 "pip",
@@ -129,8 +198,10 @@ def create_env(
                 "--quiet",
                 "--python",
                 str(env_python),
-                *_source_args(wheel_dir),
-                *(["--compile-bytecode"] if compile_bytecode else []),
+                "--no-index",
+                *links,
+                "--no-build",
+                "--offline",
                 "-r",
                 "-",
             ],
@@ -139,3 +210,29 @@ def create_env(
             timeout=timeout,
         )
     return env_python
+
+
+def compile_bytecode(env_dir: Path, config: Config, *, timeout: float) -> None:
+    """Write the .pyc files of `env_dir`'s packages, in the sandbox, the environment bound
+    writable for this one run. Runs later find them (they cannot write their own: the
+    environment is read-only to them) and start much faster.
+
+    The stdlib's compileall on Forge's own interpreter, with `-I -S`: no site, so no .pth
+    or sitecustomize, and nothing of the environment on sys.path; compiling only parses.
+    Files that do not compile (a template, Python 2 leftovers) are left as they are, as
+    pip and uv do: an import of one fails at run time the same way."""
+    site_dirs = sorted(str(p) for p in env_dir.glob("lib/python3*/site-packages") if p.is_dir())
+    if not site_dirs:
+        return
+    request = SandboxRequest(
+        argv=(base_python(), "-I", "-S", "-m", "compileall", "-q", "-q", "-j", "0", *site_dirs),
+        cwd=env_dir,
+        binds=(Bind(env_dir, writable=True),),
+        limits=config.settings.sandbox.limits(timeout),
+    )
+    try:
+        result = run_sandboxed(request, config)
+    except SandboxError as exc:
+        raise EnvironmentFailed("bytecode compilation could not start", exc.message) from exc
+    if result.stopped or result.returncode not in (0, 1):  # 1: some file did not compile
+        raise EnvironmentFailed(f"bytecode compilation {result.describe()}", result.output)
