@@ -102,6 +102,10 @@ def _register() -> None:
     cli.add_command(daemon_jobs.job)
     cli.add_command(daemon_jobs.daemon)
 
+    from appliance.cli import sandbox
+
+    cli.add_command(sandbox.sandbox)
+
 
 _register()
 

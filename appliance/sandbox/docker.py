@@ -1,21 +1,29 @@
 """The docker sandbox backend: DockerBackend runs a SandboxRequest in a throwaway container of a
-locally loaded image with no network, a read-only root, no capabilities, the request's limits as
-cgroup and rlimit settings, and only the request's binds visible from the host; check() says what
-is missing (the SDK, the image setting, the engine, the image) and nothing ever falls back to an
-unconfined run or pulls an image.
+locally built image (`forge sandbox image build`) as the unprivileged sandbox uid, with no network,
+a read-only root, no capabilities, no new privileges, Docker's default seccomp profile, a private
+size-limited /dev/shm, the request's limits as cgroup and rlimit settings, and only the request's
+binds visible from the host. While it runs, its output and the bytes under its writable binds are
+counted and the container is killed past their limits. check() says what is missing (the SDK, the
+image setting, the engine, the image); nothing ever falls back to an unconfined run or pulls.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
-import os
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from appliance.errors import SandboxError
+from appliance.packages.environment import base_python
+from appliance.sandbox import seccomp
+from appliance.sandbox.identity import handed_over
 from appliance.sandbox.spec import Limits, SandboxRequest, SandboxResult
+from appliance.sandbox.usage import disk_bytes
 
 try:  # the SDK is a dependency, but a broken install must be a clear error, not an ImportError
     import docker as docker_sdk
@@ -31,7 +39,39 @@ OUTPUT_HALF = OUTPUT_KEEP // 2
 SIGXCPU_EXIT = 128 + 24  # the kernel kills a process past RLIMIT_CPU with SIGXCPU
 SIGXFSZ_EXIT = 128 + 25  # and one writing past RLIMIT_FSIZE with SIGXFSZ
 KILLED_EXIT = 128 + 9  # what `docker kill` (SIGKILL) leaves as the exit status
-IMAGE_HINT = "set sandbox.docker_image in forge.toml to an image loaded with `docker load`"
+POLL_S = 0.05  # how often wall time and output are looked at
+DISK_CHECK_S = 0.5  # how often the writable binds are measured (a walk of the worktree)
+WAIT_GRACE_S = 60.0  # the engine's wait call outlives the wall-time limit by this much
+# Runs first in the container, in the image's copy of Forge's interpreter (isolated, no site:
+# nothing of the repository is imported): stacks Forge's own seccomp filter (the one bwrap
+# gets, given as hex in argv[1]) on top of Docker's default profile, then execs the command.
+# Docker 20.10's default profile still allows io_uring; the stacked filter refuses it.
+SECCOMP_EXEC = r"""
+import ctypes, os, sys
+prog = bytes.fromhex(sys.argv[1])
+class Prog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+buf = ctypes.create_string_buffer(prog, len(prog))
+fprog = Prog(len(prog) // 8, ctypes.addressof(buf))
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.byref(fprog), 0, 0):
+    sys.stderr.write("forge: the sandbox's seccomp filter was refused: "
+                     + os.strerror(ctypes.get_errno()) + "\n")
+    os._exit(126)
+import signal  # Python ignores these at start, and an ignored signal stays so across exec
+for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ"):
+    if hasattr(signal, name):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as exc:
+    sys.stderr.write(f"forge: cannot run {sys.argv[2]!r}: {exc.strerror}\n")
+    os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
+"""
+IMAGE_HINT = (
+    "build it with `forge sandbox image build` and set sandbox.docker_image in forge.toml "
+    "to the tag it prints"
+)
 
 
 def _require_sdk() -> Any:
@@ -57,6 +97,17 @@ def _unreachable(exc: BaseException) -> SandboxError:
     )
 
 
+def connect_engine(client_factory: Callable[[], Any] | None = None) -> Any:
+    """A client of the docker engine that has answered a ping; SandboxError if none does."""
+    sdk = _require_sdk()
+    try:
+        client = (client_factory or sdk.from_env)()
+        client.ping()
+    except _engine_errors() as exc:
+        raise _unreachable(exc) from exc
+    return client
+
+
 def keep_head_and_tail(data: bytes) -> tuple[str, bool]:
     """Decode output, keeping the first and last 512 KiB when it is longer than 1 MiB."""
     if len(data) <= OUTPUT_KEEP:
@@ -67,13 +118,83 @@ def keep_head_and_tail(data: bytes) -> tuple[str, bool]:
     return f"{head}\n[... {dropped} bytes not shown ...]\n{tail}", True
 
 
+class _Output:
+    """Follows a container's output in a thread, counting every byte, keeping head and tail."""
+
+    def __init__(self, container: Any) -> None:
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+        self.error: BaseException | None = None
+        self._stream = container.logs(stdout=True, stderr=True, stream=True, follow=True)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for chunk in self._stream:
+                self.total += len(chunk)
+                room = OUTPUT_HALF - len(self.head)
+                if room > 0:
+                    self.head += chunk[:room]
+                    chunk = chunk[room:]
+                if chunk:
+                    self.tail += chunk
+                    if len(self.tail) > OUTPUT_HALF:
+                        del self.tail[: len(self.tail) - OUTPUT_HALF]
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            self.error = exc  # the engine went away; the waiter reports it
+
+    def text(self) -> tuple[str, bool]:
+        self.thread.join(timeout=10)
+        with contextlib.suppress(AttributeError):
+            self._stream.close()
+        dropped = self.total - len(self.head) - len(self.tail)
+        if dropped <= 0:
+            return keep_head_and_tail(bytes(self.head + self.tail))
+        head = bytes(self.head).decode("utf-8", errors="replace")
+        tail = bytes(self.tail).decode("utf-8", errors="replace")
+        return f"{head}\n[... {dropped} bytes not shown ...]\n{tail}", True
+
+
+class _Waiter:
+    """Waits for the container's end in a thread, so the caller can watch limits meanwhile."""
+
+    def __init__(self, container: Any, timeout: float) -> None:
+        self.status: dict | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._wait, args=(container, timeout), daemon=True)
+        self.thread.start()
+
+    def _wait(self, container: Any, timeout: float) -> None:
+        try:
+            self.status = container.wait(timeout=timeout)
+        except BaseException as exc:  # handed to the caller's thread, which raises it
+            self.error = exc
+
+    def done(self, timeout: float) -> bool:
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
 class DockerBackend:
-    """Runs sandbox requests in containers of one local image; see the module docstring."""
+    """Runs sandbox requests in containers of one local image; see the module docstring.
+
+    `ids`: the host (uid, gid) the container runs as, never 0 (sandbox.identity.sandbox_ids).
+    """
 
     name = "docker"
 
-    def __init__(self, image: str, client_factory: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        image: str,
+        ids: tuple[int, int] = (65534, 65534),
+        client_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        if 0 in ids:
+            raise ValueError("the docker sandbox never runs as uid or gid 0")
         self.image = image
+        self.uid, self.gid = ids
         self._client_factory = client_factory
         self._client: Any = None
 
@@ -97,17 +218,26 @@ class DockerBackend:
         except _engine_errors() as exc:
             raise _unreachable(exc) from exc
         try:
-            client.images.get(self.image)
+            image = client.images.get(self.image)
         except docker.errors.ImageNotFound as exc:
             raise self._image_missing() from exc
         except _engine_errors() as exc:
             raise _unreachable(exc) from exc
+        # Every environment's python links to Forge's interpreter: the image must hold that
+        # one, at that path. An image made elsewhere (no label) is taken on trust.
+        python = _built_from(image).get("python")
+        if python and python != base_python():
+            raise SandboxError(
+                f"the docker image {self.image!r} was built for the Python at {python}, "
+                f"but Forge now runs on {base_python()}",
+                "rebuild it: forge sandbox image build",
+            )
 
     def _image_missing(self) -> SandboxError:
-        # The box is offline: the image must be loaded from a file, never pulled.
+        # The box is offline: the image must be built here, never pulled.
         return SandboxError(
             f"the docker image {self.image!r} is not present on this machine",
-            f"load it with `docker load -i IMAGE.tar` (Forge never pulls), or {IMAGE_HINT}",
+            f"Forge never pulls: {IMAGE_HINT} (or `docker load -i IMAGE.tar` one made elsewhere)",
         )
 
     def container_kwargs(self, request: SandboxRequest) -> dict[str, Any]:
@@ -115,29 +245,41 @@ class DockerBackend:
         limits = request.limits
         env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8"}
         env.update(request.env)
-        # The root is read-only and the uid may have no passwd entry: /tmp is the only home.
+        # The root is read-only and the uid has no passwd entry: /tmp is the only home.
         env.update({"HOME": "/tmp", "TMPDIR": "/tmp"})
         return {
             "image": self.image,
-            "command": list(request.argv),
+            "command": [
+                base_python(),
+                "-I",
+                "-S",
+                "-c",
+                SECCOMP_EXEC,
+                seccomp.program().hex(),
+                *request.argv,
+            ],
             "working_dir": str(request.cwd),
             "environment": env,
+            "hostname": "sandbox",
             "network_mode": "none",
+            "ipc_mode": "private",
             "read_only": True,
+            # Leaving seccomp out keeps Docker's default profile; never "seccomp=unconfined".
             "security_opt": ["no-new-privileges"],
             "cap_drop": ["ALL"],
             "mem_limit": f"{limits.memory_mb}m",
             "memswap_limit": f"{limits.memory_mb}m",  # equal to mem_limit: no swap
+            "shm_size": f"{limits.shm_mb}m",  # tmpfs pages count against mem_limit as well
             "pids_limit": limits.processes,
             "ulimits": _ulimits(limits),
-            "tmpfs": {"/tmp": f"size={limits.tmp_mb}m,mode=1777"},
+            "tmpfs": {"/tmp": f"size={limits.tmp_mb}m,mode=1777,nosuid,nodev"},
             "volumes": {
                 str(b.path): {"bind": str(b.path), "mode": "rw" if b.writable else "ro"}
                 for b in request.binds
             },
-            "user": f"{os.getuid()}:{os.getgid()}",
+            "user": f"{self.uid}:{self.gid}",
             "detach": True,
-            "auto_remove": False,  # its logs and OOM state are read after it exits
+            "auto_remove": False,  # its exit status and OOM state are read after it exits
             "stdin_open": False,
             "tty": False,
             "init": True,  # an init reaps orphans and passes signals on to the tree
@@ -147,7 +289,6 @@ class DockerBackend:
     def run(self, request: SandboxRequest) -> SandboxResult:
         """Run the request in a fresh container, then remove it whatever happened."""
         client = self._connect()
-        limits = request.limits
         try:
             container = client.containers.create(**self.container_kwargs(request))
         except docker.errors.ImageNotFound as exc:
@@ -156,57 +297,77 @@ class DockerBackend:
             raise SandboxError(f"docker refused to create the sandbox: {exc}") from exc
         except _engine_errors() as exc:
             raise _unreachable(exc) from exc
+        writable = [Path(b.path) for b in request.binds if b.writable]
+        try:
+            with handed_over(writable, self.uid, self.gid):
+                return self._watch(container, request.limits, writable)
+        finally:
+            # NotFound is an APIError: a container already gone is fine.
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
+
+    def _watch(self, container: Any, limits: Limits, writable: list[Path]) -> SandboxResult:
+        """Start the container and watch it to its end or the first limit it crosses; the
+        container is dead when this returns (handed_over then takes the binds back)."""
+        # The cap is on what the run adds: the checkout it was given does not count.
+        disk_cap = (limits.disk_mb << 20) + (disk_bytes(writable) if writable else 0)
         start = time.monotonic()
         try:
-            try:
-                container.start()
-                status = container.wait(timeout=limits.wall_s)
-            except requests.exceptions.ReadTimeout:
-                _kill(container)
-                return self._result(container, limits, KILLED_EXIT, start, "wall_time")
-            except requests.exceptions.ConnectionError as exc:
-                # urllib3 can report a read timeout as a ConnectionError; well before the limit
-                # it means the engine went away, which is not the command's fault.
-                if time.monotonic() - start < 0.95 * limits.wall_s:
-                    raise _unreachable(exc) from exc
-                _kill(container)
-                return self._result(container, limits, KILLED_EXIT, start, "wall_time")
-            except docker.errors.APIError as exc:
+            container.start()
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"docker failed to start the sandbox: {exc}") from exc
+        except _engine_errors() as exc:
+            raise _unreachable(exc) from exc
+        output = _Output(container)
+        waiter = _Waiter(container, limits.wall_s + WAIT_GRACE_S)
+        limit = None
+        next_disk = start + DISK_CHECK_S
+        try:
+            while not waiter.done(POLL_S):
+                now = time.monotonic()
+                if now - start > limits.wall_s:
+                    limit = "wall_time"
+                elif output.total > limits.output_bytes:
+                    limit = "output"
+                elif writable and now >= next_disk:
+                    next_disk = now + DISK_CHECK_S
+                    if disk_bytes(writable) > disk_cap:
+                        limit = "disk"
+                if limit is not None:
+                    _kill(container)
+                    waiter.done(WAIT_GRACE_S)
+                    break
+        except BaseException:  # interrupted (KeyboardInterrupt, a job cancelled): leave nothing
+            _kill(container)
+            waiter.done(WAIT_GRACE_S)
+            raise
+        duration = time.monotonic() - start
+        if waiter.error is not None or waiter.status is None:
+            _kill(container)
+            exc = waiter.error or TimeoutError("the engine never reported the container's end")
+            if isinstance(exc, docker.errors.APIError):
                 raise SandboxError(f"docker failed to run the sandbox: {exc}") from exc
-            duration = time.monotonic() - start
-            code = int(status.get("StatusCode", -1))
-            container.reload()
-            limit = None
+            if isinstance(exc, (*_engine_errors(), requests.exceptions.RequestException)):
+                raise _unreachable(exc) from exc
+            raise exc
+        code = int(waiter.status.get("StatusCode", -1))
+        if limit is None:
+            with contextlib.suppress(docker.errors.APIError):
+                container.reload()
             if container.attrs.get("State", {}).get("OOMKilled"):
                 limit = "memory"
             elif code == SIGXCPU_EXIT:
                 limit = "cpu_time"
             elif code == SIGXFSZ_EXIT:
                 limit = "file_size"
-            return self._result(container, limits, code, start, limit, duration)
-        finally:
-            # NotFound is an APIError: a container already gone is fine.
-            with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True)
-
-    def _result(
-        self,
-        container: Any,
-        limits: Limits,
-        code: int,
-        start: float,
-        limit: str | None,
-        duration: float | None = None,
-    ) -> SandboxResult:
-        if duration is None:
-            duration = time.monotonic() - start
-        data = container.logs(stdout=True, stderr=True)
-        output, truncated = keep_head_and_tail(data)
-        if limit is None and len(data) > limits.output_bytes:
-            limit = "output"
+            elif output.total > limits.output_bytes:
+                limit = "output"
+            elif writable and disk_bytes(writable) > disk_cap:
+                limit = "disk"  # written in the last moments before it ended
+        text, truncated = output.text()
         return SandboxResult(
             returncode=code,
-            output=output,
+            output=text,
             duration_s=duration,
             truncated=truncated,
             limit=limit,
@@ -214,11 +375,23 @@ class DockerBackend:
         )
 
 
+def _built_from(image: Any) -> dict[str, str]:
+    from appliance.sandbox.image import LABEL_FROM
+
+    try:
+        found = json.loads((getattr(image, "labels", None) or {}).get(LABEL_FROM, "{}"))
+    except json.JSONDecodeError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def _ulimits(limits: Limits) -> list[Any]:
     cpu = math.ceil(limits.cpu_s)
     fsize = limits.file_size_mb << 20
     return [
-        docker.types.Ulimit(name="cpu", soft=cpu, hard=cpu),
+        # SIGXCPU at the soft limit, SIGKILL 5 s later (as bwrap): equal limits would kill
+        # with SIGKILL at once, and the run would not be told apart from other kills.
+        docker.types.Ulimit(name="cpu", soft=cpu, hard=cpu + 5),
         docker.types.Ulimit(name="fsize", soft=fsize, hard=fsize),
         docker.types.Ulimit(name="nofile", soft=limits.open_files, hard=limits.open_files),
         docker.types.Ulimit(name="core", soft=0, hard=0),
@@ -226,6 +399,7 @@ def _ulimits(limits: Limits) -> list[Any]:
 
 
 def _kill(container: Any) -> None:
-    # It may have ended on its own between the timeout and the kill.
-    with contextlib.suppress(docker.errors.APIError):
+    # It may have ended on its own between the check and the kill (APIError: not running);
+    # an engine that is gone is reported by the caller.
+    with contextlib.suppress(docker.errors.APIError, *_engine_errors()):
         container.kill()

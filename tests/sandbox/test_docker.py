@@ -1,4 +1,5 @@
-"""The docker backend against a fake client that records calls; no engine runs on this machine.
+"""The docker backend: against a real engine (the `docker_image` fixture in conftest.py), and
+against a fake client for the engine failures a real one cannot easily be made to show.
 
 The fakes raise the SDK's real exception classes, and the container settings are also fed through
 the real SDK's argument conversion, so a misspelt or unknown keyword fails here.
@@ -6,7 +7,13 @@ the real SDK's argument conversion, so a misspelt or unknown keyword fails here.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import stat
+import sys
+import tarfile
+import time
 from pathlib import Path
 
 import docker
@@ -14,14 +21,29 @@ import docker.errors
 import docker.types
 import pytest
 import requests.exceptions
+from click.testing import CliRunner
 from docker.models.containers import _create_container_args
 
+from appliance.cli import cli
 from appliance.errors import SandboxError
+from appliance.packages.environment import base_python
+from appliance.sandbox import backend_for as configured_backend
 from appliance.sandbox import docker as docker_backend
+from appliance.sandbox import seccomp
 from appliance.sandbox.docker import DockerBackend
+from appliance.sandbox.identity import sandbox_ids
+from appliance.sandbox.image import (
+    LABEL_DIGEST,
+    LABEL_FROM,
+    build_image,
+    plan_image,
+    write_tarball,
+)
 from appliance.sandbox.spec import Bind, Limits, SandboxRequest
 
 IMAGE = "forge-sandbox:test"
+IDS = (4242, 4343)
+PYTHON = base_python()
 
 
 class FakeContainer:
@@ -48,9 +70,9 @@ class FakeContainer:
         self.calls.append(("reload",))
         self.attrs = {"State": {"OOMKilled": self.oom, "ExitCode": self.exit_code}}
 
-    def logs(self, stdout=False, stderr=False):
-        self.calls.append(("logs", stdout, stderr))
-        return self.log_data
+    def logs(self, stdout=False, stderr=False, stream=False, follow=False):
+        self.calls.append(("logs", stdout, stderr, stream, follow))
+        return iter([self.log_data]) if stream else self.log_data
 
     def kill(self):
         self.calls.append(("kill",))
@@ -80,26 +102,34 @@ class FakeContainers:
         raise AssertionError("run() may pull a missing image; the backend must use create()")
 
 
+class FakeImage:
+    def __init__(self, labels):
+        self.labels = labels
+
+
 class FakeImages:
-    def __init__(self, present):
+    def __init__(self, present, labels=None):
         self.present = set(present)
+        self.labels = labels or {}
         self.asked: list[str] = []
 
     def get(self, name):
         self.asked.append(name)
         if name not in self.present:
             raise docker.errors.ImageNotFound(f"No such image: {name}")
-        return object()
+        return FakeImage(self.labels)
 
     def pull(self, *args, **kwargs):
         raise AssertionError("the box is offline: the backend must never pull")
 
 
 class FakeClient:
-    def __init__(self, container=None, images=(IMAGE,), ping_error=None, create_error=None):
+    def __init__(
+        self, container=None, images=(IMAGE,), ping_error=None, create_error=None, labels=None
+    ):
         self.container = container or FakeContainer()
         self.containers = FakeContainers(self.container, create_error)
-        self.images = FakeImages(images)
+        self.images = FakeImages(images, labels)
         self.ping_error = ping_error
         self.pings = 0
 
@@ -110,8 +140,8 @@ class FakeClient:
         return True
 
 
-def backend_for(client, image=IMAGE):
-    return DockerBackend(image, client_factory=lambda: client)
+def fake_backend(client, image=IMAGE):
+    return DockerBackend(image, ids=IDS, client_factory=lambda: client)
 
 
 def request_in(tmp_path, **kwargs):
@@ -123,7 +153,7 @@ def created_kwargs(client):
     return client.containers.created[0]
 
 
-# -- the container's settings ------------------------------------------------------------
+# -- the container's settings (fake client) ----------------------------------------------
 
 
 def test_container_is_created_with_every_confinement_setting(tmp_path):
@@ -136,12 +166,16 @@ def test_container_is_created_with_every_confinement_setting(tmp_path):
         file_size_mb=8,
         open_files=256,
         tmp_mb=128,
+        shm_mb=32,
     )
-    result = backend_for(client).run(request_in(tmp_path, limits=limits, env={"FOO": "bar"}))
+    result = fake_backend(client).run(request_in(tmp_path, limits=limits, env={"FOO": "bar"}))
 
     kw = created_kwargs(client)
     assert kw["image"] == IMAGE
-    assert kw["command"] == ["python", "-m", "pytest", "-q"]
+    # Forge's seccomp filter is stacked first by the image's interpreter, then the command runs.
+    assert kw["command"][:4] == [PYTHON, "-I", "-S", "-c"]
+    assert kw["command"][5] == seccomp.program().hex()
+    assert kw["command"][6:] == ["python", "-m", "pytest", "-q"]
     assert kw["working_dir"] == str(tmp_path)
     assert kw["environment"] == {
         "FOO": "bar",
@@ -151,30 +185,31 @@ def test_container_is_created_with_every_confinement_setting(tmp_path):
         "TMPDIR": "/tmp",
     }
     assert kw["network_mode"] == "none"
+    assert kw["ipc_mode"] == "private"
     assert kw["read_only"] is True
-    assert kw["security_opt"] == ["no-new-privileges"]
+    assert kw["security_opt"] == ["no-new-privileges"]  # and so Docker's default seccomp
     assert kw["cap_drop"] == ["ALL"]
     assert kw["mem_limit"] == "512m"
     assert kw["memswap_limit"] == "512m"
+    assert kw["shm_size"] == "32m"
     assert kw["pids_limit"] == 64
     assert kw["ulimits"] == [
-        docker.types.Ulimit(name="cpu", soft=31, hard=31),
+        docker.types.Ulimit(name="cpu", soft=31, hard=36),
         docker.types.Ulimit(name="fsize", soft=8 << 20, hard=8 << 20),
         docker.types.Ulimit(name="nofile", soft=256, hard=256),
         docker.types.Ulimit(name="core", soft=0, hard=0),
     ]
-    assert all(isinstance(u, docker.types.Ulimit) for u in kw["ulimits"])
-    assert kw["tmpfs"] == {"/tmp": "size=128m,mode=1777"}
+    assert kw["tmpfs"] == {"/tmp": "size=128m,mode=1777,nosuid,nodev"}
     assert kw["volumes"] == {}
-    assert kw["user"] == f"{os.getuid()}:{os.getgid()}"
+    assert kw["user"] == "4242:4343"
     assert kw["detach"] is True
     assert kw["auto_remove"] is False
     assert kw["stdin_open"] is False
     assert kw["init"] is True
 
     container = client.container
-    assert container.called("wait") == [("wait", 42.0)]
-    assert container.called("logs") == [("logs", True, True)]
+    assert container.called("wait") == [("wait", 42.0 + docker_backend.WAIT_GRACE_S)]
+    assert container.called("logs") == [("logs", True, True, True, True)]
     assert container.called("remove") == [("remove", True)]
     assert result.returncode == 0
     assert result.output == "ok\n"
@@ -189,149 +224,62 @@ def test_the_real_sdk_accepts_the_settings_and_builds_the_host_config(tmp_path):
     request = request_in(
         tmp_path, binds=(Bind(tmp_path, writable=True),), limits=Limits(memory_mb=256)
     )
-    kwargs = backend_for(client).container_kwargs(request)
+    kwargs = fake_backend(client).container_kwargs(request)
 
     # The conversion containers.create() does; it raises on any keyword it does not know.
-    created = _create_container_args(dict(kwargs, version="1.45"))
+    created = _create_container_args(dict(kwargs, version="1.41"))
 
     host = created["host_config"]
     assert host["NetworkMode"] == "none"
+    assert host["IpcMode"] == "private"
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"]
     assert host["SecurityOpt"] == ["no-new-privileges"]
     assert host["Memory"] == host["MemorySwap"] == 256 << 20
+    assert host["ShmSize"] == 64 << 20
     assert host["PidsLimit"] == 256
     assert host["Init"] is True
     assert not host.get("AutoRemove")  # the SDK leaves the default (False) out
-    assert host["Tmpfs"] == {"/tmp": "size=1024m,mode=1777"}
     assert host["Binds"] == [f"{tmp_path}:{tmp_path}:rw"]
     assert {u["Name"] for u in host["Ulimits"]} == {"cpu", "fsize", "nofile", "core"}
-    assert created["user"] == f"{os.getuid()}:{os.getgid()}"
+    assert created["user"] == "4242:4343"
     assert created["image"] == IMAGE
-    assert created["stdin_open"] is False
 
 
-def test_binds_map_to_the_same_path_read_only_or_writable(tmp_path):
-    src, out = tmp_path / "src", tmp_path / "out"
-    client = FakeClient()
-    binds = (Bind(src), Bind(out, writable=True), Bind(Path("/opt/forge/python")))
-    backend_for(client).run(request_in(tmp_path, binds=binds))
-
-    assert created_kwargs(client)["volumes"] == {
-        str(src): {"bind": str(src), "mode": "ro"},
-        str(out): {"bind": str(out), "mode": "rw"},
-        "/opt/forge/python": {"bind": "/opt/forge/python", "mode": "ro"},
-    }
+def test_the_backend_never_runs_as_root():
+    with pytest.raises(ValueError, match="never runs as uid or gid 0"):
+        DockerBackend(IMAGE, ids=(0, 0))
 
 
-def test_path_from_the_request_is_kept_and_home_stays_in_tmp(tmp_path):
-    client = FakeClient()
-    env = {"PATH": "/venv/bin:/usr/bin", "HOME": "/root"}
-    backend_for(client).run(request_in(tmp_path, env=env))
+def test_the_configured_backend_runs_as_the_sandbox_identity(forge_home):
+    toml = forge_home.home / "forge.toml"
+    toml.write_text(toml.read_text() + '[sandbox]\nbackend = "docker"\ndocker_image = "x:1"\n')
+    from appliance.config import load_config
 
-    environment = created_kwargs(client)["environment"]
-    assert environment["PATH"] == "/venv/bin:/usr/bin"
-    assert environment["HOME"] == "/tmp"
-    assert environment["TMPDIR"] == "/tmp"
-
-
-# -- how a run ends ----------------------------------------------------------------------
+    config = load_config()
+    backend = configured_backend(config)
+    assert isinstance(backend, DockerBackend)
+    assert (backend.uid, backend.gid) == sandbox_ids(config.settings.sandbox)
+    assert backend.uid != 0
 
 
-def test_wait_timeout_kills_the_container_and_reports_wall_time(tmp_path):
-    container = FakeContainer(
-        logs=b"still running\n", wait_error=requests.exceptions.ReadTimeout("read timed out")
-    )
-    client = FakeClient(container)
-    result = backend_for(client).run(request_in(tmp_path, limits=Limits(wall_s=5)))
-
-    assert container.called("kill") == [("kill",)]
-    assert container.called("remove") == [("remove", True)]
-    assert result.limit == "wall_time"
-    assert result.returncode == 137
-    assert result.output == "still running\n"
-    assert result.backend == "docker"
-    assert "wall-time" in result.describe()
+# -- engine failures (fake client) --------------------------------------------------------
 
 
-def test_a_connection_error_at_the_limit_is_a_wall_timeout(tmp_path):
-    # urllib3 can surface a read timeout on the socket as a requests ConnectionError.
-    container = FakeContainer(wait_error=requests.exceptions.ConnectionError("read timed out"))
-    client = FakeClient(container)
-    result = backend_for(client).run(request_in(tmp_path, limits=Limits(wall_s=0.0)))
-
-    assert container.called("kill") == [("kill",)]
-    assert result.limit == "wall_time"
-    assert result.returncode == 137
-
-
-def test_a_connection_lost_well_before_the_limit_is_an_engine_error(tmp_path):
+def test_a_connection_lost_while_waiting_is_an_engine_error(tmp_path):
     container = FakeContainer(wait_error=requests.exceptions.ConnectionError("connection reset"))
     client = FakeClient(container)
     with pytest.raises(SandboxError, match="docker engine is unreachable"):
-        backend_for(client).run(request_in(tmp_path, limits=Limits(wall_s=600)))
+        fake_backend(client).run(request_in(tmp_path, limits=Limits(wall_s=600)))
 
-    assert container.called("kill") == []
     assert container.called("remove") == [("remove", True)]
-
-
-def test_oom_killed_reports_memory(tmp_path):
-    container = FakeContainer(exit_code=137, oom=True)
-    client = FakeClient(container)
-    result = backend_for(client).run(request_in(tmp_path))
-
-    assert container.called("reload") == [("reload",)]
-    assert result.limit == "memory"
-    assert result.returncode == 137
-    assert result.stopped
-
-
-@pytest.mark.parametrize(("code", "limit"), [(152, "cpu_time"), (153, "file_size"), (1, None)])
-def test_rlimit_signals_map_to_their_limits(tmp_path, code, limit):
-    client = FakeClient(FakeContainer(exit_code=code))
-    result = backend_for(client).run(request_in(tmp_path))
-
-    assert result.returncode == code
-    assert result.limit == limit
-
-
-def test_long_output_keeps_head_and_tail(tmp_path):
-    half = 512 << 10
-    middle = 2 << 20
-    data = b"H" * half + b"m" * middle + b"T" * half
-    client = FakeClient(FakeContainer(logs=data))
-    result = backend_for(client).run(request_in(tmp_path))
-
-    head, marker, tail = result.output.partition(f"\n[... {middle} bytes not shown ...]\n")
-    assert marker
-    assert head == "H" * half
-    assert tail == "T" * half
-    assert result.truncated
-    assert result.limit is None  # 3 MiB is under the default 64 MiB output limit
-
-
-def test_output_over_the_limit_is_reported(tmp_path):
-    client = FakeClient(FakeContainer(logs=b"x" * 5000))
-    result = backend_for(client).run(request_in(tmp_path, limits=Limits(output_bytes=4096)))
-
-    assert result.limit == "output"
-    assert not result.truncated
-    assert len(result.output) == 5000
-
-
-def test_output_at_one_mebibyte_is_kept_whole(tmp_path):
-    client = FakeClient(FakeContainer(logs=b"y" * (1 << 20)))
-    result = backend_for(client).run(request_in(tmp_path))
-
-    assert not result.truncated
-    assert len(result.output) == 1 << 20
 
 
 def test_container_is_removed_even_when_wait_raises(tmp_path):
     container = FakeContainer(wait_error=RuntimeError("something unexpected"))
     client = FakeClient(container)
     with pytest.raises(RuntimeError):
-        backend_for(client).run(request_in(tmp_path))
+        fake_backend(client).run(request_in(tmp_path))
 
     assert container.called("remove") == [("remove", True)]
 
@@ -343,35 +291,48 @@ def test_a_docker_error_while_waiting_is_a_sandbox_error_and_still_removes(tmp_p
     )
     client = FakeClient(container)
     with pytest.raises(SandboxError, match="docker failed to run the sandbox"):
-        backend_for(client).run(request_in(tmp_path))
+        fake_backend(client).run(request_in(tmp_path))
 
     assert container.called("remove") == [("remove", True)]
 
 
 def test_a_container_already_gone_at_removal_is_fine(tmp_path):
     container = FakeContainer(logs=b"done\n", remove_error=docker.errors.NotFound("gone"))
-    result = backend_for(FakeClient(container)).run(request_in(tmp_path))
+    result = fake_backend(FakeClient(container)).run(request_in(tmp_path))
 
     assert result.output == "done\n"
+
+
+def test_oom_killed_reports_memory(tmp_path):
+    container = FakeContainer(exit_code=137, oom=True)
+    result = fake_backend(FakeClient(container)).run(request_in(tmp_path))
+
+    assert container.called("reload") == [("reload",)]
+    assert result.limit == "memory"
 
 
 def test_run_with_a_missing_image_never_pulls(tmp_path):
     client = FakeClient(images=(), create_error=docker.errors.ImageNotFound("No such image"))
     with pytest.raises(SandboxError, match="not present") as caught:
-        backend_for(client).run(request_in(tmp_path))
+        fake_backend(client).run(request_in(tmp_path))
 
-    assert "docker load" in caught.value.hint
-
-
-# -- check() -----------------------------------------------------------------------------
+    assert "forge sandbox image build" in caught.value.hint
 
 
 def test_check_passes_when_the_engine_answers_and_the_image_is_loaded():
     client = FakeClient()
-    backend_for(client).check()
+    fake_backend(client).check()
 
     assert client.pings == 1
     assert client.images.asked == [IMAGE]
+
+
+def test_check_refuses_an_image_built_for_another_python():
+    labels = {LABEL_FROM: json.dumps({"python": "/opt/elsewhere/bin/python3.11"})}
+    with pytest.raises(SandboxError, match="/opt/elsewhere") as caught:
+        fake_backend(FakeClient(labels=labels)).check()
+
+    assert "forge sandbox image build" in caught.value.hint
 
 
 @pytest.mark.parametrize(
@@ -383,7 +344,7 @@ def test_check_passes_when_the_engine_answers_and_the_image_is_loaded():
 )
 def test_check_names_an_unreachable_engine(error):
     with pytest.raises(SandboxError, match="docker engine is unreachable") as caught:
-        backend_for(FakeClient(ping_error=error)).check()
+        fake_backend(FakeClient(ping_error=error)).check()
 
     assert "daemon" in caught.value.hint
 
@@ -396,19 +357,19 @@ def test_check_names_an_engine_the_client_cannot_reach_at_all():
         DockerBackend(IMAGE, client_factory=factory).check()
 
 
-def test_check_names_a_missing_image_and_says_to_load_it():
+def test_check_names_a_missing_image_and_says_how_to_build_it():
     client = FakeClient(images=("other:latest",))
     with pytest.raises(SandboxError, match="forge-sandbox:test") as caught:
-        backend_for(client).check()
+        fake_backend(client).check()
 
     assert "not present" in caught.value.message
-    assert "docker load" in caught.value.hint
+    assert "forge sandbox image build" in caught.value.hint
 
 
 def test_check_names_a_missing_image_setting():
     client = FakeClient()
     with pytest.raises(SandboxError, match="no image configured") as caught:
-        backend_for(client, image="").check()
+        fake_backend(client, image="").check()
 
     assert "sandbox.docker_image" in caught.value.hint
     assert client.pings == 0
@@ -417,7 +378,7 @@ def test_check_names_a_missing_image_setting():
 def test_check_names_a_missing_sdk(monkeypatch):
     monkeypatch.setattr(docker_backend, "docker_sdk", None)
     with pytest.raises(SandboxError, match="SDK is not installed"):
-        backend_for(FakeClient()).check()
+        fake_backend(FakeClient()).check()
 
 
 def test_check_with_the_real_sdk_and_no_engine_is_a_sandbox_error():
@@ -429,3 +390,284 @@ def test_check_with_the_real_sdk_and_no_engine_is_a_sandbox_error():
         backend.check()
 
     assert "start the docker daemon" in str(caught.value)
+
+
+def test_image_build_without_an_engine_is_a_clear_error():
+    def factory():
+        return docker.DockerClient(base_url="unix:///nonexistent.sock")
+
+    with pytest.raises(SandboxError, match="docker engine is unreachable"):
+        build_image("forge-sandbox:never", client_factory=factory)
+
+
+def test_the_command_without_an_engine_says_so(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+    result = CliRunner().invoke(cli, ["sandbox", "image", "build"])
+
+    assert result.exit_code == 1
+    assert "docker engine is unreachable" in result.output
+    assert "Traceback" not in result.output
+
+
+# -- the image ----------------------------------------------------------------------------
+
+
+def test_the_image_holds_forges_interpreter_root_owned_and_nothing_setuid(tmp_path):
+    plan = plan_image()
+    assert Path(PYTHON) in plan.files
+    assert any(p.name == "git" for p in plan.files)
+    assert not any("site-packages/" in str(p) for p in plan.files)
+    assert plan.built_from["python"] == PYTHON
+    assert plan_image().digest == plan.digest  # the same machine plans the same image
+
+    write_tarball(plan, tmp_path / "root.tar")
+    with tarfile.open(tmp_path / "root.tar") as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert all(m.uid == 0 and m.gid == 0 for m in members.values())
+    assert not [m.name for m in members.values() if m.mode & (stat.S_ISUID | stat.S_ISGID)]
+    assert not [m.name for m in members.values() if m.isfile() and m.mode & 0o022]
+    # Every directory above the interpreter can be passed by the sandbox's uid (/root is
+    # 0700 on the host), and /tmp is a sticky mount point.
+    parents = Path(PYTHON.lstrip("/")).parents
+    assert all(members[str(d)].mode == 0o755 for d in parents if str(d) != ".")
+    assert members["tmp"].mode == 0o1777
+    assert "root:x:0:0" in tar_text(tmp_path / "root.tar", "etc/passwd")
+
+
+def tar_text(path: Path, name: str) -> str:
+    with tarfile.open(path) as tar:
+        return tar.extractfile(name).read().decode()
+
+
+def test_the_command_builds_the_image_and_is_idempotent(docker_image):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["sandbox", "image", "build", "--tag", docker_image, "--json"])
+    assert result.exit_code == 0, result.output
+    made = json.loads(result.output)
+    assert made["built"] is False  # the session fixture built it with the same code
+    assert made["tag"] == docker_image
+    assert 'backend = "docker"' in made["forge_toml"]
+    assert f'docker_image = "{docker_image}"' in made["forge_toml"]
+
+    image = docker.from_env().images.get(docker_image)
+    assert image.labels[LABEL_DIGEST] == made["digest"]
+    assert json.loads(image.labels[LABEL_FROM])["python"] == PYTHON
+
+    text = runner.invoke(cli, ["sandbox", "image", "build", "--tag", docker_image])
+    assert text.exit_code == 0
+    assert "already up to date" in text.output
+    assert "sandbox.docker_image" not in text.output  # it prints the toml lines themselves
+    assert f'docker_image = "{docker_image}"' in text.output
+
+
+# -- against the real engine ---------------------------------------------------------------
+
+
+def run_in(config, tmp_path, script: str, **limits):
+    """Run `script` with Forge's interpreter in the configured docker sandbox."""
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    backend = configured_backend(config)
+    backend.check()
+    request = SandboxRequest(
+        argv=(PYTHON, "-c", script),
+        cwd=work,
+        binds=(Bind(work, writable=True),),
+        limits=dataclasses.replace(config.settings.sandbox.limits(30.0), **limits),
+    )
+    return backend.run(request), work
+
+
+CONFINED = r"""
+import ctypes, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+print("ids", os.getuid(), os.getgid(), os.getgroups())
+print("caps", status["CapEff"].strip(), status["CapBnd"].strip())
+print("nnp", status["NoNewPrivs"].strip(), "seccomp", status["Seccomp"].strip(),
+      status.get("Seccomp_filters", "?").strip())
+print("io_uring", libc.syscall(425, 1, ctypes.create_string_buffer(120)), ctypes.get_errno())
+print("add_key", libc.syscall(248, b"user", b"k", b"v", 1, -3), ctypes.get_errno())
+print("userns", libc.syscall(272, 0x10000000), ctypes.get_errno())
+print("ifaces", sorted(n for _, n in socket.if_nameindex()))
+for path in ("/usr/forge-was-here", "/proc/sys/kernel/core_pattern"):
+    try:
+        open(path, "a").close()
+        print("writable", path)
+    except OSError as exc:
+        print("refused", path, exc.errno)
+shm = os.statvfs("/dev/shm")
+print("shm", shm.f_blocks * shm.f_frsize)
+print("home", os.path.exists(os.environ["PROBE_HOME"]))
+open("mine", "w").write("x")
+os.chmod("mine", 0o4755)
+"""
+
+
+def test_a_real_container_is_confined(docker_sandbox_config, tmp_path):
+    config = docker_sandbox_config
+    script = CONFINED.replace('os.environ["PROBE_HOME"]', repr(str(config.home)))
+    result, work = run_in(config, tmp_path, script, shm_mb=16)
+
+    assert result.returncode == 0, result.output
+    lines = dict(line.split(" ", 1) for line in result.output.splitlines())
+    uid, gid = sandbox_ids(config.settings.sandbox)
+    assert uid != 0
+    assert lines["ids"] in (f"{uid} {gid} []", f"{uid} {gid} [{gid}]")  # no group of the host
+    assert lines["caps"] == "0000000000000000 0000000000000000"
+    assert lines["nnp"] == "1 seccomp 2 2"  # Docker's default profile and Forge's filter
+    assert lines["io_uring"] == "-1 1"  # EPERM: Docker 20.10's profile alone allows it
+    assert lines["add_key"] == "-1 1"
+    assert lines["userns"] == "-1 1"
+    assert lines["ifaces"] == "['lo']"
+    assert "writable" not in lines
+    refused = [line.split()[1] for line in result.output.splitlines() if line.startswith("refused")]
+    assert refused == ["/usr/forge-was-here", "/proc/sys/kernel/core_pattern"]
+    assert lines["shm"] == str(16 << 20)
+    assert lines["home"] == "False"  # FORGE_HOME is not there
+    # The file the run made is Forge's again, without its setuid bit.
+    made = (work / "mine").stat()
+    assert (made.st_uid, made.st_gid) == (os.getuid(), os.getgid())
+    assert not made.st_mode & stat.S_ISUID
+
+
+def test_wall_time_kills_the_container(docker_sandbox_config, tmp_path):
+    result, _ = run_in(
+        docker_sandbox_config, tmp_path, "import time; print('up', flush=True); time.sleep(60)",
+        wall_s=2.0,
+    )  # fmt: skip
+    assert result.limit == "wall_time"
+    assert result.returncode == 137
+    assert result.duration_s < 15
+    assert "up" in result.output
+
+
+def test_memory_and_shm_bytes_count_against_the_memory_limit(docker_sandbox_config, tmp_path):
+    # /dev/shm may be larger than the memory limit; its pages are charged to the container.
+    script = (
+        "import os\n"
+        "with open('/dev/shm/fill', 'wb') as fh:\n"
+        "    for _ in range(200):\n"
+        "        fh.write(os.urandom(1 << 20))\n"
+        "print('survived')\n"
+    )
+    result, _ = run_in(docker_sandbox_config, tmp_path, script, memory_mb=96, shm_mb=256)
+
+    assert result.limit == "memory", result.output
+    assert "survived" not in result.output
+
+
+def test_the_disk_cap_stops_a_run_that_writes_too_much(docker_sandbox_config, tmp_path):
+    script = (
+        "import os\n"
+        "for i in range(400):\n"
+        "    with open(f'blob{i}', 'wb') as fh:\n"
+        "        fh.write(os.urandom(1 << 20))\n"
+        "print('wrote it all')\n"
+    )
+    result, work = run_in(docker_sandbox_config, tmp_path, script, disk_mb=16, file_size_mb=4)
+
+    assert result.limit == "disk", result.output
+    assert "wrote it all" not in result.output
+    assert sum(p.stat().st_size for p in work.iterdir()) < 200 << 20
+
+
+def test_output_past_the_limit_is_stopped_and_long_output_keeps_head_and_tail(
+    docker_sandbox_config, tmp_path
+):
+    flood = "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n"
+    result, _ = run_in(docker_sandbox_config, tmp_path, flood, output_bytes=4 << 20)
+    assert result.limit == "output"
+    assert result.truncated
+
+    long = "import sys\nsys.stdout.write('H' * (1 << 20) + 'T' * (1 << 20))\n"
+    result, _ = run_in(docker_sandbox_config, tmp_path, long)
+    assert result.limit is None
+    assert result.truncated
+    assert result.output.startswith("H" * 1000)
+    assert result.output.endswith("T" * 1000)
+    assert "bytes not shown" in result.output
+
+
+def test_rlimits_end_the_run_with_their_limit(docker_sandbox_config, tmp_path):
+    result, _ = run_in(docker_sandbox_config, tmp_path, "while True: pass", cpu_s=1.0)
+    assert result.limit == "cpu_time", result
+    assert result.returncode == 152  # SIGXCPU
+
+    # Python ignores SIGXFSZ (the write fails with EFBIG instead); the shell does not.
+    work = tmp_path / "work"
+    backend = configured_backend(docker_sandbox_config)
+    result = backend.run(
+        SandboxRequest(
+            argv=("sh", "-c", "head -c 8388608 /dev/zero > big"),
+            cwd=work,
+            binds=(Bind(work, writable=True),),
+            limits=Limits(file_size_mb=2, wall_s=30),
+        )
+    )
+    assert result.limit == "file_size", result
+    assert (work / "big").stat().st_size == 2 << 20
+
+    # Nothing is left ignored by the interpreter that stacks the seccomp filter.
+    result = backend.run(SandboxRequest(argv=("grep", "SigIgn", "/proc/self/status"), cwd=work))
+    assert result.output.split() == ["SigIgn:", "0000000000000000"]
+
+
+def test_a_missing_command_is_exit_127_not_a_crash(docker_sandbox_config, tmp_path):
+    backend = configured_backend(docker_sandbox_config)
+    result = backend.run(SandboxRequest(argv=("no-such-program",), cwd=Path("/")))
+    assert result.returncode == 127
+    assert "no-such-program" in result.output
+
+
+def test_an_image_that_is_not_there_is_refused_without_a_pull(docker_image, tmp_path):
+    backend = DockerBackend("forge-sandbox:no-such-tag", ids=IDS)
+    with pytest.raises(SandboxError, match="not present"):
+        backend.check()
+
+
+# -- the harness on docker -----------------------------------------------------------------
+
+
+def test_grading_a_demo_commit_on_docker_matches_bwrap(docker_image, tmp_path, monkeypatch):
+    from appliance.harness.results import gold_for
+    from appliance.harness.spec import commit_specs
+    from tests.harness.conftest import DEMO, ingest_package, make_home
+
+    if not (DEMO / "manifest.json").is_file():
+        pytest.fail("repo_packages/demo is missing: run ./install.sh (it builds the demo)")
+    found = {}
+    client = docker.from_env()
+    since = int(time.time()) - 1
+    for backend in ("bwrap", "docker"):
+        toml = f'[harness]\ngold_runs = 1\n[sandbox]\nbackend = "{backend}"\n'
+        if backend == "docker":
+            toml += f'docker_image = "{docker_image}"\n'
+        config, db = make_home(tmp_path / backend, monkeypatch, toml)
+        try:
+            ingest_package(config, db, DEMO)
+            spec = next(
+                s
+                for s in commit_specs(config, db, "demo")
+                if s.message.startswith("Strip surrounding whitespace")
+            )
+            result, _ = gold_for(config, db, spec)
+        finally:
+            db.close()
+        assert result.status == "ok", result
+        found[backend] = (result.fail_to_pass, result.pass_to_pass, result.usable)
+
+    # The docker side really ran in containers of the image: the ingest's test collection,
+    # the run before the commit and the gold run at least.
+    events = client.events(
+        since=since, until=int(time.time()) + 1, filters={"event": "create"}, decode=True
+    )
+    created = [e for e in events if e.get("from") == docker_image]
+    assert len(created) >= 3
+    assert found["docker"] == found["bwrap"]
+    assert found["docker"][0] == ("tests/test_parser.py::test_ignores_surrounding_whitespace",)
+    assert found["docker"][2] is True
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
