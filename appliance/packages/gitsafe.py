@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 # Command-line config outranks every config file git reads.
@@ -147,6 +148,55 @@ def commit_parents(git_dir: Path, shas: Sequence[str]) -> dict[str, list[str] | 
                 parents.append(line[7:].decode())
         result[sha] = parents
     return result
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One entry of a commit's tree, as `git ls-tree -r -t` lists it."""
+
+    mode: str  # "100644", "100755", "120000" (a symbolic link), "040000", "160000" (gitlink)
+    kind: str  # blob | tree | commit
+    object: str
+    path: str  # full path from the root, "/"-separated, undecodable bytes kept as surrogates
+
+    @property
+    def is_link(self) -> bool:
+        return self.mode == "120000"
+
+
+def tree_entries(git_dir: Path, sha: str) -> list[TreeEntry]:
+    """Every entry of commit `sha`'s tree, folders included, at any depth."""
+    out = git(["ls-tree", "-r", "-t", "-z", "--full-tree", sha], git_dir=git_dir)
+    entries = []
+    for item in out.split(b"\0"):
+        if item:
+            meta, _, path = item.partition(b"\t")
+            mode, kind, obj = meta.decode().split()
+            entries.append(TreeEntry(mode, kind, obj, path.decode("utf-8", "surrogateescape")))
+    return entries
+
+
+def read_blobs(git_dir: Path, shas: Sequence[str]) -> dict[str, bytes]:
+    """The content of each blob in `shas` (those missing from the repository are left out)."""
+    if not shas:
+        return {}
+    out = git(
+        ["cat-file", "--batch"], git_dir=git_dir, input="".join(f"{s}\n" for s in shas).encode()
+    )
+    blobs: dict[str, bytes] = {}
+    pos = 0
+    for sha in shas:
+        end = out.index(b"\n", pos)
+        parts = out[pos:end].split()
+        pos = end + 1
+        if len(parts) < 3 or parts[1] != b"blob":
+            if len(parts) >= 3:
+                pos += int(parts[2]) + 1
+            continue
+        size = int(parts[2])
+        blobs[sha] = out[pos : pos + size]
+        pos += size + 1
+    return blobs
 
 
 def export_tree(git_dir: Path, sha: str, dest: Path) -> None:

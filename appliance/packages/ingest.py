@@ -6,6 +6,12 @@ package survives), and it is renamed into place: the rename is the commit point,
 the corpus holds a package completely or not at all. The database row follows; a
 crash between the two is repaired by `recover` on the next run. Rejected packages move
 to quarantine/ with REJECTED.txt.
+
+A package is kept in corpus/NAME@VERSION: names and versions cannot hold "@", so no two
+packages share a folder (the older NAME-VERSION layout made `demo` `x-1` and `demo-x` `1`
+collide). Rows keep the path they were stored with, so earlier ingests stay where they are.
+One package can never stop the run: any error while taking it, even a bug, quarantines
+that package with the reason, and the loop goes on to the next.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import os
 import shutil
 import stat
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +43,12 @@ from appliance.store import transaction
 
 READY_MARKER = "READY"
 STAGING_PREFIX = ".staging-"
+SEPARATOR = "@"  # manifest names and versions never hold it (appliance.packages.manifest)
+
+
+def corpus_folder(name: str, version: str) -> str:
+    """The folder name in corpus/ of a package: one per (name, version), by construction."""
+    return f"{name}{SEPARATOR}{version}"
 
 
 @dataclass(frozen=True)
@@ -139,7 +152,7 @@ def record_package(
 ) -> int:
     """Insert the package, its commits and the ingest event in one transaction.
 
-    `path` is relative to FORGE_HOME ("corpus/NAME-VERSION"), so a restored or moved
+    `path` is relative to FORGE_HOME ("corpus/NAME@VERSION"), so a restored or moved
     FORGE_HOME keeps working. The split is decided here (appliance.registry.split)."""
     from appliance.registry.split import split_at_ingest
 
@@ -225,16 +238,14 @@ def recover(config: Config, db: sqlite_utils.Database) -> list[IngestResult]:
         elif entry.is_dir() and f"corpus/{entry.name}" not in known:
             try:
                 manifest, sha = read_manifest(entry)
-            except (ManifestError, OSError) as exc:
-                raise ForgeError(
-                    f"{entry} is in the corpus but not in the database, and its manifest "
-                    f"cannot be read ({exc})",
-                    "move that folder out of corpus/ and ingest the package again",
-                ) from exc
-            record_package(
-                db, manifest, sha, f"corpus/{entry.name}", "recovered", entry.name,
-                eval_fraction=config.settings.evaluation.eval_fraction,
-            )  # fmt: skip
+                record_package(
+                    db, manifest, sha, f"corpus/{entry.name}", "recovered", entry.name,
+                    eval_fraction=config.settings.evaluation.eval_fraction,
+                )  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 — one folder must not block every ingest
+                # Forge wrote it, yet it cannot be registered: set it aside with the reason.
+                results.append(_unexpected(config, db, entry, exc, "recovering it"))
+                continue
             results.append(
                 IngestResult(entry.name, "recovered", manifest.name, manifest.version, str(entry))
             )
@@ -270,6 +281,33 @@ def quarantine(
         shutil.move(str(source), str(folder / source.name))
     _record_event(db, source.name, "rejected", quarantine=folder, reasons=reasons)
     return IngestResult(source.name, "rejected", name, version, str(folder), reasons)
+
+
+def _unexpected(
+    config: Config,
+    db: sqlite_utils.Database,
+    source: Path,
+    exc: Exception,
+    doing: str,
+    keep: bool = False,
+) -> IngestResult:
+    """Quarantine `source` after an error nobody planned for (a bug, a full disk), with
+    the traceback beside REJECTED.txt; if even that fails, say so and go on."""
+    problem = Problem(
+        "ingest-error",
+        "",
+        f"{type(exc).__name__} while {doing}: {exc}"[:2000],
+        "the package was set aside so the packages after it could be taken; if it looks "
+        "valid, report this with traceback.txt from its quarantine folder",
+    )
+    try:
+        result = quarantine(config, db, source, [problem], keep=keep)
+        trace = "".join(traceback.format_exception(exc))
+        (Path(result.path) / "traceback.txt").write_text(trace)
+        return result
+    except Exception as again:  # noqa: BLE001 — the loop must go on whatever happened
+        reasons = [problem.line(), f"and it could not be quarantined: {again}"]
+        return IngestResult(source.name, "rejected", reasons=reasons)
 
 
 def _remove_source(source: Path) -> None:
@@ -361,11 +399,25 @@ def ingest_one(
         clean.rename(staged / "repo")
         (staged / READY_MARKER).unlink(missing_ok=True)
         _fsync_tree(staged)
-        final = corpus / f"{manifest.name}-{manifest.version}"
-        if final.exists():
-            raise ForgeError(
-                f"{final} exists but is not recorded in the database",
-                "run `forge ingest` again; it registers or clears it",
+        final = corpus / corpus_folder(manifest.name, manifest.version)
+        if os.path.lexists(final):
+            # recover() registered every folder at the start of this run, so the folder
+            # belongs to another row (a corpus edited by hand): refuse this package.
+            return quarantine(
+                config,
+                db,
+                source,
+                [
+                    Problem(
+                        "corpus-taken",
+                        MANIFEST_NAME,
+                        f"{final} already exists in the corpus for another package",
+                        "move that folder out of corpus/ (forge status lists the packages)",
+                    )
+                ],
+                manifest.name,
+                manifest.version,
+                keep=keep,
             )
         hook("commit")
         staged.rename(final)  # the commit point
@@ -418,7 +470,10 @@ def ingest(
                     ],
                 )
             else:
-                result = ingest_one(config, db, entry, hook, keep=keep)
+                try:
+                    result = ingest_one(config, db, entry, hook, keep=keep)
+                except Exception as exc:  # noqa: BLE001 — one package never stops the run
+                    result = _unexpected(config, db, entry, exc, "ingesting it", keep=keep)
             results.append(result)
             emit(result)
     return results

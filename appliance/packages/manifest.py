@@ -1,12 +1,18 @@
 """The repo package manifest (`manifest.json`), validated with pydantic.
 
 The format is documented in docs/repo-package.md; bump SCHEMA_VERSION when it changes.
+Manifests come from outside, so every parse is bounded before json sees the bytes: the
+size (checked before reading), the nesting depth, and the length of every number and
+string; a manifest past any bound is a ManifestError naming it, never a json exception.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import stat
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -26,11 +32,21 @@ from pydantic import (
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 32 << 20
+# A valid manifest nests 5 deep (manifest → commits → commit → files → file); json's
+# parser recurses, so depth is bounded before it runs.
+MAX_DEPTH = 32
+MAX_NUMBER_CHARS = 32  # digits, sign, point and exponent of one JSON number
+MAX_STRING_BYTES = 1 << 20  # one JSON string as written (escapes included)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_SQUARE = bytes.maketrans(b"{}", b"[]")
 
 Sha = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+# Names and versions never hold "@": the corpus folder NAME@VERSION is unique by construction.
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")]
+Text = Annotated[str, StringConstraints(max_length=4096)]
 
 
 def _repo_path(path: str) -> str:
@@ -59,7 +75,13 @@ def _pinned(req: str) -> str:
 
 
 def _wheel_filename(name: str) -> str:
-    if "/" in name or "\\" in name or name.startswith(".") or not name.endswith(".whl"):
+    if (
+        len(name) > 255
+        or "/" in name
+        or "\\" in name
+        or name.startswith(".")
+        or not name.endswith(".whl")
+    ):
         raise ValueError(f"{name!r} is not a plain wheel file name")
     return name
 
@@ -86,8 +108,8 @@ class CommitEntry(_Model):
     sha: Sha
     parent: Sha
     message: str = Field(min_length=1, max_length=65536)
-    author_date: str = ""
-    files: list[FileChange] = Field(min_length=1)
+    author_date: str = Field("", max_length=64)
+    files: list[FileChange] = Field(min_length=1, max_length=100_000)
 
     @property
     def lines_added(self) -> int:
@@ -99,8 +121,8 @@ class CommitEntry(_Model):
 
 
 class Source(_Model):
-    url: str = ""
-    branch: str = ""
+    url: Text = ""
+    branch: Text = ""
     head: Sha | None = None
 
 
@@ -110,14 +132,18 @@ class Manifest(_Model):
     version: Version
     description: str = Field("", max_length=4096)
     license: str = Field("", max_length=256)
-    python: Annotated[str, AfterValidator(_specifier)] = ">=3.11"
-    requirements: list[Annotated[str, AfterValidator(_pinned)]]
-    test_command: list[Annotated[str, StringConstraints(min_length=1)]] = Field(min_length=1)
+    python: Annotated[str, StringConstraints(max_length=256), AfterValidator(_specifier)] = ">=3.11"
+    requirements: list[
+        Annotated[str, StringConstraints(max_length=1024), AfterValidator(_pinned)]
+    ] = Field(max_length=4096)
+    test_command: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = Field(
+        min_length=1, max_length=256
+    )
     test_timeout_s: float = Field(gt=0, le=24 * 3600)
     split: Literal["train", "eval"] | None = None
     source: Source = Source()
     commits: list[CommitEntry] = Field(min_length=1)
-    wheels: dict[Annotated[str, AfterValidator(_wheel_filename)], Sha256]
+    wheels: dict[Annotated[str, AfterValidator(_wheel_filename)], Sha256] = Field(max_length=4096)
 
     @field_validator("test_command")
     @classmethod
@@ -149,13 +175,55 @@ class ManifestError(ValueError):
         self.problems = problems
 
 
+def _number(text: str) -> int | float:
+    # json hands every number over as text first: refuse long ones before converting
+    # (int() of 5,000 digits raises ValueError; Python refuses over 4,300).
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ManifestError(
+            [f"a number {len(text)} characters long; the limit is {MAX_NUMBER_CHARS}"]
+        )
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+def _constant(name: str) -> None:
+    raise ManifestError([f"{name} is not JSON; write a number"])
+
+
+def check_shape(raw: bytes) -> None:
+    """Refuse JSON nested deeper than MAX_DEPTH or holding a string longer than
+    MAX_STRING_BYTES, without parsing it (so no parser recursion is ever deep)."""
+    longest = max((m.end() - m.start() for m in _STRING.finditer(raw)), default=0)
+    if longest > MAX_STRING_BYTES:
+        raise ManifestError(
+            [f"a string of {longest} bytes; the limit is {MAX_STRING_BYTES} per string"]
+        )
+    # With the strings gone every bracket left is structure. Each pass removes the
+    # innermost pairs, so MAX_DEPTH passes leave nothing of a shallow document.
+    brackets = _STRING.sub(b"", raw).translate(_SQUARE, delete=_NOT_BRACKETS)
+    for _ in range(MAX_DEPTH):
+        if b"[]" not in brackets:
+            break
+        brackets = brackets.replace(b"[]", b"")
+    # What is left is a deeper pair, or unbalanced brackets (json reports those, as long
+    # as there are too few to recurse deeply).
+    if b"[]" in brackets or brackets.count(b"[") > MAX_DEPTH:
+        raise ManifestError([f"JSON nested more than {MAX_DEPTH} deep; the limit is {MAX_DEPTH}"])
+
+
 def parse_manifest(raw: bytes) -> Manifest:
     """Parse manifest bytes; raise ManifestError listing every problem found."""
     if len(raw) > MAX_MANIFEST_BYTES:
         raise ManifestError([f"manifest is {len(raw)} bytes; the limit is {MAX_MANIFEST_BYTES}"])
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # JSON is UTF-8 (RFC 8259); then no byte of a multi-byte character looks like a
+        # quote or a bracket, and check_shape can work on the bytes.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError([f"not UTF-8 text: {exc}"]) from exc
+    check_shape(raw)
+    try:
+        data = json.loads(text, parse_int=_number, parse_float=_number, parse_constant=_constant)
+    except json.JSONDecodeError as exc:
         raise ManifestError([f"not valid JSON: {exc}"]) from exc
     if not isinstance(data, dict):
         raise ManifestError(["the top level must be a JSON object"])
@@ -180,7 +248,18 @@ def manifest_sha256(raw: bytes) -> str:
 
 
 def read_manifest(package_dir: Path) -> tuple[Manifest, str]:
-    """Read and parse DIR/manifest.json; return it with the sha256 of its bytes."""
-    path = package_dir / MANIFEST_NAME
-    raw = path.read_bytes()
+    """Read and parse DIR/manifest.json; return it with the sha256 of its bytes.
+
+    The size is checked before reading, on the opened file itself (no link followed,
+    no FIFO waited on); OSError when it cannot be opened."""
+    fd = os.open(package_dir / MANIFEST_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ManifestError([f"{MANIFEST_NAME} is not a regular file"])
+        if st.st_size > MAX_MANIFEST_BYTES:
+            raise ManifestError(
+                [f"manifest is {st.st_size} bytes; the limit is {MAX_MANIFEST_BYTES}"]
+            )
+        raw = fh.read(MAX_MANIFEST_BYTES + 1)  # a file that grew meanwhile is still bounded
     return parse_manifest(raw), manifest_sha256(raw)

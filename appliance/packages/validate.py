@@ -3,11 +3,17 @@
 Order matters: file rules first (nothing is opened before links and devices are ruled
 out), then the manifest, the git repository (through a clean copy), the wheels, and
 last the dry run, which runs only when everything else passed.
+
+The git check also reads the tree of every listed commit and of its parent (the two
+trees grading checks out) and refuses what Forge cannot check out safely: entries named
+`.git`, links that are absolute or lead out of the tree, and test files that are links.
+A package with such a commit is refused here, not when grading reaches the commit.
 """
 
 from __future__ import annotations
 
 import platform
+import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +22,7 @@ from packaging.specifiers import SpecifierSet
 
 from appliance.config import Config, PackageLimits
 from appliance.errors import SandboxError
+from appliance.harness.spec import changed_test_files, is_test_path
 from appliance.packages import gitsafe
 from appliance.packages.environment import EnvironmentFailed, create_env, resolve
 from appliance.packages.manifest import MANIFEST_NAME, Manifest, ManifestError, read_manifest
@@ -39,6 +46,12 @@ ALLOWED_CONFIG = {
     "remote.origin.fetch": None,
     "remote.origin.mirror": None,
 }
+# Names git refuses to check out (any case; Windows and macOS spell .git these ways too),
+# and names git refuses as links.
+GIT_NAMES = {".git", "git~1"}
+NO_LINK_NAMES = {".gitmodules", ".gitattributes", ".gitignore", ".mailmap"}
+MAX_LINK_HOPS = 40  # as the kernel's ELOOP
+TREE_DETAILS = 5  # hazards named per commit; the rest are counted
 NETWORK_SIGNS = (
     "Network is unreachable",
     "Temporary failure in name resolution",
@@ -199,7 +212,110 @@ def _check_git(
                     "rebuild the package; the repository and manifest disagree",
                 )
             )
+    if not problems:
+        try:
+            problems = _check_trees(copy, manifest)
+        except gitsafe.GitError as exc:
+            problems = [
+                Problem(
+                    "git-corrupt",
+                    "repo",
+                    f"the commits' trees cannot be read: {exc}",
+                    "copy the package again or rebuild it",
+                )
+            ]
     return problems, copy
+
+
+def _link_escapes(link: str, target: str, links: dict[str, str]) -> bool:
+    """Whether the link at `link` (pointing at `target`) resolves outside the tree, or
+    never resolves; `links` maps every link's path in the tree to its target."""
+    if target.startswith("/"):
+        return True
+    todo = target.split("/")
+    where = link.split("/")[:-1]  # the folder holding the link
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not where:
+                return True
+            where.pop()
+            continue
+        here = "/".join([*where, part])
+        if here in links:
+            hops += 1
+            if hops > MAX_LINK_HOPS or links[here].startswith("/"):
+                return True
+            todo = links[here].split("/") + todo  # relative to the folder holding it
+            continue
+        where.append(part)
+    return False
+
+
+def _tree_hazards(repo: Path, sha: str, tests: tuple[str, ...], cache: dict) -> list[str]:
+    """Why commit `sha`'s tree cannot be checked out safely (empty when it can), with
+    `tests` the test files grading lays over it."""
+    if sha not in cache:
+        entries = gitsafe.tree_entries(repo, sha)
+        links = {e.path: e.object for e in entries if e.is_link}
+        targets = gitsafe.read_blobs(repo, sorted(set(links.values())))
+        links = {
+            path: targets.get(obj, b"").decode("utf-8", "surrogateescape")
+            for path, obj in links.items()
+        }
+        found = []
+        for entry in entries:
+            parts = entry.path.split("/")
+            name = parts[-1].lower().rstrip(". ")
+            if name in GIT_NAMES or any(p in ("", ".", "..") for p in parts):
+                found.append(f"a tree entry {entry.path!r} (git refuses to check it out)")
+            elif not entry.is_link:
+                continue
+            elif name in NO_LINK_NAMES:
+                found.append(f"{entry.path!r} is a link (git refuses to check it out)")
+            elif links[entry.path].startswith("/"):
+                found.append(f"{entry.path!r} is an absolute link (to {links[entry.path]!r})")
+            elif _link_escapes(entry.path, links[entry.path], links):
+                found.append(f"{entry.path!r} is a link leading out of the tree")
+            elif is_test_path(entry.path):
+                found.append(f"the test file {entry.path!r} is a link")
+        cache[sha] = (found, set(links))
+    found, links = cache[sha]
+    found = list(found)
+    for test in tests:
+        parts = test.split("/")
+        folders = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        if any(f in links for f in folders):
+            found.append(f"the test file {test!r} lies under a link")
+    return found
+
+
+def _check_trees(repo: Path, manifest: Manifest) -> list[Problem]:
+    """One Problem per listed commit whose tree, or whose parent's, is unsafe."""
+    problems = []
+    cache: dict = {}
+    for commit in manifest.commits:
+        tests = changed_test_files(repo, commit.parent, commit.sha)
+        found = [*_tree_hazards(repo, commit.sha, tests, cache)]
+        found += [f"at its parent: {h}" for h in _tree_hazards(repo, commit.parent, tests, cache)]
+        if not found:
+            continue
+        more = len(found) - TREE_DETAILS
+        problems.append(
+            Problem(
+                "git-tree",
+                "repo",
+                f"commit {commit.sha[:12]} cannot be checked out safely: "
+                + "; ".join(found[:TREE_DETAILS])
+                + (f"; and {more} more" if more > 0 else ""),
+                "leave the commit out of the package, or rewrite the history without "
+                "those entries, then rebuild the package",
+            )
+        )
+    return problems
 
 
 def _check_requirements(root: Path, manifest: Manifest, cache: Path) -> list[Problem]:
@@ -225,8 +341,19 @@ def _dry_run(
     timeout = config.settings.packages.dry_run_timeout_s
     src = scratch / "src"
     newest = manifest.commits[-1].sha
-    gitsafe.export_tree(repo_copy, newest, src)
     fix = "make the test suite collect offline with only the listed requirements"
+    try:
+        gitsafe.export_tree(repo_copy, newest, src)
+    except (gitsafe.GitError, tarfile.TarError, OSError) as exc:
+        # The tree checks refuse what would fail here; this is the last line.
+        return [
+            Problem(
+                "git-tree",
+                "repo",
+                f"commit {newest[:12]} cannot be written out: {exc}",
+                "rewrite the history without the entries named, then rebuild the package",
+            )
+        ]
     try:
         env_python = create_env(
             scratch / "env",

@@ -175,7 +175,26 @@ def unpinned_requirement(pkg: Path, outside: Path) -> None:
     _write_manifest(pkg, data)
 
 
+def nesting_bomb(pkg: Path, outside: Path) -> None:
+    (pkg / "manifest.json").write_text('{"commits": ' + "[" * 100_000)
+
+
+def five_thousand_digits(pkg: Path, outside: Path) -> None:
+    data = _manifest(pkg)
+    data["schema_version"] = "SV"
+    (pkg / "manifest.json").write_text(json.dumps(data).replace('"SV"', "1" * 5000))
+
+
+def string_bomb(pkg: Path, outside: Path) -> None:
+    data = _manifest(pkg)
+    data["description"] = "x" * (2 << 20)
+    _write_manifest(pkg, data)
+
+
 CASES = {
+    "manifest nested 100,000 deep": (nesting_bomb, "manifest"),
+    "5,000-digit number": (five_thousand_digits, "manifest"),
+    "2 MB string": (string_bomb, "manifest"),
     "path traversal": (path_traversal, "manifest"),
     "symlink to a file outside": (symlink_to_file_outside, "symlink"),
     "symlink to a directory": (symlink_to_directory, "symlink"),
@@ -203,6 +222,9 @@ CASES = {
 # Cases judged against a lowered limit (so the test need not write gigabytes).
 LIMITS = {"oversized file": "max_file_mb = 2"}
 EXPECTED_WORDS = {
+    "manifest nested 100,000 deep": "JSON nested more than 32 deep",
+    "5,000-digit number": "a number 5000 characters long",
+    "2 MB string": "the limit is 1048576 per string",
     "unknown schema version": "unknown schema_version",
     "path traversal": "not a plain wheel file name",
     "unpinned requirement": "not pinned",

@@ -21,8 +21,8 @@ def _corpus(config) -> list[str]:
 def test_accepted_package_is_recorded_with_its_commits(calc_package, forge_home, db):
     copy_package(calc_package, forge_home.dir("ingest") / "calc")
     [result] = ingest(forge_home, db)
-    assert result.outcome == "accepted"
-    assert _corpus(forge_home) == ["calc-1.0"]
+    assert result.outcome == "accepted", result.reasons
+    assert _corpus(forge_home) == ["calc@1.0"]
     row = db.execute("SELECT name, version, path, test_command FROM packages").fetchone()
     assert row[:2] == ("calc", "1.0")
     assert json.loads(row[3]) == ["pytest", "-q"]
@@ -33,7 +33,7 @@ def test_accepted_package_is_recorded_with_its_commits(calc_package, forge_home,
     # The corpus repository is a clean bare repository that git can read.
     from appliance.packages import gitsafe
 
-    assert row[2] == "corpus/calc-1.0"  # relative to FORGE_HOME
+    assert row[2] == "corpus/calc@1.0"  # relative to FORGE_HOME
     log = gitsafe.git(["log", "--format=%s"], git_dir=forge_home.home / row[2] / "repo").decode()
     assert "Add subtraction to the calculator" in log
 
@@ -46,7 +46,7 @@ def test_same_package_twice_is_not_duplicated(calc_package, forge_home, db):
     copy_package(calc_package, forge_home.dir("ingest") / "third")
     assert [r.outcome for r in ingest(forge_home, db)] == ["duplicate"]
     assert db.execute("SELECT COUNT(*) FROM packages").fetchone()[0] == 1
-    assert _corpus(forge_home) == ["calc-1.0"]
+    assert _corpus(forge_home) == ["calc@1.0"]
     assert list(forge_home.dir("ingest").iterdir()) == []
 
 
@@ -60,7 +60,7 @@ def test_same_name_and_version_with_other_content_is_quarantined(calc_package, f
     [result] = ingest(forge_home, db)
     assert result.outcome == "rejected"
     assert "[version-conflict]" in result.reasons[0]
-    assert _corpus(forge_home) == ["calc-1.0"]
+    assert _corpus(forge_home) == ["calc@1.0"]
 
 
 CRASHER = textwrap.dedent("""
@@ -90,7 +90,7 @@ def test_crash_half_way_leaves_corpus_complete_or_absent(stage, calc_package, fo
     finished = [p for p in entries if not p.name.startswith(".staging-")]
     if stage == "record":
         # Renamed but not recorded: the corpus copy is complete.
-        assert [p.name for p in finished] == ["calc-1.0"]
+        assert [p.name for p in finished] == ["calc@1.0"]
         assert (finished[0] / "manifest.json").is_file()
     else:
         assert finished == []  # anything started lives only in a staging folder
@@ -100,13 +100,13 @@ def test_crash_half_way_leaves_corpus_complete_or_absent(stage, calc_package, fo
     results = ingest(forge_home, db)
     outcomes = sorted(r.outcome for r in results)
     assert outcomes == (["duplicate", "recovered"] if stage == "record" else ["accepted"])
-    assert _corpus(forge_home) == ["calc-1.0"]
+    assert _corpus(forge_home) == ["calc@1.0"]
     assert db.execute("SELECT COUNT(*) FROM packages").fetchone()[0] == 1
     assert db.execute("SELECT COUNT(*) FROM commits").fetchone()[0] == 1
     assert list(forge_home.dir("ingest").iterdir()) == []
     from appliance.packages.validate import validate
 
-    report = validate(forge_home.dir("corpus") / "calc-1.0", forge_home)
+    report = validate(forge_home.dir("corpus") / "calc@1.0", forge_home)
     assert report.ok, report.problems
 
 
