@@ -166,7 +166,7 @@ def _pytest_time(output: str) -> float | None:
 
 def bench_envs(config, spec, tmp: Path, env_repeat: int, repeat: int) -> tuple[list[Row], dict]:
     from appliance.harness.envs import ensure_env
-    from appliance.packages.environment import base_python, create_env
+    from appliance.packages.environment import base_python, compile_bytecode, create_env
 
     section = "Environment for a commit"
     envs = config.dir("envs")
@@ -219,8 +219,8 @@ def bench_envs(config, spec, tmp: Path, env_repeat: int, repeat: int) -> tuple[l
         spec.requirements,
         spec.wheels,
         cache_dir=envs / ".uv-cache",
-        compile_bytecode=True,  # as ensure_env builds them: the .pyc files are its own
     )
+    compile_bytecode(second, config, timeout=600)  # as ensure_env builds them (in the sandbox)
     first_disk = _disk([env.path])
     extra = _disk([env.path, second]) - first_disk
     files = [Path(d) / f for d, _, fs in os.walk(second) for f in fs]

@@ -16,6 +16,8 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from appliance.harness.envs import ensure_env
 from appliance.harness.results import gold_for
 from appliance.harness.spec import commit_specs
@@ -277,3 +279,61 @@ def test_the_key_covers_python_platform_requirements_and_every_wheel(tmp_path):
     assert len(keys) == 4
     # The commit itself is not part of it: a package's commits share one environment.
     assert dataclasses.replace(spec, sha="3" * 40).env_key == spec.env_key
+
+
+def test_a_wheel_replaced_in_place_installs_its_own_content(tmp_path):
+    """uv caches a local wheel by path and mtime: another wheel put at the same path with
+    the same mtime (a re-ingested package, a reused folder) must not get the cached files."""
+    import os
+
+    from appliance.packages.environment import create_env, wheel_hashes
+
+    wheels, cache = tmp_path / "packages", tmp_path / "envs" / ".uv-cache"
+    wheels.mkdir()
+
+    def put(who: str) -> None:
+        dist = "victim-1.0.dist-info"
+        write_wheel(
+            wheels / "victim-1.0-py3-none-any.whl",
+            {
+                "victim.py": f"WHO = {who!r}\n".encode(),
+                f"{dist}/METADATA": b"Metadata-Version: 2.1\nName: victim\nVersion: 1.0\n",
+                f"{dist}/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+            },
+        )
+        os.utime(wheels / "victim-1.0-py3-none-any.whl", (1_700_000_000, 1_700_000_000))
+
+    def installed(env: Path) -> str:
+        return next(env.glob("lib/python3*/site-packages/victim.py")).read_text()
+
+    put("first")
+    create_env(tmp_path / "env1", ["victim==1.0"], wheels, cache_dir=cache)
+    put("second")
+    create_env(
+        tmp_path / "env2",
+        ["victim==1.0"],
+        wheels,
+        cache_dir=cache,
+        expected_wheels=wheel_hashes(wheels),
+    )
+    assert installed(tmp_path / "env1") == "WHO = 'first'\n"
+    assert installed(tmp_path / "env2") == "WHO = 'second'\n"
+
+
+def test_an_environment_refuses_wheels_other_than_its_key_names(tmp_path, wheelhouse):
+    from appliance.packages.environment import EnvironmentFailed, create_env, wheel_hashes
+
+    expected = wheel_hashes(wheelhouse)
+    doctored = tmp_path / "packages"
+    shutil.copytree(wheelhouse, doctored)
+    (real,) = doctored.glob("pytest-*.whl")
+    doctored_pytest(wheelhouse / real.name, doctored)
+    with pytest.raises(EnvironmentFailed, match="not the ones"):
+        create_env(
+            tmp_path / "env",
+            PYTEST_PINS,
+            doctored,
+            cache_dir=tmp_path / "envs" / ".uv-cache",
+            expected_wheels=expected,
+        )
+    assert not (tmp_path / "env").exists()
