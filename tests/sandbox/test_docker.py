@@ -7,6 +7,7 @@ the real SDK's argument conversion, so a misspelt or unknown keyword fails here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -628,45 +629,77 @@ def test_an_image_that_is_not_there_is_refused_without_a_pull(docker_image, tmp_
 
 # -- the harness on docker -----------------------------------------------------------------
 
+WHITESPACE = "Strip surrounding whitespace before parsing quantities"
 
-def test_grading_a_demo_commit_on_docker_matches_bwrap(docker_image, tmp_path, monkeypatch):
-    from appliance.harness.results import gold_for
-    from appliance.harness.spec import commit_specs
+
+@contextlib.contextmanager
+def _demo_home(path: Path, toml: str):
+    """(config, db) of a FORGE_HOME at `path` holding the demo package."""
     from tests.harness.conftest import DEMO, ingest_package, make_home
 
     if not (DEMO / "manifest.json").is_file():
         pytest.fail("repo_packages/demo is missing: run ./install.sh (it builds the demo)")
-    found = {}
-    client = docker.from_env()
-    since = int(time.time()) - 1
-    for backend in ("bwrap", "docker"):
-        toml = f'[harness]\ngold_runs = 1\n[sandbox]\nbackend = "{backend}"\n'
-        if backend == "docker":
-            toml += f'docker_image = "{docker_image}"\n'
-        config, db = make_home(tmp_path / backend, monkeypatch, toml)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        config, db = make_home(path, monkeypatch, "[harness]\ngold_runs = 1\n" + toml)
+        ingest_package(config, db, DEMO)
         try:
-            ingest_package(config, db, DEMO)
-            spec = next(
-                s
-                for s in commit_specs(config, db, "demo")
-                if s.message.startswith("Strip surrounding whitespace")
-            )
-            result, _ = gold_for(config, db, spec)
+            yield config, db
         finally:
             db.close()
-        assert result.status == "ok", result
-        found[backend] = (result.fail_to_pass, result.pass_to_pass, result.usable)
 
-    # The docker side really ran in containers of the image: the ingest's test collection,
-    # the run before the commit and the gold run at least.
-    events = client.events(
-        since=since, until=int(time.time()) + 1, filters={"event": "create"}, decode=True
-    )
-    created = [e for e in events if e.get("from") == docker_image]
+
+def _whitespace_task(config, db):
+    from appliance.harness.results import gold_for
+    from appliance.harness.spec import commit_specs
+
+    spec = next(s for s in commit_specs(config, db, "demo") if s.message.startswith(WHITESPACE))
+    gold, _ = gold_for(config, db, spec)
+    return spec, gold
+
+
+@pytest.fixture(scope="module")
+def docker_demo(docker_image, tmp_path_factory):
+    """(config, spec, gold) of the demo's whitespace commit, graded on the docker backend;
+    the events the engine saw meanwhile show that containers of the image did the work."""
+    client = docker.from_env()
+    since = int(time.time()) - 1
+    toml = f'[sandbox]\nbackend = "docker"\ndocker_image = "{docker_image}"\n'
+    with _demo_home(tmp_path_factory.mktemp("docker") / "home", toml) as (config, db):
+        spec, gold = _whitespace_task(config, db)
+        events = client.events(
+            since=since, until=int(time.time()) + 1, filters={"event": "create"}, decode=True
+        )
+        created = [e for e in events if e.get("from") == docker_image]
+        yield config, spec, gold, created
+
+
+def test_grading_a_demo_commit_on_docker_matches_bwrap(docker_demo, tmp_path):
+    _, _, gold, created = docker_demo
+    # The ingest's test collection, the run before the commit and the gold run at least.
     assert len(created) >= 3
-    assert found["docker"] == found["bwrap"]
-    assert found["docker"][0] == ("tests/test_parser.py::test_ignores_surrounding_whitespace",)
-    assert found["docker"][2] is True
+    with _demo_home(tmp_path / "home", '[sandbox]\nbackend = "bwrap"\n') as (config, db):
+        _, on_bwrap = _whitespace_task(config, db)
+
+    assert gold.status == "ok" and gold.usable, gold
+    assert gold.fail_to_pass == ("tests/test_parser.py::test_ignores_surrounding_whitespace",)
+    assert (gold.fail_to_pass, gold.pass_to_pass, gold.flaky) == (
+        on_bwrap.fail_to_pass,
+        on_bwrap.pass_to_pass,
+        on_bwrap.flaky,
+    )
+
+
+def test_patches_are_graded_on_docker_and_a_forged_report_is_tampered(docker_demo):
+    from appliance.harness.grading import grade_patch
+    from tests.harness.test_tamper import STRIP_FAILURES, WRITE_THE_FIFO, _fix, _hooked
+
+    config, spec, gold, _ = docker_demo
+    resolved = grade_patch(config, spec, gold, "search_replace", [_fix(spec)])
+    assert resolved.verdict == "resolved", resolved
+    for attack in (STRIP_FAILURES, WRITE_THE_FIFO):
+        verdict = grade_patch(config, spec, gold, "search_replace", _hooked(attack))
+        assert verdict.verdict == "tampered", verdict
+        assert not verdict.resolved
 
 
 if __name__ == "__main__":  # pragma: no cover
