@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from appliance.config import Config
 from appliance.sandbox.bwrap import BwrapBackend, bwrap_path, interpreter_prefix
+from appliance.sandbox.identity import sandbox_ids
 from appliance.sandbox.spec import (
     LIMITS,
     Backend,
@@ -26,8 +27,8 @@ def backend_for(config: Config) -> Backend:
     if settings.backend == "docker":
         from appliance.sandbox.docker import DockerBackend
 
-        return DockerBackend(settings.docker_image)
-    return BwrapBackend(hide=[config.home])
+        return DockerBackend(settings.docker_image, ids=sandbox_ids(settings))
+    return BwrapBackend(hide=[config.home], ids=sandbox_ids(settings))
 
 
 def check_sandbox(config: Config) -> Backend:

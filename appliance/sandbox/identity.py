@@ -37,7 +37,10 @@ def forge_is_root() -> bool:
     return os.geteuid() == 0
 
 
-def sandbox_ids(settings) -> tuple[int, int]:
+DEFAULT_USER = "forge-sandbox"
+
+
+def sandbox_ids(settings=None) -> tuple[int, int]:
     """The host (uid, gid) that sandboxed code runs as; `settings`: SandboxSettings.
 
     Never (0, 0): as root, the configured unprivileged user (or nobody); otherwise
@@ -46,7 +49,7 @@ def sandbox_ids(settings) -> tuple[int, int]:
     if not forge_is_root():
         return os.geteuid(), os.getegid()
     try:
-        entry = pwd.getpwnam(settings.user)
+        entry = pwd.getpwnam(settings.user if settings is not None else DEFAULT_USER)
     except KeyError:
         return FALLBACK_ID, FALLBACK_ID
     if entry.pw_uid == 0 or entry.pw_gid == 0:  # a misconfigured "user = root"

@@ -105,7 +105,7 @@ def test_forge_home_and_host_files_are_invisible(forge_home, work, tmp_path):
 
 def test_forge_home_inside_a_system_directory_is_masked(tmp_path):
     backend = BwrapBackend(hide=[Path("/etc/forge-test-home")])
-    cmd = backend.command_line(SandboxRequest(argv=("true",), cwd=tmp_path))
+    cmd = backend.command_line(SandboxRequest(argv=("true",), cwd=tmp_path), seccomp_fd=3)
     assert cmd[cmd.index("/etc/forge-test-home") - 1] == "--tmpfs"
 
 
