@@ -23,6 +23,7 @@ from appliance.packages.environment import base_python
 from appliance.sandbox import seccomp
 from appliance.sandbox.identity import handed_over
 from appliance.sandbox.spec import Limits, SandboxRequest, SandboxResult
+from appliance.sandbox.supervise import DISK_CHECK_S, DISK_WALK_SHARE
 from appliance.sandbox.usage import disk_bytes
 
 try:  # the SDK is a dependency, but a broken install must be a clear error, not an ImportError
@@ -40,7 +41,6 @@ SIGXCPU_EXIT = 128 + 24  # the kernel kills a process past RLIMIT_CPU with SIGXC
 SIGXFSZ_EXIT = 128 + 25  # and one writing past RLIMIT_FSIZE with SIGXFSZ
 KILLED_EXIT = 128 + 9  # what `docker kill` (SIGKILL) leaves as the exit status
 POLL_S = 0.05  # how often wall time and output are looked at
-DISK_CHECK_S = 0.5  # how often the writable binds are measured (a walk of the worktree)
 WAIT_GRACE_S = 60.0  # the engine's wait call outlives the wall-time limit by this much
 # Runs first in the container, in the image's copy of Forge's interpreter (isolated, no site:
 # nothing of the repository is imported): stacks Forge's own seccomp filter (the one bwrap
@@ -143,7 +143,7 @@ class _Output:
                     if len(self.tail) > OUTPUT_HALF:
                         del self.tail[: len(self.tail) - OUTPUT_HALF]
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            self.error = exc  # the engine went away; the waiter reports it
+            self.error = exc  # the engine went away: the run's output is not whole
 
     def text(self) -> tuple[str, bool]:
         self.thread.join(timeout=10)
@@ -318,11 +318,12 @@ class DockerBackend:
             raise SandboxError(f"docker failed to start the sandbox: {exc}") from exc
         except _engine_errors() as exc:
             raise _unreachable(exc) from exc
-        output = _Output(container)
-        waiter = _Waiter(container, limits.wall_s + WAIT_GRACE_S)
+        waiter: _Waiter | None = None
         limit = None
         next_disk = start + DISK_CHECK_S
         try:
+            output = _Output(container)
+            waiter = _Waiter(container, limits.wall_s + WAIT_GRACE_S)
             while not waiter.done(POLL_S):
                 now = time.monotonic()
                 if now - start > limits.wall_s:
@@ -330,21 +331,26 @@ class DockerBackend:
                 elif output.total > limits.output_bytes:
                     limit = "output"
                 elif writable and now >= next_disk:
-                    next_disk = now + DISK_CHECK_S
+                    # The same pace as bwrap's supervisor: a big worktree takes long to walk.
                     if disk_bytes(writable) > disk_cap:
                         limit = "disk"
+                    took = time.monotonic() - now
+                    next_disk = time.monotonic() + max(DISK_CHECK_S, took * DISK_WALK_SHARE)
                 if limit is not None:
                     _kill(container)
                     waiter.done(WAIT_GRACE_S)
                     break
         except BaseException:  # interrupted (KeyboardInterrupt, a job cancelled): leave nothing
             _kill(container)
-            waiter.done(WAIT_GRACE_S)
+            if waiter is not None:
+                waiter.done(WAIT_GRACE_S)
             raise
         duration = time.monotonic() - start
-        if waiter.error is not None or waiter.status is None:
+        text, truncated = output.text()  # the stream ends with the container: all is counted
+        if waiter.error is not None or waiter.status is None or output.error is not None:
             _kill(container)
-            exc = waiter.error or TimeoutError("the engine never reported the container's end")
+            exc = waiter.error or output.error
+            exc = exc or TimeoutError("the engine never reported the container's end")
             if isinstance(exc, docker.errors.APIError):
                 raise SandboxError(f"docker failed to run the sandbox: {exc}") from exc
             if isinstance(exc, (*_engine_errors(), requests.exceptions.RequestException)):
@@ -364,7 +370,6 @@ class DockerBackend:
                 limit = "output"
             elif writable and disk_bytes(writable) > disk_cap:
                 limit = "disk"  # written in the last moments before it ended
-        text, truncated = output.text()
         return SandboxResult(
             returncode=code,
             output=text,

@@ -276,6 +276,22 @@ def test_a_connection_lost_while_waiting_is_an_engine_error(tmp_path):
     assert container.called("remove") == [("remove", True)]
 
 
+def test_output_cut_off_by_the_engine_is_an_engine_error_not_a_short_result(tmp_path):
+    class CutOff(FakeContainer):
+        def logs(self, stdout=False, stderr=False, stream=False, follow=False):
+            def chunks():
+                yield b"first part\n"
+                raise requests.exceptions.ConnectionError("connection reset by peer")
+
+            return chunks()
+
+    container = CutOff()
+    with pytest.raises(SandboxError, match="docker engine is unreachable"):
+        fake_backend(FakeClient(container)).run(request_in(tmp_path))
+
+    assert container.called("remove") == [("remove", True)]
+
+
 def test_container_is_removed_even_when_wait_raises(tmp_path):
     container = FakeContainer(wait_error=RuntimeError("something unexpected"))
     client = FakeClient(container)
