@@ -40,7 +40,7 @@ class Unit:
 class UnitResult:
     sha: str
     sample: int
-    outcome: str  # resolved | failed | not_applied | infra | skipped
+    outcome: str  # resolved | failed | not_applied | tampered | infra | skipped
     reason: str
     seconds: dict
 

@@ -25,7 +25,7 @@ SCHEMA = (
         call_ids TEXT NOT NULL,  -- JSON list of model_calls ids
         edits TEXT NOT NULL,  -- JSON list of search/replace edits
         diff TEXT NOT NULL,
-        outcome TEXT NOT NULL
+        outcome TEXT NOT NULL  -- m012_tampered_verdict adds 'tampered' to this list
             CHECK (outcome IN ('resolved', 'failed', 'not_applied', 'infra')),
         reason TEXT NOT NULL,
         grading TEXT NOT NULL,  -- JSON: per-test outcomes of the graded run
@@ -110,7 +110,7 @@ def summary(db: sqlite_utils.Database, package_id: int) -> dict:
     rows = db.execute(
         "SELECT sha, outcome, stages FROM triples WHERE package_id = ?", [package_id]
     ).fetchall()
-    outcomes = dict.fromkeys(("resolved", "failed", "not_applied", "infra"), 0)
+    outcomes = dict.fromkeys(("resolved", "failed", "not_applied", "tampered", "infra"), 0)
     calls: dict[str, int] = {}
     for _, outcome, stages in rows:
         outcomes[outcome] += 1

@@ -141,8 +141,11 @@ def run(package_name: str, sha: str, patch_file: Path, as_json: bool) -> None:
     """Apply a patch to the commit's parent, run the tests, and grade it.
 
     The commit's own test files are laid over the patched tree; changes the patch makes
-    to test files are ignored. Exit 0: resolved; 3: not resolved (tests fail or the
-    patch does not apply); 4: infrastructure failure.
+    to test files are ignored. A run whose results were rewritten by the code under test
+    (the witness stream, the JUnit report and pytest's exit status disagree) is
+    "tampered". Edits to test infrastructure (conftest, pytest configuration, startup
+    hooks, pytest hooks) are flagged. Exit 0: resolved; 3: not resolved (tests fail,
+    tampered, or the patch does not apply); 4: infrastructure failure.
     """
     from appliance.harness.edits import EditNotApplied, load_edits
     from appliance.harness.grading import PatchVerdict, grade_patch
@@ -190,13 +193,16 @@ def run(package_name: str, sha: str, patch_file: Path, as_json: bool) -> None:
 
 
 def _print_verdict(spec, gold, verdict) -> None:
-    colour = {"resolved": "green", "failed": "red", "not_applied": "yellow", "infra": "magenta"}
+    colour = {"resolved": "green", "failed": "red", "not_applied": "yellow", "infra": "magenta",
+              "tampered": "bold red"}  # fmt: skip
     console.print(
         f"{spec.package} {spec.sha[:12]}: [{colour[verdict.verdict]}]{verdict.verdict}[/] — "
         f"{escape(verdict.reason)}"
     )
     if verdict.changed:
         console.print(f"  changed: {escape(', '.join(verdict.changed))}")
+    for flag in verdict.flags:
+        console.print(f"  [yellow]flagged[/] test infrastructure edited — {escape(flag)}")
     for test, outcome in sorted(verdict.fail_to_pass.items()):
         console.print(f"  FAIL_TO_PASS {escape(test)}: {outcome}")
     for test, outcome in sorted(verdict.pass_to_pass_broken.items()):

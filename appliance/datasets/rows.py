@@ -19,7 +19,10 @@ from collections.abc import Callable
 from appliance.config import FORGE_ROOT
 
 GOOD = "resolved"
-BAD = ("failed", "not_applied")  # infra says nothing about the answers
+# infra says nothing about the answers. A tampered answer (its run rewrote what its tests
+# said) is a rejected side only: never an SFT row, never chosen, not even over another.
+BAD = ("failed", "not_applied", "tampered")
+REJECTED_ONLY = ("tampered",)
 ALIGNMENT_MARGIN = 0.5
 
 
@@ -143,7 +146,9 @@ def _task_rows(stage, task, samples, calls, real) -> list[dict]:
         if chosen != call["output"]:
             rows.append(_row(stage, "dpo", task, call, s, source, chosen=chosen,
                              rejected=call["output"]))  # fmt: skip
-    ranked = sorted(bad, key=lambda s: -s["alignment"])
+    ranked = sorted(
+        (s for s in bad if s["outcome"] not in REJECTED_ONLY), key=lambda s: -s["alignment"]
+    )
     if not good and len(ranked) >= 2:
         top, low = ranked[0], ranked[-1]
         if top["alignment"] - low["alignment"] >= ALIGNMENT_MARGIN:

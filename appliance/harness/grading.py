@@ -9,19 +9,29 @@ is a usable task only with at least one FAIL_TO_PASS.
 An edit is resolved when every FAIL_TO_PASS passes and no PASS_TO_PASS breaks; a
 skipped or missing test counts as not passing. Failures of the machinery (environment,
 sandbox, or a gold run that itself failed) are "infra", never counted against a model.
+A run whose result channels disagree (testrun's "tampered") makes the edit "tampered":
+never resolved, whatever its tests said; in a gold run it makes the commit unusable.
+An edit that touches test infrastructure is graded as its tests dictate and flagged
+(`infrastructure_flags`).
 """
 
 from __future__ import annotations
 
+import configparser
+import re
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 from appliance.config import Config
 from appliance.harness.checkout import overlay, worktree
 from appliance.harness.edits import EditNotApplied, apply_edits, diff_of
 from appliance.harness.spec import CommitSpec, is_test_path
 from appliance.harness.testrun import TestRun, env_or_failure, run_tests
+from appliance.packages import gitsafe
+from appliance.packages.gitsafe import GitError
 
 # Statuses that say nothing about the code under test: the machinery failed.
 INFRA = ("env_failed", "sandbox_error")
@@ -71,6 +81,9 @@ def classify_gold(
     for run in (before, *gold):
         if run.status in INFRA:
             return "infra", False, f"{run.status}: {run.detail}", (), (), ()
+    for run, side in [(before, "before the commit"), *((g, "at the commit") for g in gold)]:
+        if run.status == "tampered":  # the commit's own code rewrote what its tests said
+            return "ok", False, f"tampered: the run {side} disagrees: {run.detail}", (), (), ()
     bad = next((run for run in gold if run.status != "ok"), None)
     if bad is not None:
         return (
@@ -144,7 +157,7 @@ def grade_gold(
         if on_run:
             on_run(f"gold {attempt + 1}/{runs}", gold[-1])
         if gold[-1].status in INFRA or not gold[-1].ran:
-            break  # a broken gold run is not retried into a result
+            break  # a broken (or tampered) gold run is not retried into a result
     status, usable, reason, f2p, p2p, flaky = classify_gold(spec, before, gold)
     return GoldResult(
         spec.sha,
@@ -164,13 +177,14 @@ def grade_gold(
 
 @dataclass(frozen=True)
 class PatchVerdict:
-    verdict: str  # resolved | failed | not_applied | infra
+    verdict: str  # resolved | failed | not_applied | infra | tampered
     reason: str
     fail_to_pass: dict[str, str] = field(default_factory=dict)  # test -> outcome under the edit
     pass_to_pass_broken: dict[str, str] = field(default_factory=dict)
     changed: tuple[str, ...] = ()  # paths the edit changed
     run: dict | None = None
     diff: str = ""
+    flags: tuple[str, ...] = ()  # "KIND: path" for each piece of test infrastructure edited
 
     @property
     def resolved(self) -> bool:
@@ -183,6 +197,7 @@ class PatchVerdict:
             "fail_to_pass": self.fail_to_pass,
             "pass_to_pass_broken": self.pass_to_pass_broken,
             "changed": list(self.changed),
+            "flags": list(self.flags),
             "run": self.run,
         }
 
@@ -191,6 +206,9 @@ def classify_patch(gold: GoldResult, run: TestRun) -> PatchVerdict:
     """The verdict for a test run of the parent with an edit and the commit's tests."""
     if run.status in INFRA:
         return PatchVerdict("infra", f"{run.status}: {run.detail}", run=run.summary())
+    if run.status == "tampered":
+        reason = f"the run's results were tampered with: {run.detail}"
+        return PatchVerdict("tampered", reason, run=run.summary())
     if not run.ran:
         # The gold run of the same tests finished, so a run that did not is the edit's doing.
         return PatchVerdict("failed", f"the tests did not finish: {run.detail}", run=run.summary())
@@ -235,6 +253,7 @@ def grade_patch(
         except EditNotApplied as exc:
             return PatchVerdict("not_applied", exc.message)
         diff = diff_of(repo)
+        flags = infrastructure_flags(spec, repo, changed)
         # The edit may not change the tests that grade it: test files it touched are put
         # back as they were, then the commit's own test files are laid over them.
         touched_tests = [p for p in changed if is_test_path(p)]
@@ -255,7 +274,88 @@ def grade_patch(
         tuple(changed),
         verdict.run,
         diff,
+        flags,
     )
+
+
+# Test infrastructure: what decides how pytest runs and what it reports. The result stream
+# (stream.py) cannot see code in pytest's own process rewriting a report before it is
+# made; these are the ways a patch gets such code in, so an edit to any of them is flagged.
+STARTUP_HOOKS = ("sitecustomize.py", "usercustomize.py")  # and any *.pth
+PYTEST_CONFIG_FILES = ("pytest.ini", ".pytest.ini", "pytest.toml", ".pytest.toml")
+SHARED_CONFIG_FILES = (
+    "setup.cfg",
+    "tox.ini",
+    "pyproject.toml",
+)  # flagged when the pytest part changes
+INI_SECTIONS = ("pytest", "tool:pytest")
+# What a module needs to reach into pytest from inside its process: hook functions, plugin
+# registration, pytest's internals, or the witness itself.
+PYTEST_REACH = re.compile(
+    rb"\bdef\s+pytest_\w+|\bpytest_plugins\b|\b_pytest\b|\bpluggy\b|\bpluginmanager\b"
+    rb"|forge_witness|FORGE_WITNESS"
+)
+MAX_SCANNED_BYTES = 8 << 20
+
+
+def infrastructure_flags(spec: CommitSpec, repo: Path, changed: Sequence[str]) -> tuple[str, ...]:
+    """ "KIND: path" for each file of `changed` (as the edit left them in `repo`) that is
+    test infrastructure: a conftest (ignored anyway: test files are laid over), a startup
+    hook (sitecustomize, usercustomize, .pth), pytest configuration, or a module that
+    gained pytest hooks or reaches into pytest."""
+    flags = []
+    for path in changed:
+        name = PurePosixPath(path).name
+        kind = None
+        if name == "conftest.py":
+            kind = "conftest"
+        elif name in STARTUP_HOOKS or name.endswith(".pth"):
+            kind = "startup hook"
+        elif name in PYTEST_CONFIG_FILES:
+            kind = "pytest config"
+        elif name in SHARED_CONFIG_FILES:
+            old, new = _parent_bytes(spec, path), _edited_bytes(repo, path)
+            if _pytest_config(name, old) != _pytest_config(name, new):
+                kind = "pytest config"
+        elif name.endswith(".py") and not is_test_path(path):
+            old, new = _parent_bytes(spec, path), _edited_bytes(repo, path)
+            reach = {m.group() for m in PYTEST_REACH.finditer(new or b"")}
+            if reach - {m.group() for m in PYTEST_REACH.finditer(old or b"")}:
+                kind = "pytest hooks"
+        if kind:
+            flags.append(f"{kind}: {path}")
+    return tuple(flags)
+
+
+def _parent_bytes(spec: CommitSpec, path: str) -> bytes | None:
+    try:
+        return gitsafe.git(["cat-file", "blob", f"{spec.parent}:{path}"], git_dir=spec.repo)
+    except GitError:
+        return None  # not a file at the parent
+
+
+def _edited_bytes(repo: Path, path: str) -> bytes | None:
+    target = repo / path
+    if target.is_symlink() or not target.is_file():
+        return None
+    with target.open("rb") as handle:
+        return handle.read(MAX_SCANNED_BYTES)
+
+
+def _pytest_config(name: str, data: bytes | None) -> object:
+    """The pytest part of a shared configuration file, comparable between two versions."""
+    if data is None:
+        return None
+    text = data.decode("utf-8", errors="replace")
+    try:
+        if name == "pyproject.toml":
+            tool = tomllib.loads(text).get("tool", {})
+            return tool.get("pytest") if isinstance(tool, dict) else None
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        parser.read_string(text)
+        return {s: dict(parser[s]) for s in INI_SECTIONS if parser.has_section(s)} or None
+    except (tomllib.TOMLDecodeError, configparser.Error, RecursionError, ValueError):
+        return ("unreadable", text)  # compared as text: any change to it counts
 
 
 def _restore(spec: CommitSpec, paths: Sequence[str], repo) -> None:
@@ -271,4 +371,5 @@ __all__ = [
     "classify_patch",
     "grade_gold",
     "grade_patch",
+    "infrastructure_flags",
 ]

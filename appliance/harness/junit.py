@@ -18,6 +18,11 @@ OUTCOMES = ("passed", "failed", "error", "skipped")
 _RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
 
 
+def worst(known: str | None, outcome: str) -> str:
+    """The outcome that stands for a test reported both `known` (or nothing) and `outcome`."""
+    return outcome if known is None or _RANK[outcome] >= _RANK[known] else known
+
+
 class ReportUnreadable(ValueError):
     """The JUnit report is missing, too large or not the XML pytest writes."""
 
@@ -28,14 +33,14 @@ class Report:
     collection_errors: tuple[str, ...]  # module paths that failed to collect
 
 
-def _module_path(dotted: str) -> str:
+def module_path(dotted: str) -> str:
+    """The file of a module named by its dotted name (how a collection error names it)."""
     return dotted.replace(".", "/") + ".py"
 
 
-def _test_id(case: ET.Element) -> str:
-    name = case.get("name", "")
-    classname = case.get("classname", "")
-    file = case.get("file")
+def junit_id(file: str | None, classname: str, name: str) -> str:
+    """The test id of a <testcase> with these attributes. The result stream gives the same
+    three for each test, so both channels name a test the same way."""
     if file:
         module = file[:-3].replace("/", ".") if file.endswith(".py") else file
         inner = classname[len(module) + 1 :] if classname.startswith(module + ".") else ""
@@ -75,12 +80,10 @@ def parse_report(data: bytes) -> Report:
             and error is not None
             and "collection" in (error.get("message") or "")
         ):
-            broken.append(_module_path(case.get("name", "")))
+            broken.append(module_path(case.get("name", "")))
             continue
-        test_id = _test_id(case)
-        outcome = _outcome(case)
-        if _RANK[outcome] >= _RANK.get(outcomes.get(test_id, "passed"), 0):
-            outcomes[test_id] = outcome
+        case_id = junit_id(case.get("file"), case.get("classname", ""), case.get("name", ""))
+        outcomes[case_id] = worst(outcomes.get(case_id), _outcome(case))
     return Report(outcomes, tuple(sorted(set(broken))))
 
 

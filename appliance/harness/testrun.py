@@ -1,10 +1,12 @@
 """Run a package's test command on a worktree, in the sandbox, and read what happened.
 
-pytest runs with a JUnit XML report, no cache provider, and collection errors reported
-without stopping the run. The result's `status` separates a run that produced test
-outcomes ("ok", or "collection_error" when some modules did not import) from runs that
-produced none: "no_tests", "timeout", "out_of_memory", "limit", "crashed",
-"env_failed", "sandbox_error".
+pytest runs with a JUnit XML report, no cache provider, collection errors reported
+without stopping the run, and Forge's witness plugin loaded first, streaming each outcome
+to Forge as it is made (stream.py). The result's `status` separates a run that produced
+test outcomes ("ok", or "collection_error" when some modules did not import) from runs
+that produced none: "no_tests", "timeout", "out_of_memory", "limit", "crashed",
+"env_failed", "sandbox_error", and "tampered" when the stream, the JUnit report and
+pytest's exit status disagree (the code under test rewrote what its run said).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from appliance.errors import SandboxError
 from appliance.harness.envs import Environment, EnvironmentBroken, ensure_env
 from appliance.harness.junit import ReportUnreadable, read_report
 from appliance.harness.spec import CommitSpec
+from appliance.harness.stream import cross_check, read_stream, witness_channel
 from appliance.sandbox import Bind, SandboxRequest, run_sandboxed
 
 REPORT = "report.xml"
@@ -59,9 +62,10 @@ class TestRun:
         }
 
 
-def pytest_argv(spec: CommitSpec, report: Path) -> tuple[str, ...]:
+def pytest_argv(spec: CommitSpec, report: Path, witness: tuple[str, ...] = ()) -> tuple[str, ...]:
     return (
         *spec.test_command,
+        *witness,
         "-p",
         "no:cacheprovider",
         "--continue-on-collection-errors",
@@ -85,24 +89,33 @@ def run_tests(config: Config, spec: CommitSpec, work: Path, env: Environment) ->
     # The repository's code is importable as its suite expects: from src/ when the project
     # uses that layout, and from the root (what `python -m pytest` would give).
     paths = [str(repo / "src")] if (repo / "src").is_dir() else []
-    request = SandboxRequest(
-        argv=pytest_argv(spec, report),
-        cwd=repo,
-        binds=(Bind(repo, writable=True), Bind(out, writable=True), Bind(env.path)),
-        env={
-            "PATH": f"{env.bin}:/usr/local/bin:/usr/bin:/bin",
-            "VIRTUAL_ENV": str(env.path),
-            "PYTHONPATH": ":".join([*paths, str(repo)]),
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONHASHSEED": "0",
-        },
-        limits=config.settings.sandbox.limits(spec.test_timeout_s),
-    )
     started = time.monotonic()
-    try:
-        result = run_sandboxed(request, config)
-    except SandboxError as exc:
-        return TestRun("sandbox_error", detail=str(exc), duration_s=time.monotonic() - started)
+    with witness_channel(work) as witness:
+        request = SandboxRequest(
+            argv=pytest_argv(spec, report, witness.argv),
+            cwd=repo,
+            binds=(
+                Bind(repo, writable=True),
+                Bind(out, writable=True),
+                Bind(env.path),
+                Bind(witness.folder),  # read-only: the plugin, and the FIFO it writes to
+            ),
+            env={
+                "PATH": f"{env.bin}:/usr/local/bin:/usr/bin:/bin",
+                "VIRTUAL_ENV": str(env.path),
+                # The witness first, so nothing of the repository can stand in for it.
+                "PYTHONPATH": ":".join([str(witness.folder), *paths, str(repo)]),
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "PYTHONHASHSEED": "0",
+                **witness.env,
+            },
+            limits=config.settings.sandbox.limits(spec.test_timeout_s),
+        )
+        try:
+            result = run_sandboxed(request, config)
+        except SandboxError as exc:
+            return TestRun("sandbox_error", detail=str(exc), duration_s=time.monotonic() - started)
+        stream = read_stream(witness)
     tail = _tail(result.output)
     base = {"returncode": result.returncode, "duration_s": result.duration_s, "output_tail": tail}
     if result.limit in ("wall_time", "cpu_time"):
@@ -113,12 +126,19 @@ def run_tests(config: Config, spec: CommitSpec, work: Path, env: Environment) ->
         return TestRun("out_of_memory", detail=result.describe(), **base)
     if result.limit is not None:
         return TestRun("limit", detail=result.describe(), **base)
-    if result.returncode == 5:
-        return TestRun("no_tests", detail="pytest collected no tests", **base)
     try:
         parsed = read_report(report)
     except ReportUnreadable as exc:
-        return TestRun("crashed", detail=f"exit {result.returncode}: {exc}", **base)
+        parsed, unreadable = None, exc
+    # Before anything is read from the report: it is only believed when the stream and
+    # the exit status tell the same story.
+    problem = cross_check(stream, parsed, result.returncode)
+    if problem:
+        return TestRun("tampered", detail=problem, **base)
+    if result.returncode == 5:
+        return TestRun("no_tests", detail="pytest collected no tests", **base)
+    if parsed is None:
+        return TestRun("crashed", detail=f"exit {result.returncode}: {unreadable}", **base)
     if "MemoryError" in result.output and result.returncode not in (0, 1):
         return TestRun("out_of_memory", detail="the run ran out of memory (MemoryError)", **base)
     # 2 is "interrupted" (collection errors can give it); 3 and 4 are pytest's internal and

@@ -337,3 +337,67 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
             raise
         ran.append(fn.__name__)
     return ran
+
+
+@migration
+def m012_tampered_verdict(db: sqlite_utils.Database) -> None:
+    # A graded run whose result channels disagree is "tampered" (appliance/harness/stream.py).
+    # SQLite cannot widen a CHECK in place: both tables are rebuilt with the new list and
+    # their rows copied over. Nothing references either table.
+    db.execute(
+        """
+        CREATE TABLE patch_gradings_new (
+            id INTEGER PRIMARY KEY,
+            package_id INTEGER NOT NULL REFERENCES packages(id) ON DELETE CASCADE,
+            sha TEXT NOT NULL,
+            patch_sha256 TEXT NOT NULL,
+            verdict TEXT NOT NULL
+                CHECK (verdict IN ('resolved', 'failed', 'not_applied', 'infra', 'tampered')),
+            reason TEXT NOT NULL,
+            result TEXT NOT NULL,  -- JSON: per-test outcomes, the run summary, flags
+            diff TEXT NOT NULL,
+            graded_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        "INSERT INTO patch_gradings_new (id, package_id, sha, patch_sha256, verdict, reason, "
+        "result, diff, graded_at) SELECT id, package_id, sha, patch_sha256, verdict, reason, "
+        "result, diff, graded_at FROM patch_gradings"
+    )
+    db.execute("DROP TABLE patch_gradings")
+    db.execute("ALTER TABLE patch_gradings_new RENAME TO patch_gradings")
+    db.execute(
+        """
+        CREATE TABLE triples_new (
+            id INTEGER PRIMARY KEY,
+            package_id INTEGER NOT NULL REFERENCES packages(id) ON DELETE CASCADE,
+            sha TEXT NOT NULL,
+            sample INTEGER NOT NULL,
+            snapshot_sha TEXT NOT NULL,  -- the parent commit: all the stages could see
+            temperature REAL NOT NULL,
+            seed INTEGER NOT NULL,
+            stages TEXT NOT NULL,  -- JSON: per stage the context package, output, call id
+            call_ids TEXT NOT NULL,  -- JSON list of model_calls ids
+            edits TEXT NOT NULL,  -- JSON list of search/replace edits
+            diff TEXT NOT NULL,
+            outcome TEXT NOT NULL
+                CHECK (outcome IN ('resolved', 'failed', 'not_applied', 'infra', 'tampered')),
+            reason TEXT NOT NULL,
+            grading TEXT NOT NULL,  -- JSON: per-test outcomes of the graded run, flags
+            alignment TEXT NOT NULL,  -- JSON: plan and edits against the real commit
+            seconds TEXT NOT NULL,  -- JSON: where the time went
+            created_at TEXT NOT NULL,
+            UNIQUE (package_id, sha, sample)
+        )
+        """
+    )
+    db.execute(
+        "INSERT INTO triples_new (id, package_id, sha, sample, snapshot_sha, temperature, seed, "
+        "stages, call_ids, edits, diff, outcome, reason, grading, alignment, seconds, "
+        "created_at) SELECT id, package_id, sha, sample, snapshot_sha, temperature, seed, "
+        "stages, call_ids, edits, diff, outcome, reason, grading, alignment, seconds, "
+        "created_at FROM triples"
+    )
+    db.execute("DROP TABLE triples")
+    db.execute("ALTER TABLE triples_new RENAME TO triples")
