@@ -28,7 +28,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from appliance import actions, jobs
+from appliance import actions, control, jobs
 from appliance.config import Config, load_config
 from appliance.control import SOCKET
 from appliance.errors import ForgeError
@@ -91,56 +91,58 @@ class Daemon:
 
     # --- the control socket --------------------------------------------------------------
 
-    def dispatch(self, request: dict) -> dict:
+    def dispatch(self, request: control.Request) -> dict:
+        """Do what a control-socket request (already validated) asks; its answer."""
         db = open_db(self.config, migrate=False)  # one connection per request thread
         try:
-            return self._dispatch(db, request["command"], request)
+            return self._dispatch(db, request)
         finally:
             db.conn.close()
 
-    def _dispatch(self, db, command: str, request: dict) -> dict:
-        if command == "ping":  # ok once the schedules run too: the daemon is up
-            return {"ok": self.scheduler is not None}
-        if command == "status":
-            return {"ok": True, "daemon": self.state(),
-                    "running": [j.to_dict() for j in jobs.jobs(db, ("running",))],
-                    "queue": [j.to_dict() for j in jobs.jobs(db, ("queued",))]}  # fmt: skip
-        if command in ("pause", "resume"):
-            self.paused = command == "pause"
-            log.info("%s by the operator", "paused" if self.paused else "resumed")
-            return {"ok": True, "daemon": self.state()}
-        if command in ("run", "ingest"):
-            kind = "ingest" if command == "ingest" else request.get("kind")
-            if kind not in KINDS:
-                raise ForgeError(f"unknown job kind {kind!r}",
-                                 "the kinds: " + ", ".join(sorted(KINDS)))  # fmt: skip
-            args = request.get("args") or {}
-            key = kind if kind != "promote" else f"promote:{args.get('stage')}"
-            job, queued = jobs.enqueue(db, kind, args, key=key, heavy=KINDS[kind])
-            if queued:
-                log.info("job %d (%s) queued by the operator", job.id, kind)
-            return {"ok": True, "job": job.to_dict(), "queued": queued}
-        if command == "cancel":
-            job = jobs.cancel(db, int(request.get("id") or 0))
-            child = self.children.get(job.id)
-            if child is not None and child[0].is_alive():
-                child[0].terminate()  # it checkpoints and stops
-            log.info("job %d (%s) cancelled by the operator", job.id, job.kind)
-            return {"ok": True, "job": job.to_dict()}
-        if command == "rollback":
-            to = request.get("to")
-            result = actions.rollback_now(db, request["stage"], int(to) if to else None,
-                                          bool(request.get("to_base")))  # fmt: skip
-            log.info("rollback %s: %s → %s", result["stage"], result["from"], result["to"])
-            return {"ok": True, "result": result}
-        if command == "promote" and request.get("force"):
-            result = actions.force_promote_now(db, request["stage"], int(request["version"]))
-            log.info("promote %s (forced, no gate): %s", result["stage"], result["version"])
-            return {"ok": True, "result": result}
-        if command == "promote":  # the gate evaluates: a heavy job
-            return self._dispatch(db, "run", {"kind": "promote", "args": {
-                "stage": request["stage"], "version": int(request["version"])}})  # fmt: skip
-        raise ForgeError(f"unknown command {command!r}")
+    def _dispatch(self, db, request: control.Request) -> dict:
+        match request:
+            case control.Ping():  # ok once the schedules run too: the daemon is up
+                return {"ok": self.scheduler is not None}
+            case control.Status():
+                return {"ok": True, "daemon": self.state(),
+                        "running": [j.to_dict() for j in jobs.jobs(db, ("running",))],
+                        "queue": [j.to_dict() for j in jobs.jobs(db, ("queued",))]}  # fmt: skip
+            case control.Pause() | control.Resume():
+                self.paused = request.command == "pause"
+                log.info("%s by the operator", "paused" if self.paused else "resumed")
+                return {"ok": True, "daemon": self.state()}
+            case control.Ingest():
+                return self._enqueue(db, "ingest", {})
+            case control.RunIngest() | control.RunBackup() | control.RunCycle():
+                return self._enqueue(db, request.kind, request.args.model_dump(exclude_unset=True))
+            case control.RunPromote():
+                return self._enqueue(db, "promote", request.args.model_dump())
+            case control.Cancel():
+                job = jobs.cancel(db, request.id)
+                child = self.children.get(job.id)
+                if child is not None and child[0].is_alive():
+                    child[0].terminate()  # it checkpoints and stops
+                log.info("job %d (%s) cancelled by the operator", job.id, job.kind)
+                return {"ok": True, "job": job.to_dict()}
+            case control.Rollback():
+                result = actions.rollback_now(db, request.stage, request.to, request.to_base)
+                log.info("rollback %s: %s → %s", result["stage"], result["from"], result["to"])
+                return {"ok": True, "result": result}
+            case control.Promote(force=True):
+                result = actions.force_promote_now(db, request.stage, request.version)
+                log.info("promote %s (forced, no gate): %s", result["stage"], result["version"])
+                return {"ok": True, "result": result}
+            case control.Promote():  # the gate evaluates: a heavy job
+                args = {"stage": request.stage, "version": request.version}
+                return self._enqueue(db, "promote", args)
+        raise ForgeError(f"forged has no handler for {request.command!r}")  # a protocol change
+
+    def _enqueue(self, db, kind: str, args: dict) -> dict:
+        key = kind if kind != "promote" else f"promote:{args['stage']}"
+        job, queued = jobs.enqueue(db, kind, args, key=key, heavy=KINDS[kind])
+        if queued:
+            log.info("job %d (%s) queued by the operator", job.id, kind)
+        return {"ok": True, "job": job.to_dict(), "queued": queued}
 
     def state(self) -> dict:
         from daemon.schedule import next_runs
