@@ -91,8 +91,11 @@ def _read(manifest: Path) -> dict:
         )
     try:
         return tomllib.loads(manifest.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    # TOMLDecodeError and UnicodeDecodeError are ValueErrors, as is a number too long to read.
+    except ValueError as exc:
         raise ConfigError(f"{manifest} is not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{manifest} is not valid TOML: it nests too deep") from exc
 
 
 def read_manifest(manifest: Path) -> ModelsManifest:
