@@ -230,6 +230,7 @@ class BwrapBackend:
     def run(self, request: SandboxRequest) -> SandboxResult:
         env = {"PATH": SAFE_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
         env.update(request.env)
+        limits = request.limits
         writable = [Path(b.path).resolve() for b in request.binds if b.writable]
         fd = seccomp.filter_fd()
         try:
@@ -241,7 +242,7 @@ class BwrapBackend:
                     backend=self.name,
                     pass_fds=(fd,),
                     disk_paths=writable,
-                    tmpfs=TMPFS,
+                    tmpfs={"/tmp": limits.tmp_mb << 20, "/dev/shm": limits.shm_mb << 20},
                 )
         finally:
             os.close(fd)

@@ -28,9 +28,11 @@ POLL_S = 0.02
 TREE_CHECK_S = 0.1
 # Disk usage is walked at most every DISK_CHECK_S, and never more than a tenth of the
 # time (a big worktree takes long to walk). What a run can write past disk_mb before it
-# is stopped is what it writes in one interval (each file also capped by RLIMIT_FSIZE),
-# plus what it holds in files it deleted while keeping them open, which no walk sees.
-DISK_CHECK_S = 0.5
+# is stopped is what it writes in one interval (page-cache speed: about 1 GB/s here, so
+# some 200 MB for a small worktree), plus what it holds in files it deleted while
+# keeping them open, which no walk sees; the walk after the end still names the limit.
+# A hard bound needs a file system of its own per run (quota or a sized image).
+DISK_CHECK_S = 0.2
 DISK_WALK_SHARE = 10
 
 
@@ -105,28 +107,34 @@ def _usage(procs: list[psutil.Process]) -> tuple[int, int]:
     return count, rss
 
 
-def _inside(procs: list[psutil.Process]) -> int | None:
-    """A pid of the tree that lives in the sandbox's mount namespace, when one does yet."""
+def _inside(procs: list[psutil.Process]) -> list[int]:
+    """The pids of the tree that live in a mount namespace other than ours."""
     mine = os.stat("/proc/self/ns/mnt").st_ino
+    found = []
     for proc in procs:
         try:
             if os.stat(f"/proc/{proc.pid}/ns/mnt").st_ino != mine:
-                return proc.pid
+                found.append(proc.pid)
         except OSError:  # gone, or not ours to look at
             continue
-    return None
+    return found
 
 
-def _tmpfs_bytes(pid: int | None, mounts: Sequence[str]) -> int:
-    """Bytes held in the sandbox's tmpfs mounts, seen through a process's root."""
-    if pid is None:
-        return 0
+def _tmpfs_bytes(pid: int, mounts: Mapping[str, int]) -> int | None:
+    """Bytes held in the sandbox's tmpfs mounts, seen through the root of process `pid`;
+    None until that root is the finished sandbox.
+
+    While bwrap sets up, a process's /tmp may still be the host's, so a mount counts
+    only when its size is the one asked for.
+    """
     total = 0
-    for mount in mounts:
+    for mount, size in mounts.items():
         try:
             st = os.statvfs(f"/proc/{pid}/root{mount}")
         except OSError:
-            continue
+            return None
+        if st.f_blocks * st.f_frsize != size:
+            return None
         total += (st.f_blocks - st.f_bfree) * st.f_frsize
     return total
 
@@ -158,12 +166,13 @@ def supervise(
     backend: str,
     pass_fds: Sequence[int] = (),
     disk_paths: Sequence[Path] = (),
-    tmpfs: Sequence[str] = (),
+    tmpfs: Mapping[str, int] | None = None,
 ) -> SandboxResult:
     """Start `cmd` in its own session and watch it until it ends or crosses a limit.
 
     `disk_paths`: the writable binds, whose growth counts against limits.disk_mb.
-    `tmpfs`: mount points inside the sandbox whose bytes count as memory.
+    `tmpfs`: mount points inside the sandbox whose bytes count as memory, with their
+    sizes in bytes.
     `pass_fds`: descriptors the command inherits (bwrap's seccomp program).
     """
     read_fd, write_fd = os.pipe()
@@ -208,10 +217,15 @@ def supervise(
                 procs = _tree(proc.pid)
                 count, rss = _usage(procs)
                 if tmpfs:
-                    # Pages of a tmpfs file a process maps count twice (RSS and tmpfs):
+                    # Pages of a tmpfs file a process maps count twice (PSS and tmpfs):
                     # erring towards stopping, never towards letting memory through.
-                    inside = inside or _inside(procs)
-                    rss += _tmpfs_bytes(inside, tmpfs)
+                    if inside is None or (held := _tmpfs_bytes(inside, tmpfs)) is None:
+                        inside, held = None, 0
+                        for pid in _inside(procs):
+                            if (held := _tmpfs_bytes(pid, tmpfs)) is not None:
+                                inside = pid
+                                break
+                    rss += held or 0
                 if count > limits.processes + 2:  # bwrap's own two processes
                     limit = "processes"
                 elif rss > memory_bytes:
