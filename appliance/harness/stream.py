@@ -200,10 +200,16 @@ def parse_stream(data: bytes, nonce: str) -> Stream:
                 when, outcome = record["when"], record["outcome"]
                 if outcome not in ("passed", "failed", "skipped"):
                     continue  # "rerun" and other plugin outcomes: not in the report either
-                if (test, when) in phases:
+                # A call may repeat (each subtest reports one, and xdist does not say
+                # which are subtests), and so may the setup and teardown of a rerun (its
+                # failed attempts are "rerun" outcomes, left out above); a setup or
+                # teardown reported again with another outcome is a conflict. Added
+                # calls cannot make a test look better: the worst outcome stands.
+                known = phases.get((test, when))
+                if known is not None and known != outcome and when != "call":
                     return Stream(
-                        problem=f"the result stream reports the {when} of {test} twice "
-                        f"({phases[test, when]}, then {outcome})"
+                        problem=f"the result stream reports the {when} of {test} twice, "
+                        f"{known} then {outcome}"
                     )
                 phases[test, when] = outcome
                 reported.add(test)

@@ -328,8 +328,11 @@ def test_an_honest_stream_agrees_with_its_report():
         (_run(), HONEST, 0, "process exited 0"),
         (_run(exitstatus=0), HONEST, 0, "exited 0 with tests that did not pass"),
         (_run()[:-1], HONEST, 1, "never saw the session finish"),
-        (_run(extra=({"kind": "test", "when": "call", "outcome": "passed", **T2},)), HONEST, 1,
+        (_run(extra=({"kind": "test", "when": "setup", "outcome": "failed", **T2},)), HONEST, 1,
          "twice"),
+        # A forged call that passes does not hide the failed one.
+        (_run(extra=({"kind": "test", "when": "call", "outcome": "passed", **T2},)),
+         Report({ONE: "passed", TWO: "passed"}, ()), 1, "JUnit report says"),
         (_run(extra=({"kind": "collected", "tests": []},)), HONEST, 1, "two lists"),
         (_run("passed", 0)[:5] + _run("passed", 0)[-1:], Report({ONE: "passed"}, ()), 0,
          "never reported"),
