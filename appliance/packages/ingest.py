@@ -37,7 +37,7 @@ from appliance.errors import ForgeError
 from appliance.packages import gitsafe
 from appliance.packages.manifest import MANIFEST_NAME, Manifest, ManifestError, read_manifest
 from appliance.packages.problems import Problem
-from appliance.packages.rules import check_files
+from appliance.packages.rules import MAX_DEPTH, check_files
 from appliance.packages.validate import validate
 from appliance.store import transaction
 
@@ -71,6 +71,12 @@ class IngestResult:
         }
 
 
+def label(name: str) -> str:
+    """A file name as text that can be stored and printed: bytes that are not UTF-8 are
+    written as escapes, so they never fail an insert or a write."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -98,6 +104,8 @@ def newest_change(path: Path) -> float:
             for name in dirnames + filenames:
                 entry = os.lstat(os.path.join(dirpath, name))
                 newest = max(newest, entry.st_mtime, entry.st_ctime)
+            if os.path.relpath(dirpath, path).count(os.sep) >= MAX_DEPTH:
+                dirnames.clear()  # deeper is refused by the file rules; never recurse there
     return newest
 
 
@@ -264,10 +272,12 @@ def quarantine(
     """Move `source` to quarantine/<name>-<time>/ beside a REJECTED.txt with the reasons
     (with `keep`, the source stays where it is and only REJECTED.txt is written)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    folder = config.dir("quarantine") / f"{source.name}-{stamp}-{uuid.uuid4().hex[:6]}"
+    shown = label(source.name)
+    # A short, printable folder name whatever the source is called.
+    folder = config.dir("quarantine") / f"{shown[:100]}-{stamp}-{uuid.uuid4().hex[:6]}"
     folder.mkdir(parents=True)
-    reasons = [p.line() for p in problems]
-    text = [f"Forge rejected the repo package {source.name!r} on {_now()}.", ""]
+    reasons = [label(p.line()) for p in problems]
+    text = [f"Forge rejected the repo package '{shown}' on {_now()}.", ""]
     text += [f"- {line}" for line in reasons]
     text += [
         "",
@@ -275,12 +285,12 @@ def quarantine(
         "(`forge package validate DIR` shows the same report) and copy it again.",
     ]
     if keep:
-        text.append(f"The package was left where it was: {source}")
+        text.append(f"The package was left where it was: {label(str(source))}")
     (folder / "REJECTED.txt").write_text("\n".join(text) + "\n")
     if not keep:
         shutil.move(str(source), str(folder / source.name))
-    _record_event(db, source.name, "rejected", quarantine=folder, reasons=reasons)
-    return IngestResult(source.name, "rejected", name, version, str(folder), reasons)
+    _record_event(db, shown, "rejected", quarantine=folder, reasons=reasons)
+    return IngestResult(shown, "rejected", name, version, str(folder), reasons)
 
 
 def _unexpected(
@@ -303,11 +313,11 @@ def _unexpected(
     try:
         result = quarantine(config, db, source, [problem], keep=keep)
         trace = "".join(traceback.format_exception(exc))
-        (Path(result.path) / "traceback.txt").write_text(trace)
+        (Path(result.path) / "traceback.txt").write_text(trace, errors="backslashreplace")
         return result
     except Exception as again:  # noqa: BLE001 — the loop must go on whatever happened
-        reasons = [problem.line(), f"and it could not be quarantined: {again}"]
-        return IngestResult(source.name, "rejected", reasons=reasons)
+        reasons = [label(problem.line()), label(f"and it could not be quarantined: {again}")]
+        return IngestResult(label(source.name), "rejected", reasons=reasons)
 
 
 def _remove_source(source: Path) -> None:
@@ -343,11 +353,11 @@ def ingest_one(
             [manifest.name, manifest.version],
         ).fetchone()
         if row and row[1] == sha:
-            _record_event(db, source.name, "duplicate", package_id=row[0])
+            _record_event(db, label(source.name), "duplicate", package_id=row[0])
             if not keep:
                 _remove_source(source)
             return IngestResult(
-                source.name,
+                label(source.name),
                 "duplicate",
                 manifest.name,
                 manifest.version,
@@ -426,12 +436,12 @@ def ingest_one(
         shutil.rmtree(staging, ignore_errors=True)
     hook("record")
     record_package(
-        db, manifest, sha, f"corpus/{final.name}", "accepted", source.name,
+        db, manifest, sha, f"corpus/{final.name}", "accepted", label(source.name),
         eval_fraction=config.settings.evaluation.eval_fraction,
     )  # fmt: skip
     if not keep:
         _remove_source(source)
-    return IngestResult(source.name, "accepted", manifest.name, manifest.version, str(final))
+    return IngestResult(label(source.name), "accepted", manifest.name, manifest.version, str(final))
 
 
 def ingest(
@@ -461,19 +471,19 @@ def ingest(
         for entry in entries:
             if entry.name.startswith("."):
                 continue  # hidden: editors' and copiers' temporary files
-            if not single and not is_complete(entry, quiet):
-                result = IngestResult(
-                    entry.name,
-                    "waiting",
-                    reasons=[
-                        f"still being copied (no READY marker, changed in the last {quiet:g} s)"
-                    ],
-                )
-            else:
-                try:
+            try:
+                if not single and not is_complete(entry, quiet):
+                    result = IngestResult(
+                        label(entry.name),
+                        "waiting",
+                        reasons=[
+                            f"still being copied (no READY marker, changed in the last {quiet:g} s)"
+                        ],
+                    )
+                else:
                     result = ingest_one(config, db, entry, hook, keep=keep)
-                except Exception as exc:  # noqa: BLE001 — one package never stops the run
-                    result = _unexpected(config, db, entry, exc, "ingesting it", keep=keep)
+            except Exception as exc:  # noqa: BLE001 — one package never stops the run
+                result = _unexpected(config, db, entry, exc, "ingesting it", keep=keep)
             results.append(result)
             emit(result)
     return results

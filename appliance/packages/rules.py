@@ -1,7 +1,8 @@
 """File rules: what may be on disk in a repo package, checked without reading content.
 
 Only lstat and directory listings are used, so a hostile package (symlinks, devices,
-hard links, names that escape) is judged before anything in it is opened or copied.
+hard links, names that escape, folders nested thousands deep) is judged before anything
+in it is opened or copied.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ REPO_DIRS = re.compile(
     r"|objects/info/commit-graphs|info|hooks|branches)$"
 )
 SAFE_NAME = re.compile(r"^[^\x00-\x1f\x7f]+$")
+# Folders deep and characters long a path in a package may be: git's layout needs a few
+# levels (nested branch names a few more); deeper trees only serve to exhaust recursion
+# (os.walk, copytree) or PATH_MAX, and are not descended into.
+MAX_DEPTH = 32
+MAX_PATH = 1024
 
 
 def _is_archive_content(path: Path) -> bool:
@@ -85,9 +91,26 @@ def check_files(root: Path, limits: PackageLimits, *, read_magic: bool = True) -
                     "rename or remove it",
                 )
                 continue
-            st = os.lstat(path)
-            mode = st.st_mode
             parts = rel.split("/")
+            if len(parts) > MAX_DEPTH or len(rel) > MAX_PATH:
+                bad(
+                    "too-deep",
+                    rel[:200] + ("…" if len(rel) > 200 else ""),
+                    f"{len(parts)} levels, {len(rel)} characters; the limits are "
+                    f"{MAX_DEPTH} levels and {MAX_PATH} characters",
+                    "rebuild the package with `forge package build`",
+                )
+                if name in dirnames:
+                    dirnames.remove(name)  # not descended into
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError as exc:
+                bad("unreadable", rel, f"cannot be read: {exc.strerror}", "copy the package again")
+                if name in dirnames:
+                    dirnames.remove(name)
+                continue
+            mode = st.st_mode
             if stat.S_ISLNK(mode):
                 target = os.readlink(path)
                 bad(

@@ -262,3 +262,54 @@ def test_rows_from_the_old_layout_keep_their_path(calc_package, forge_home, db):
 
     [spec] = commit_specs(forge_home, db, "calc")
     assert spec.repo == old / "repo"
+
+
+def _nest(folder: Path, depth: int) -> None:
+    # One level at a time: os.makedirs itself recurses once per level.
+    here = os.open(folder, os.O_RDONLY)
+    try:
+        for _ in range(depth):
+            os.mkdir("a", dir_fd=here)
+            below = os.open("a", os.O_RDONLY, dir_fd=here)
+            os.close(here)
+            here = below
+    finally:
+        os.close(here)
+
+
+def test_folders_nested_thousands_deep_are_refused_not_recursed(calc_package, forge_home, db):
+    """os.walk and copytree recurse once per level: 1,500 levels under repo/refs/ was a
+    RecursionError before anything was judged."""
+    bad = copy_package(calc_package, forge_home.dir("ingest") / "a-deep")
+    _nest(bad / "repo" / "refs", 1500)
+    copy_package(calc_package, forge_home.dir("ingest") / "b-good")
+    try:
+        report = validate(bad, forge_home)
+        assert not report.ok and report.checks["files"] == "fail"
+        assert any(p.rule == "too-deep" for p in report.problems), report.problems
+        results = ingest(forge_home, db)
+        assert [(r.source, r.outcome) for r in results] == [
+            ("a-deep", "rejected"),
+            ("b-good", "accepted"),
+        ]
+        assert any("[too-deep]" in r for r in results[0].reasons), results[0].reasons
+    finally:  # shutil.rmtree (pytest's clean-up) recurses too
+        for folder in ("ingest", "quarantine"):
+            subprocess.run(["rm", "-rf", str(forge_home.dir(folder))], check=True)
+
+
+def test_a_folder_name_that_is_not_utf8_is_quarantined(calc_package, forge_home, db):
+    folder = os.path.join(os.fsencode(forge_home.dir("ingest")), b"caf\xe9")
+    os.mkdir(folder)
+    (Path(os.fsdecode(folder)) / "notes.txt").write_text("not a package")
+    copy_package(calc_package, forge_home.dir("ingest") / "good")
+    results = ingest(forge_home, db)
+    assert [(r.source, r.outcome) for r in results] == [
+        ("caf\\udce9", "rejected"),
+        ("good", "accepted"),
+    ]
+    assert db.execute("SELECT source FROM ingest_events ORDER BY id").fetchall()[0] == (
+        "caf\\udce9",
+    )
+    [quarantined] = forge_home.dir("quarantine").iterdir()
+    assert "caf\\udce9" in (quarantined / "REJECTED.txt").read_text()
