@@ -144,8 +144,8 @@ def run(package_name: str, sha: str, patch_file: Path, as_json: bool) -> None:
     to test files are ignored. A run whose results were rewritten by the code under test
     (the witness stream, the JUnit report and pytest's exit status disagree) is
     "tampered". Edits to test infrastructure (conftest, pytest configuration, startup
-    hooks, pytest hooks) are flagged. Exit 0: resolved; 3: not resolved (tests fail,
-    tampered, or the patch does not apply); 4: infrastructure failure.
+    hooks, code reaching into pytest) are flagged. Exit 0: resolved; 3: not resolved
+    (tests fail, tampered, or the patch does not apply); 4: infrastructure failure.
     """
     from appliance.harness.edits import EditNotApplied, load_edits
     from appliance.harness.grading import PatchVerdict, grade_patch

@@ -289,11 +289,12 @@ SHARED_CONFIG_FILES = (
     "pyproject.toml",
 )  # flagged when the pytest part changes
 INI_SECTIONS = ("pytest", "tool:pytest")
-# What a module needs to reach into pytest from inside its process: hook functions, plugin
-# registration, pytest's internals, or the witness itself.
+# What a module needs to reach into pytest or its results from inside its process: hook
+# functions, plugin registration, pytest's internals, the JUnit report, the witness and its
+# channel, or the objects of other code found through the garbage collector.
 PYTEST_REACH = re.compile(
     rb"\bdef\s+pytest_\w+|\bpytest_plugins\b|\b_pytest\b|\bpluggy\b|\bpluginmanager\b"
-    rb"|forge_witness|FORGE_WITNESS"
+    rb"|junitxml|forge_witness|FORGE_WITNESS|results\.fifo|\bgc\.get_(?:objects|referrers)\b"
 )
 MAX_SCANNED_BYTES = 8 << 20
 
@@ -302,7 +303,7 @@ def infrastructure_flags(spec: CommitSpec, repo: Path, changed: Sequence[str]) -
     """ "KIND: path" for each file of `changed` (as the edit left them in `repo`) that is
     test infrastructure: a conftest (ignored anyway: test files are laid over), a startup
     hook (sitecustomize, usercustomize, .pth), pytest configuration, or a module that
-    gained pytest hooks or reaches into pytest."""
+    gained pytest hooks or a reach into pytest or its results (PYTEST_REACH)."""
     flags = []
     for path in changed:
         name = PurePosixPath(path).name
@@ -321,7 +322,7 @@ def infrastructure_flags(spec: CommitSpec, repo: Path, changed: Sequence[str]) -
             old, new = _parent_bytes(spec, path), _edited_bytes(repo, path)
             reach = {m.group() for m in PYTEST_REACH.finditer(new or b"")}
             if reach - {m.group() for m in PYTEST_REACH.finditer(old or b"")}:
-                kind = "pytest hooks"
+                kind = "pytest internals"
         if kind:
             flags.append(f"{kind}: {path}")
     return tuple(flags)

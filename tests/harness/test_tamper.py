@@ -106,6 +106,7 @@ def test_an_atexit_hook_that_strips_failures_is_tampered(demo_home, task):
     assert not verdict.resolved
     assert F2P in verdict.reason and "JUnit report says" in verdict.reason
     assert verdict.run["status"] == "tampered"
+    assert verdict.flags == (f"pytest internals: {INIT}",)  # it names the JUnit report
 
 
 def test_stripping_failures_and_exiting_0_is_tampered(demo_home, task):
@@ -120,6 +121,7 @@ def test_fake_stream_records_are_tampered(demo_home, task, attack):
     verdict = grade_patch(demo_home[0], spec, gold, "search_replace", _hooked(attack))
     assert verdict.verdict == "tampered", verdict
     assert "result stream" in verdict.reason
+    assert verdict.flags == (f"pytest internals: {INIT}",)
 
 
 def test_honest_patches_are_graded_as_before(demo_home, task):
@@ -182,7 +184,7 @@ def test_edits_to_test_infrastructure_are_flagged(demo_home, task):
         "startup hook: src/zz_forge.pth",
         "pytest config: pytest.ini",
         "pytest config: setup.cfg",
-        "pytest hooks: src/metrica/quantity.py",
+        "pytest internals: src/metrica/quantity.py",
     }
     # pyproject.toml: flagged for its pytest part, not for the rest.
     pyproject = _parent_text(spec, "pyproject.toml")
