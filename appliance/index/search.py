@@ -39,8 +39,8 @@ def similar(
     # Exact search with NumPy over this snapshot's vectors, not vec0's KNN: vec0 cannot
     # restrict a KNN query to a set of blobs (chunks are shared between snapshots and
     # packages), and over-fetching then filtering can miss when other snapshots crowd the
-    # top. A repository has a few thousand chunks; FACTS.md measured brute force as fast
-    # as vec0 at 20,000 rows. CROSS JOIN keeps SQLite from scanning the whole vec0 table:
+    # top. A repository has a few thousand chunks; brute force measured as fast as vec0
+    # at 20,000 rows on a 2-core development machine. CROSS JOIN keeps SQLite from scanning the whole vec0 table:
     # it reads the snapshot's chunk ids, then looks each vector up by id.
     rows = db.execute(
         f"SELECT c.id, v.embedding FROM ({SNAPSHOT_BLOBS}) AS f "

@@ -2,7 +2,8 @@
 
 WAL (readers never block the writer), a busy timeout (the daemon and the CLI share the
 file), foreign keys on, sqlite-vec loaded, migrations applied. The standard library's
-sqlite3 is used where it can load extensions; pysqlite3 otherwise (FACTS.md).
+sqlite3 is used where it can load extensions; pysqlite3 otherwise (Debian's
+Python cannot: it lacks `enable_load_extension`).
 """
 
 from __future__ import annotations
