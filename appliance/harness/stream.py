@@ -6,8 +6,10 @@ bound read-only into the sandbox; writing to a FIFO works through a read-only mo
 reads from a host thread during the run. The plugin (witness/forge_witness.py) is copied
 next to it under a name chosen per run, so no file of the repository can stand in for it.
 Whatever is written to the FIFO reaches Forge at once: code that runs after a test was
-reported (an `atexit` hook, a doctored report) can add lines but never take one back,
-and lines it adds show as a broken sequence or a conflict.
+reported (an `atexit` hook, a doctored report) can add lines but never take one back.
+Lines it adds show as a broken sequence, a record after the finish, a conflict, or a
+report that no longer matches (a test's worst outcome stands, so an added pass hides
+no failure).
 
 What the channel cannot stop: code in the same Python process as pytest (conftest files,
 the package's own modules, anything imported during collection) can monkeypatch pytest or
@@ -53,7 +55,6 @@ class Stream:
     collected: frozenset[str] | None = None  # None: no "collected" record came
     reported: frozenset[str] = frozenset()  # tests with at least one phase reported
     exitstatus: int | None = None  # None: no "finish" record came
-    records: int = 0
 
 
 class WitnessChannel:
@@ -228,7 +229,6 @@ def parse_stream(data: bytes, nonce: str) -> Stream:
         collected=collected,
         reported=frozenset(reported),
         exitstatus=exitstatus,
-        records=len(lines),
     )
 
 

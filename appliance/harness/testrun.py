@@ -127,7 +127,7 @@ def run_tests(config: Config, spec: CommitSpec, work: Path, env: Environment) ->
     if result.limit is not None:
         return TestRun("limit", detail=result.describe(), **base)
     try:
-        parsed = read_report(report)
+        parsed, unreadable = read_report(report), None
     except ReportUnreadable as exc:
         parsed, unreadable = None, exc
     # Before anything is read from the report: it is only believed when the stream and
