@@ -164,11 +164,33 @@ class TreeEntry:
         return self.mode == "120000"
 
 
-def tree_entries(git_dir: Path, sha: str) -> list[TreeEntry]:
-    """Every entry of commit `sha`'s tree, folders included, at any depth."""
+# What the tree checks look at: a link (mode 120000), or a path with a part that starts
+# with "." or holds "~" (.git, git~1, ..), or an empty part. Plain files and folders,
+# nearly all of a tree, match none of these and are never decoded.
+_UNUSUAL = (b"\t.", b"/.", b"~", b"//", b"\t/", b"/\0", b"\x00120000 ")
+
+
+def tree_entries(git_dir: Path, sha: str, *, unusual_only: bool = False) -> list[TreeEntry]:
+    """Every entry of commit `sha`'s tree, folders included, at any depth; with
+    `unusual_only`, only links and paths with a part that starts with "." or holds "~"
+    or is empty (what the tree checks look at)."""
     out = git(["ls-tree", "-r", "-t", "-z", "--full-tree", sha], git_dir=git_dir)
+    if unusual_only:
+        # Each match lies inside one NUL-terminated item; take that whole item, once.
+        starts = {0} if out.startswith(b"120000 ") else set()
+        for marker in _UNUSUAL:  # bytes.find: C speed, and the markers are rare
+            at = out.find(marker)
+            while at >= 0:
+                starts.add(out.rfind(b"\0", 0, at + 1) + 1)
+                at = out.find(marker, at + 1)
+        items = []
+        for start in sorted(starts):
+            end = out.find(b"\0", start)
+            items.append(out[start : end if end >= 0 else len(out)])
+    else:
+        items = out.split(b"\0")
     entries = []
-    for item in out.split(b"\0"):
+    for item in items:
         if item:
             meta, _, path = item.partition(b"\t")
             mode, kind, obj = meta.decode().split()

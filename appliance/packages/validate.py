@@ -259,7 +259,7 @@ def _tree_hazards(repo: Path, sha: str, tests: tuple[str, ...], cache: dict) -> 
     """Why commit `sha`'s tree cannot be checked out safely (empty when it can), with
     `tests` the test files grading lays over it."""
     if sha not in cache:
-        entries = gitsafe.tree_entries(repo, sha)
+        entries = gitsafe.tree_entries(repo, sha, unusual_only=True)
         links = {e.path: e.object for e in entries if e.is_link}
         targets = gitsafe.read_blobs(repo, sorted(set(links.values())))
         links = {

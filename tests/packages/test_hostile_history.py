@@ -313,3 +313,28 @@ def test_a_folder_name_that_is_not_utf8_is_quarantined(calc_package, forge_home,
     )
     [quarantined] = forge_home.dir("quarantine").iterdir()
     assert "caf\\udce9" in (quarantined / "REJECTED.txt").read_text()
+
+
+def test_the_quick_tree_scan_sees_every_entry_the_checks_need(tmp_path):
+    """`tree_entries(unusual_only=True)` skips plain entries without decoding them; it
+    must still return every link and every dotted, `~` or empty path part."""
+    from appliance.packages import gitsafe
+
+    repo = RepoBuilder(tmp_path / "src")
+    (repo.path / "0first").symlink_to("/etc")  # the very first entry of the listing
+    (repo.path / "a" / "b").mkdir(parents=True)
+    (repo.path / "a" / "link").symlink_to("../x")
+    sha = repo.commit(
+        "Start",
+        {".github/ci.yml": "x\n", "a/b/c~1": "y\n", ".gitignore": "z\n", "plain.py": "q\n"},
+    )
+    every = gitsafe.tree_entries(repo.path / ".git", sha)
+    wanted = [
+        e
+        for e in every
+        if e.is_link or any(p.startswith(".") or "~" in p for p in e.path.split("/"))
+    ]
+    assert gitsafe.tree_entries(repo.path / ".git", sha, unusual_only=True) == wanted
+    assert {e.path for e in wanted} == {
+        "0first", "a/link", ".github", ".github/ci.yml", "a/b/c~1", ".gitignore",
+    }  # fmt: skip
