@@ -157,6 +157,53 @@ class _Output:
         return f"{head}\n[... {dropped} bytes not shown ...]\n{tail}", True
 
 
+class _ForkFailures:
+    """Counts the forks the container's pids limit refused, as the kernel reports them in the
+    pids cgroup's `pids.events` ("max N"). The limit itself is the kernel's; reading it lets a
+    fork bomb end the run at once as "processes", as bwrap's supervisor does, rather than
+    spin until its wall time. Best effort: without a readable file the limit still binds."""
+
+    def __init__(self, container: Any) -> None:
+        self.path: Path | None = None
+        with contextlib.suppress(docker.errors.APIError, *_engine_errors()):
+            container.reload()
+            pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+            if pid > 0:
+                self.path = _pids_events(pid)
+
+    def seen(self) -> bool:
+        if self.path is None:
+            return False
+        try:
+            for line in self.path.read_text().splitlines():
+                key, _, count = line.partition(" ")
+                if key == "max":
+                    return int(count) > 0
+        except (OSError, ValueError):
+            self.path = None
+        return False
+
+
+def _pids_events(pid: int) -> Path | None:
+    """The pids.events file of the cgroup process `pid` is in (cgroup v1 or v2)."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if "pids" in controllers.split(","):
+            folder = Path("/sys/fs/cgroup/pids", path.lstrip("/"))  # cgroup v1
+        elif controllers == "":
+            folder = Path("/sys/fs/cgroup", path.lstrip("/"))  # v2: the unified hierarchy
+        else:
+            continue
+        if (folder / "pids.events").is_file():
+            return folder / "pids.events"
+    return None
+
+
 class _Waiter:
     """Waits for the container's end in a thread, so the caller can watch limits meanwhile."""
 
@@ -270,7 +317,7 @@ class DockerBackend:
             "mem_limit": f"{limits.memory_mb}m",
             "memswap_limit": f"{limits.memory_mb}m",  # equal to mem_limit: no swap
             "shm_size": f"{limits.shm_mb}m",  # tmpfs pages count against mem_limit as well
-            "pids_limit": limits.processes,
+            "pids_limit": limits.processes + 1,  # the init counts too, as bwrap's own do
             "ulimits": _ulimits(limits),
             "tmpfs": {"/tmp": f"size={limits.tmp_mb}m,mode=1777,nosuid,nodev"},
             "volumes": {
@@ -324,12 +371,15 @@ class DockerBackend:
         try:
             output = _Output(container)
             waiter = _Waiter(container, limits.wall_s + WAIT_GRACE_S)
+            forks = _ForkFailures(container)
             while not waiter.done(POLL_S):
                 now = time.monotonic()
                 if now - start > limits.wall_s:
                     limit = "wall_time"
                 elif output.total > limits.output_bytes:
                     limit = "output"
+                elif forks.seen():
+                    limit = "processes"
                 elif writable and now >= next_disk:
                     # The same pace as bwrap's supervisor: a big worktree takes long to walk.
                     if disk_bytes(writable) > disk_cap:

@@ -193,7 +193,7 @@ def test_container_is_created_with_every_confinement_setting(tmp_path):
     assert kw["mem_limit"] == "512m"
     assert kw["memswap_limit"] == "512m"
     assert kw["shm_size"] == "32m"
-    assert kw["pids_limit"] == 64
+    assert kw["pids_limit"] == 65  # and docker-init
     assert kw["ulimits"] == [
         docker.types.Ulimit(name="cpu", soft=31, hard=36),
         docker.types.Ulimit(name="fsize", soft=8 << 20, hard=8 << 20),
@@ -238,7 +238,7 @@ def test_the_real_sdk_accepts_the_settings_and_builds_the_host_config(tmp_path):
     assert host["SecurityOpt"] == ["no-new-privileges"]
     assert host["Memory"] == host["MemorySwap"] == 256 << 20
     assert host["ShmSize"] == 64 << 20
-    assert host["PidsLimit"] == 256
+    assert host["PidsLimit"] == 257
     assert host["Init"] is True
     assert not host.get("AutoRemove")  # the SDK leaves the default (False) out
     assert host["Binds"] == [f"{tmp_path}:{tmp_path}:rw"]
@@ -324,7 +324,7 @@ def test_oom_killed_reports_memory(tmp_path):
     container = FakeContainer(exit_code=137, oom=True)
     result = fake_backend(FakeClient(container)).run(request_in(tmp_path))
 
-    assert container.called("reload") == [("reload",)]
+    assert container.called("reload")
     assert result.limit == "memory"
 
 
@@ -628,6 +628,13 @@ def test_rlimits_end_the_run_with_their_limit(docker_sandbox_config, tmp_path):
     # Nothing is left ignored by the interpreter that stacks the seccomp filter.
     result = backend.run(SandboxRequest(argv=("grep", "SigIgn", "/proc/self/status"), cwd=work))
     assert result.output.split() == ["SigIgn:", "0000000000000000"]
+
+
+def test_a_fork_bomb_meets_the_pids_limit_and_ends_as_processes(docker_sandbox_config, tmp_path):
+    bomb = "import os, time\nwhile True:\n    try: os.fork()\n    except OSError: time.sleep(0.01)"
+    result, _ = run_in(docker_sandbox_config, tmp_path, bomb, processes=32, wall_s=60)
+    assert result.limit == "processes", result
+    assert result.duration_s < 30
 
 
 def test_a_missing_command_is_exit_127_not_a_crash(docker_sandbox_config, tmp_path):
