@@ -165,8 +165,6 @@ def plan_image() -> ImagePlan:
 
     found: dict[Path, None] = {}
     for path in _walk(prefix, skip):
-        if path == stdlib / "site-packages":
-            continue
         _add_with_links(path, found)
     for tree in TREES:
         if Path(tree).is_dir():
@@ -177,10 +175,10 @@ def plan_image() -> ImagePlan:
         _add_with_links(tool, found)
     elves = [p for p in found if p.is_file() and not p.is_symlink() and _is_elf(p)]
     libs = _libraries(sorted(elves))
-    wheel_libs = [lib for lib in _libraries([Path(python)]) if lib.name.startswith("libc.so")]
-    libdirs = {lib.parent for lib in wheel_libs}
+    # The wheel libraries are looked for where the system's libc is.
+    libc_dirs = {lib.parent for lib in _libraries([Path(python)]) if lib.name.startswith("libc.")}
     for name in WHEEL_LIBS:
-        libs.update(d / name for d in libdirs if (d / name).exists())
+        libs.update(d / name for d in libc_dirs if (d / name).exists())
     # What the wheel libraries themselves load (libstdc++ needs libm and libgcc_s).
     libs.update(_libraries(sorted(lib for lib in libs if lib.exists())))
     for lib in sorted(libs):
@@ -353,10 +351,10 @@ def build_image(
                 if progress
                 else None,
             )
-        except OSError as exc:
+        except OSError as exc:  # no space in TMPDIR, or a file changed while it was read
             raise SandboxError(
                 f"could not write the sandbox image's files to {tmp}: {exc}",
-                "free some space in the temporary directory (TMPDIR) and build again",
+                "make room in the temporary directory (TMPDIR) and build again",
             ) from exc
         if progress:
             progress("importing into docker", 0, 0)
