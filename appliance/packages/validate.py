@@ -277,7 +277,7 @@ def _tree_hazards(repo: Path, sha: str, tests: tuple[str, ...], cache: dict) -> 
             elif name in NO_LINK_NAMES:
                 found.append(f"{entry.path!r} is a link (git refuses to check it out)")
             elif links[entry.path].startswith("/"):
-                found.append(f"{entry.path!r} is an absolute link (to {links[entry.path]!r})")
+                found.append(f"{entry.path!r} is an absolute link (to {links[entry.path][:200]!r})")
             elif _link_escapes(entry.path, links[entry.path], links):
                 found.append(f"{entry.path!r} is a link leading out of the tree")
             elif is_test_path(entry.path):
