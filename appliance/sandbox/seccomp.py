@@ -3,11 +3,11 @@
 Everything is allowed except the system calls that reach beyond the sandbox or attack
 the kernel: keyrings, io_uring, new namespaces, mounts and chroot, tracing other
 processes, BPF and perf, modules, kexec, reboot, swap, accounting, the kernel log,
-userfaultfd, file handles, quotas, the clocks, and personalities that weaken the memory
-layout. Denied calls fail with EPERM; clone3 fails with ENOSYS so that libc falls back to
-clone, whose flags a filter can read (Docker does the same). A call from another
-architecture (i386, x32) kills the process: a filter for one ABI says nothing about the
-numbers of another.
+userfaultfd, file handles, quotas, the clocks, System V shared memory, and personalities
+that weaken the memory layout. Denied calls fail with EPERM; clone3 fails with ENOSYS so
+that libc falls back to clone, whose flags a filter can read (Docker does the same). A
+call from another architecture (i386, x32) kills the process: a filter for one ABI says
+nothing about the numbers of another.
 
 The program is compiled by libseccomp (libseccomp.so.2, through ctypes: the library
 systemd itself depends on, so present wherever bubblewrap is) and handed to bwrap as
@@ -42,6 +42,10 @@ DENIED = (
     "io_uring_setup", "io_uring_enter", "io_uring_register",
     # namespaces: no user namespace (with its capabilities) or any other to hide in
     "unshare", "setns",
+    # System V shared memory: segments outlive every attach and no process's memory or
+    # tmpfs shows them, so they would slip past the memory limit (POSIX shm in /dev/shm
+    # is counted and stays available)
+    "shmget",
     # the file system tree
     "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen",
     "fsmount", "fsconfig", "fspick", "mount_setattr",

@@ -29,8 +29,8 @@ TREE_CHECK_S = 0.1
 # Disk usage is walked at most every DISK_CHECK_S, and never more than a tenth of the
 # time (a big worktree takes long to walk). What a run can write past disk_mb before it
 # is stopped is what it writes in one interval (page-cache speed: about 1 GB/s here, so
-# some 200 MB for a small worktree), plus what it holds in files it deleted while
-# keeping them open, which no walk sees; the walk after the end still names the limit.
+# some 200 MB for a small worktree); the walk after the end still names the limit.
+# Files deleted while held open count too (through /proc/PID/fd).
 # A hard bound needs a file system of its own per run (quota or a sized image).
 DISK_CHECK_S = 0.2
 DISK_WALK_SHARE = 10
@@ -139,6 +139,30 @@ def _tmpfs_bytes(pid: int, mounts: Mapping[str, int]) -> int | None:
     return total
 
 
+def unlinked_bytes(procs: list[psutil.Process], devices: set[int]) -> int:
+    """Bytes of files the tree holds open after deleting them, on the given devices.
+
+    No walk sees such a file, yet its blocks stay allocated while it is open.
+    """
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for proc in procs:
+        try:
+            fds = os.listdir(f"/proc/{proc.pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(f"/proc/{proc.pid}/fd/{fd}")  # the open file itself
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink == 0 and st.st_dev in devices and key not in seen:
+                seen.add(key)
+                total += st.st_blocks * 512
+    return total
+
+
 def kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL the supervised process group and every process left in its tree."""
     procs = _tree(proc.pid)
@@ -178,6 +202,7 @@ def supervise(
     read_fd, write_fd = os.pipe()
     disk_base = disk_bytes(disk_paths) if disk_paths else 0
     disk_limit = disk_base + (limits.disk_mb << 20)
+    devices = {os.stat(p).st_dev for p in disk_paths if os.path.exists(p)}
     next_disk = 0.0
     inside = None
     started = time.monotonic()
@@ -232,7 +257,8 @@ def supervise(
                     limit = "memory"
             if limit is None and disk_paths and now >= next_disk:
                 walk_started = time.monotonic()
-                if disk_bytes(disk_paths) > disk_limit:
+                used = disk_bytes(disk_paths) + unlinked_bytes(_tree(proc.pid), devices)
+                if used > disk_limit:
                     limit = "disk"
                 took = time.monotonic() - walk_started
                 next_disk = time.monotonic() + max(DISK_CHECK_S, took * DISK_WALK_SHARE)

@@ -138,6 +138,52 @@ def test_many_files_under_the_file_size_limit_meet_the_disk_cap(sandbox_config, 
     assert result.describe() == "stopped: wrote more to disk than its limit"
 
 
+def test_a_deleted_file_held_open_meets_the_disk_cap(sandbox_config, work, request):
+    if sandbox_config.settings.sandbox.backend == "docker":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="the docker backend walks the binds only; supervise.unlinked_bytes "
+                "would count the container's open deleted files",
+            )
+        )
+    code = """
+        import os, time
+        block = os.urandom(1 << 20)
+        with open('hidden', 'wb') as f:
+            os.unlink('hidden')  # no walk of the worktree sees it now
+            for _ in range(150):
+                f.write(block)
+            f.flush()
+            print('HOLDING 150 MB', flush=True)
+            time.sleep(5)
+    """
+    result = run(sandbox_config, code, work, file_size_mb=256, disk_mb=64)
+    assert result.limit == "disk", result
+
+
+def test_system_v_shared_memory_cannot_hold_memory_past_the_limit(sandbox_config, work):
+    code = """
+        import ctypes, time
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.shmat.restype = ctypes.c_void_p
+        print('started', flush=True)
+        size = 300 << 20
+        shmid = libc.shmget(0, ctypes.c_size_t(size), 0o1600)  # IPC_PRIVATE, IPC_CREAT
+        if shmid < 0:
+            print('refused', ctypes.get_errno())
+        else:
+            address = libc.shmat(shmid, None, 0)
+            ctypes.memset(address, 1, size)
+            libc.shmdt(ctypes.c_void_p(address))  # held by the segment, mapped by no one
+            print('HELD 300 MB', flush=True)
+            time.sleep(3)
+    """
+    result = run(sandbox_config, code, work, memory_mb=64)
+    assert "started" in result.output, result
+    assert "HELD" not in result.output or result.limit == "memory", result
+
+
 def test_a_setuid_file_made_inside_does_not_elevate_and_does_not_stay(sandbox_config, work):
     code = """
         import os, shutil, subprocess
