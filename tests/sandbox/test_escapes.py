@@ -311,7 +311,20 @@ request = SandboxRequest(
     limits=Limits(wall_s=60),
 )
 result = run_sandboxed(request, load_config())
-print(json.dumps({"rc": result.returncode, "out": result.output, "euid": os.geteuid()}))
+hoard = (  # 200 MB in /tmp under a 128 MB memory limit: the tmpfs must be seen and counted
+    "import time\\n"
+    "with open('/tmp/hoard', 'wb') as f:\\n"
+    "    for _ in range(200): f.write(b'x' * (1 << 20))\\n"
+    "print('HELD', flush=True)\\n"
+    "time.sleep(3)\\n"
+)
+request = SandboxRequest(
+    argv=(sys.argv[2], "-c", hoard), cwd=work, binds=(Bind(work, writable=True),),
+    limits=Limits(wall_s=60, memory_mb=128),
+)
+tmp = run_sandboxed(request, load_config())
+print(json.dumps({"rc": result.returncode, "out": result.output, "euid": os.geteuid(),
+                  "tmp_limit": tmp.limit}))
 """
 
 
@@ -368,5 +381,6 @@ def test_forge_as_an_ordinary_user_runs_a_user_namespace_sandbox():
         assert "newuser -1" in answer["out"]  # no nested user namespace
         made = (work / "made-inside").stat()
         assert (made.st_uid, made.st_gid) == (uid, gid)  # its own uid, mapped inside
+        assert answer["tmp_limit"] == "memory", answer
     finally:
         shutil.rmtree(home, ignore_errors=True)
