@@ -11,6 +11,7 @@ import json
 import platform
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 import sqlite_utils
@@ -54,7 +55,7 @@ class CommitSpec:
     test_command: tuple[str, ...]
     test_timeout_s: float
 
-    @property
+    @cached_property  # asked several times per run; the data behind it never changes
     def env_key(self) -> str:
         """What the environment is made of: the interpreter, the platform, the requirements
         and every wheel's sha256. Commits and packages share an environment only when all of
