@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -290,6 +291,19 @@ def test_dangerous_system_calls_fail(sandbox_config, work, name, number, args):
     assert result.returncode == 0, result
     rc = result.output.split()[result.output.split().index("rc") + 1]
     assert rc == "-1", result.output
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x86-64 system call numbers")
+def test_a_system_call_of_another_abi_kills_the_process(sandbox_config, work):
+    code = """
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        print('before', flush=True)
+        print('x32 getpid', libc.syscall(0x40000000 + 39), flush=True)  # the x32 ABI's
+    """
+    result = run(sandbox_config, code, work)
+    assert result.output.strip() == "before", result
+    assert result.returncode == 128 + signal.SIGSYS, result
 
 
 CHILD = """
