@@ -63,6 +63,7 @@ def test_sandboxed_code_is_not_host_root_and_holds_no_capabilities(sandbox_confi
         marker = {marker!r}
         status = dict(l.split(':', 1) for l in open('/proc/self/status'))
         print('CapEff', status['CapEff'].strip(), 'CapPrm', status['CapPrm'].strip())
+        print('CapBnd', status['CapBnd'].strip())
         time.sleep(3)
     """
     seen: list[tuple[int, int]] = []
@@ -85,6 +86,8 @@ def test_sandboxed_code_is_not_host_root_and_holds_no_capabilities(sandbox_confi
     assert seen, "the sandboxed process never showed on the host"
     assert 0 not in seen[0], seen
     assert "CapEff 0000000000000000 CapPrm 0000000000000000" in result.output
+    if sandbox_config.settings.sandbox.backend == "bwrap":  # none to regain by any exec
+        assert "CapBnd 0000000000000000" in result.output
 
 
 def test_the_host_kernel_parameters_cannot_be_written(sandbox_config, work):
