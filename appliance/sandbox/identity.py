@@ -19,6 +19,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from appliance.errors import SandboxError
 from appliance.sandbox.usage import walk
 
 # When `sandbox.user` does not exist: "nobody". By convention it owns no files and no
@@ -95,6 +96,25 @@ def strip_special_bits(paths: Iterable[Path]) -> None:
     _settle(paths, None)
 
 
+# Folders whose contents are not one run's to own: everything under a writable bind is
+# given away and taken back (owned by Forge) afterwards, so such a bind would steal them.
+# Top-level folders (/tmp, /home, ...) and these (FORGE_HOME may be /var/lib/forge) too.
+SHARED = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/dev", "/proc",
+          "/sys", "/run")  # fmt: skip
+SHARED_EXACTLY = ("/var/lib", "/var/log", "/var/cache", "/var/tmp", "/var/spool")
+
+
+def _refuse_shared(path: Path) -> None:
+    real = Path(os.path.realpath(path))
+    top = len(real.parts) < 3 or str(real) in SHARED_EXACTLY
+    if top or any(real.is_relative_to(folder) for folder in SHARED):
+        raise SandboxError(
+            f"refusing to make {real} writable in the sandbox: everything under a writable "
+            "bind is handed to the sandbox user for the run and taken back afterwards",
+            "bind a folder of its own (a worktree, a temporary folder), never a shared one",
+        )
+
+
 @contextlib.contextmanager
 def handed_over(paths: Iterable[Path], uid: int, gid: int) -> Iterator[None]:
     """For the length of the block, the sandbox identity owns everything under `paths`.
@@ -104,6 +124,8 @@ def handed_over(paths: Iterable[Path], uid: int, gid: int) -> Iterator[None]:
     the run's process tree is dead, so nothing changes the tree while it is walked.
     """
     paths = [Path(p) for p in paths]
+    for path in paths:
+        _refuse_shared(path)
     owner = (os.geteuid(), os.getegid())
     hand = forge_is_root() and (uid, gid) != owner
     try:

@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from appliance.errors import SandboxError
 from appliance.sandbox import Bind, Limits, SandboxRequest, run_sandboxed
 
 # The base interpreter: Forge's own venv is not visible inside the sandbox.
@@ -221,6 +222,14 @@ def test_a_setuid_file_made_inside_does_not_elevate_and_does_not_stay(sandbox_co
         assert (st.st_uid, st.st_gid) == (os.geteuid(), os.getegid()), path
 
 
+def test_a_shared_folder_is_never_bound_writable(sandbox_config, work):
+    # Never existing, so even a broken refusal hands nothing over.
+    shared = Path("/usr/local/forge-test-never-made")
+    request = SandboxRequest(argv=(PY, "-c", "pass"), cwd=work, binds=(Bind(shared, True),))
+    with pytest.raises(SandboxError, match="refusing to make"):
+        run_sandboxed(request, sandbox_config)
+
+
 def test_a_worktree_is_not_reachable_by_another_user(forge_home):
     from appliance.harness.checkout import worktree
 
@@ -313,6 +322,7 @@ CHILD = """
 import json, os, sys
 from pathlib import Path
 from appliance.config import load_config
+from appliance.errors import SandboxError
 from appliance.sandbox import Bind, Limits, SandboxRequest, run_sandboxed
 work = Path(sys.argv[1])
 code = (
