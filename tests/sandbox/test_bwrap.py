@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -188,6 +189,19 @@ def test_unavailable_bwrap_is_refused_not_bypassed(forge_home, work, monkeypatch
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.setattr("appliance.sandbox._checked", set())
     with pytest.raises(SandboxError, match="not installed"):
+        run(forge_home, "open('ran', 'w')", work)
+    assert not (work / "ran").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setpriv is needed only when Forge is root")
+def test_missing_setpriv_is_refused_as_root(forge_home, work, tmp_path, monkeypatch):
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for name in ("bwrap", "prlimit"):  # everything else the sandbox needs, not setpriv
+        (tools / name).symlink_to(shutil.which(name))
+    monkeypatch.setenv("PATH", str(tools))
+    monkeypatch.setattr("appliance.sandbox._checked", set())
+    with pytest.raises(SandboxError, match="setpriv is not installed"):
         run(forge_home, "open('ran', 'w')", work)
     assert not (work / "ran").exists()
 
