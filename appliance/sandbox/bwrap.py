@@ -45,7 +45,7 @@ SETPRIV_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
 # kernel files; the namespaced sysctls under sys/ then show the host's values, read-only.
 PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 PROC_MASKED = ("kcore", "keys", "timer_list", "sched_debug", "latency_stats")
-NPROC_SLACK = 8
+NPROC_SLACK = 8  # RLIMIT_NPROC above limits.processes; see command_line
 # The sandbox's tmpfs mounts, whose bytes the supervisor counts as memory.
 TMPFS = ("/tmp", "/dev/shm")
 
