@@ -38,9 +38,11 @@ from appliance.sandbox.supervise import supervise
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc")
-# What bwrap keeps, as root, for setpriv to change identity and empty the bounding set;
-# they reach setpriv as ambient capabilities and setpriv drops them all before exec.
-SETPRIV_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
+# What bwrap keeps, as root: for setpriv to change identity and empty the bounding set,
+# and for bwrap's own chdir into a cwd that only the sandbox user may enter (a 0700
+# worktree handed over to it). They reach setpriv as ambient capabilities, and setpriv
+# drops them all before it executes the command.
+SETPRIV_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_DAC_READ_SEARCH")
 # Docker's readonly and masked paths of /proc. Bound from the host's /proc: the same
 # kernel files; the namespaced sysctls under sys/ then show the host's values, read-only.
 PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")

@@ -205,6 +205,7 @@ def supervise(
     devices = {os.stat(p).st_dev for p in disk_paths if os.path.exists(p)}
     next_disk = 0.0
     inside = None
+    procs: list[psutil.Process] = []  # the tree as last listed
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -257,7 +258,7 @@ def supervise(
                     limit = "memory"
             if limit is None and disk_paths and now >= next_disk:
                 walk_started = time.monotonic()
-                used = disk_bytes(disk_paths) + unlinked_bytes(_tree(proc.pid), devices)
+                used = disk_bytes(disk_paths) + unlinked_bytes(procs, devices)
                 if used > disk_limit:
                     limit = "disk"
                 took = time.monotonic() - walk_started

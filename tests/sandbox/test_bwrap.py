@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -102,6 +103,15 @@ def test_forge_home_and_host_files_are_invisible(forge_home, work, tmp_path):
     assert lines["/root"] == expect
     # Only the path down to the bound worktree exists under tmp_path.
     assert lines[str(tmp_path)] == "['work']"
+
+
+def test_a_private_cwd_is_entered(forge_home, work):
+    # A 0700 worktree, handed over to the sandbox user: only it (and bwrap) may enter.
+    work.chmod(0o700)
+    result = run(forge_home, "import os; print(os.getcwd())", work)
+    assert result.returncode == 0, result
+    assert result.output.strip() == str(work)
+    assert stat.S_IMODE(work.stat().st_mode) == 0o700
 
 
 def test_forge_home_inside_a_system_directory_is_masked(tmp_path):
