@@ -134,13 +134,15 @@ def make_backup(config: Config, *, now: datetime | None = None, suffix: str = ""
     module = sqlite_module()
     try:
         source = connect(config.db_path, migrate=False)
-        target = module.connect(str(partial))
         try:
-            source.conn.backup(target)  # consistent snapshot, page by page, while others go on
-            # The copy says WAL like its source; a backup is one file that reads alone.
-            target.execute("PRAGMA journal_mode = DELETE").fetchone()
+            target = module.connect(str(partial))
+            try:
+                source.conn.backup(target)  # a consistent snapshot while others go on
+                # The copy says WAL like its source; a backup is one file that reads alone.
+                target.execute("PRAGMA journal_mode = DELETE").fetchone()
+            finally:
+                target.close()
         finally:
-            target.close()
             source.conn.close()
         problem = _check(partial)
         if problem:
