@@ -26,14 +26,23 @@ def _open():
     return config, open_db(config)
 
 
+BOOLEANS = {"true": True, "false": False, "yes": True, "no": False}
+
+
 def _args(pairs: tuple[str, ...]) -> dict:
-    """--arg stage=scope --arg version=2 → {"stage": "scope", "version": 2}."""
+    """--arg stage=scope --arg version=2 --arg demo=true → {"stage": "scope", "version": 2,
+    "demo": True}: digits are numbers, true/false are booleans, the rest is text."""
     out: dict = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"--arg {pair!r} is not KEY=VALUE", "e.g. --arg stage=scope")
-        out[key] = int(value) if value.isdigit() else value
+        if value.isdigit():
+            out[key] = int(value)
+        elif value.lower() in BOOLEANS:
+            out[key] = BOOLEANS[value.lower()]
+        else:
+            out[key] = value
     return out
 
 

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from appliance.config import Config
-from appliance.harness.checkout import overlay, worktree
+from appliance.harness.checkout import CheckoutError, overlay, worktree
 from appliance.harness.edits import EditNotApplied, apply_edits, diff_of
+from appliance.harness.envs import Environment
 from appliance.harness.spec import CommitSpec, is_test_path
 from appliance.harness.testrun import TestRun, env_or_failure, run_tests
 from appliance.packages import gitsafe
@@ -144,20 +145,13 @@ def grade_gold(
     if not spec.test_files:
         return GoldResult(spec.sha, "ok", False, "the commit changes no test file",
                           duration_s=time.monotonic() - started)  # fmt: skip
-    with worktree(config, spec.repo, spec.parent, label=f"{spec.sha[:12]}-before") as work:
-        overlay(spec.repo, spec.sha, spec.test_files, work / "repo")
-        before = run_tests(config, spec, work, env)
-    if on_run:
-        on_run("before", before)
-    gold = []
-    for attempt in range(runs):
-        # A fresh checkout each time: nothing one run writes can change the next.
-        with worktree(config, spec.repo, spec.sha, label=f"{spec.sha[:12]}-gold") as work:
-            gold.append(run_tests(config, spec, work, env))
-        if on_run:
-            on_run(f"gold {attempt + 1}/{runs}", gold[-1])
-        if gold[-1].status in INFRA or not gold[-1].ran:
-            break  # a broken (or tampered) gold run is not retried into a result
+    try:
+        before, gold = _gold_runs(config, spec, env, runs, on_run)
+    except CheckoutError as exc:
+        # The tree itself is unsafe to write out (validation refuses such packages now;
+        # this is one ingested before it did): never usable, and no use grading it again.
+        return GoldResult(spec.sha, "ok", False, f"the commit cannot be checked out: {exc.message}",
+                          duration_s=time.monotonic() - started)  # fmt: skip
     status, usable, reason, f2p, p2p, flaky = classify_gold(spec, before, gold)
     return GoldResult(
         spec.sha,
@@ -173,6 +167,31 @@ def grade_gold(
         ),  # fmt: skip
         duration_s=time.monotonic() - started,
     )
+
+
+def _gold_runs(
+    config: Config,
+    spec: CommitSpec,
+    env: Environment,
+    runs: int,
+    on_run: Callable[[str, TestRun], None] | None,
+) -> tuple[TestRun, list[TestRun]]:
+    """The run before the commit (its parent with the commit's tests), then the gold runs."""
+    with worktree(config, spec.repo, spec.parent, label=f"{spec.sha[:12]}-before") as work:
+        overlay(spec.repo, spec.sha, spec.test_files, work / "repo")
+        before = run_tests(config, spec, work, env)
+    if on_run:
+        on_run("before", before)
+    gold: list[TestRun] = []
+    for attempt in range(runs):
+        # A fresh checkout each time: nothing one run writes can change the next.
+        with worktree(config, spec.repo, spec.sha, label=f"{spec.sha[:12]}-gold") as work:
+            gold.append(run_tests(config, spec, work, env))
+        if on_run:
+            on_run(f"gold {attempt + 1}/{runs}", gold[-1])
+        if gold[-1].status in INFRA or not gold[-1].ran:
+            break  # a broken (or tampered) gold run is not retried into a result
+    return before, gold
 
 
 @dataclass(frozen=True)
@@ -246,6 +265,15 @@ def grade_patch(
     env = env_or_failure(config, spec)
     if isinstance(env, TestRun):
         return PatchVerdict("infra", f"{env.status}: {env.detail}", run=env.summary())
+    try:
+        return _grade_patch_in_worktree(config, spec, gold, env, kind, payload)
+    except CheckoutError as exc:
+        return PatchVerdict("infra", f"the commit cannot be checked out: {exc.message}")
+
+
+def _grade_patch_in_worktree(
+    config: Config, spec: CommitSpec, gold: GoldResult, env: Environment, kind: str, payload: object
+) -> PatchVerdict:
     with worktree(config, spec.repo, spec.parent, label=f"{spec.sha[:12]}-patch") as work:
         repo = work / "repo"
         try:

@@ -327,3 +327,38 @@ def test_an_infrastructure_failure_is_graded_again_not_reused(demo_home, whitesp
     good, reused = gold_for(config, db, spec)
     assert good.status == "ok" and good.usable and not reused
     assert gold_for(config, db, spec)[1]  # a real result is reused
+
+
+def test_a_commit_whose_tree_is_unsafe_is_unusable_not_a_crash(demo_home, whitespace, tmp_path):
+    """A package ingested before validation refused unsafe trees: its commit with a `.git`
+    tree entry grades as an unusable task with the reason, and a patch on it as infra."""
+    import dataclasses
+    import subprocess
+
+    from tests.conftest import GIT_ENV
+
+    def git(*args: str, stdin: str | None = None) -> str:
+        argv = ["git", "-C", str(src.path), *args]
+        out = subprocess.run(
+            argv, input=stdin, check=True, capture_output=True, text=True, env=GIT_ENV
+        )
+        return out.stdout.strip()
+
+    src = RepoBuilder(tmp_path / "src")
+    head = src.commit("Start", {"calc.py": "x = 1\n", "tests/test_calc.py": TEST_V1})
+    blob = git("hash-object", "-w", "--stdin", stdin="[core]\n\tfsmonitor = true\n")
+    inner = git("mktree", stdin=f"100644 blob {blob}\tconfig\n")
+    tree = git("mktree", stdin=git("ls-tree", head) + f"\n040000 tree {inner}\t.git\n")
+    sha = git("commit-tree", tree, "-p", head, "-m", "hostile")
+    bare = tmp_path / "bare.git"
+    git("clone", "-q", "--bare", str(src.path), str(bare))
+    git("--git-dir", str(bare), "update-ref", "refs/heads/main", sha)
+    config, _ = demo_home
+    demo_spec, demo_gold = whitespace
+
+    result = grade_gold(config, dataclasses.replace(demo_spec, repo=bare, sha=sha, parent=head))
+    assert (result.status, result.usable) == ("ok", False)
+    assert "cannot be checked out" in result.reason and ".git" in result.reason
+    on_unsafe_parent = dataclasses.replace(demo_spec, repo=bare, sha=sha, parent=sha)
+    verdict = grade_patch(config, on_unsafe_parent, demo_gold, "diff", "")
+    assert verdict.verdict == "infra" and "cannot be checked out" in verdict.reason
