@@ -20,7 +20,7 @@ from appliance.errors import ForgeError
 from appliance.stages import STAGES
 from appliance.store import open_db
 
-OUTCOMES = ("resolved", "failed", "not_applied", "infra")
+OUTCOMES = ("resolved", "failed", "not_applied", "tampered", "infra")
 LOG_TAIL_BYTES = 64_000  # what the log view reads back from the end of a job's log
 REJECTED_BYTES = 16_000
 

@@ -9,6 +9,7 @@ OUTCOME_STYLES = {
     "resolved": "green",
     "failed": "red",
     "not_applied": "yellow",
+    "tampered": "bold red reverse",
     "infra": "magenta",
 }
 STATUS_STYLES = {

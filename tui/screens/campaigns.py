@@ -46,6 +46,7 @@ class CampaignsScreen(ForgeScreen):
             "resolved",
             "failed",
             "not applied",
+            "tampered",
             "infra",
             "pairs",
         )
@@ -53,7 +54,15 @@ class CampaignsScreen(ForgeScreen):
         commits = DataTable(id="commit-table", cursor_type="row", zebra_stripes=True)
         commits.border_title = "Commits (enter: samples, stage outputs, tests)"
         commits.add_columns(
-            "commit", "message", "task", "samples", "resolved", "failed", "not applied", "infra"
+            "commit",
+            "message",
+            "task",
+            "samples",
+            "resolved",
+            "failed",
+            "not applied",
+            "tampered",
+            "infra",
         )
         yield commits
 
