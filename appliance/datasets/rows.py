@@ -21,8 +21,11 @@ from appliance.config import FORGE_ROOT
 GOOD = "resolved"
 # infra says nothing about the answers. A tampered answer (its run rewrote what its tests
 # said) is a rejected side only: never an SFT row, never chosen, not even over another.
-BAD = ("failed", "not_applied", "tampered")
-REJECTED_ONLY = ("tampered",)
+# So is a resolved answer that edited test infrastructure (grading's flags: conftest,
+# startup hooks, pytest configuration or internals): resolving that way must not be learned.
+FLAGGED = "resolved_flagged"
+BAD = ("failed", "not_applied", "tampered", FLAGGED)
+REJECTED_ONLY = ("tampered", FLAGGED)
 ALIGNMENT_MARGIN = 0.5
 
 
@@ -72,13 +75,15 @@ def candidate_rows(db, stage: str, trainable: Callable[[str | None, str], bool])
     whether a commit may be trained on: eval packages and held-out commits may not."""
     triples = db.execute(
         "SELECT t.package_id, p.name, t.sha, t.sample, t.outcome, t.stages, t.alignment, "
-        "p.split FROM triples t JOIN packages p ON p.id = t.package_id "
+        "p.split, t.grading FROM triples t JOIN packages p ON p.id = t.package_id "
         "WHERE p.split IS NOT 'eval' ORDER BY t.package_id, t.sha, t.sample"
     ).fetchall()
     by_task: dict[tuple, list] = defaultdict(list)
-    for package_id, name, sha, sample, outcome, stages, alignment, split in triples:
+    for package_id, name, sha, sample, outcome, stages, alignment, split, grading in triples:
         if not trainable(split, sha):
             continue
+        if outcome == GOOD and json.loads(grading).get("flags"):
+            outcome = FLAGGED
         result = json.loads(stages).get(stage)
         if result is None or result.get("call_id") is None:
             continue

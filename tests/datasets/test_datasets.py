@@ -85,6 +85,40 @@ def test_dpo_rows_pair_within_a_task(home):
         assert json.loads(row["chosen"]) == json.loads(target)  # same task, never another
 
 
+def test_a_resolved_sample_that_edited_test_infrastructure_is_never_learned(home):
+    """Grading flags an edit to conftest, startup hooks or pytest's configuration or
+    internals; such a sample may have resolved, but only ever as a DPO rejected side."""
+    config, db = home
+    keep = functools.partial(trainable, config)
+    triple_id, sha, stages = db.execute(
+        "SELECT id, sha, stages FROM triples ORDER BY id LIMIT 1"
+    ).fetchone()
+    call_id = json.loads(stages)["code"]["call_id"]
+    output = db.execute("SELECT output FROM model_calls WHERE id = ?", [call_id]).fetchone()[0]
+    saved = db.execute("SELECT outcome, grading FROM triples WHERE id = ?", [triple_id]).fetchone()
+    flagged = json.dumps({"flags": ["conftest: tests/conftest.py"]})
+    try:
+        with transaction(db):
+            db.execute(
+                "UPDATE triples SET outcome = 'resolved', grading = '{}' WHERE id = ?", [triple_id]
+            )
+        mine = [
+            r for r in candidate_rows(db, "code", keep) if r["provenance"]["call_id"] == call_id
+        ]
+        assert "resolved sample" in [r["source"] for r in mine if r["kind"] == "sft"]  # unflagged
+        with transaction(db):
+            db.execute("UPDATE triples SET grading = ? WHERE id = ?", [flagged, triple_id])
+        rows = [r for r in candidate_rows(db, "code", keep) if r["task"].endswith(sha)]
+        assert all(r["source"] != "resolved sample" for r in rows)
+        assert all(r.get("chosen") != output for r in rows if r["kind"] == "dpo")
+        assert any(r.get("rejected") == output for r in rows if r["kind"] == "dpo")
+    finally:
+        with transaction(db):
+            db.execute(
+                "UPDATE triples SET outcome = ?, grading = ? WHERE id = ?", [*saved, triple_id]
+            )
+
+
 def test_eval_packages_and_held_out_commits_never_reach_a_dataset(home):
     config, db = home
     keep = functools.partial(trainable, config)
