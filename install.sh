@@ -125,6 +125,16 @@ install_bwrap() {
 if ! command -v bwrap >/dev/null 2>&1; then
     step bubblewrap install_bwrap
 fi
+# Run as root, Forge drops sandboxed code to this user: it owns nothing and shares its uid
+# with no other process (without it Forge falls back to nobody). Not needed under the
+# systemd unit, where forged runs as `forge` and the sandbox is a user namespace of it.
+make_sandbox_user() {
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+        --user-group forge-sandbox
+}
+if [ "$(id -u)" = 0 ] && command -v useradd >/dev/null 2>&1 && ! id forge-sandbox >/dev/null 2>&1; then
+    step sandbox-user make_sandbox_user
+fi
 
 # --- Python environment ----------------------------------------------------------------
 make_venv() {
