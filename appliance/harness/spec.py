@@ -73,12 +73,15 @@ class CommitSpec:
 
 
 def find_package(db: sqlite_utils.Database, name: str) -> dict:
-    """The package row for NAME (newest ingested version) or NAME-VERSION."""
+    """The package row for NAME (newest ingested version), NAME@VERSION (exact: neither
+    part may contain '@'), or NAME-VERSION (the older spelling, which can be ambiguous:
+    the newest match wins)."""
     rows = list(
         db.query(
-            "SELECT * FROM packages WHERE name = ? OR name || '-' || version = ? "
-            "ORDER BY ingested_at DESC, id DESC",
-            [name, name],
+            "SELECT * FROM packages WHERE name = ? OR name || '@' || version = ? "
+            "OR name || '-' || version = ? "
+            "ORDER BY name || '@' || version = ? DESC, ingested_at DESC, id DESC",
+            [name, name, name, name],
         )
     )
     if not rows:

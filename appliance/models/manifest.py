@@ -22,7 +22,8 @@ from appliance.errors import ConfigError, ForgeError
 
 GGUF_MAGIC = b"GGUF"
 ROLES = ("reasoning", "coder")
-# Architectures the GGUF adapter exporter handles (FACTS.md: q/k permutation for llama).
+# Architectures the GGUF adapter exporter handles (llama needs the q/k
+# permutation; see training/export_gguf.py).
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3")
 
 
