@@ -67,10 +67,15 @@ def db(forge_home):
     database.close()
 
 
-def git(repo: Path, *args: str, env: dict | None = None) -> str:
+def git(repo: Path, *args: str, env: dict | None = None, stdin: str | None = None) -> str:
     full_env = {**os.environ, **GIT_ENV, **(env or {})}
     return subprocess.run(
-        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=full_env
+        ["git", "-C", str(repo), *args],
+        input=stdin,
+        check=True,
+        capture_output=True,
+        text=True,
+        env=full_env,
     ).stdout.strip()
 
 

@@ -3,27 +3,18 @@ follows a link out of the worktree, and keeps worktrees private (item 7)."""
 
 from __future__ import annotations
 
-import os
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from appliance.errors import ForgeError
 from appliance.harness.checkout import CheckoutError, checkout, overlay, worktree
-from tests.conftest import GIT_ENV, TEST_V1, TEST_V2, RepoBuilder
+from tests.conftest import TEST_V1, TEST_V2, RepoBuilder, git
 
 
 def _git(repo: Path, *args: str, stdin: str | None = None) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args],
-        input=stdin,
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **GIT_ENV},
-    ).stdout.strip()
+    return git(repo, *args, stdin=stdin)
 
 
 def _bare(repo: RepoBuilder, dest: Path) -> Path:

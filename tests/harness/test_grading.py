@@ -333,16 +333,11 @@ def test_a_commit_whose_tree_is_unsafe_is_unusable_not_a_crash(demo_home, whites
     """A package ingested before validation refused unsafe trees: its commit with a `.git`
     tree entry grades as an unusable task with the reason, and a patch on it as infra."""
     import dataclasses
-    import subprocess
 
-    from tests.conftest import GIT_ENV
+    from tests.conftest import git as git_in
 
     def git(*args: str, stdin: str | None = None) -> str:
-        argv = ["git", "-C", str(src.path), *args]
-        out = subprocess.run(
-            argv, input=stdin, check=True, capture_output=True, text=True, env=GIT_ENV
-        )
-        return out.stdout.strip()
+        return git_in(src.path, *args, stdin=stdin)
 
     src = RepoBuilder(tmp_path / "src")
     head = src.commit("Start", {"calc.py": "x = 1\n", "tests/test_calc.py": TEST_V1})

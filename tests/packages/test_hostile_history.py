@@ -17,27 +17,21 @@ from appliance.packages.validate import validate
 from tests.conftest import (
     CALC_V1,
     CALC_V2,
-    GIT_ENV,
     PYPROJECT,
     TEST_V1,
     TEST_V2,
     RepoBuilder,
     build,
     copy_package,
+    git,
 )
+
+FIXED_DATE = "2024-01-01T12:00:00+00:00"
 
 
 def _git(repo: Path, *args: str, stdin: str | None = None) -> str:
-    env = {**os.environ, **GIT_ENV, "GIT_AUTHOR_DATE": "2024-01-01T12:00:00+00:00",
-           "GIT_COMMITTER_DATE": "2024-01-01T12:00:00+00:00"}  # fmt: skip
-    return subprocess.run(
-        ["git", "-C", str(repo), *args],
-        input=stdin,
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env,
-    ).stdout.strip()
+    env = {"GIT_AUTHOR_DATE": FIXED_DATE, "GIT_COMMITTER_DATE": FIXED_DATE}
+    return git(repo, *args, env=env, stdin=stdin)
 
 
 def _dot_git_entry(repo: Path) -> str:
