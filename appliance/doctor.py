@@ -141,16 +141,27 @@ def _check_uv() -> Check:
 
 def _check_sandbox(config: Config) -> Check:
     from appliance.sandbox import bwrap_path, check_sandbox
+    from appliance.sandbox.identity import forge_is_root, sandbox_ids
 
     backend = config.settings.sandbox.backend
     try:
         check_sandbox(config)
     except ForgeError as exc:
         return Check(f"sandbox ({backend})", False, exc.message, exc.hint or "")
+    uid, _ = sandbox_ids(config.settings.sandbox)
+    who = (
+        f"tests run as uid {uid}"
+        if forge_is_root()
+        else f"tests run in a user namespace of uid {uid}"
+    )
+    if uid == 65534 and forge_is_root():
+        who += f" (nobody: no user {config.settings.sandbox.user!r}; install.sh makes it)"
     if backend == "docker":
         image = config.settings.sandbox.docker_image
-        return Check("sandbox (docker)", True, f"the docker engine answers; image {image} is here")
-    return Check("sandbox (bwrap)", True, f"{bwrap_path()} starts a sandbox with no network")
+        return Check(
+            "sandbox (docker)", True, f"the docker engine answers; image {image} is here; {who}"
+        )
+    return Check("sandbox (bwrap)", True, f"{bwrap_path()} starts a sandbox with no network; {who}")
 
 
 def _check_disk(config: Config) -> Check:

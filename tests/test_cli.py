@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -138,6 +139,9 @@ def test_doctor_passes_on_an_installed_box(forge_home):
     names = {c["name"] for c in data["checks"]}
     assert {"database", "sqlite-vec", "llama.cpp", "uv", "sandbox (bwrap)", "disk"} <= names
     assert any(n.startswith("model ") for n in names)
+    (sandbox,) = [c for c in data["checks"] if c["name"] == "sandbox (bwrap)"]
+    uid = int(re.search(r"uid (\d+)", sandbox["detail"]).group(1))
+    assert uid != 0  # says who the tests run as, and it is never root
 
 
 def test_doctor_reports_low_disk(forge_home):
