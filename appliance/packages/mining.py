@@ -4,6 +4,10 @@ A commit is kept when it is not a merge, not from a bot, has a message of at lea
 three words starting with an imperative verb (and not a wip/bump/release message),
 changes 1–5 files and fewer than 200 lines, touches Python, and is not only
 documentation or CI. Each commit is judged by the first filter it fails.
+
+By default a commit must also change both code and tests: a task needs a test that fails
+before the change and passes after it (R2E-Gym and SWE-smith select the same way).
+`any_commit` keeps commits that change only one of them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ FILTERS = (
     "no-python",
     "too-many-files",
     "too-many-lines",
+    "no-test-change",
+    "tests-only",
 )
 BOT = re.compile(
     r"(\[bot\]|dependabot|renovate|pre-commit-ci|github-actions|greenkeeper"
@@ -258,6 +264,19 @@ def _is_ci(path: str) -> bool:
     return path.startswith(CI_PREFIXES) or path.rsplit("/", 1)[-1] in CI_NAMES
 
 
+def is_test(path: str) -> bool:
+    """A test file by pytest's conventions: under a tests/ or test/ folder, test_*.py,
+    *_test.py or conftest.py."""
+    parts = path.split("/")
+    name = parts[-1]
+    return name.endswith(".py") and (
+        any(part in ("tests", "test", "testing") for part in parts[:-1])
+        or name.startswith("test_")
+        or name.endswith("_test.py")
+        or name == "conftest.py"
+    )
+
+
 def message_ok(message: str) -> bool:
     words = message.strip().splitlines()[0].split() if message.strip() else []
     if len(words) < 3:
@@ -266,7 +285,7 @@ def message_ok(message: str) -> bool:
     return first not in NOT_A_TASK and first in IMPERATIVE
 
 
-def reject_reason(commit: CandidateCommit) -> str | None:
+def reject_reason(commit: CandidateCommit, *, any_commit: bool = False) -> str | None:
     """The first filter `commit` fails, or None when it makes a task."""
     if not commit.parents:
         return "root"
@@ -285,16 +304,23 @@ def reject_reason(commit: CandidateCommit) -> str | None:
         return "too-many-files"
     if sum(a + d for _, a, d in commit.files) >= MAX_LINES:
         return "too-many-lines"
+    if not any_commit:
+        code = [p for p in paths if p.endswith(".py") and not is_test(p) and not _is_doc(p)]
+        tests = [p for p in paths if is_test(p)]
+        if not tests:
+            return "no-test-change"
+        if not code:
+            return "tests-only"
     return None
 
 
 def filter_commits(
-    commits: Sequence[CandidateCommit],
+    commits: Sequence[CandidateCommit], *, any_commit: bool = False
 ) -> tuple[list[CandidateCommit], dict[str, int]]:
     """Split `commits` into kept ones and a count of removals per filter."""
     kept, removed = [], dict.fromkeys(FILTERS, 0)
     for commit in commits:
-        reason = reject_reason(commit)
+        reason = reject_reason(commit, any_commit=any_commit)
         if reason is None:
             kept.append(commit)
         else:

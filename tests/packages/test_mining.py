@@ -11,7 +11,7 @@ HUMAN = "Ada Tester <ada@tests.invalid>"
 
 def commit(
     message="Fix rounding of negative amounts",
-    files=(("src/a.py", 3, 1),),
+    files=(("src/a.py", 3, 1), ("tests/test_a.py", 4, 0)),
     parents=("p",),
     author=HUMAN,
 ) -> CandidateCommit:
@@ -41,7 +41,13 @@ def commit(
         (commit(files=(("setup.cfg", 1, 1),)), "no-python"),
         (commit(files=tuple((f"src/m{i}.py", 1, 0) for i in range(6))), "too-many-files"),
         (commit(files=(("src/a.py", 150, 50),)), "too-many-lines"),
-        (commit(files=(("src/a.py", 150, 49),)), None),
+        (commit(files=(("src/a.py", 140, 49), ("tests/test_a.py", 10, 0))), None),
+        (commit(files=(("src/a.py", 3, 1),)), "no-test-change"),
+        (commit(files=(("src/a.py", 3, 1), ("docs/index.md", 3, 0))), "no-test-change"),
+        (commit(files=(("tests/test_a.py", 3, 1),)), "tests-only"),
+        (commit(files=(("tests/conftest.py", 3, 1), ("docs/conf.py", 1, 0))), "tests-only"),
+        (commit(files=(("pkg/core.py", 3, 1), ("pkg/core_test.py", 3, 0))), None),
+        (commit(files=(("src/a.py", 3, 1), ("test/helpers.py", 3, 0))), None),
     ],
 )
 def test_each_filter(candidate, reason):
@@ -53,3 +59,15 @@ def test_filter_counts_every_removal():
     assert len(kept) == 1
     assert removed["message"] == 1 and removed["root"] == 1
     assert sum(removed.values()) == 2
+
+
+def test_any_commit_keeps_code_or_tests_alone():
+    code_only = commit(files=(("src/a.py", 3, 1),))
+    tests_only = commit(files=(("tests/test_a.py", 3, 1),))
+    assert reject_reason(code_only, any_commit=True) is None
+    assert reject_reason(tests_only, any_commit=True) is None
+    kept, removed = filter_commits([code_only, tests_only, commit()])
+    assert len(kept) == 1
+    assert removed["no-test-change"] == 1 and removed["tests-only"] == 1
+    kept, removed = filter_commits([code_only, tests_only, commit()], any_commit=True)
+    assert len(kept) == 3 and sum(removed.values()) == 0
