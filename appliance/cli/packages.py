@@ -41,7 +41,33 @@ def package() -> None:
     "-r",
     "requirements",
     multiple=True,
-    help="A test requirement (repeatable); default: pytest. Pinned on build.",
+    help="A requirement to add to the declared ones (repeatable); pytest always is. Pinned.",
+)
+@click.option(
+    "--extra",
+    "extras",
+    multiple=True,
+    help="The [project.optional-dependencies] extra that holds the test requirements "
+    "(repeatable; default: test/tests/testing, else dev).",
+)
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    help="The [dependency-groups] group that holds the test requirements (repeatable; "
+    "default: test/tests/testing, else dev). --extra or --group: exactly those.",
+)
+@click.option("--python-version", help="Python to resolve for, MAJOR.MINOR (default: this box's).")
+@click.option(
+    "--platform",
+    "platform_",
+    help="Platform to resolve for, as uv names it, e.g. x86_64-manylinux_2_28 "
+    "(default: this box's).",
+)
+@click.option(
+    "--any-commit",
+    is_flag=True,
+    help="Keep commits that do not change both code and tests (default: they are removed).",
 )
 @click.option(
     "--test-command",
@@ -66,6 +92,9 @@ def package() -> None:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Take wheels from this folder instead of the package index.",
 )
+@click.option(
+    "--index-url", help="A PEP 503 simple index to take wheels from instead of PyPI (a mirror)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def build(
     source: str,
@@ -76,19 +105,27 @@ def build(
     license_,
     python,
     requirements,
+    extras,
+    groups,
+    python_version,
+    platform_,
+    any_commit,
     test_command,
     test_timeout,
     split,
     max_commits,
     since: datetime | None,
     find_links,
+    index_url,
     as_json,
 ) -> None:
-    """Build a repo package from SOURCE (a local git repository or a git URL).
+    """Build a repo package from SOURCE (a work tree, a bare repository or a git URL).
 
-    Keeps the commits that make good tasks (non-merge, 1–5 files, < 200 lines, touches
-    Python, imperative message of ≥ 3 words, no bots, not docs/CI-only) and reports how
-    many each filter removed.
+    Keeps the commits that make good tasks (non-merge, 1–5 files, < 200 lines, changes
+    code and tests, imperative message of ≥ 3 words, no bots, not docs/CI-only), reads the
+    dependencies each declares (pyproject.toml, requirements files, tox.ini; nothing
+    runs), pins the newest one's for the target Python, and reports how many commits each
+    filter removed.
     """
     from appliance.packages.build import BuildOptions, build_package
 
@@ -96,6 +133,10 @@ def build(
     argv = shlex.split(test_command)
     if not argv:
         raise UsageError("--test-command is empty", "give the pytest command, e.g. 'pytest -q'")
+    if find_links is not None and index_url:
+        raise UsageError(
+            "--find-links and --index-url both say where wheels come from", "give one of them"
+        )
     opts = BuildOptions(
         source=source,
         output=output,
@@ -104,7 +145,13 @@ def build(
         description=description,
         license=license_,
         python=python,
-        requirements=requirements or ("pytest",),
+        requirements=requirements,
+        extras=extras,
+        groups=groups,
+        python_version=python_version,
+        platform=platform_,
+        any_commit=any_commit,
+        index_url=index_url,
         test_command=argv,
         test_timeout_s=test_timeout,
         split=split,
@@ -127,6 +174,8 @@ def build(
                 "scanned": result.scanned,
                 "kept": kept,
                 "removed": result.removed,
+                "declared": list(result.declared),
+                "requirements": result.manifest.requirements,
                 "wheels": len(result.manifest.wheels),
             }
         )
@@ -135,8 +184,13 @@ def build(
     console.print(f"  {result.scanned} commits read, {kept} kept as tasks")
     for reason, count in result.removed.items():
         if count:
-            console.print(f"  removed by {reason:<16} {count}")
-    console.print(f"  {len(result.manifest.wheels)} wheels")
+            console.print(f"  removed by {reason:<28} {count}")
+    for where in result.declared:
+        console.print(f"  declared in {escape(where)}")
+    console.print(
+        f"  {len(result.manifest.requirements)} pinned requirements, "
+        f"{len(result.manifest.wheels)} wheels"
+    )
 
 
 @package.command()

@@ -1,13 +1,21 @@
 """`forge package build` (connected side): turn a git repository into a repo package.
 
 Mines the commits with PyDriller, keeps those that make good tasks (mining.py), copies
-the repository as a clean bare repo, gathers wheels for the pinned requirements, and
-writes manifest.json with every hash. The package is assembled in a temporary folder
-and renamed into place, so a failed build leaves nothing behind.
+the repository as a clean bare repo, reads what each kept commit declares it needs
+(declared.py: read from git, nothing runs), pins the newest kept commit's declarations
+(plus `-r` requirements, pytest and the build backend) for the target Python and
+platform, drops the commits those pins do not satisfy, gathers the wheels, and writes
+manifest.json with every hash. The package is assembled in a temporary folder and
+renamed into place, so a failed build leaves nothing behind.
+
+SOURCE is a work tree (a detached HEAD included), a bare repository (`git clone
+--mirror`) or a URL.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import re
 import shutil
 import subprocess
@@ -20,6 +28,7 @@ from pathlib import Path
 
 from appliance.errors import PackageBuildError
 from appliance.packages import gitsafe
+from appliance.packages.declared import Declaration, DeclarationError, Pick, read_declaration
 from appliance.packages.environment import EnvironmentFailed, resolve
 from appliance.packages.manifest import (
     MANIFEST_NAME,
@@ -42,13 +51,19 @@ class BuildOptions:
     description: str = ""
     license: str = ""
     python: str = ">=3.11"
-    requirements: Sequence[str] = ("pytest",)
+    requirements: Sequence[str] = ()  # added to the declared ones (pytest always is)
     test_command: Sequence[str] = ("pytest", "-q")
     test_timeout_s: float = 600
     split: str | None = None
     max_commits: int | None = None
     since: datetime | None = None
     find_links: Path | None = None  # take wheels from here instead of the index
+    index_url: str | None = None  # a PEP 503 simple index instead of PyPI (a private mirror)
+    extras: Sequence[str] = ()  # the test extras to use instead of the one picked by name
+    groups: Sequence[str] = ()  # the dependency groups to use instead of the one picked
+    python_version: str | None = None  # "3.12"; default: this box's
+    platform: str | None = None  # uv's platform name ("x86_64-manylinux_2_28"); default: this box
+    any_commit: bool = False  # keep commits that do not change both code and tests
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,7 @@ class BuildResult:
     manifest: Manifest
     scanned: int
     removed: dict[str, int]
+    declared: tuple[str, ...] = ()  # where the pinned declarations came from
 
 
 def _candidates(
@@ -90,26 +106,29 @@ def _default_name(source: str) -> str:
     return name[:64]
 
 
-def _bare_copy(source: str, dest: Path) -> str:
-    """A bare clone with no hooks and a minimal config, packed into one pack file."""
-    gitsafe.init_bare(dest)
-    gitsafe.git(
-        [
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            source,
-            "+refs/heads/*:refs/heads/*",
-            "+refs/tags/*:refs/tags/*",
-        ],
-        git_dir=dest,
-    )
+def _git_dir(source: str) -> Path:
+    """The git directory of a work tree or a bare repository, or PackageBuildError."""
     try:
-        head_ref = gitsafe.git(["symbolic-ref", "-q", "HEAD"], cwd=Path(source)).decode().strip()
-    except gitsafe.GitError:  # detached HEAD: keep it on a branch of its own
+        out = gitsafe.git(["rev-parse", "--absolute-git-dir"], cwd=Path(source))
+    except gitsafe.GitError as exc:
+        raise PackageBuildError(
+            f"{source} is not a git repository", "give the path of a git checkout or a git URL"
+        ) from exc
+    return Path(out.decode().strip())
+
+
+def _bare_copy(source: Path, dest: Path) -> str:
+    """A bare clone with no hooks and a minimal config, packed into one pack file.
+    `source` is a git directory; a detached HEAD is kept on a branch of its own."""
+    gitsafe.init_bare(dest)
+    try:
+        head_ref = gitsafe.git(["symbolic-ref", "-q", "HEAD"], git_dir=source).decode().strip()
+    except gitsafe.GitError:  # detached HEAD: fetched onto a branch of its own
         head_ref = "refs/heads/forge-head"
-        sha = gitsafe.git(["rev-parse", "HEAD"], cwd=Path(source)).decode().strip()
-        gitsafe.git(["update-ref", head_ref, sha], git_dir=dest)
+    specs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
+    if head_ref == "refs/heads/forge-head":
+        specs.append(f"+HEAD:{head_ref}")
+    gitsafe.git(["fetch", "--quiet", "--no-tags", str(source), *specs], git_dir=dest)
     gitsafe.git(["symbolic-ref", "HEAD", head_ref], git_dir=dest)
     gitsafe.git(["repack", "-a", "-d", "-q", "-n"], git_dir=dest)  # -n: no info/refs
     gitsafe.git(["prune-packed"], git_dir=dest)
@@ -122,14 +141,39 @@ def _bare_copy(source: str, dest: Path) -> str:
     return head_ref.removeprefix("refs/heads/")
 
 
-def download_wheels(pins: Sequence[str], dest: Path, find_links: Path | None) -> None:
-    """pip download exactly `pins` as wheels into `dest` (from `find_links` alone if given)."""
+_MANYLINUX = re.compile(r"^(?P<arch>[a-z0-9_]+)-manylinux_(?P<major>\d+)_(?P<minor>\d+)$")
+
+
+def _pip_platforms(uv_platform: str) -> list[str]:
+    """pip download's --platform tags for one of uv's platform names (manylinux ones)."""
+    match = _MANYLINUX.match(uv_platform)
+    if match is None:
+        raise PackageBuildError(
+            f"--platform {uv_platform!r} is not one this build can gather wheels for",
+            "give ARCH-manylinux_X_Y (e.g. x86_64-manylinux_2_28), or leave it to this box's",
+        )
+    arch, major, minor = match["arch"], int(match["major"]), int(match["minor"])
+    return [f"manylinux_{major}_{m}_{arch}" for m in range(minor, 4, -1)] + ["any"]
+
+
+def download_wheels(
+    pins: Sequence[str],
+    dest: Path,
+    find_links: Path | None,
+    *,
+    index_url: str | None = None,
+    python_version: str | None = None,
+    platform_name: str | None = None,
+) -> None:
+    """pip download exactly `pins` as wheels into `dest` (from `find_links` alone if given,
+    else from `index_url` or PyPI), for the target Python and platform."""
     args = [
         sys.executable,
         "-m",
         "pip",
         "download",
         "--quiet",
+        "--disable-pip-version-check",
         "--no-deps",
         "--only-binary=:all:",
         "--dest",
@@ -137,12 +181,72 @@ def download_wheels(pins: Sequence[str], dest: Path, find_links: Path | None) ->
     ]
     if find_links is not None:
         args += ["--no-index", "--find-links", str(find_links)]
-    proc = subprocess.run(args + list(pins), capture_output=True, text=True)
+    elif index_url:
+        args += ["--index-url", index_url]
+    if python_version:
+        args += ["--python-version", python_version]
+    for tag in _pip_platforms(platform_name) if platform_name else []:
+        args += ["--platform", tag]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull  # the operator's pip.conf must not pick the index
+    proc = subprocess.run(args + list(pins), capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise PackageBuildError(
             f"could not gather wheels: {proc.stderr.strip()[-2000:]}",
             "check the requirements have wheels for this platform",
         )
+
+
+def target_python(opts: BuildOptions) -> tuple[str, str]:
+    """(X.Y given to the resolver, the full version requires-python is checked against)."""
+    if opts.python_version:
+        if not re.fullmatch(r"3\.\d{1,2}", opts.python_version):
+            raise PackageBuildError(
+                f"--python-version {opts.python_version!r} is not a Python 3 version",
+                "give MAJOR.MINOR, e.g. 3.12",
+            )
+        return opts.python_version, opts.python_version
+    return f"{sys.version_info.major}.{sys.version_info.minor}", platform.python_version()
+
+
+def excludes_python(declaration: Declaration, full_version: str) -> str | None:
+    """The refusal sentence when `declaration`'s requires-python excludes `full_version`."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    if declaration.requires_python is None:
+        return None
+    try:
+        spec = SpecifierSet(declaration.requires_python)
+    except InvalidSpecifier:
+        return f"its requires-python {declaration.requires_python!r} is not a version specifier"
+    if spec.contains(full_version, prereleases=True):
+        return None
+    return f"the project requires Python {spec}, which excludes Python {full_version}"
+
+
+def satisfied_by(declaration: Declaration, pins: Sequence[str], python_version: str) -> bool:
+    """Whether every requirement `declaration` makes (for the target Python) is met by
+    `pins`: then the commit can share them."""
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pinned = {}
+    for pin in pins:
+        req = Requirement(pin)
+        versions = [s.version for s in req.specifier if s.operator == "=="]
+        if versions:
+            pinned[canonicalize_name(req.name)] = versions[0]
+    env = default_environment()
+    env.update(python_version=python_version, python_full_version=f"{python_version}.0")
+    for text in declaration.all:
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate({**env, "extra": ""}):
+            continue
+        version = pinned.get(canonicalize_name(req.name))
+        if version is None or not req.specifier.contains(version, prereleases=True):
+            return False
+    return True
 
 
 def build_package(
@@ -170,11 +274,8 @@ def build_package(
             except subprocess.CalledProcessError as exc:
                 raise PackageBuildError(f"cannot clone {source}: {exc.stderr.strip()}") from exc
             source = str(work / "clone")
-        elif not (Path(source) / ".git").exists() and not (Path(source) / "HEAD").exists():
-            raise PackageBuildError(
-                f"{source} is not a git repository", "give the path of a git checkout or a git URL"
-            )
-        source = str(Path(source).resolve()) if Path(source).exists() else source
+        git_dir = _git_dir(source)  # a work tree's .git, or the bare repository itself
+        source = str(Path(source).resolve())
 
         progress("mining commits")
         try:
@@ -185,32 +286,61 @@ def build_package(
             )
         except Exception as exc:  # PyDriller/GitPython raise many types for a bad repo
             raise PackageBuildError(f"cannot read the history of {opts.source}: {exc}") from exc
-        kept, removed = filter_commits(candidates)
-        if opts.max_commits is not None:
-            kept = kept[-opts.max_commits :]
+        kept, removed = filter_commits(candidates, any_commit=opts.any_commit)
         if not kept:
             raise PackageBuildError(
                 f"no commit of {opts.source} passes the filters "
                 f"({', '.join(f'{k}: {v}' for k, v in removed.items() if v)})",
-                "widen --since, or pick a repository with small, well-described commits",
+                "widen --since, give --any-commit, or pick a repository with small, "
+                "well-described commits that change code and tests",
             )
 
         package = work / "package"
         package.mkdir()
         progress("copying the repository")
-        branch = _bare_copy(source, package / "repo")
+        branch = _bare_copy(git_dir, package / "repo")
+
+        progress(f"reading the declarations of {len(kept)} commits")
+        xy, full = target_python(opts)
+        declarations = _by_declarations(
+            kept, package / "repo", Pick(tuple(opts.extras), tuple(opts.groups)), full, removed
+        )
+        kept = [c for c in kept if c.sha in declarations]
+        declaration = declarations[kept[-1].sha]  # the newest: the one pinned
+        wanted = [*declaration.all, *opts.requirements]
+        if not any(_project(r) == "pytest" for r in wanted):
+            wanted.append("pytest")  # the test command is pytest
 
         progress("resolving requirements")
         try:
-            pins = resolve(list(opts.requirements), opts.find_links, cache_dir=cache_dir)
+            pins = resolve(
+                wanted,
+                opts.find_links,
+                cache_dir=cache_dir,
+                python_version=xy,
+                python_platform=opts.platform,
+                index_url=opts.index_url,
+            )
         except EnvironmentFailed as exc:
             raise PackageBuildError(
                 f"the requirements do not resolve to wheels: {exc.output}",
                 "fix the requirements or add wheels to --find-links",
             ) from exc
+        sharing = [c for c in kept[:-1] if satisfied_by(declarations[c.sha], pins, xy)]
+        removed["declares-other-dependencies"] = len(kept) - 1 - len(sharing)
+        kept = [*sharing, kept[-1]]
+        if opts.max_commits is not None:
+            kept = kept[-opts.max_commits :]
         progress(f"gathering {len(pins)} wheels")
         (package / "packages").mkdir()
-        download_wheels(pins, package / "packages", opts.find_links)
+        download_wheels(
+            pins,
+            package / "packages",
+            opts.find_links,
+            index_url=opts.index_url,
+            python_version=opts.python_version,
+            platform_name=opts.platform,
+        )
         wheels = {p.name: sha256_file(p) for p in sorted((package / "packages").iterdir())}
         for path in (package / "packages").iterdir():
             path.chmod(0o644)
@@ -252,4 +382,45 @@ def build_package(
         if output.exists():
             output.rmdir()
         package.rename(output)
-    return BuildResult(output, manifest, len(candidates), removed)
+    return BuildResult(output, manifest, len(candidates), removed, declaration.sources)
+
+
+def _project(requirement: str) -> str:
+    from packaging.utils import canonicalize_name
+
+    return canonicalize_name(re.split(r"[\s\[<>=!~;@(]", requirement.strip(), maxsplit=1)[0])
+
+
+def _by_declarations(
+    kept: list[CandidateCommit],
+    git_dir: Path,
+    pick: Pick,
+    full_version: str,
+    removed: dict[str, int],
+) -> dict[str, Declaration]:
+    """The declaration of each kept commit that reads and whose requires-python admits
+    the target (counting the others in `removed`), in commit order. A problem of every
+    commit is the build's: the newest one's is raised."""
+    removed.update({"unreadable-declarations": 0, "excludes-python": 0})
+    usable: dict[str, Declaration] = {}
+    refusal, error = None, None
+    for commit in kept:
+        try:
+            declaration = read_declaration(git_dir, commit.sha, pick)
+        except DeclarationError as exc:
+            error = DeclarationError(f"commit {commit.sha[:12]}: {exc.message}", exc.hint)
+            removed["unreadable-declarations"] += 1
+            continue
+        refusal = excludes_python(declaration, full_version)
+        if refusal is not None:
+            removed["excludes-python"] += 1
+            continue
+        usable[commit.sha] = declaration
+    if not usable and refusal is not None:
+        raise PackageBuildError(
+            f"refused: {refusal}",
+            "build for a Python the project supports (--python-version), or on a box with one",
+        )
+    if not usable and error is not None:
+        raise error
+    return usable

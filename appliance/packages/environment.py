@@ -95,16 +95,27 @@ def resolve(
     *,
     cache_dir: Path,
     python: str | None = None,
+    python_version: str | None = None,
+    python_platform: str | None = None,
+    index_url: str | None = None,
     timeout: float = 300,
 ) -> list[str]:
     """Resolve `requirements` to a pinned set, wheels only: against `wheel_dir` alone, or
-    (connected side, `wheel_dir=None`) against the package index."""
+    (connected side, `wheel_dir=None`) against the package index (`index_url`, default
+    PyPI). `python_version` ("3.12") and `python_platform` (uv's names, e.g.
+    "x86_64-manylinux_2_28") resolve for another target than `python` itself."""
     python = python or base_python()
-    source = (
-        _source_args(wheel_dir)
-        if wheel_dir is not None
-        else ["--no-build", "--only-binary", ":all:"]
-    )
+    if wheel_dir is not None:
+        source = _source_args(wheel_dir)
+    else:  # --only-binary :all: already forbids building; uv refuses it with --no-build
+        source = ["--only-binary", ":all:"]
+        if index_url:
+            source += ["--index-url", index_url]
+    target = []
+    if python_version:
+        target += ["--python-version", python_version]
+    if python_platform:
+        target += ["--python-platform", python_platform]
     out = _uv(
         [
             "pip",
@@ -115,6 +126,7 @@ def resolve(
             "--no-annotate",
             "--python",
             python,
+            *target,
             *source,
         ],
         cache_dir=cache_dir,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from appliance.errors import PackageBuildError
-from tests.conftest import CALC_V2, build
+from tests.conftest import CALC_V1, CALC_V2, PYTEST_PINS, TEST_V1, TEST_V2, RepoBuilder, build, git
 
 
 def test_build_from_a_git_url(calc_repo, wheelhouse, tmp_path):
@@ -34,7 +36,10 @@ def test_build_from_a_git_url(calc_repo, wheelhouse, tmp_path):
 def test_max_commits_keeps_the_newest_and_since_skips_older(calc_repo, wheelhouse, tmp_path):
     calc_repo.commit(
         "Add multiplication to the calculator",
-        {"src/calc.py": CALC_V2 + "\n\ndef mul(a, b):\n    return a * b\n"},
+        {
+            "src/calc.py": CALC_V2 + "\n\ndef mul(a, b):\n    return a * b\n",
+            "tests/test_mul.py": TEST_MUL,
+        },
     )
     newest = build(calc_repo, tmp_path / "a", wheelhouse, max_commits=1)
     assert [c.message.strip() for c in newest.manifest.commits] == [
@@ -85,7 +90,10 @@ def test_more_commits_than_the_limit_is_rejected(calc_repo, wheelhouse, tmp_path
 
     calc_repo.commit(
         "Add multiplication to the calculator",
-        {"src/calc.py": CALC_V2 + "\n\ndef mul(a, b):\n    return a * b\n"},
+        {
+            "src/calc.py": CALC_V2 + "\n\ndef mul(a, b):\n    return a * b\n",
+            "tests/test_mul.py": TEST_MUL,
+        },
     )
     pkg = build(calc_repo, tmp_path / "pkg", wheelhouse).path
     home = tmp_path / "home"
@@ -96,3 +104,248 @@ def test_more_commits_than_the_limit_is_rejected(calc_repo, wheelhouse, tmp_path
     assert not report.ok
     assert [p.rule for p in report.problems] == ["too-many-commits"]
     assert "2 commits; the limit is 1" in report.problems[0].message
+
+
+# --- Sources, declarations and the index path (issue 15) ---------------------------------
+
+
+def make_wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> Path:
+    """A real, minimal pure-Python wheel (one module), as a build backend would make it."""
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = f"{name.replace('-', '_')}-{version}"
+    files = {
+        f"{name.replace('-', '_')}.py": "VALUE = 1\n",
+        f"{dist}.dist-info/METADATA": "Metadata-Version: 2.1\n"
+        f"Name: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires),
+        f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: forge-tests\n"
+        "Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
+    files[f"{dist}.dist-info/RECORD"] = "\n".join([*record, f"{dist}.dist-info/RECORD,,"]) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+    return wheel
+
+
+@pytest.fixture
+def links(tmp_path, wheelhouse) -> Path:
+    """The pytest wheels, a build backend and two versions of a dependency."""
+    folder = tmp_path / "links"
+    shutil.copytree(wheelhouse, folder)
+    make_wheel(folder, "tiny-backend", "1.0")
+    make_wheel(folder, "tiny-dep", "0.5")
+    make_wheel(folder, "tiny-dep", "1.0")
+    return folder
+
+
+TEST_MUL = "from calc import mul\n\n\ndef test_mul():\n    assert mul(2, 3) == 6\n"
+SRC_PYPROJECT = """\
+[build-system]
+requires = ["tiny-backend>=1"]
+build-backend = "tiny_backend"
+
+[project]
+name = "calc"
+version = "0.1"
+requires-python = "{python}"
+dependencies = [{deps}]
+
+[dependency-groups]
+test = ["pytest>=8"]
+
+[tool.pytest.ini_options]
+pythonpath = ["src"]
+testpaths = ["tests"]
+"""
+
+
+def src_project(path: Path, deps: str = '"tiny-dep>=1"', python: str = ">=3.9") -> RepoBuilder:
+    repo = RepoBuilder(path)
+    repo.commit(
+        "Create calculator with addition",
+        {
+            "pyproject.toml": SRC_PYPROJECT.format(deps=deps, python=python),
+            "src/calc/__init__.py": CALC_V1,
+            "tests/test_calc.py": TEST_V1,
+        },
+    )
+    repo.commit(
+        "Add subtraction to the calculator",
+        {"src/calc/__init__.py": CALC_V2, "tests/test_calc.py": TEST_V2},
+    )
+    return repo
+
+
+def build_from(source: str, output: Path, links: Path, **options):
+    from appliance.packages.build import BuildOptions, build_package
+
+    return build_package(
+        BuildOptions(source=source, output=output, find_links=links, **options),
+        cache_dir=output.parent / ".uv-cache",
+    )
+
+
+def test_src_layout_project_builds_from_its_declarations(tmp_path, links, forge_home):
+    from appliance.packages.validate import validate
+
+    repo = src_project(tmp_path / "calc-src")
+    result = build_from(str(repo.path), tmp_path / "pkg", links, name="calc", version="1")
+    pins = result.manifest.requirements
+    assert "tiny-dep==1.0" in pins and "tiny-backend==1.0" in pins  # the backend ships too
+    assert any(p.startswith("pytest==") for p in pins)  # from the [dependency-groups] test
+    assert "tiny_backend-1.0-py3-none-any.whl" in result.manifest.wheels
+    assert sorted(p.name for p in (result.path / "packages").iterdir()) == sorted(
+        result.manifest.wheels
+    )
+    assert "pyproject.toml [dependency-groups] test" in result.declared
+    assert "pyproject.toml [build-system].requires" in result.declared
+    report = validate(result.path, forge_home)
+    assert report.ok, report.to_dict()
+
+
+def test_commits_the_pins_do_not_satisfy_are_dropped(tmp_path, links):
+    repo = src_project(tmp_path / "calc-src", deps='"tiny-dep<1"')
+    # The newest commit moves to tiny-dep>=1; a middle one declares something those pins
+    # still satisfy (kept), the oldest task asks for tiny-dep<1 (dropped).
+    repo.commit(
+        "Add multiplication to the calculator",
+        {
+            "pyproject.toml": SRC_PYPROJECT.format(deps='"tiny-dep>=0.1"', python=">=3.9"),
+            "src/calc/__init__.py": CALC_V2 + "\n\ndef mul(a, b):\n    return a * b\n",
+            "tests/test_mul.py": TEST_MUL,
+        },
+    )
+    repo.commit(
+        "Add division to the calculator",
+        {
+            "pyproject.toml": SRC_PYPROJECT.format(deps='"tiny-dep>=1"', python=">=3.9"),
+            "src/calc/div.py": "def div(a, b):\n    return a / b\n",
+            "tests/test_div.py": "from calc.div import div\n\n\ndef test_div():\n"
+            "    assert div(6, 3) == 2\n",
+        },
+    )
+    result = build_from(str(repo.path), tmp_path / "pkg", links)
+    assert [c.message.strip() for c in result.manifest.commits] == [
+        "Add multiplication to the calculator",
+        "Add division to the calculator",
+    ]
+    assert result.removed["declares-other-dependencies"] == 1
+    assert "tiny-dep==1.0" in result.manifest.requirements
+
+
+def test_requires_python_that_excludes_the_target_is_refused(tmp_path, links):
+    import platform
+
+    repo = src_project(tmp_path / "calc-src", python=">=3.99")
+    with pytest.raises(PackageBuildError) as caught:
+        build_from(str(repo.path), tmp_path / "pkg", links)
+    assert caught.value.message == (
+        f"refused: the project requires Python >=3.99, which excludes Python "
+        f"{platform.python_version()}"
+    )
+    assert not (tmp_path / "pkg").exists()
+    with pytest.raises(PackageBuildError, match="excludes Python 3.10"):
+        build_from(str(repo.path), tmp_path / "pkg", links, python_version="3.10")
+
+
+def test_a_bare_mirror_is_a_source(calc_repo, wheelhouse, tmp_path):
+    mirror = tmp_path / "calc.git"
+    git(tmp_path, "clone", "-q", "--mirror", str(calc_repo.path), str(mirror))
+    result = build_from(str(mirror), tmp_path / "pkg", wheelhouse, requirements=PYTEST_PINS)
+    assert result.manifest.source.branch == "main"
+    assert [c.message.strip() for c in result.manifest.commits] == [
+        "Add subtraction to the calculator"
+    ]
+
+
+def test_a_detached_head_with_no_branch_is_a_source(calc_repo, wheelhouse, tmp_path):
+    calc_repo.commit(
+        "Add multiplication to the calculator",
+        {
+            "src/calc.py": CALC_V2 + "\n\ndef mul(a, b):\n    return a * b\n",
+            "tests/test_mul.py": TEST_MUL,
+        },
+    )
+    head = git(calc_repo.path, "rev-parse", "HEAD")
+    git(calc_repo.path, "checkout", "-q", "--detach", "HEAD")
+    git(calc_repo.path, "branch", "-q", "-D", "main")  # what a CI checkout or a bundle gives
+    result = build_from(str(calc_repo.path), tmp_path / "pkg", wheelhouse, requirements=PYTEST_PINS)
+    assert result.manifest.source.head == head
+    assert result.manifest.source.branch == "forge-head"
+    assert len(result.manifest.commits) == 2
+
+
+def serve_simple_index(root: Path, wheels: Path):
+    """A PEP 503 simple index of `wheels` on 127.0.0.1, served from a thread."""
+    import functools
+    import html
+    import http.server
+    import threading
+
+    from packaging.utils import canonicalize_name, parse_wheel_filename
+
+    (root / "files").mkdir(parents=True)
+    projects: dict[str, list[str]] = {}
+    for wheel in sorted(wheels.glob("*.whl")):
+        shutil.copy(wheel, root / "files" / wheel.name)
+        projects.setdefault(canonicalize_name(parse_wheel_filename(wheel.name)[0]), []).append(
+            wheel.name
+        )
+    (root / "simple").mkdir()
+    for project, files in projects.items():
+        (root / "simple" / project).mkdir()
+        links = "".join(
+            f'<a href="../../files/{html.escape(f)}">{html.escape(f)}</a>\n' for f in files
+        )
+        (root / "simple" / project / "index.html").write_text(
+            f"<html><body>\n{links}</body></html>\n"
+        )
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(root))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_index_path_resolves_and_downloads_from_a_local_index(tmp_path, links):
+    repo = src_project(tmp_path / "calc-src")
+    server = serve_simple_index(tmp_path / "index", links)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/simple"
+        result = build_from(str(repo.path), tmp_path / "pkg", None, index_url=url)
+    finally:
+        server.shutdown()
+    assert "tiny-dep==1.0" in result.manifest.requirements
+    assert "tiny_backend-1.0-py3-none-any.whl" in result.manifest.wheels
+    assert len(result.manifest.wheels) == len(result.manifest.requirements)
+
+
+def test_cli_build_from_a_file_url_reports_each_filter(calc_repo, wheelhouse, tmp_path, forge_home):
+    from click.testing import CliRunner
+
+    from appliance.cli import cli
+
+    calc_repo.commit("Raise on bad input now", {"src/calc.py": CALC_V2 + "\nX = 1\n"})
+    args = ["package", "build", f"file://{calc_repo.path}", "--find-links", str(wheelhouse)]
+    out = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "a"), "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["kept"] == 1 and data["removed"]["no-test-change"] == 1
+    assert data["removed"]["root"] == 1
+    out = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "b"), "--any-commit"])
+    assert out.exit_code == 0, out.output
+    assert "2 kept as tasks" in out.output and "removed by root" in out.output

@@ -1,0 +1,375 @@
+"""What a commit declares it needs, read from its own files in git, never by running them.
+
+Sources, all read from the commit's tree (blobs through `git cat-file`, no checkout):
+`pyproject.toml` (`[project].dependencies`, the test extra of
+`[project.optional-dependencies]`, the test group of PEP 735 `[dependency-groups]`,
+`[build-system].requires`, `[project].requires-python`), `requirements*.txt` of the test
+and dev kind (with `-r` includes inside the repository) and the `deps` of tox.ini's test
+environment. No `setup.py` runs: a project whose dependencies are only there (or are
+`dynamic`) declares none here, and its `-r` requirements must say them.
+
+These files are untrusted: each is read only if it is a plain blob under MAX_FILE_BYTES,
+includes go at most MAX_INCLUDE_DEPTH deep and MAX_FILES files in all, and a link is never
+followed.
+"""
+
+from __future__ import annotations
+
+import configparser
+import posixpath
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from appliance.errors import PackageBuildError
+from appliance.packages import gitsafe
+
+MAX_FILE_BYTES = 1 << 20
+MAX_FILES = 64
+MAX_INCLUDE_DEPTH = 8
+TEST_NAMES = ("test", "tests", "testing")  # picked first, in this order
+DEV_NAMES = ("dev",)  # picked when no test one exists
+SETUPTOOLS_DEFAULT = ("setuptools>=40.8.0",)  # PEP 517's fallback backend for a setup.py
+_REQ_FILE = re.compile(r"^requirements[-_.]?(?P<kind>[a-z0-9_.-]*)\.txt$", re.IGNORECASE)
+
+
+class DeclarationError(PackageBuildError):
+    """A commit's dependency declarations cannot be read (bad TOML, a group cycle ...)."""
+
+
+@dataclass(frozen=True)
+class Pick:
+    """Which extras and groups count as the test requirements. Empty: picked by name
+    (test/tests/testing, then dev); any given: exactly those, nothing picked by name."""
+
+    extras: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """One commit's declared requirements, normalized and sorted."""
+
+    requirements: tuple[str, ...]  # runtime + test extra/group + requirements files + tox
+    build_requires: tuple[str, ...]  # [build-system].requires
+    requires_python: str | None
+    sources: tuple[str, ...]  # where they came from, for the operator: "pyproject.toml [..]"
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.requirements) | set(self.build_requires)))
+
+
+def normalize(text: str, where: str) -> Requirement:
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as exc:
+        raise DeclarationError(
+            f"{where}: {text[:200]!r} is not a requirement ({exc})",
+            "fix the declaration, or build from commits that declare valid requirements",
+        ) from exc
+    if req.url:
+        raise DeclarationError(
+            f"{where}: {req.name} comes from a URL ({req.url[:200]}); a package takes wheels only",
+            "depend on a released version, or pass the wheel with --find-links",
+        )
+    req.name = canonicalize_name(req.name)
+    return req
+
+
+class _Tree:
+    """The plain files of one commit, read lazily and bounded."""
+
+    def __init__(self, git_dir: Path, sha: str) -> None:
+        self.git_dir, self.sha, self.read = git_dir, sha, 0
+        out = gitsafe.git(["ls-tree", "-z", "-l", "--full-tree", sha], git_dir=git_dir)
+        self.root = self._parse(out)
+
+    @staticmethod
+    def _parse(out: bytes) -> dict[str, tuple[str, str, int]]:
+        entries = {}
+        for item in out.split(b"\0"):
+            if not item:
+                continue
+            meta, _, path = item.partition(b"\t")
+            mode, kind, obj, size = meta.decode().split()
+            entries[path.decode("utf-8", "surrogateescape")] = (
+                mode,
+                obj,
+                int(size) if size != "-" else 0,
+            )
+        return entries
+
+    def names(self) -> list[str]:
+        return sorted(p for p, (mode, _, _) in self.root.items() if mode in ("100644", "100755"))
+
+    def folder(self, path: str) -> list[str]:
+        if self.root.get(path, ("",))[0] != "040000":
+            return []
+        out = gitsafe.git(["ls-tree", "-z", "-l", f"{self.sha}:{path}"], git_dir=self.git_dir)
+        return sorted(
+            f"{path}/{name}"
+            for name, (mode, _, _) in self._parse(out).items()
+            if mode in ("100644", "100755")
+        )
+
+    def text(self, path: str) -> str | None:
+        """The file at `path` (a plain blob), or None when there is none."""
+        if "\0" in path or path.startswith("/") or ".." in path.split("/"):
+            return None
+        out = gitsafe.git(["ls-tree", "-z", "-l", self.sha, "--", path], git_dir=self.git_dir)
+        entry = self._parse(out).get(path)
+        if entry is None or entry[0] not in ("100644", "100755"):
+            return None  # absent, a folder, a link (never followed) or a gitlink
+        if entry[2] > MAX_FILE_BYTES:
+            raise DeclarationError(
+                f"{path} is {entry[2]} bytes; declarations larger than {MAX_FILE_BYTES} are "
+                "not read",
+                "give the requirements with -r instead",
+            )
+        self.read += 1
+        if self.read > MAX_FILES:
+            raise DeclarationError(
+                f"more than {MAX_FILES} declaration files to read", "check the -r includes"
+            )
+        blob = gitsafe.read_blobs(self.git_dir, [entry[1]]).get(entry[1], b"")
+        return blob.decode("utf-8", "replace")
+
+
+def _pick(available: Mapping[str, object], wanted: Sequence[str], what: str) -> list[str]:
+    names = {canonicalize_name(n): n for n in available}
+    if wanted:
+        missing = [w for w in wanted if canonicalize_name(w) not in names]
+        if missing:
+            raise DeclarationError(
+                f"no {what} named {', '.join(missing)} (there are: "
+                f"{', '.join(sorted(names)) or 'none'})",
+                f"name one the project declares, or leave the {what} to be picked by name",
+            )
+        return [names[canonicalize_name(w)] for w in wanted]
+    for choice in (TEST_NAMES, DEV_NAMES):
+        found = [names[n] for n in choice if n in names]
+        if found:
+            return found[:1]
+    return []
+
+
+def _strings(value: object, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DeclarationError(f"{where} is not a list of strings", "fix the declaration")
+    return value
+
+
+def _group(groups: Mapping[str, object], name: str, seen: tuple[str, ...]) -> list[str]:
+    """PEP 735: a group's requirements, with `{include-group = ...}` expanded."""
+    key = canonicalize_name(name)
+    table = {canonicalize_name(k): v for k, v in groups.items()}
+    if key in seen:
+        raise DeclarationError(
+            f"[dependency-groups] includes itself: {' → '.join((*seen, key))}",
+            "break the include-group cycle",
+        )
+    if key not in table:
+        raise DeclarationError(f"[dependency-groups] has no group {name!r}", "fix include-group")
+    items = table[key]
+    if not isinstance(items, list) or len(seen) > MAX_INCLUDE_DEPTH:
+        raise DeclarationError(f"[dependency-groups].{name} is not a list", "fix the group")
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict) and set(item) == {"include-group"}:
+            out += _group(groups, str(item["include-group"]), (*seen, key))
+        else:
+            raise DeclarationError(
+                f"[dependency-groups].{name} holds {str(item)[:100]!r}", "fix the group"
+            )
+    return out
+
+
+def _extras(
+    project: str, extras: Mapping[str, object], wanted: Iterable[str], seen: set[str]
+) -> list[str]:
+    """The requirements of `wanted` extras; `project[other]` inside one expands `other`."""
+    table = {canonicalize_name(k): v for k, v in extras.items()}
+    out = []
+    for name in wanted:
+        key = canonicalize_name(name)
+        if key in seen or key not in table:
+            continue
+        seen.add(key)
+        for text in _strings(table[key], f"[project.optional-dependencies].{name}"):
+            req = normalize(text, "pyproject.toml")
+            if project and req.name == project:
+                out += _extras(project, extras, req.extras, seen)
+            else:
+                out.append(text)
+    return out
+
+
+def _requirements_file(
+    tree: _Tree, path: str, depth: int, project: str, extras: Mapping[str, object]
+) -> list[str]:
+    text = tree.text(path)
+    if text is None:
+        return []
+    out: list[str] = []
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        include = re.match(r"^(?:-r|--requirement)[=\s]*(\S+)$", line)
+        if include:
+            if depth >= MAX_INCLUDE_DEPTH:
+                raise DeclarationError(
+                    f"{path}: -r includes nested more than {MAX_INCLUDE_DEPTH} deep",
+                    "flatten the requirement files",
+                )
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(path), include[1]))
+            out += _requirements_file(tree, target, depth + 1, project, extras)
+            continue
+        if line.startswith(("-e .", "-e.", ".[")) or line in (".", "-e ."):
+            wanted = re.findall(r"\[([^\]]*)\]", line)
+            names = wanted[0].split(",") if wanted else []
+            out += _extras(project, extras, [n.strip() for n in names], set())
+            continue
+        if line.startswith("-"):  # -c, --index-url, --hash ...: options, not requirements
+            continue
+        out.append(line)
+    return out
+
+
+def _requirement_files(tree: _Tree) -> list[str]:
+    """The test (else dev) requirement files: requirements-test.txt, requirements/test.txt ..."""
+    candidates = [p for p in tree.names() if _REQ_FILE.match(p)]
+    candidates += [p for p in tree.folder("requirements") if p.endswith(".txt")]
+
+    def kind(path: str) -> str:
+        name = path.rsplit("/", 1)[-1]
+        if path.startswith("requirements/"):
+            return name.removesuffix(".txt").lower()
+        match = _REQ_FILE.match(name)
+        return match["kind"].lower() if match else ""
+
+    for choice in (TEST_NAMES, DEV_NAMES):
+        found = [p for p in candidates if kind(p) in choice]
+        if found:
+            return found
+    return []
+
+
+def _tox_deps(text: str) -> list[str]:
+    """The deps of tox.ini's [testenv] (plain lines; factor-conditional ones are skipped)."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(text)
+    except configparser.Error as exc:
+        raise DeclarationError(f"tox.ini does not parse: {exc}", "fix tox.ini") from exc
+    if not parser.has_option("testenv", "deps"):
+        return []
+    out = []
+    for raw in parser.get("testenv", "deps").splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#") or "{[" in line or re.match(r"^[\w,.!-]+:\s", line):
+            continue
+        out.append(line)
+    return out
+
+
+def read_declaration(git_dir: Path, sha: str, pick: Pick | None = None) -> Declaration:
+    """What commit `sha` of the repository at `git_dir` declares (see the module's docstring)."""
+    pick = pick or Pick()
+    tree = _Tree(git_dir, sha)
+    sources: list[str] = []
+    texts: list[tuple[str, str]] = []  # (requirement, where)
+    build_requires: list[str] = []
+    requires_python = None
+    project_name, extras = "", {}
+
+    pyproject_text = tree.text("pyproject.toml")
+    pyproject: dict = {}
+    if pyproject_text is not None:
+        try:
+            pyproject = tomllib.loads(pyproject_text)
+        except tomllib.TOMLDecodeError as exc:
+            raise DeclarationError(
+                f"pyproject.toml does not parse: {exc}", "fix pyproject.toml"
+            ) from exc
+    project = pyproject.get("project", {})
+    if not isinstance(project, dict):
+        raise DeclarationError("[project] is not a table", "fix pyproject.toml")
+    if isinstance(project.get("name"), str):
+        project_name = canonicalize_name(project["name"])
+    if "requires-python" in project:
+        requires_python = str(project["requires-python"])
+    if "dependencies" in project:
+        where = "pyproject.toml [project].dependencies"
+        texts += [(t, where) for t in _strings(project["dependencies"], where)]
+        sources.append(where)
+    extras = project.get("optional-dependencies", {})
+    if not isinstance(extras, dict):
+        raise DeclarationError("[project.optional-dependencies] is not a table", "fix it")
+    if extras and (pick.extras or not pick.groups):
+        chosen = _pick(extras, pick.extras, "extra")
+        if chosen:
+            where = f"pyproject.toml [project.optional-dependencies] {', '.join(chosen)}"
+            texts += [(t, where) for t in _extras(project_name, extras, chosen, set())]
+            sources.append(where)
+    elif pick.extras:
+        _pick({}, pick.extras, "extra")
+    groups = pyproject.get("dependency-groups", {})
+    if not isinstance(groups, dict):
+        raise DeclarationError("[dependency-groups] is not a table", "fix pyproject.toml")
+    if groups and (pick.groups or not pick.extras):
+        chosen = _pick(groups, pick.groups, "group")
+        for name in chosen:
+            where = f"pyproject.toml [dependency-groups] {name}"
+            texts += [(t, where) for t in _group(groups, name, ())]
+            sources.append(where)
+    elif pick.groups:
+        _pick({}, pick.groups, "group")
+
+    if not pick.extras and not pick.groups:
+        for path in _requirement_files(tree):
+            texts += [(t, path) for t in _requirements_file(tree, path, 0, project_name, extras)]
+            sources.append(path)
+        tox = tree.text("tox.ini")
+        if tox is not None:
+            for line in _tox_deps(tox):
+                include = re.match(r"^-r\s*(?:\{toxinidir\}/)?(\S+)$", line)
+                if include:
+                    found = _requirements_file(tree, include[1], 1, project_name, extras)
+                    texts += [(t, "tox.ini") for t in found]
+                elif line.startswith(".["):
+                    names = line[2:].rstrip("]").split(",")
+                    texts += [(t, "tox.ini") for t in _extras(project_name, extras, names, set())]
+                elif not line.startswith("-"):
+                    texts.append((line, "tox.ini"))
+            sources.append("tox.ini [testenv] deps")
+
+    build_system = pyproject.get("build-system")
+    if isinstance(build_system, dict) and "requires" in build_system:
+        where = "pyproject.toml [build-system].requires"
+        build_requires = _strings(build_system["requires"], where)
+        sources.append(where)
+    elif tree.root.get("setup.py", ("",))[0] in ("100644", "100755"):
+        build_requires = list(SETUPTOOLS_DEFAULT)
+        sources.append("setup.py (setuptools, PEP 517's default)")
+
+    requirements = {
+        str(req)
+        for text, where in texts
+        if (req := normalize(text, where)).name != project_name or not project_name
+    }
+    built = {str(normalize(t, "pyproject.toml [build-system].requires")) for t in build_requires}
+    return Declaration(
+        requirements=tuple(sorted(requirements)),
+        build_requires=tuple(sorted(built)),
+        requires_python=requires_python,
+        sources=tuple(sources),
+    )

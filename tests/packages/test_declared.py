@@ -1,0 +1,148 @@
+"""Dependency declarations read from a commit's own files in git, never by running them."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.packages.declared import (
+    MAX_FILE_BYTES,
+    DeclarationError,
+    Pick,
+    read_declaration,
+)
+from tests.conftest import RepoBuilder
+
+PYPROJECT = """\
+[build-system]
+requires = ["hatchling>=1.20", "hatch-vcs"]
+build-backend = "hatchling.build"
+
+[project]
+name = "Shop_Cart"
+requires-python = ">=3.9"
+dependencies = ["attrs>=23", "Typing_Extensions; python_version < '3.11'"]
+
+[project.optional-dependencies]
+docs = ["sphinx"]
+dev = ["shop-cart[test]", "ruff"]
+testing = ["pytest-mock>=3", "shop-cart[speed]"]
+speed = ["ujson"]
+"""
+
+
+def declared(files: dict[str, str], pick: Pick | None = None, tmp_path=None, symlinks=()):
+    repo = RepoBuilder(tmp_path / "src")
+    for link, target in symlinks:
+        (repo.path / link).parent.mkdir(parents=True, exist_ok=True)
+        (repo.path / link).symlink_to(target)
+    sha = repo.commit("Start the project", files)
+    return read_declaration(repo.path / ".git", sha, pick or Pick())
+
+
+def test_pyproject_dependencies_test_extra_and_build_system(tmp_path):
+    got = declared({"pyproject.toml": PYPROJECT}, tmp_path=tmp_path)
+    # "testing" is picked before "dev"; its self-reference expands the "speed" extra.
+    assert got.requirements == (
+        "attrs>=23",
+        "pytest-mock>=3",
+        'typing-extensions; python_version < "3.11"',
+        "ujson",
+    )
+    assert got.build_requires == ("hatch-vcs", "hatchling>=1.20")
+    assert got.requires_python == ">=3.9"
+    assert "pyproject.toml [project.optional-dependencies] testing" in got.sources
+
+
+def test_dev_extra_when_no_test_one_and_extra_override(tmp_path):
+    text = PYPROJECT.replace("testing =", "bench =")
+    got = declared({"pyproject.toml": text}, tmp_path=tmp_path)
+    # dev's shop-cart[test] names no extra there is: only ruff is added.
+    assert got.requirements == ("attrs>=23", "ruff", 'typing-extensions; python_version < "3.11"')
+    got = declared({"pyproject.toml": text}, Pick(extras=("docs",)), tmp_path=tmp_path / "b")
+    assert got.requirements == ("attrs>=23", "sphinx", 'typing-extensions; python_version < "3.11"')
+
+
+def test_unknown_extra_is_refused_by_name(tmp_path):
+    with pytest.raises(DeclarationError, match="no extra named lint .*there are: dev, docs"):
+        declared({"pyproject.toml": PYPROJECT}, Pick(extras=("lint",)), tmp_path=tmp_path)
+
+
+GROUPS = """\
+[project]
+name = "calc"
+dependencies = []
+
+[dependency-groups]
+lint = ["ruff"]
+Test = ["pytest>=8", {include-group = "coverage"}]
+coverage = ["coverage[toml]>=7"]
+"""
+
+
+def test_dependency_groups_with_include_group(tmp_path):
+    got = declared({"pyproject.toml": GROUPS}, tmp_path=tmp_path)
+    assert got.requirements == ("coverage[toml]>=7", "pytest>=8")
+    assert got.build_requires == ()
+    got = declared({"pyproject.toml": GROUPS}, Pick(groups=("lint",)), tmp_path=tmp_path / "b")
+    assert got.requirements == ("ruff",)
+
+
+def test_dependency_group_cycle_is_refused(tmp_path):
+    text = GROUPS.replace(
+        'coverage = ["coverage[toml]>=7"]', 'coverage = [{include-group = "test"}]'
+    )
+    with pytest.raises(DeclarationError, match="includes itself: test → coverage → test"):
+        declared({"pyproject.toml": text}, tmp_path=tmp_path)
+
+
+def test_requirement_files_with_includes_and_tox(tmp_path):
+    got = declared(
+        {
+            "setup.py": "raise SystemExit('never run')\n",
+            "requirements.txt": "flask\n",
+            "requirements-test.txt": "-r requirements/base.txt\npytest-cov  # coverage\n-e .\n",
+            "requirements/base.txt": "# shared\nrequests>=2 ; python_version >= '3'\n"
+            "--index-url https://example.invalid/simple\n-r ../../../../etc/passwd\n",
+            "requirements-dev.txt": "black\n",
+            "tox.ini": "[tox]\nenvlist = py3\n\n[testenv]\ndeps =\n    hypothesis\n"
+            "    py38: mock\n    -r{toxinidir}/requirements-test.txt\n"
+            "commands = pytest\n",
+        },
+        tmp_path=tmp_path,
+    )
+    # requirements-test.txt is picked (not -dev, not the runtime requirements.txt); a
+    # path out of the repository names nothing; a factor-conditional tox line is skipped.
+    assert got.requirements == ("hypothesis", "pytest-cov", 'requests>=2; python_version >= "3"')
+    assert got.build_requires == ("setuptools>=40.8.0",)  # PEP 517's default for setup.py
+    assert "tox.ini [testenv] deps" in got.sources
+
+
+def test_a_link_is_never_followed_and_big_files_are_not_read(tmp_path):
+    outside = tmp_path / "secret.toml"
+    outside.write_text('[project]\ndependencies = ["leaked"]\n')
+    got = declared(
+        {"src/calc.py": "x = 1\n"}, tmp_path=tmp_path, symlinks=[("pyproject.toml", str(outside))]
+    )
+    assert got.requirements == () and got.sources == ()
+    big = "[project]\ndependencies = []\n" + "#" * MAX_FILE_BYTES
+    with pytest.raises(DeclarationError, match="not read"):
+        declared({"pyproject.toml": big}, tmp_path=tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[project\n", "does not parse"),
+        ('[project]\ndependencies = "pytest"\n', "not a list of strings"),
+        ('[project]\ndependencies = ["pkg @ https://example.invalid/p.whl"]\n', "from a URL"),
+        ('[project]\ndependencies = ["not a requirement!"]\n', "is not a requirement"),
+    ],
+)
+def test_bad_declarations_are_refused(tmp_path, text, message):
+    with pytest.raises(DeclarationError, match=message):
+        declared({"pyproject.toml": text}, tmp_path=tmp_path)
+
+
+def test_a_project_without_declarations_declares_nothing(tmp_path):
+    got = declared({"src/calc.py": "x = 1\n"}, tmp_path=tmp_path)
+    assert got.requirements == got.build_requires == () and got.requires_python is None
