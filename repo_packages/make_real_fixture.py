@@ -8,11 +8,12 @@ writes, into the output folder:
 - `tomli.bundle`: the whole history of hukkin/tomli's `master` branch at HEAD below, as a
   git bundle with no prerequisites (`git clone tomli.bundle` works anywhere);
 - `LICENSE`: the project's own license file at that commit (MIT);
-- `fixture.json`: where it came from (url, branch, head) and the extra test requirements
-  beyond pytest, pinned;
-- `wheels/`, only when there are extra requirements: their wheels. tomli needs none: its
-  suite is unittest, run by pytest, whose wheels the tests take from the demo's
-  repo_packages/.demo-wheels (the same pins).
+- `fixture.json`: where it came from (url, branch, head) and the wheels it needs beyond
+  pytest, pinned;
+- `wheels/`: those wheels. tomli's suite is unittest, run by pytest, whose wheels the tests
+  take from the demo's repo_packages/.demo-wheels (the same pins); it needs nothing else
+  to run. Its build backend, flit-core, is here for a build that reads the project's
+  `[build-system]` (every commit since 2021-12 asks for flit_core>=3.2,<4; HEAD >=3.12).
 
 Nothing is rewritten: the bundle holds the upstream commits byte for byte, so the shas
 in the tests are upstream's. Re-running with the same HEAD gives the same commits.
@@ -36,8 +37,9 @@ URL = "https://github.com/hukkin/tomli.git"
 BRANCH = "master"
 HEAD = "920e20b1cf495b63f6d4a6aa3cd5e4ff25f5f5a7"  # 2026-01-12, after tomli 2.4.0
 LICENSE = "MIT"
-# What the suite needs beyond pytest (the tests add pytest's own pins): nothing.
-EXTRA_REQUIREMENTS: list[str] = []
+# Wheels beyond pytest's (the tests add the demo's pytest pins): the build backend only.
+TEST_REQUIREMENTS: list[str] = []
+BUILD_REQUIREMENTS = ["flit-core==3.12.0"]
 
 
 def _git(*args: str, cwd: Path | None = None) -> str:
@@ -68,21 +70,22 @@ def make_fixture(source: str, output: Path) -> dict:
         )  # fmt: skip
         _git("bundle", "verify", "--quiet", str(staging / "tomli.bundle"), cwd=mirror)
         (staging / "LICENSE").write_text(_git("show", f"{HEAD}:LICENSE", cwd=mirror) + "\n")
-        if EXTRA_REQUIREMENTS:  # an empty folder would not survive git: none then
-            wheels = staging / "wheels"
-            wheels.mkdir()
-            subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                 "--only-binary=:all:", "--dest", str(wheels), *EXTRA_REQUIREMENTS],
-                check=True,
-            )  # fmt: skip
+        wheels = staging / "wheels"
+        wheels.mkdir()
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+             "--only-binary=:all:", "--dest", str(wheels),
+             *TEST_REQUIREMENTS, *BUILD_REQUIREMENTS],
+            check=True,
+        )  # fmt: skip
         info = {
             "url": URL,
             "branch": BRANCH,
             "head": HEAD,
             "license": LICENSE,
             "commits": int(_git("rev-list", "--count", HEAD, cwd=mirror)),
-            "extra_requirements": EXTRA_REQUIREMENTS,
+            "test_requirements": TEST_REQUIREMENTS,
+            "build_requirements": BUILD_REQUIREMENTS,
         }
         (staging / "fixture.json").write_text(json.dumps(info, indent=2) + "\n")
         if output.exists():

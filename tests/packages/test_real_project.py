@@ -12,14 +12,19 @@ under a minute; the expectations below are what those upstream commits imply.
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
 import pytest
 
+from appliance.config import Config
+from appliance.harness.grading import GoldResult, grade_patch
 from appliance.harness.results import grade_commits
-from appliance.harness.spec import commit_specs
-from appliance.packages.build import BuildOptions, build_package
+from appliance.harness.spec import CommitSpec, commit_specs, is_test_path
+from appliance.packages import gitsafe, ingest
+from appliance.packages.build import BuildOptions, BuildResult, build_package
 from appliance.packages.manifest import Manifest
 from tests.conftest import PYTEST_PINS, ROOT, git
 from tests.harness.conftest import make_home
@@ -59,18 +64,34 @@ def expected_for(sha: str) -> dict:
     return next(v for k, v in EXPECTED.items() if sha.startswith(k))
 
 
+@dataclass(frozen=True)
+class Graded:
+    config: Config
+    built: BuildResult
+    manifest: Manifest
+    ingested: ingest.IngestResult
+    specs: dict[str, CommitSpec]
+    golds: dict[str, GoldResult]
+    times: dict[str, float]
+
+
 @pytest.fixture(scope="module")
 def tomli(tmp_path_factory, wheelhouse):
-    """Build, ingest and gold-grade the package once: (manifest, build, ingest, golds, times)."""
+    """Build, ingest and gold-grade the package once, in a FORGE_HOME of its own."""
     tmp = tmp_path_factory.mktemp("real-tomli")
     times: dict[str, float] = {}
     started = time.monotonic()
     work = tmp / "tomli"
     git(tmp, "clone", "--quiet", "--branch", INFO["branch"], str(FIXTURE / "tomli.bundle"), "tomli")
     assert git(work, "rev-parse", "HEAD") == INFO["head"]
+    # --find-links takes one folder: the demo's pytest pins and the fixture's own wheels.
+    wheels = tmp / "wheels"
+    wheels.mkdir()
+    for wheel in [*wheelhouse.glob("*.whl"), *(FIXTURE / "wheels").glob("*.whl")]:
+        shutil.copy2(wheel, wheels)
+    times["clone"] = time.monotonic() - started
     with pytest.MonkeyPatch.context() as monkeypatch:
         config, db = make_home(tmp / "home", monkeypatch, "[harness]\ngold_runs = 2\n")
-        times["clone"] = time.monotonic() - started
 
         started = time.monotonic()
         built = build_package(
@@ -80,9 +101,10 @@ def tomli(tmp_path_factory, wheelhouse):
                 name="tomli",
                 license=INFO["license"],
                 # Today's build does not read the project's declarations: the requirements
-                # are given (`-r`), and the wheels come from the demo's pytest pins.
+                # are given (`-r`); the flag can go once build reads [build-system] and the
+                # test extras itself (the fixture's wheels already hold tomli's flit-core).
                 requirements=PYTEST_PINS,
-                find_links=wheelhouse,
+                find_links=wheels,
                 # The validation dry run does not put src/ on the path (the harness does):
                 # pytest's own `pythonpath` setting does it for both, for a src layout.
                 test_command=("pytest", "-q", "-o", "pythonpath=src"),
@@ -94,20 +116,21 @@ def tomli(tmp_path_factory, wheelhouse):
         )
         times["build"] = time.monotonic() - started
 
-        from appliance.packages import ingest
-
         started = time.monotonic()
-        ingested = ingest.ingest_one(config, db, built.path, keep=True)
+        ingested = ingest.ingest_one(config, db, built.path, keep=True)  # validates first
         times["ingest"] = time.monotonic() - started
 
         started = time.monotonic()
-        golds = {}
+        specs, golds = {}, {}
         if ingested.outcome == "accepted":
-            specs = commit_specs(config, db, "tomli")
-            golds = {spec.sha: result for spec, result, _ in grade_commits(config, db, specs)}
+            specs = {spec.sha: spec for spec in commit_specs(config, db, "tomli")}
+            golds = {
+                spec.sha: result
+                for spec, result, _ in grade_commits(config, db, list(specs.values()))
+            }
         times["grade"] = time.monotonic() - started
         manifest = Manifest.model_validate_json((built.path / "manifest.json").read_text())
-        yield manifest, built, ingested, golds, times
+        yield Graded(config, built, manifest, ingested, specs, golds, times)
 
 
 def test_the_fixture_is_small_whole_and_licensed():
@@ -115,31 +138,31 @@ def test_the_fixture_is_small_whole_and_licensed():
     assert size < 1_000_000
     assert "MIT License" in (FIXTURE / "LICENSE").read_text()
     assert INFO["commits"] == 325
+    assert [p.name for p in (FIXTURE / "wheels").iterdir()] == ["flit_core-3.12.0-py3-none-any.whl"]
 
 
 def test_build_keeps_the_newest_commits_that_make_tasks(tomli):
-    manifest, built, *_ = tomli
-    kept = [c.sha for c in manifest.commits]
-    assert built.scanned == len(kept) + sum(built.removed.values())  # each counted once
+    kept = [c.sha for c in tomli.manifest.commits]
+    assert tomli.built.scanned == len(kept) + sum(tomli.built.removed.values())  # each once
     assert kept, "no commit kept"
     assert len(kept) <= MAX_COMMITS
     assert all(any(sha.startswith(k) for k in EXPECTED) for sha in kept), kept
     # Whatever the filters, the two commits that change code and its tests are kept.
     assert {k for k, v in EXPECTED.items() if v["code+tests"]} <= {sha[:8] for sha in kept}
-    assert manifest.source.head == INFO["head"]
-    assert sorted(manifest.requirements) == sorted(PYTEST_PINS)
+    assert tomli.manifest.source.head == INFO["head"]
+    assert {f"{name}-{version}" for name, version in (p.split("==") for p in PYTEST_PINS)} <= {
+        "-".join(wheel.split("-")[:2]) for wheel in tomli.manifest.wheels
+    }
 
 
 def test_the_package_validates_and_is_ingested(tomli):
-    _, _, ingested, _, _ = tomli
-    assert ingested.outcome == "accepted", ingested.to_dict()
+    assert tomli.ingested.outcome == "accepted", tomli.ingested.to_dict()
 
 
 def test_gold_grading_finds_the_tasks_the_history_implies(tomli):
-    manifest, _, ingested, golds, times = tomli
-    assert ingested.outcome == "accepted", ingested.to_dict()
-    assert set(golds) == {c.sha for c in manifest.commits}
-    for sha, result in golds.items():
+    assert tomli.ingested.outcome == "accepted", tomli.ingested.to_dict()
+    assert set(tomli.golds) == {c.sha for c in tomli.manifest.commits}
+    for sha, result in tomli.golds.items():
         want = expected_for(sha)
         assert result.status == "ok", (sha, result.reason)
         assert result.usable == want["usable"], (sha, result.reason)
@@ -149,7 +172,20 @@ def test_gold_grading_finds_the_tasks_the_history_implies(tomli):
             assert result.flaky == ()
         else:
             assert result.reason == want["reason"], sha
-    usable = [sha for sha, r in golds.items() if r.usable]
+    usable = [sha for sha, r in tomli.golds.items() if r.usable]
     assert len(usable) >= 1
-    print(f"\ntomli: kept {len(golds)}, usable {len(usable)}; " + ", ".join(
-        f"{k} {v:.1f} s" for k, v in times.items()))  # fmt: skip
+    print(f"\ntomli: kept {len(tomli.golds)}, usable {len(usable)}; " + ", ".join(
+        f"{k} {v:.1f} s" for k, v in tomli.times.items()))  # fmt: skip
+
+
+def test_the_commits_own_change_resolves_the_real_task(tomli):
+    sha, gold = next((sha, r) for sha, r in tomli.golds.items() if r.usable)
+    spec = tomli.specs[sha]
+    names = gitsafe.git(["diff", "--name-only", spec.parent, sha], git_dir=spec.repo).decode()
+    source = [p for p in names.split() if not is_test_path(p)]
+    diff = gitsafe.git(["diff", spec.parent, sha, "--", *source], git_dir=spec.repo).decode()
+    verdict = grade_patch(tomli.config, spec, gold, "diff", diff)
+    assert verdict.verdict == "resolved", verdict.reason
+    assert set(verdict.fail_to_pass) == set(gold.fail_to_pass)
+    # And leaving the code as it was fails the task.
+    assert grade_patch(tomli.config, spec, gold, "search_replace", []).verdict == "failed"
