@@ -153,7 +153,9 @@ def _pip_platforms(uv_platform: str) -> list[str]:
             "give ARCH-manylinux_X_Y (e.g. x86_64-manylinux_2_28), or leave it to this box's",
         )
     arch, major, minor = match["arch"], int(match["major"]), int(match["minor"])
-    return [f"manylinux_{major}_{m}_{arch}" for m in range(minor, 4, -1)] + ["any"]
+    tags = [f"manylinux_{major}_{m}_{arch}" for m in range(minor, 4, -1)]
+    legacy = {"manylinux2014": 17, "manylinux2010": 12, "manylinux1": 5}  # PEP 599's aliases
+    return [*tags, *(f"{tag}_{arch}" for tag, at in legacy.items() if minor >= at), "any"]
 
 
 def download_wheels(
@@ -257,6 +259,9 @@ def build_package(
         raise PackageBuildError(
             f"{output} exists and is not empty", "choose a new output folder or remove the old one"
         )
+    if opts.platform:
+        _pip_platforms(opts.platform)  # refused now, not after mining and resolving
+    xy, full = target_python(opts)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{output.name}-build-", dir=output.parent) as tmp:
         work = Path(tmp)
@@ -301,7 +306,6 @@ def build_package(
         branch = _bare_copy(git_dir, package / "repo")
 
         progress(f"reading the declarations of {len(kept)} commits")
-        xy, full = target_python(opts)
         declarations = _by_declarations(
             kept, package / "repo", Pick(tuple(opts.extras), tuple(opts.groups)), full, removed
         )

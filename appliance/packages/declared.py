@@ -159,14 +159,25 @@ def _pick(available: Mapping[str, object], wanted: Sequence[str], what: str) -> 
     return []
 
 
+def _table(table: Mapping[str, object], *keys: str) -> Mapping[str, object]:
+    """table[k1][k2]...; an empty table where a key is missing or not a table."""
+    for key in keys:
+        value = table.get(key, {})
+        table = value if isinstance(value, dict) else {}
+    return table
+
+
 def _strings(value: object, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise DeclarationError(f"{where} is not a list of strings", "fix the declaration")
     return value
 
 
-def _group(groups: Mapping[str, object], name: str, seen: tuple[str, ...]) -> list[str]:
-    """PEP 735: a group's requirements, with `{include-group = ...}` expanded."""
+def _group(
+    groups: Mapping[str, object], name: str, seen: tuple[str, ...], done: dict[str, list[str]]
+) -> list[str]:
+    """PEP 735: a group's requirements, with `{include-group = ...}` expanded (each group
+    once, its requirements without repeats: a diamond of includes stays small)."""
     key = canonicalize_name(name)
     table = {canonicalize_name(k): v for k, v in groups.items()}
     if key in seen:
@@ -174,22 +185,27 @@ def _group(groups: Mapping[str, object], name: str, seen: tuple[str, ...]) -> li
             f"[dependency-groups] includes itself: {' → '.join((*seen, key))}",
             "break the include-group cycle",
         )
+    if key in done:
+        return done[key]
     if key not in table:
         raise DeclarationError(f"[dependency-groups] has no group {name!r}", "fix include-group")
     items = table[key]
-    if not isinstance(items, list) or len(seen) > MAX_INCLUDE_DEPTH:
+    if not isinstance(items, list):
         raise DeclarationError(f"[dependency-groups].{name} is not a list", "fix the group")
-    out = []
+    out: dict[str, None] = {}
     for item in items:
         if isinstance(item, str):
-            out.append(item)
+            out[item] = None
         elif isinstance(item, dict) and set(item) == {"include-group"}:
-            out += _group(groups, str(item["include-group"]), (*seen, key))
+            out.update(
+                dict.fromkeys(_group(groups, str(item["include-group"]), (*seen, key), done))
+            )
         else:
             raise DeclarationError(
                 f"[dependency-groups].{name} holds {str(item)[:100]!r}", "fix the group"
             )
-    return out
+    done[key] = list(out)
+    return done[key]
 
 
 def _extras(
@@ -238,9 +254,9 @@ def _requirements_file(
             names = wanted[0].split(",") if wanted else []
             out += _extras(project, extras, [n.strip() for n in names], set())
             continue
-        if line.startswith("-"):  # -c, --index-url, --hash ...: options, not requirements
+        if line.startswith("-"):  # -c, --index-url ...: options, not requirements
             continue
-        out.append(line)
+        out.append(re.split(r"\s+--?[a-z]", line, maxsplit=1)[0])  # no trailing --hash=...
     return out
 
 
@@ -311,6 +327,17 @@ def read_declaration(git_dir: Path, sha: str, pick: Pick | None = None) -> Decla
         where = "pyproject.toml [project].dependencies"
         texts += [(t, where) for t in _strings(project["dependencies"], where)]
         sources.append(where)
+    elif "dependencies" in project.get("dynamic", []):  # setuptools may read them from files
+        files = _table(pyproject, "tool", "setuptools", "dynamic", "dependencies").get("file", [])
+        for path in [files] if isinstance(files, str) else _strings(files, "dynamic files"):
+            where = f"{path} ([tool.setuptools.dynamic] dependencies)"
+            texts += [(t, where) for t in _requirements_file(tree, path, 0, project_name, {})]
+            sources.append(where)
+    elif tree.root.get("requirements.txt", ("",))[0] in ("100644", "100755"):
+        # No [project].dependencies: the runtime requirements are most likely here.
+        texts += [(t, "requirements.txt") for t in
+                  _requirements_file(tree, "requirements.txt", 0, project_name, {})]  # fmt: skip
+        sources.append("requirements.txt")
     extras = project.get("optional-dependencies", {})
     if not isinstance(extras, dict):
         raise DeclarationError("[project.optional-dependencies] is not a table", "fix it")
@@ -329,7 +356,7 @@ def read_declaration(git_dir: Path, sha: str, pick: Pick | None = None) -> Decla
         chosen = _pick(groups, pick.groups, "group")
         for name in chosen:
             where = f"pyproject.toml [dependency-groups] {name}"
-            texts += [(t, where) for t in _group(groups, name, ())]
+            texts += [(t, where) for t in _group(groups, name, (), {})]
             sources.append(where)
     elif pick.groups:
         _pick({}, pick.groups, "group")

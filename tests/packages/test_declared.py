@@ -102,6 +102,7 @@ def test_requirement_files_with_includes_and_tox(tmp_path):
             "requirements.txt": "flask\n",
             "requirements-test.txt": "-r requirements/base.txt\npytest-cov  # coverage\n-e .\n",
             "requirements/base.txt": "# shared\nrequests>=2 ; python_version >= '3'\n"
+            "pytest-cov==5.0 --hash=sha256:00ff \\\n"
             "--index-url https://example.invalid/simple\n-r ../../../../etc/passwd\n",
             "requirements-dev.txt": "black\n",
             "tox.ini": "[tox]\nenvlist = py3\n\n[testenv]\ndeps =\n    hypothesis\n"
@@ -110,9 +111,16 @@ def test_requirement_files_with_includes_and_tox(tmp_path):
         },
         tmp_path=tmp_path,
     )
-    # requirements-test.txt is picked (not -dev, not the runtime requirements.txt); a
-    # path out of the repository names nothing; a factor-conditional tox line is skipped.
-    assert got.requirements == ("hypothesis", "pytest-cov", 'requests>=2; python_version >= "3"')
+    # requirements-test.txt is picked (not -dev), and requirements.txt as no [project] says
+    # the runtime ones; a path out of the repository names nothing; a factor-conditional
+    # tox line is skipped.
+    assert got.requirements == (
+        "flask",
+        "hypothesis",
+        "pytest-cov",
+        "pytest-cov==5.0",
+        'requests>=2; python_version >= "3"',
+    )
     assert got.build_requires == ("setuptools>=40.8.0",)  # PEP 517's default for setup.py
     assert "tox.ini [testenv] deps" in got.sources
 
@@ -146,3 +154,33 @@ def test_bad_declarations_are_refused(tmp_path, text, message):
 def test_a_project_without_declarations_declares_nothing(tmp_path):
     got = declared({"src/calc.py": "x = 1\n"}, tmp_path=tmp_path)
     assert got.requirements == got.build_requires == () and got.requires_python is None
+
+
+def test_setuptools_dynamic_dependencies_from_a_file(tmp_path):
+    got = declared(
+        {
+            "pyproject.toml": '[project]\nname = "calc"\ndynamic = ["dependencies"]\n\n'
+            '[tool.setuptools.dynamic]\ndependencies = {file = ["reqs/run.txt"]}\n',
+            "reqs/run.txt": "attrs\n",
+            "requirements.txt": "not-this-one\n",
+        },
+        tmp_path=tmp_path,
+    )
+    assert got.requirements == ("attrs",)
+
+
+def test_odd_tables_do_not_crash(tmp_path):
+    got = declared(
+        {"pyproject.toml": 'tool = 1\n[project]\nname = "x"\ndynamic = ["dependencies"]\n'},
+        tmp_path=tmp_path,
+    )
+    assert got.requirements == ()
+
+
+def test_a_diamond_of_group_includes_stays_small(tmp_path):
+    lines = ["[dependency-groups]", 'test = ["pytest"' + ', {include-group = "a"}' * 50 + "]"]
+    for name, child in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f'{name} = ["{name}-pkg"' + f', {{include-group = "{child}"}}' * 50 + "]")
+    lines.append('i = ["i-pkg"]')
+    got = declared({"pyproject.toml": "\n".join(lines) + "\n"}, tmp_path=tmp_path)
+    assert len(got.requirements) == 10
