@@ -107,14 +107,20 @@ def _default_name(source: str) -> str:
 
 
 def _git_dir(source: str) -> Path:
-    """The git directory of a work tree or a bare repository, or PackageBuildError."""
+    """The git directory of a work tree or a bare repository, or PackageBuildError (also
+    for a plain folder inside some other repository: that one is not what was named)."""
+    path = Path(source).resolve()
     try:
-        out = gitsafe.git(["rev-parse", "--absolute-git-dir"], cwd=Path(source))
-    except gitsafe.GitError as exc:
+        out = gitsafe.git(["rev-parse", "--absolute-git-dir"], cwd=path)
+    except gitsafe.GitError:
+        out = b""
+    git_dir = Path(out.decode().strip()) if out else None
+    if git_dir is None or (git_dir.resolve() != path and not (path / ".git").exists()):
         raise PackageBuildError(
-            f"{source} is not a git repository", "give the path of a git checkout or a git URL"
-        ) from exc
-    return Path(out.decode().strip())
+            f"{source} is not a git repository",
+            "give the path of a git checkout, a bare repository or a git URL",
+        )
+    return git_dir
 
 
 def _bare_copy(source: Path, dest: Path) -> str:

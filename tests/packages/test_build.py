@@ -349,3 +349,10 @@ def test_cli_build_from_a_file_url_reports_each_filter(calc_repo, wheelhouse, tm
     out = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "b"), "--any-commit"])
     assert out.exit_code == 0, out.output
     assert "2 kept as tasks" in out.output and "removed by root" in out.output
+
+
+def test_a_plain_folder_inside_a_repository_is_not_that_repository(calc_repo, wheelhouse, tmp_path):
+    plain = calc_repo.path / "notes"
+    plain.mkdir()
+    with pytest.raises(PackageBuildError, match="notes is not a git repository"):
+        build_from(str(plain), tmp_path / "pkg", wheelhouse, requirements=PYTEST_PINS)
