@@ -414,9 +414,10 @@ def _by_declarations(
     removed.update({"unreadable-declarations": 0, "excludes-python": 0})
     usable: dict[str, Declaration] = {}
     refusal, error = None, None
+    blobs: dict[str, str] = {}
     for commit in kept:
         try:
-            declaration = read_declaration(git_dir, commit.sha, pick)
+            declaration = read_declaration(git_dir, commit.sha, pick, blobs)
         except DeclarationError as exc:
             error = DeclarationError(f"commit {commit.sha[:12]}: {exc.message}", exc.hint)
             removed["unreadable-declarations"] += 1

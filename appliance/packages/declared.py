@@ -32,6 +32,7 @@ from appliance.packages import gitsafe
 MAX_FILE_BYTES = 1 << 20
 MAX_FILES = 64
 MAX_INCLUDE_DEPTH = 8
+MAX_CACHED_BLOBS = 256  # texts kept across the commits of one build (each ≤ MAX_FILE_BYTES)
 TEST_NAMES = ("test", "tests", "testing")  # picked first, in this order
 DEV_NAMES = ("dev",)  # picked when no test one exists
 SETUPTOOLS_DEFAULT = ("setuptools>=40.8.0",)  # PEP 517's fallback backend for a setup.py
@@ -85,8 +86,8 @@ def normalize(text: str, where: str) -> Requirement:
 class _Tree:
     """The plain files of one commit, read lazily and bounded."""
 
-    def __init__(self, git_dir: Path, sha: str) -> None:
-        self.git_dir, self.sha, self.read = git_dir, sha, 0
+    def __init__(self, git_dir: Path, sha: str, blobs: dict[str, str]) -> None:
+        self.git_dir, self.sha, self.read, self.blobs = git_dir, sha, 0, blobs
         out = gitsafe.git(["ls-tree", "-z", "-l", "--full-tree", sha], git_dir=git_dir)
         self.root = self._parse(out)
 
@@ -122,8 +123,11 @@ class _Tree:
         """The file at `path` (a plain blob), or None when there is none."""
         if "\0" in path or path.startswith("/") or ".." in path.split("/"):
             return None
-        out = gitsafe.git(["ls-tree", "-z", "-l", self.sha, "--", path], git_dir=self.git_dir)
-        entry = self._parse(out).get(path)
+        if "/" in path:
+            out = gitsafe.git(["ls-tree", "-z", "-l", self.sha, "--", path], git_dir=self.git_dir)
+            entry = self._parse(out).get(path)
+        else:
+            entry = self.root.get(path)
         if entry is None or entry[0] not in ("100644", "100755"):
             return None  # absent, a folder, a link (never followed) or a gitlink
         if entry[2] > MAX_FILE_BYTES:
@@ -137,8 +141,12 @@ class _Tree:
             raise DeclarationError(
                 f"more than {MAX_FILES} declaration files to read", "check the -r includes"
             )
-        blob = gitsafe.read_blobs(self.git_dir, [entry[1]]).get(entry[1], b"")
-        return blob.decode("utf-8", "replace")
+        if entry[1] not in self.blobs:  # commits mostly share their declaration files
+            if len(self.blobs) >= MAX_CACHED_BLOBS:
+                self.blobs.clear()
+            blob = gitsafe.read_blobs(self.git_dir, [entry[1]]).get(entry[1], b"")
+            self.blobs[entry[1]] = blob.decode("utf-8", "replace")
+        return self.blobs[entry[1]]
 
 
 def _pick(available: Mapping[str, object], wanted: Sequence[str], what: str) -> list[str]:
@@ -297,10 +305,14 @@ def _tox_deps(text: str) -> list[str]:
     return out
 
 
-def read_declaration(git_dir: Path, sha: str, pick: Pick | None = None) -> Declaration:
-    """What commit `sha` of the repository at `git_dir` declares (see the module's docstring)."""
+def read_declaration(
+    git_dir: Path, sha: str, pick: Pick | None = None, blobs: dict[str, str] | None = None
+) -> Declaration:
+    """What commit `sha` of the repository at `git_dir` declares (see the module's
+    docstring). `blobs` (blob id → text), shared across the commits of one repository,
+    saves reading the same file again."""
     pick = pick or Pick()
-    tree = _Tree(git_dir, sha)
+    tree = _Tree(git_dir, sha, {} if blobs is None else blobs)
     sources: list[str] = []
     texts: list[tuple[str, str]] = []  # (requirement, where)
     build_requires: list[str] = []
