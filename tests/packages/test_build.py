@@ -356,3 +356,19 @@ def test_a_plain_folder_inside_a_repository_is_not_that_repository(calc_repo, wh
     plain.mkdir()
     with pytest.raises(PackageBuildError, match="notes is not a git repository"):
         build_from(str(plain), tmp_path / "pkg", wheelhouse, requirements=PYTEST_PINS)
+
+
+def test_another_python_and_platform_are_resolved_for(tmp_path, links):
+    repo = src_project(tmp_path / "calc-src", python=">=3.9,<3.13")
+    result = build_from(
+        str(repo.path),
+        tmp_path / "pkg",
+        links,
+        python_version="3.12",
+        platform="aarch64-manylinux_2_28",
+    )
+    assert "tiny-dep==1.0" in result.manifest.requirements
+    with pytest.raises(PackageBuildError, match="--platform 'windows' is not one"):
+        build_from(str(repo.path), tmp_path / "b", links, platform="windows")
+    with pytest.raises(PackageBuildError, match="--python-version '3' is not"):
+        build_from(str(repo.path), tmp_path / "c", links, python_version="3")
