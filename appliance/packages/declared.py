@@ -339,7 +339,8 @@ def read_declaration(
         where = "pyproject.toml [project].dependencies"
         texts += [(t, where) for t in _strings(project["dependencies"], where)]
         sources.append(where)
-    elif "dependencies" in project.get("dynamic", []):  # setuptools may read them from files
+    elif "dependencies" in _strings(project.get("dynamic", []), "[project].dynamic"):
+        # setuptools may read them from files
         files = _table(pyproject, "tool", "setuptools", "dynamic", "dependencies").get("file", [])
         for path in [files] if isinstance(files, str) else _strings(files, "dynamic files"):
             where = f"{path} ([tool.setuptools.dynamic] dependencies)"
@@ -400,11 +401,14 @@ def read_declaration(
         build_requires = list(SETUPTOOLS_DEFAULT)
         sources.append("setup.py (setuptools, PEP 517's default)")
 
-    requirements = {
-        str(req)
-        for text, where in texts
-        if (req := normalize(text, where)).name != project_name or not project_name
-    }
+    requirements = set()
+    for text, where in texts:
+        req = normalize(text, where)
+        if project_name and req.name == project_name:  # the project itself: its extras
+            for extra in _extras(project_name, extras, sorted(req.extras), set()):
+                requirements.add(str(normalize(extra, where)))
+        else:
+            requirements.add(str(req))
     built = {str(normalize(t, "pyproject.toml [build-system].requires")) for t in build_requires}
     return Declaration(
         requirements=tuple(sorted(requirements)),

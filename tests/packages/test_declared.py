@@ -71,17 +71,18 @@ GROUPS = """\
 [project]
 name = "calc"
 dependencies = []
+optional-dependencies = {fast = ["ujson"]}
 
 [dependency-groups]
 lint = ["ruff"]
-Test = ["pytest>=8", {include-group = "coverage"}]
+Test = ["pytest>=8", {include-group = "coverage"}, "calc[fast]"]
 coverage = ["coverage[toml]>=7"]
 """
 
 
 def test_dependency_groups_with_include_group(tmp_path):
     got = declared({"pyproject.toml": GROUPS}, tmp_path=tmp_path)
-    assert got.requirements == ("coverage[toml]>=7", "pytest>=8")
+    assert got.requirements == ("coverage[toml]>=7", "pytest>=8", "ujson")  # calc[fast]: ujson
     assert got.build_requires == ()
     got = declared({"pyproject.toml": GROUPS}, Pick(groups=("lint",)), tmp_path=tmp_path / "b")
     assert got.requirements == ("ruff",)
@@ -144,6 +145,8 @@ def test_a_link_is_never_followed_and_big_files_are_not_read(tmp_path):
         ('[project]\ndependencies = "pytest"\n', "not a list of strings"),
         ('[project]\ndependencies = ["pkg @ https://example.invalid/p.whl"]\n', "from a URL"),
         ('[project]\ndependencies = ["not a requirement!"]\n', "is not a requirement"),
+        ("[project]\ndynamic = 3\n", "dynamic is not a list of strings"),
+        ('[dependency-groups]\ntest = [{include-group = "nope"}]\n', "has no group 'nope'"),
     ],
 )
 def test_bad_declarations_are_refused(tmp_path, text, message):
