@@ -321,7 +321,9 @@ def serve_simple_index(root: Path, wheels: Path):
     return server
 
 
-def test_index_path_resolves_and_downloads_from_a_local_index(tmp_path, links):
+def test_index_path_resolves_and_downloads_from_a_local_index(tmp_path, links, monkeypatch):
+    for proxy in ("no_proxy", "NO_PROXY"):  # a CI proxy must not stand between us and ourselves
+        monkeypatch.setenv(proxy, "127.0.0.1,localhost")
     repo = src_project(tmp_path / "calc-src")
     server = serve_simple_index(tmp_path / "index", links)
     try:
