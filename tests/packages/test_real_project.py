@@ -3,10 +3,11 @@
 hukkin/tomli (MIT, src layout, flit-core, unittest suite run by pytest, no runtime
 dependencies) is kept whole as a git bundle in tests/data/real/tomli/ (LICENSE beside it;
 repo_packages/make_real_fixture.py remakes it on a connected machine). Its test suite
-needs only pytest, whose pinned wheels the demo already ships (the `wheelhouse` fixture).
+needs only pytest, whose pinned wheels the demo already ships (the `wheelhouse` fixture);
+its build backend's wheel (flit-core) is in the fixture.
 
-The package holds the newest few commits since SINCE, so the whole module stays well
-under a minute; the expectations below are what those upstream commits imply.
+The package holds the commits since SINCE (at most MAX_COMMITS), so the whole module
+stays well under a minute; the expectations below are what those upstream commits imply.
 """
 
 from __future__ import annotations
@@ -34,29 +35,25 @@ INFO = json.loads((FIXTURE / "fixture.json").read_text())
 SINCE = datetime(2024, 10, 1)
 MAX_COMMITS = 5
 
-# What each commit the package may keep implies (sha prefix → expected gold result).
-# Today's filters keep all five; a filter that wants both code and tests keeps only the
-# two marked "code+tests": the test checks whichever of these the build kept.
-NO_TESTS = "the commit changes no test file"
+# The 54 commits since SINCE, as the filters see them: 49 are not tasks by their shape
+# (merges, bots, messages, docs/CI only, no Python, too many files); of the other five,
+# f57fb669 (a new test of old behaviour) changes only tests, 59ed9efb (a comment) and
+# 1da01ef7 (an import dropped) only code; d1d6a857 and 41881885 change both and are kept.
+SCANNED = 54
+REMOVED = {"merge": 5, "bot": 3, "message": 26, "docs-or-ci-only": 10, "no-python": 4,
+           "too-many-files": 1, "no-test-change": 2, "tests-only": 1}  # fmt: skip
 NO_F2P = "no test fails before the commit and passes at it"
 EXPECTED = {
-    # tests/test_misc.py only: a new test of behaviour that already existed.
-    "f57fb669": {"usable": False, "reason": NO_F2P, "code+tests": False},
-    # a comment in src/tomli/_re.py.
-    "59ed9efb": {"usable": False, "reason": NO_TESTS, "code+tests": False},
-    # TOMLDecodeError gains attributes; tests/test_error.py tests them.
+    # TOMLDecodeError gains attributes; tests/test_error.py tests them: a task.
     "d1d6a857": {
         "usable": True,
         "f2p": {
             "tests/test_error.py::TestError::test_deprecated_tomldecodeerror",
             "tests/test_error.py::TestError::test_tomldecodeerror",
         },
-        "code+tests": True,
     },
-    # import time; the new test only imports `tomli._types`, which exists before too.
-    "41881885": {"usable": False, "reason": NO_F2P, "code+tests": True},
-    # the `typing` import goes; no test changes.
-    "1da01ef7": {"usable": False, "reason": NO_TESTS, "code+tests": False},
+    # Import time; its new test only imports `tomli._types`, which exists before too.
+    "41881885": {"usable": False, "reason": NO_F2P},
 }
 
 
@@ -100,10 +97,8 @@ def tomli(tmp_path_factory, wheelhouse):
                 output=tmp / "pkg",
                 name="tomli",
                 license=INFO["license"],
-                # Today's build does not read the project's declarations: the requirements
-                # are given (`-r`); the flag can go once build reads [build-system] and the
-                # test extras itself (the fixture's wheels already hold tomli's flit-core).
-                requirements=PYTEST_PINS,
+                # No -r: build reads tomli's own declarations (only [build-system]: flit-core,
+                # from the fixture's wheels) and always adds pytest (the demo's wheels).
                 find_links=wheels,
                 # The validation dry run does not put src/ on the path (the harness does):
                 # pytest's own `pythonpath` setting does it for both, for a src layout.
@@ -141,18 +136,15 @@ def test_the_fixture_is_small_whole_and_licensed():
     assert [p.name for p in (FIXTURE / "wheels").iterdir()] == ["flit_core-3.12.0-py3-none-any.whl"]
 
 
-def test_build_keeps_the_newest_commits_that_make_tasks(tomli):
-    kept = [c.sha for c in tomli.manifest.commits]
-    assert tomli.built.scanned == len(kept) + sum(tomli.built.removed.values())  # each once
-    assert kept, "no commit kept"
-    assert len(kept) <= MAX_COMMITS
-    assert all(any(sha.startswith(k) for k in EXPECTED) for sha in kept), kept
-    # Whatever the filters, the two commits that change code and its tests are kept.
-    assert {k for k, v in EXPECTED.items() if v["code+tests"]} <= {sha[:8] for sha in kept}
+def test_build_keeps_the_commits_that_change_code_and_tests(tomli):
+    kept = [c.sha[:8] for c in tomli.manifest.commits]
+    assert kept == list(EXPECTED)  # oldest first
+    assert tomli.built.scanned == SCANNED
+    assert {k: v for k, v in tomli.built.removed.items() if v} == REMOVED
     assert tomli.manifest.source.head == INFO["head"]
-    assert {f"{name}-{version}" for name, version in (p.split("==") for p in PYTEST_PINS)} <= {
-        "-".join(wheel.split("-")[:2]) for wheel in tomli.manifest.wheels
-    }
+    shipped = {"-".join(wheel.split("-")[:2]) for wheel in tomli.manifest.wheels}
+    assert {pin.replace("==", "-") for pin in PYTEST_PINS} <= shipped
+    assert "flit_core-3.12.0" in shipped  # the build backend travels with the package
 
 
 def test_the_package_validates_and_is_ingested(tomli):
