@@ -45,7 +45,9 @@ class PackageLimits(_Section):
         200, gt=1, description="unpacked/packed size of a wheel member above 1 MiB"
     )
     max_commits: int = Field(5000, gt=0)
-    dry_run_timeout_s: float = Field(300, gt=0, description="env build + test collection")
+    dry_run_timeout_s: float = Field(
+        300, gt=0, description="test collection (the environment: harness.env_timeout_s)"
+    )
 
 
 class IngestSettings(_Section):

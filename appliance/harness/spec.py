@@ -1,7 +1,9 @@
 """`CommitSpec`: everything the harness needs to know about one commit, in one record.
 
-It is made once from the database and the corpus, then passed through every step
-(checkout → environment → sandboxed run → parse → grade), like SWE-bench's TestSpec.
+It is made once from the database and the corpus (`commit_specs`), or, before a package
+is ingested, from its manifest and folder (`manifest_spec`: validation's dry run), then
+passed through every step (checkout → environment → sandboxed run → parse → grade), like
+SWE-bench's TestSpec.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from appliance.config import Config
 from appliance.errors import UsageError
 from appliance.packages import gitsafe
 from appliance.packages.environment import base_python, wheel_hashes
+from appliance.packages.manifest import Manifest
 
 TEST_DIRS = {"test", "tests", "testing"}
 
@@ -42,7 +45,7 @@ def is_test_path(path: str) -> bool:
 @dataclass(frozen=True)
 class CommitSpec:
     package: str  # name-version
-    package_id: int
+    package_id: int  # 0: not in the database yet (validation)
     manifest_sha256: str
     repo: Path  # the corpus repository (bare, rebuilt by Forge)
     wheels: Path  # the package's wheel folder
@@ -144,3 +147,28 @@ def commit_specs(
             )
         )
     return specs
+
+
+def manifest_spec(
+    manifest: Manifest, manifest_sha256: str, root: Path, repo: Path, sha: str
+) -> CommitSpec:
+    """The spec of commit `sha` of a package not ingested yet: from its manifest, its
+    folder `root` (the wheels) and `repo` (a clean copy of its repository). It names the
+    same environment (`env_key`) and test command as the spec `commit_specs` makes once
+    the package is ingested."""
+    commit = next(c for c in manifest.commits if c.sha == sha)
+    return CommitSpec(
+        package=f"{manifest.name}-{manifest.version}",
+        package_id=0,
+        manifest_sha256=manifest_sha256,
+        repo=repo,
+        wheels=root / "packages",
+        wheel_hashes=wheel_hashes(root / "packages"),
+        sha=commit.sha,
+        parent=commit.parent,
+        message=commit.message,
+        test_files=changed_test_files(repo, commit.parent, commit.sha),
+        requirements=tuple(manifest.requirements),
+        test_command=tuple(manifest.test_command),
+        test_timeout_s=manifest.test_timeout_s,
+    )

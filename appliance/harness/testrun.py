@@ -7,12 +7,17 @@ test outcomes ("ok", or "collection_error" when some modules did not import) fro
 that produced none: "no_tests", "timeout", "out_of_memory", "limit", "crashed",
 "env_failed", "sandbox_error", and "tampered" when the stream, the JUnit report and
 pytest's exit status disagree (the code under test rewrote what its run said).
+
+This is the one way Forge runs a package's tests: gold grading, patch grading and
+validation's dry run (`collect_only`: the same run with `--collect-only` appended, its
+result the collected ids, collection errors and whether the output shows the network
+was tried) all go through `run_tests`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from appliance.config import Config
@@ -20,13 +25,21 @@ from appliance.errors import SandboxError
 from appliance.harness.envs import Environment, EnvironmentBroken, ensure_env
 from appliance.harness.junit import ReportUnreadable, read_report
 from appliance.harness.spec import CommitSpec
-from appliance.harness.stream import cross_check, read_stream, witness_channel
+from appliance.harness.stream import Stream, cross_check, read_stream, witness_channel
 from appliance.sandbox import Bind, SandboxRequest, run_sandboxed
 
 REPORT = "report.xml"
 TAIL_LINES = 40
 # Statuses where the tests themselves ran and reported per-test outcomes.
 RAN = ("ok", "collection_error")
+# What a run's output shows when its code tried to reach the network (the sandbox has none).
+NETWORK_SIGNS = (
+    "Network is unreachable",
+    "Temporary failure in name resolution",
+    "Name or service not known",
+    "ConnectionRefusedError",
+    "urlopen error",
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,8 @@ class TestRun:
     duration_s: float = 0.0
     detail: str = ""  # what happened, in words
     output_tail: str = ""
+    collected: tuple[str, ...] = ()  # the test ids pytest collected, as the witness sent them
+    network: bool = False  # the output shows a try to reach the network
 
     __test__ = False  # not a pytest test class
 
@@ -62,7 +77,9 @@ class TestRun:
         }
 
 
-def pytest_argv(spec: CommitSpec, report: Path, witness: tuple[str, ...] = ()) -> tuple[str, ...]:
+def pytest_argv(
+    spec: CommitSpec, report: Path, witness: tuple[str, ...] = (), *, collect_only: bool = False
+) -> tuple[str, ...]:
     return (
         *spec.test_command,
         *witness,
@@ -74,6 +91,7 @@ def pytest_argv(spec: CommitSpec, report: Path, witness: tuple[str, ...] = ()) -
         "junit_family=xunit1",
         "-o",
         "junit_logging=no",
+        *(("--collect-only",) if collect_only else ()),
     )
 
 
@@ -81,8 +99,26 @@ def _tail(text: str) -> str:
     return "\n".join(text.rstrip().splitlines()[-TAIL_LINES:])
 
 
-def run_tests(config: Config, spec: CommitSpec, work: Path, env: Environment) -> TestRun:
-    """Run the test suite of the worktree at `work` (as made by checkout.worktree)."""
+def _collection_only(stream: Stream) -> Stream:
+    """The stream of a `--collect-only` run, ready for cross_check: no test may report (one
+    that does ran, which a run that only collects never does), so every collected test
+    counts as accounted for."""
+    if stream.problem:
+        return stream
+    if stream.reported:
+        first = sorted(stream.reported)[0]
+        return replace(
+            stream,
+            problem=f"{len(stream.reported)} test(s) ran in a run that only collects ({first})",
+        )
+    return replace(stream, reported=stream.collected or frozenset())
+
+
+def run_tests(
+    config: Config, spec: CommitSpec, work: Path, env: Environment, *, collect_only: bool = False
+) -> TestRun:
+    """Run the test suite of the worktree at `work` (as made by checkout.worktree); with
+    `collect_only`, only collect it (validation's dry run), through the same request."""
     repo, out = work / "repo", work / "out"
     report = out / REPORT
     report.unlink(missing_ok=True)
@@ -92,7 +128,7 @@ def run_tests(config: Config, spec: CommitSpec, work: Path, env: Environment) ->
     started = time.monotonic()
     with witness_channel(work) as witness:
         request = SandboxRequest(
-            argv=pytest_argv(spec, report, witness.argv),
+            argv=pytest_argv(spec, report, witness.argv, collect_only=collect_only),
             cwd=repo,
             binds=(
                 Bind(repo, writable=True),
@@ -116,8 +152,15 @@ def run_tests(config: Config, spec: CommitSpec, work: Path, env: Environment) ->
         except SandboxError as exc:
             return TestRun("sandbox_error", detail=str(exc), duration_s=time.monotonic() - started)
         stream = read_stream(witness)
-    tail = _tail(result.output)
-    base = {"returncode": result.returncode, "duration_s": result.duration_s, "output_tail": tail}
+    if collect_only:
+        stream = _collection_only(stream)
+    base = {
+        "returncode": result.returncode,
+        "duration_s": result.duration_s,
+        "output_tail": _tail(result.output),
+        "collected": tuple(sorted(stream.collected or ())),
+        "network": any(sign in result.output for sign in NETWORK_SIGNS),
+    }
     if result.limit in ("wall_time", "cpu_time"):
         kind = "" if result.limit == "wall_time" else "CPU-time "
         detail = f"the test run passed its {spec.test_timeout_s:g} s {kind}limit and was killed"
@@ -158,6 +201,8 @@ def run_tests(config: Config, spec: CommitSpec, work: Path, env: Environment) ->
         f"{len(parsed.collection_errors)} module(s) failed to import: "
         + ", ".join(parsed.collection_errors)
         if parsed.collection_errors
+        else f"{len(stream.collected or ())} tests collected"
+        if collect_only
         else f"{len(parsed.outcomes)} tests ran"
     )
     return TestRun(

@@ -2,7 +2,10 @@
 
 Order matters: file rules first (nothing is opened before links and devices are ruled
 out), then the manifest, the git repository (through a clean copy), the wheels, and
-last the dry run, which runs only when everything else passed.
+last the dry run, which runs only when everything else passed: the newest commit's
+tests collected (`--collect-only`) by the harness's own runner, in the environment
+grading will use (harness.testrun.run_tests, harness.envs.ensure_env), from a spec made
+from the manifest (harness.spec.manifest_spec); there is no second way to run them.
 
 The git check also reads the tree of every listed commit and of its parent (the two
 trees grading checks out) and refuses what Forge cannot check out safely: entries named
@@ -13,23 +16,23 @@ A package with such a commit is refused here, not when grading reaches the commi
 from __future__ import annotations
 
 import platform
-import tarfile
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
 
 from appliance.config import Config, PackageLimits
-from appliance.errors import SandboxError
-from appliance.harness.spec import changed_test_files, is_test_path
+from appliance.harness.checkout import CheckoutError, worktree
+from appliance.harness.envs import EnvironmentBroken, ensure_env
+from appliance.harness.spec import changed_test_files, is_test_path, manifest_spec
+from appliance.harness.testrun import TestRun, run_tests
 from appliance.packages import gitsafe
-from appliance.packages.environment import EnvironmentFailed, create_env, resolve
+from appliance.packages.environment import EnvironmentFailed, resolve
 from appliance.packages.manifest import MANIFEST_NAME, Manifest, ManifestError, read_manifest
 from appliance.packages.problems import Problem
 from appliance.packages.rules import check_files
 from appliance.packages.wheels import check_wheels
-from appliance.sandbox import Bind, SandboxRequest, run_sandboxed
 
 CHECKS = ("files", "manifest", "git", "wheels", "dry_run")
 # Keys a package's repo/config may hold; anything else (core.fsmonitor, hooksPath,
@@ -52,13 +55,7 @@ GIT_NAMES = {".git", "git~1"}
 NO_LINK_NAMES = {".gitmodules", ".gitattributes", ".gitignore", ".mailmap"}
 MAX_LINK_HOPS = 40  # as the kernel's ELOOP
 TREE_DETAILS = 5  # hazards named per commit; the rest are counted
-NETWORK_SIGNS = (
-    "Network is unreachable",
-    "Temporary failure in name resolution",
-    "Name or service not known",
-    "ConnectionRefusedError",
-    "urlopen error",
-)
+DRY_RUN_FIX = "make the test suite collect offline with only the listed requirements"
 
 
 @dataclass
@@ -335,68 +332,62 @@ def _check_requirements(root: Path, manifest: Manifest, cache: Path) -> list[Pro
 
 
 def _dry_run(
-    root: Path, manifest: Manifest, repo_copy: Path, scratch: Path, config: Config
+    root: Path, manifest: Manifest, manifest_sha256: str, repo_copy: Path, config: Config
 ) -> list[Problem]:
-    cache = config.dir("envs") / ".uv-cache"
-    timeout = config.settings.packages.dry_run_timeout_s
-    src = scratch / "src"
+    """Collect the newest commit's tests as grading would run them; [] when they collect."""
     newest = manifest.commits[-1].sha
-    fix = "make the test suite collect offline with only the listed requirements"
+    timeout = config.settings.packages.dry_run_timeout_s
+    spec = replace(
+        manifest_spec(manifest, manifest_sha256, root, repo_copy, newest), test_timeout_s=timeout
+    )
     try:
-        gitsafe.export_tree(repo_copy, newest, src)
-    except (gitsafe.GitError, tarfile.TarError, OSError) as exc:
+        # The environment grading uses (same key): built once here, reused after ingest.
+        env = ensure_env(config, spec)
+    except EnvironmentBroken as exc:
+        return [
+            Problem(
+                "dry-run-env",
+                "packages",
+                exc.message,
+                "check the wheels match this Python and platform",
+            )
+        ]
+    try:
+        with worktree(config, repo_copy, newest, label=f"{newest[:12]}-dry-run") as work:
+            run = run_tests(config, spec, work, env, collect_only=True)
+    except CheckoutError as exc:
         # The tree checks refuse what would fail here; this is the last line.
         return [
             Problem(
                 "git-tree",
                 "repo",
-                f"commit {newest[:12]} cannot be written out: {exc}",
+                exc.message,
                 "rewrite the history without the entries named, then rebuild the package",
             )
         ]
-    try:
-        env_python = create_env(
-            scratch / "env",
-            manifest.requirements,
-            root / "packages",
-            cache_dir=cache,
-            timeout=timeout,
-        )
-    except EnvironmentFailed as exc:
-        return [
-            Problem(
-                "dry-run-env",
-                "packages",
-                f"environment build failed: {exc}",
-                "check the wheels match this Python and platform",
-            )
-        ]
-    argv = list(manifest.test_command) + ["--collect-only", "-q", "-p", "no:cacheprovider"]
-    env_dir = env_python.parent.parent
-    request = SandboxRequest(
-        argv=tuple(argv),
-        cwd=src,
-        binds=(Bind(src, writable=True), Bind(env_dir)),
-        env={"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "VIRTUAL_ENV": str(env_dir)},
-        limits=config.settings.sandbox.limits(timeout),
-    )
-    try:
-        result = run_sandboxed(request, config)
-    except SandboxError as exc:
-        return [Problem("sandbox", "", exc.message, exc.hint or "install bubblewrap")]
-    if result.limit == "wall_time":
+    return _collection_problems(run, spec.test_command, newest, timeout)
+
+
+def _collection_problems(
+    run: TestRun, test_command: tuple[str, ...], sha: str, timeout: float
+) -> list[Problem]:
+    """What a collect-only run says is wrong with the package ([] when nothing)."""
+    if run.status == "sandbox_error":
+        message, _, hint = run.detail.partition("\n  → ")  # a SandboxError, as str() gives it
+        return [Problem("sandbox", "", message, hint or "install bubblewrap")]
+    if run.status == "timeout":
         return [
             Problem(
                 "dry-run-timeout",
                 "manifest.json",
                 f"collecting tests took longer than {timeout:g} s",
-                fix,
+                DRY_RUN_FIX,
             )
         ]
-    if result.returncode == 0:
+    if run.status == "ok":
         return []
-    tail = "\n".join(result.output.strip().splitlines()[-15:])
-    if any(sign in result.output for sign in NETWORK_SIGNS):
+    tail = "\n".join(run.output_tail.strip().splitlines()[-15:])
+    if run.network:
         return [
             Problem(
                 "dry-run-network",
@@ -405,11 +396,17 @@ def _dry_run(
                 "tests must run offline; remove network access from the test suite",
             )
         ]
-    what = "collected no tests" if result.returncode == 5 else f"exited {result.returncode}"
+    if run.status == "no_tests":
+        what = "collected no tests"
+    elif run.status == "tampered":
+        what = f"gave results that disagree: {run.detail}"
+    elif run.status == "crashed":  # its detail is about the missing report: the tail says why
+        what = f"exited {run.returncode}"
+    else:
+        what = f"exited {run.returncode} ({run.detail})"
+    argv = " ".join([*test_command, "--collect-only"])
     return [
-        Problem(
-            "dry-run", "manifest.json", f"`{' '.join(argv)}` at {newest[:12]} {what}:\n{tail}", fix
-        )
+        Problem("dry-run", "manifest.json", f"`{argv}` at {sha[:12]} {what}:\n{tail}", DRY_RUN_FIX)
     ]
 
 
@@ -441,5 +438,7 @@ def validate(package: Path, config: Config, *, dry_run: bool = True) -> Validati
         wheels_ok = report.record("wheels", wheel_problems)
         if not (git_ok and wheels_ok and dry_run):
             return report
-        report.record("dry_run", _dry_run(root, manifest, repo_copy, scratch, config))
+        report.record(
+            "dry_run", _dry_run(root, manifest, report.manifest_sha256, repo_copy, config)
+        )
     return report
