@@ -28,13 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FORGE = Path(sys.executable).parent / "forge"
 
-# name → (source, build arguments of its own). The test command puts src/ on pytest's
-# path for src layouts while the validation dry run does not (issue 15).
+# name → (source, build arguments of its own).
 REPOS: dict[str, tuple[str, list[str]]] = {
-    "tomli": (
-        "https://github.com/hukkin/tomli.git",
-        ["--license", "MIT", "--test-command", "pytest -q -o pythonpath=src"],
-    ),
+    "tomli": ("https://github.com/hukkin/tomli.git", ["--license", "MIT"]),
 }
 
 

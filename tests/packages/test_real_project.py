@@ -100,9 +100,6 @@ def tomli(tmp_path_factory, wheelhouse):
                 # No -r: build reads tomli's own declarations (only [build-system]: flit-core,
                 # from the fixture's wheels) and always adds pytest (the demo's wheels).
                 find_links=wheels,
-                # The validation dry run does not put src/ on the path (the harness does):
-                # pytest's own `pythonpath` setting does it for both, for a src layout.
-                test_command=("pytest", "-q", "-o", "pythonpath=src"),
                 test_timeout_s=120,
                 since=SINCE,
                 max_commits=MAX_COMMITS,
