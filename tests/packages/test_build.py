@@ -242,6 +242,16 @@ def test_commits_the_pins_do_not_satisfy_are_dropped(tmp_path, links):
     assert "tiny-dep==1.0" in result.manifest.requirements
 
 
+def test_a_requirement_option_replaces_what_the_commits_declare_of_that_project(tmp_path, links):
+    """`-r tiny-dep==0.5` is the operator's word: the commits' `tiny-dep>=1` does not
+    conflict with it, and no commit is dropped for declaring otherwise."""
+    repo = src_project(tmp_path / "calc-src")
+    result = build_from(str(repo.path), tmp_path / "pkg", links, requirements=("tiny-dep==0.5",))
+    assert "tiny-dep==0.5" in result.manifest.requirements
+    assert result.removed.get("declares-other-dependencies", 0) == 0
+    assert len(result.manifest.commits) == 1  # the one task commit (code and tests)
+
+
 def test_requires_python_that_excludes_the_target_is_refused(tmp_path, links):
     import platform
 
