@@ -14,7 +14,7 @@ import platform
 import sys
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import sqlite_utils
 
@@ -23,23 +23,7 @@ from appliance.errors import UsageError
 from appliance.packages import gitsafe
 from appliance.packages.environment import base_python, wheel_hashes
 from appliance.packages.manifest import Manifest
-
-TEST_DIRS = {"test", "tests", "testing"}
-
-
-def is_test_path(path: str) -> bool:
-    """A file that belongs to the test suite: under a tests/ folder, or named like a test
-    module or a conftest.py."""
-    p = PurePosixPath(path)
-    if p.suffix != ".py":
-        return any(part in TEST_DIRS for part in p.parts[:-1])
-    name = p.name
-    return (
-        any(part in TEST_DIRS for part in p.parts[:-1])
-        or name.startswith("test_")
-        or name.endswith("_test.py")
-        or name == "conftest.py"
-    )
+from appliance.packages.testfiles import is_test_path
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from appliance.packages.testfiles import is_test_path
+
 MAX_FILES = 5
 MAX_LINES = 200  # changed lines (added + deleted) must be fewer than this
 FILTERS = (
@@ -264,19 +266,6 @@ def _is_ci(path: str) -> bool:
     return path.startswith(CI_PREFIXES) or path.rsplit("/", 1)[-1] in CI_NAMES
 
 
-def is_test(path: str) -> bool:
-    """A test file by pytest's conventions: under a tests/ or test/ folder, test_*.py,
-    *_test.py or conftest.py."""
-    parts = path.split("/")
-    name = parts[-1]
-    return name.endswith(".py") and (
-        any(part in ("tests", "test", "testing") for part in parts[:-1])
-        or name.startswith("test_")
-        or name.endswith("_test.py")
-        or name == "conftest.py"
-    )
-
-
 def message_ok(message: str) -> bool:
     words = message.strip().splitlines()[0].split() if message.strip() else []
     if len(words) < 3:
@@ -305,8 +294,8 @@ def reject_reason(commit: CandidateCommit, *, any_commit: bool = False) -> str |
     if sum(a + d for _, a, d in commit.files) >= MAX_LINES:
         return "too-many-lines"
     if not any_commit:
-        code = [p for p in paths if p.endswith(".py") and not is_test(p) and not _is_doc(p)]
-        tests = [p for p in paths if is_test(p)]
+        code = [p for p in paths if p.endswith(".py") and not is_test_path(p) and not _is_doc(p)]
+        tests = [p for p in paths if is_test_path(p)]
         if not tests:
             return "no-test-change"
         if not code:

@@ -71,3 +71,15 @@ def test_any_commit_keeps_code_or_tests_alone():
     assert removed["no-test-change"] == 1 and removed["tests-only"] == 1
     kept, removed = filter_commits([code_only, tests_only, commit()], any_commit=True)
     assert len(kept) == 3 and sum(removed.values()) == 0
+
+
+def test_test_data_is_a_test_change_as_grading_sees_it():
+    """Mining and grading share one definition of a test file: a fix whose new case is a
+    data file under tests/ (as tomli's are) changes the tests."""
+    from appliance.harness.spec import is_test_path
+
+    data_case = (("src/a.py", 3, 1), ("tests/data/valid/case.toml", 4, 0))
+    assert reject_reason(commit(files=data_case)) is None
+    assert is_test_path("tests/data/valid/case.toml")
+    only_data = (("tests/data/valid/case.toml", 4, 0), ("tests/test_a.py", 1, 0))
+    assert reject_reason(commit(files=only_data)) == "tests-only"
