@@ -378,19 +378,23 @@ def read_declaration(
         for path in _requirement_files(tree):
             texts += [(t, path) for t in _requirements_file(tree, path, 0, project_name, extras)]
             sources.append(path)
-        tox = tree.text("tox.ini")
+        tox, tox_where = tree.text("tox.ini"), "tox.ini"
+        legacy = _table(pyproject, "tool", "tox").get("legacy_tox_ini")
+        if tox is None and isinstance(legacy, str):  # tox reads it when there is no tox.ini
+            tox, tox_where = legacy, "pyproject.toml [tool.tox] legacy_tox_ini"
         if tox is not None:
             for line in _tox_deps(tox):
                 include = re.match(r"^-r\s*(?:\{toxinidir\}/)?(\S+)$", line)
                 if include:
                     found = _requirements_file(tree, include[1], 1, project_name, extras)
-                    texts += [(t, "tox.ini") for t in found]
+                    texts += [(t, tox_where) for t in found]
                 elif line.startswith(".["):
                     names = line[2:].rstrip("]").split(",")
-                    texts += [(t, "tox.ini") for t in _extras(project_name, extras, names, set())]
+                    found = _extras(project_name, extras, names, set())
+                    texts += [(t, tox_where) for t in found]
                 elif not line.startswith("-"):
-                    texts.append((line, "tox.ini"))
-            sources.append("tox.ini [testenv] deps")
+                    texts.append((line, tox_where))
+            sources.append(f"{tox_where} [testenv] deps")
 
     build_system = pyproject.get("build-system")
     if isinstance(build_system, dict) and "requires" in build_system:

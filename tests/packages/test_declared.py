@@ -126,6 +126,20 @@ def test_requirement_files_with_includes_and_tox(tmp_path):
     assert "tox.ini [testenv] deps" in got.sources
 
 
+def test_tox_config_inside_pyproject_when_there_is_no_tox_ini(tmp_path):
+    """tomli kept its tox config as `[tool.tox] legacy_tox_ini`, whose deps named the test
+    requirements file; tox reads it when no tox.ini exists, and so does Forge."""
+    text = (
+        '[project]\nname = "tomli"\n\n[tool.tox]\nlegacy_tox_ini = """\n[tox]\n'
+        "isolated_build = True\n\n[testenv]\ndeps =\n    -r tests/requirements.txt\n"
+        'commands = python -m unittest\n"""\n'
+    )
+    files = {"pyproject.toml": text, "tests/requirements.txt": "python-dateutil\n"}
+    got = declared(files, tmp_path=tmp_path)
+    assert "python-dateutil" in got.requirements
+    assert "pyproject.toml [tool.tox] legacy_tox_ini [testenv] deps" in got.sources
+
+
 def test_a_link_is_never_followed_and_big_files_are_not_read(tmp_path):
     outside = tmp_path / "secret.toml"
     outside.write_text('[project]\ndependencies = ["leaked"]\n')
