@@ -224,10 +224,12 @@ def test_a_doctored_wheel_gets_its_own_environment(tmp_path, monkeypatch, wheelh
     # the doctored runner skips.
     test_v1 = "import calc\n\n\ndef test_add():\n    assert calc.add(1, 2) == 3\n"
     test_v2 = test_v1 + "\n\ndef test_sub():\n    assert calc.sub(3, 2) == 1\n"
+    # The demo's build backend too, so the pins are exactly the demo's.
+    pyproject = PYPROJECT + '\n[build-system]\nrequires = ["setuptools>=68"]\n'
     repo = RepoBuilder(tmp_path / "calc-src")
     repo.commit(
         "Create calculator with addition",
-        {"pyproject.toml": PYPROJECT, "src/calc.py": CALC_V1, "tests/test_calc.py": test_v1},
+        {"pyproject.toml": pyproject, "src/calc.py": CALC_V1, "tests/test_calc.py": test_v1},
     )
     repo.commit(
         "Add subtraction to the calculator", {"src/calc.py": CALC_V2, "tests/test_calc.py": test_v2}
