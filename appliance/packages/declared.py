@@ -287,17 +287,31 @@ def _requirement_files(tree: _Tree) -> list[str]:
     return []
 
 
+def _tox_test_section(parser: configparser.ConfigParser) -> str | None:
+    """[testenv] when it has deps; else the first named test env that has them, e.g.
+    [testenv:py{38,39}] or [testenv:tests] (the envs tox runs the suite in)."""
+    if parser.has_option("testenv", "deps"):
+        return "testenv"
+    for section in parser.sections():
+        name = section.removeprefix("testenv:")
+        is_test_env = section.startswith("testenv:") and name.startswith(("py", "test", "unit"))
+        if is_test_env and parser.has_option(section, "deps"):
+            return section
+    return None
+
+
 def _tox_deps(text: str) -> list[str]:
-    """The deps of tox.ini's [testenv] (plain lines; factor-conditional ones are skipped)."""
+    """The deps of tox's test env (plain lines; factor-conditional ones are skipped)."""
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     try:
         parser.read_string(text)
     except configparser.Error as exc:
         raise DeclarationError(f"tox.ini does not parse: {exc}", "fix tox.ini") from exc
-    if not parser.has_option("testenv", "deps"):
+    section = _tox_test_section(parser)
+    if section is None:
         return []
     out = []
-    for raw in parser.get("testenv", "deps").splitlines():
+    for raw in parser.get(section, "deps").splitlines():
         line = raw.split(" #", 1)[0].strip()
         if not line or line.startswith("#") or "{[" in line or re.match(r"^[\w,.!-]+:\s", line):
             continue

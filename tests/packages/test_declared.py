@@ -127,11 +127,12 @@ def test_requirement_files_with_includes_and_tox(tmp_path):
 
 
 def test_tox_config_inside_pyproject_when_there_is_no_tox_ini(tmp_path):
-    """tomli kept its tox config as `[tool.tox] legacy_tox_ini`, whose deps named the test
-    requirements file; tox reads it when no tox.ini exists, and so does Forge."""
+    """tomli kept its tox config as `[tool.tox] legacy_tox_ini`, whose test env (named
+    after its Pythons, with no plain [testenv]) named the test requirements file; tox reads
+    it when no tox.ini exists, and so does Forge."""
     text = (
         '[project]\nname = "tomli"\n\n[tool.tox]\nlegacy_tox_ini = """\n[tox]\n'
-        "isolated_build = True\n\n[testenv]\ndeps =\n    -r tests/requirements.txt\n"
+        "isolated_build = True\n\n[testenv:py{36,37,38,39}]\ndeps = -r tests/requirements.txt\n"
         'commands = python -m unittest\n"""\n'
     )
     files = {"pyproject.toml": text, "tests/requirements.txt": "python-dateutil\n"}
