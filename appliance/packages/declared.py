@@ -3,7 +3,10 @@
 Sources, all read from the commit's tree (blobs through `git cat-file`, no checkout):
 `pyproject.toml` (`[project].dependencies`, the test extra of
 `[project.optional-dependencies]`, the test group of PEP 735 `[dependency-groups]`,
-`[build-system].requires`, `[project].requires-python`), `requirements*.txt` of the test
+`[build-system].requires`, `[project].requires-python`; where a project has no
+`[project].dependencies` or `[dependency-groups]`, the tables Poetry and PDM used before
+them: `[tool.poetry.dependencies]`, `[tool.poetry.group.*]`, `[tool.pdm.dev-dependencies]`,
+with the groups those tools install by default), `requirements*.txt` of the test
 and dev kind (with `-r` includes inside the repository) and the `deps` of tox.ini's test
 environment. No `setup.py` runs: a project whose dependencies are only there (or are
 `dynamic`) declares none here, and its `-r` requirements must say them.
@@ -236,6 +239,112 @@ def _extras(
     return out
 
 
+def _poetry_version(spec: str, where: str) -> str:
+    """A Poetry version constraint as a PEP 440 specifier: ^1.2 → >=1.2,<2.0, ~1.2 →
+    >=1.2,<1.3, 1.2 → ==1.2, * → any. An `a || b` union has no PEP 440 form: any version."""
+    spec = spec.strip()
+    if spec in ("", "*") or "||" in spec or "|" in spec:
+        return ""
+    out = []
+    for part in re.split(r"\s*,\s*|\s+(?=[<>=!~^])", spec):
+        part = part.strip()
+        match = re.fullmatch(r"(\^|~(?!=))\s*v?(\d+(?:\.\d+)*)(.*)", part)
+        if match:
+            caret, numbers, rest = match[1] == "^", [int(n) for n in match[2].split(".")], match[3]
+            if caret:  # the first non-zero number may not change (the last one if all are 0)
+                at = next((i for i, n in enumerate(numbers) if n), len(numbers) - 1)
+            else:  # ~1.2.3 and ~1.2: the minor may not change; ~1: the major
+                at = min(len(numbers) - 1, 1)
+            upper = [*numbers[:at], numbers[at] + 1]
+            out += [f">={match[2]}{rest}", "<" + ".".join(map(str, upper))]
+        elif re.fullmatch(r"v?\d[\w.*+!-]*", part):
+            out.append(f"=={part.lstrip('v')}")
+        elif re.fullmatch(r"(===|==|!=|<=|>=|<|>|~=)\s*\S+", part):
+            out.append(part.replace(" ", ""))
+        else:
+            raise DeclarationError(
+                f"{where}: {spec[:100]!r} is not a Poetry version constraint",
+                "fix the declaration, or give the requirement with -r",
+            )
+    return ",".join(out)
+
+
+def _poetry_python(spec: str, where: str) -> str:
+    """A Poetry `python = "..."` constraint as an environment marker."""
+    specifier = _poetry_version(spec, where)
+    clauses = []
+    for item in filter(None, specifier.split(",")):
+        op, version = re.fullmatch(r"(===|==|!=|<=|>=|<|>|~=)(.+)", item).groups()
+        field = "python_full_version" if version.count(".") >= 2 else "python_version"
+        clauses.append(f'{field} {op} "{version}"')
+    return " and ".join(clauses)
+
+
+def _poetry_table(table: Mapping[str, object], where: str, key: str = "dependencies") -> list[str]:
+    """`[tool.poetry.dependencies]`-style entries as PEP 508 requirements. `python` is the
+    project's own Python, not a dependency; optional ones are installed only through an
+    extra and are left out; a path, git or URL source is refused (a package takes wheels)."""
+    entries = table.get(key, {})
+    if not isinstance(entries, dict):
+        raise DeclarationError(f"{where} is not a table", "fix pyproject.toml")
+    out = []
+    for name, value in entries.items():
+        if canonicalize_name(name) == "python":
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                item = {"version": item}
+            if not isinstance(item, dict):
+                raise DeclarationError(f"{where}: {name} is {str(item)[:100]!r}", "fix it")
+            if item.get("optional") is True:
+                continue
+            source = next((k for k in ("path", "git", "url", "file") if k in item), None)
+            if source:
+                raise DeclarationError(
+                    f"{where}: {name} comes from a {source} ({str(item[source])[:200]}); a "
+                    "package takes wheels only",
+                    "depend on a released version, or pass the wheel with --find-links",
+                )
+            extras = item.get("extras", [])
+            text = name + (f"[{','.join(_strings(extras, where))}]" if extras else "")
+            text += _poetry_version(str(item.get("version", "*")), where)
+            markers = [str(item["markers"])] if "markers" in item else []
+            if "python" in item:
+                markers.append(_poetry_python(str(item["python"]), where))
+            markers = [m for m in markers if m]
+            if markers:
+                text += "; " + " and ".join(f"({m})" for m in markers)
+            out.append(text)
+    return out
+
+
+def _tool_groups(
+    pyproject: Mapping[str, object],
+) -> tuple[dict[str, list], str, tuple[str, ...]]:
+    """Dependency groups declared the way Poetry or PDM did before PEP 735: (groups as
+    PEP 735 lists, the table they came from, the groups the tool installs by default).
+    `poetry install` installs each non-optional group and `pdm install` each dev group, so
+    those are the project's test environment unless --group names others."""
+    pdm = _table(pyproject, "tool", "pdm", "dev-dependencies")
+    if pdm:
+        groups = {}
+        for name, items in pdm.items():
+            texts = _strings(items, f"[tool.pdm.dev-dependencies].{name}")
+            groups[name] = [t for t in texts if not t.lstrip().startswith("-e")]  # the project
+        return groups, "tool.pdm.dev-dependencies", tuple(groups)
+    poetry = _table(pyproject, "tool", "poetry")
+    groups, default = {}, []
+    for name, group in _table(poetry, "group").items():
+        if isinstance(group, dict):
+            groups[name] = _poetry_table(group, f"[tool.poetry.group.{name}.dependencies]")
+            default += [] if group.get("optional") is True else [name]
+    if "dev-dependencies" in poetry:  # Poetry < 1.2: the dev group
+        where = "[tool.poetry.dev-dependencies]"
+        groups.setdefault("dev", []).extend(_poetry_table(poetry, where, "dev-dependencies"))
+        default += [] if "dev" in default else ["dev"]
+    return groups, "tool.poetry.group", tuple(default)
+
+
 def _requirements_file(
     tree: _Tree, path: str, depth: int, project: str, extras: Mapping[str, object]
 ) -> list[str]:
@@ -345,8 +454,11 @@ def read_declaration(
     project = pyproject.get("project", {})
     if not isinstance(project, dict):
         raise DeclarationError("[project] is not a table", "fix pyproject.toml")
+    poetry_name = _table(pyproject, "tool", "poetry").get("name")
     if isinstance(project.get("name"), str):
         project_name = canonicalize_name(project["name"])
+    elif isinstance(poetry_name, str):
+        project_name = canonicalize_name(poetry_name)
     if "requires-python" in project:
         requires_python = str(project["requires-python"])
     if "dependencies" in project:
@@ -360,6 +472,10 @@ def read_declaration(
             where = f"{path} ([tool.setuptools.dynamic] dependencies)"
             texts += [(t, where) for t in _requirements_file(tree, path, 0, project_name, {})]
             sources.append(where)
+    elif _table(pyproject, "tool", "poetry", "dependencies"):
+        where = "pyproject.toml [tool.poetry.dependencies]"
+        texts += [(t, where) for t in _poetry_table(_table(pyproject, "tool", "poetry"), where)]
+        sources.append(where)
     elif tree.root.get("requirements.txt", ("",))[0] in ("100644", "100755"):
         # No [project].dependencies: the runtime requirements are most likely here.
         texts += [(t, "requirements.txt") for t in
@@ -376,13 +492,16 @@ def read_declaration(
             sources.append(where)
     elif pick.extras:
         _pick({}, pick.extras, "extra")
-    groups = pyproject.get("dependency-groups", {})
+    groups, table, default = pyproject.get("dependency-groups", {}), "dependency-groups", None
     if not isinstance(groups, dict):
         raise DeclarationError("[dependency-groups] is not a table", "fix pyproject.toml")
+    if not groups:  # the tool-specific groups older than PEP 735
+        groups, table, default = _tool_groups(pyproject)
     if groups and (pick.groups or not pick.extras):
-        chosen = _pick(groups, pick.groups, "group")
+        by_name = pick.groups or default is None
+        chosen = _pick(groups, pick.groups, "group") if by_name else list(default)
         for name in chosen:
-            where = f"pyproject.toml [dependency-groups] {name}"
+            where = f"pyproject.toml [{table}] {name}"
             texts += [(t, where) for t in _group(groups, name, (), {})]
             sources.append(where)
     elif pick.groups:

@@ -202,3 +202,82 @@ def test_a_diamond_of_group_includes_stays_small(tmp_path):
     lines.append('i = ["i-pkg"]')
     got = declared({"pyproject.toml": "\n".join(lines) + "\n"}, tmp_path=tmp_path)
     assert len(got.requirements) == 10
+
+
+POETRY = """\
+[tool.poetry]
+name = "Toml_Kit"
+
+[tool.poetry.dependencies]
+python = "^3.9"
+attrs = "^23.1"
+ujson = {version = "~5.1", python = "<3.12", extras = ["fast"]}
+redis = {version = "*", optional = true}
+tomli = [{version = "^2.0.1", markers = "implementation_name == 'cpython'"}]
+zero = "^0.0.3"
+
+[tool.poetry.group.dev.dependencies]
+pytest = "^7.2.0"
+PyYAML = ">= 6.0, < 7"
+pinned = "1.19.1"
+
+[tool.poetry.group.docs]
+optional = true
+
+[tool.poetry.group.docs.dependencies]
+sphinx = "^4"
+
+[tool.poetry.dev-dependencies]
+pytest-cov = "~4"
+"""
+
+
+def test_poetry_dependencies_and_groups(tmp_path):
+    """tomlkit (poetry-core) declares everything in [tool.poetry]: carets and tildes become
+    PEP 440 ranges, `python` is the project's own Python, and `poetry install` installs
+    each non-optional group (dev here, and Poetry < 1.2's dev-dependencies)."""
+    got = declared({"pyproject.toml": POETRY}, tmp_path=tmp_path)
+    assert got.requirements == (
+        "attrs<24,>=23.1",
+        "pinned==1.19.1",
+        "pytest-cov<5,>=4",
+        "pytest<8,>=7.2.0",
+        "pyyaml<7,>=6.0",
+        'tomli<3,>=2.0.1; implementation_name == "cpython"',
+        'ujson[fast]<5.2,>=5.1; python_version < "3.12"',
+        "zero<0.0.4,>=0.0.3",
+    )
+    assert "pyproject.toml [tool.poetry.dependencies]" in got.sources
+    assert "pyproject.toml [tool.poetry.group] dev" in got.sources
+    got = declared({"pyproject.toml": POETRY}, Pick(groups=("docs",)), tmp_path=tmp_path / "b")
+    assert "sphinx<5,>=4" in got.requirements and "pytest<8,>=7.2.0" not in got.requirements
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ('local = {path = "../local"}', "comes from a path"),
+        ('lib = {git = "https://example.invalid/lib.git"}', "comes from a git"),
+        ('odd = "@latest"', "not a Poetry version constraint"),
+    ],
+)
+def test_poetry_sources_other_than_wheels_are_refused(tmp_path, entry, message):
+    text = f'[tool.poetry]\nname = "x"\n\n[tool.poetry.dependencies]\n{entry}\n'
+    with pytest.raises(DeclarationError, match=message):
+        declared({"pyproject.toml": text}, tmp_path=tmp_path)
+
+
+def test_pdm_dev_dependencies_are_every_dev_group(tmp_path):
+    """marko (pdm-backend) keeps its test requirements in PDM's pre-PEP 735 table; `pdm
+    install` installs every dev group, and its tests need what the doc group brings
+    (marko[toc] → python-slugify). The project itself (-e) is not a requirement."""
+    text = (
+        '[project]\nname = "marko"\ndependencies = []\n\n[project.optional-dependencies]\n'
+        'toc = ["python-slugify"]\n\n[tool.pdm.dev-dependencies]\n'
+        'dev = ["pytest", "-e file:///${PROJECT_ROOT}/#egg=marko"]\ndoc = ["marko[toc]"]\n'
+    )
+    got = declared({"pyproject.toml": text}, tmp_path=tmp_path)
+    assert got.requirements == ("pytest", "python-slugify")
+    assert "pyproject.toml [tool.pdm.dev-dependencies] doc" in got.sources
+    got = declared({"pyproject.toml": text}, Pick(groups=("dev",)), tmp_path=tmp_path / "b")
+    assert got.requirements == ("pytest",)
