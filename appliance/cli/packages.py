@@ -87,6 +87,14 @@ def package() -> None:
     "--split", type=click.Choice(["train", "eval"]), help="Hint for the train/eval split."
 )
 @click.option("--max-commits", type=click.IntRange(min=1), help="Keep at most the N newest tasks.")
+@click.option(
+    "--max-requirement-sets",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Pinned requirement sets at most: commits that declare other dependencies get a "
+    "set of their own up to this many; one that would need another is dropped.",
+)
 @click.option("--since", type=click.DateTime(), help="Only commits after this date.")
 @click.option(
     "--find-links",
@@ -115,6 +123,7 @@ def build(
     test_timeout,
     split,
     max_commits,
+    max_requirement_sets,
     since: datetime | None,
     find_links,
     index_url,
@@ -125,8 +134,9 @@ def build(
     Keeps the commits that make good tasks (non-merge, 1–5 files, < 200 lines, changes
     code and tests, imperative message of ≥ 3 words, no bots, not docs/CI-only), reads the
     dependencies each declares (pyproject.toml, requirements files, tox.ini; nothing
-    runs), pins the newest one's for the target Python, and reports how many commits each
-    filter removed.
+    runs), pins them for the target Python (commits that declare the same dependencies
+    share one pinned set; at most --max-requirement-sets sets), and reports how many
+    commits each filter removed.
     """
     from appliance.packages.build import BuildOptions, build_package
 
@@ -157,6 +167,7 @@ def build(
         test_timeout_s=test_timeout,
         split=split,
         max_commits=max_commits,
+        max_requirement_sets=max_requirement_sets,
         since=since,
         find_links=find_links,
     )
@@ -176,7 +187,10 @@ def build(
                 "kept": kept,
                 "removed": result.removed,
                 "declared": list(result.declared),
-                "requirements": result.manifest.requirements,
+                "requirement_sets": [
+                    {"requirements": pins, "commits": len(result.manifest.commits_using(i))}
+                    for i, pins in enumerate(result.manifest.requirement_sets)
+                ],
                 "wheels": len(result.manifest.wheels),
             }
         )
@@ -188,10 +202,11 @@ def build(
             console.print(f"  removed by {reason:<28} {count}")
     for where in result.declared:
         console.print(f"  declared in {escape(where)}")
-    console.print(
-        f"  {len(result.manifest.requirements)} pinned requirements, "
-        f"{len(result.manifest.wheels)} wheels"
-    )
+    sets = result.manifest.requirement_sets
+    console.print(f"  {len(sets)} pinned requirement sets, {len(result.manifest.wheels)} wheels")
+    for index, pins in enumerate(sets):
+        users = len(result.manifest.commits_using(index))
+        console.print(f"  set {index}: {len(pins)} pins, used by {users} commits")
 
 
 @package.command()

@@ -111,6 +111,9 @@ def commit_specs(
     root = config.home / row["path"]
     repo = root / "repo"
     hashes = wheel_hashes(root / "packages")  # once per package: every commit shares them
+    # Each commit is tested with its own set (schema 2); a row written without sets (only
+    # requirements) has one set, used by every commit.
+    sets = json.loads(row["requirement_sets"] or "[]") or [json.loads(row["requirements"])]
     specs = []
     for commit in commits:
         specs.append(
@@ -125,7 +128,7 @@ def commit_specs(
                 parent=commit["parent"],
                 message=commit["message"],
                 test_files=changed_test_files(repo, commit["parent"], commit["sha"]),
-                requirements=tuple(json.loads(row["requirements"])),
+                requirements=tuple(sets[commit["requirement_set"]]),
                 test_command=tuple(json.loads(row["test_command"])),
                 test_timeout_s=row["test_timeout_s"],
             )
@@ -152,7 +155,7 @@ def manifest_spec(
         parent=commit.parent,
         message=commit.message,
         test_files=changed_test_files(repo, commit.parent, commit.sha),
-        requirements=tuple(manifest.requirements),
+        requirements=manifest.requirements_of(commit.sha),
         test_command=tuple(manifest.test_command),
         test_timeout_s=manifest.test_timeout_s,
     )

@@ -2,11 +2,13 @@
 
 Mines the commits with PyDriller, keeps those that make good tasks (mining.py), copies
 the repository as a clean bare repo, reads what each kept commit declares it needs
-(declared.py: read from git, nothing runs), pins the newest kept commit's declarations
-(plus `-r` requirements, pytest and the build backend) for the target Python and
-platform, drops the commits those pins do not satisfy, gathers the wheels, and writes
-manifest.json with every hash. The package is assembled in a temporary folder and
-renamed into place, so a failed build leaves nothing behind.
+(declared.py: read from git, nothing runs), and pins them (plus `-r` requirements, pytest
+and the build backend) for the target Python and platform, newest commit first: a commit
+whose declaration a set already pinned satisfies shares it, any other gets a set of its
+own, up to `max_requirement_sets`. It gathers the wheels of every set and writes
+manifest.json (schema 2: the sets, and which set each commit uses) with every hash.
+The package is assembled in a temporary folder and renamed into place, so a failed build
+leaves nothing behind.
 
 SOURCE is a work tree (a detached HEAD included), a bare repository (`git clone
 --mirror`) or a URL.
@@ -32,6 +34,7 @@ from appliance.packages.declared import Declaration, DeclarationError, Pick, rea
 from appliance.packages.environment import EnvironmentFailed, resolve
 from appliance.packages.manifest import (
     MANIFEST_NAME,
+    MAX_REQUIREMENT_SETS,
     SCHEMA_VERSION,
     CommitEntry,
     FileChange,
@@ -64,6 +67,7 @@ class BuildOptions:
     python_version: str | None = None  # "3.12"; default: this box's
     platform: str | None = None  # uv's platform name ("x86_64-manylinux_2_28"); default: this box
     any_commit: bool = False  # keep commits that do not change both code and tests
+    max_requirement_sets: int = 8  # a commit that would need one more is dropped
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ class BuildResult:
     manifest: Manifest
     scanned: int
     removed: dict[str, int]
-    declared: tuple[str, ...] = ()  # where the pinned declarations came from
+    declared: tuple[str, ...] = ()  # where the newest commit's declarations came from
 
 
 def _candidates(
@@ -275,6 +279,11 @@ def build_package(
         )
     if opts.platform:
         _pip_platforms(opts.platform)  # refused now, not after mining and resolving
+    if not 1 <= opts.max_requirement_sets <= MAX_REQUIREMENT_SETS:
+        raise PackageBuildError(
+            f"--max-requirement-sets {opts.max_requirement_sets} is out of range",
+            f"give 1 to {MAX_REQUIREMENT_SETS}",
+        )
     xy, full = target_python(opts)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{output.name}-build-", dir=output.parent) as tmp:
@@ -324,44 +333,24 @@ def build_package(
             kept, package / "repo", Pick(tuple(opts.extras), tuple(opts.groups)), full, removed
         )
         kept = [c for c in kept if c.sha in declarations]
-        declaration = declarations[kept[-1].sha]  # the newest: the one pinned
-        # `-r NAME…` is the operator's word on NAME: it replaces what commits declare of it.
-        overridden = frozenset(_project(r) for r in opts.requirements)
-        wanted = [r for r in declaration.all if _project(r) not in overridden]
-        wanted += opts.requirements
-        if not any(_project(r) == "pytest" for r in wanted):
-            wanted.append("pytest")  # the test command is pytest
-
         progress("resolving requirements")
-        try:
-            pins = resolve(
-                wanted,
-                opts.find_links,
-                cache_dir=cache_dir,
-                python_version=xy,
-                python_platform=opts.platform,
-                index_url=opts.index_url,
-            )
-        except EnvironmentFailed as exc:
-            raise PackageBuildError(
-                f"the requirements do not resolve to wheels: {exc.output}",
-                "fix the requirements or add wheels to --find-links",
-            ) from exc
-        sharing = [c for c in kept[:-1] if satisfied_by(declarations[c.sha], pins, xy, overridden)]
-        removed["declares-other-dependencies"] = len(kept) - 1 - len(sharing)
-        kept = [*sharing, kept[-1]]
-        if opts.max_commits is not None:
-            kept = kept[-opts.max_commits :]
-        progress(f"gathering {len(pins)} wheels")
+        sets, uses = _requirement_sets(kept, declarations, opts, xy, cache_dir, removed, progress)
+        kept = [c for c in kept if c.sha in uses]
+        progress(f"gathering the wheels of {len(sets)} requirement sets")
         (package / "packages").mkdir()
-        download_wheels(
-            pins,
-            package / "packages",
-            opts.find_links,
-            index_url=opts.index_url,
-            python_version=opts.python_version,
-            platform_name=opts.platform,
-        )
+        gathered: set[str] = set()
+        for pins in sets:  # one call per set: two sets may pin one project differently
+            missing = [p for p in pins if p not in gathered]
+            if missing:
+                download_wheels(
+                    missing,
+                    package / "packages",
+                    opts.find_links,
+                    index_url=opts.index_url,
+                    python_version=opts.python_version,
+                    platform_name=opts.platform,
+                )
+            gathered.update(missing)
         wheels = {p.name: sha256_file(p) for p in sorted((package / "packages").iterdir())}
         for path in (package / "packages").iterdir():
             path.chmod(0o644)
@@ -380,7 +369,7 @@ def build_package(
             description=opts.description,
             license=opts.license,
             python=opts.python,
-            requirements=pins,
+            requirement_sets=sets,
             test_command=list(opts.test_command),
             test_timeout_s=opts.test_timeout_s,
             split=opts.split,
@@ -394,6 +383,7 @@ def build_package(
                     message=c.message,
                     author_date=c.date,
                     files=[FileChange(path=p, added=a, deleted=d) for p, a, d in c.files],
+                    requirement_set=uses[c.sha],
                 )
                 for c in kept
             ],
@@ -403,7 +393,78 @@ def build_package(
         if output.exists():
             output.rmdir()
         package.rename(output)
-    return BuildResult(output, manifest, len(candidates), removed, declaration.sources)
+    return BuildResult(
+        output, manifest, len(candidates), removed, declarations[kept[-1].sha].sources
+    )
+
+
+def _wanted(declaration: Declaration, opts: BuildOptions) -> list[str]:
+    """What is resolved for a commit: its declaration, with `-r` replacing what it says of
+    the same projects (the operator's word), and pytest (the test command)."""
+    overridden = {_project(r) for r in opts.requirements}
+    wanted = [r for r in declaration.all if _project(r) not in overridden]
+    wanted += opts.requirements
+    if not any(_project(r) == "pytest" for r in wanted):
+        wanted.append("pytest")
+    return wanted
+
+
+def _requirement_sets(
+    kept: list[CandidateCommit],
+    declarations: dict[str, Declaration],
+    opts: BuildOptions,
+    python_version: str,
+    cache_dir: Path,
+    removed: dict[str, int],
+    progress: Callable[[str], None],
+) -> tuple[list[list[str]], dict[str, int]]:
+    """The pinned sets and each commit's index into them, newest commit first (set 0 is
+    the newest's). A commit shares the first set that satisfies its declaration, or gets
+    a set of its own; past `max_requirement_sets`, or when its declaration does not
+    resolve, it is dropped and counted. `max_commits` stops the walk: older commits are
+    never resolved. The newest commit's failure to resolve is the build's."""
+    overridden = frozenset(_project(r) for r in opts.requirements)
+    removed.update({"declares-other-dependencies": 0, "unresolvable-dependencies": 0})
+    sets: list[list[str]] = []
+    uses: dict[str, int] = {}
+    for commit in reversed(kept):
+        if opts.max_commits is not None and len(uses) >= opts.max_commits:
+            break
+        declaration = declarations[commit.sha]
+        index = next(
+            (
+                i
+                for i, pins in enumerate(sets)
+                if satisfied_by(declaration, pins, python_version, overridden)
+            ),
+            None,
+        )
+        if index is None and len(sets) >= opts.max_requirement_sets:
+            removed["declares-other-dependencies"] += 1
+            continue
+        if index is None:
+            progress(f"resolving requirement set {len(sets)} (commit {commit.sha[:12]})")
+            try:
+                pins = resolve(
+                    _wanted(declaration, opts),
+                    opts.find_links,
+                    cache_dir=cache_dir,
+                    python_version=python_version,
+                    python_platform=opts.platform,
+                    index_url=opts.index_url,
+                )
+            except EnvironmentFailed as exc:
+                if not sets:  # the newest commit: nothing to build without it
+                    raise PackageBuildError(
+                        f"the requirements do not resolve to wheels: {exc.output}",
+                        "fix the requirements or add wheels to --find-links",
+                    ) from exc
+                removed["unresolvable-dependencies"] += 1
+                continue
+            sets.append(pins)
+            index = len(sets) - 1
+        uses[commit.sha] = index
+    return sets, uses
 
 
 def _project(requirement: str) -> str:

@@ -168,8 +168,9 @@ def record_package(
         split, split_note = split_at_ingest(conn, manifest.name, manifest.split, eval_fraction)
         cur = conn.execute(
             """INSERT INTO packages (name, version, manifest_sha256, path, split, description,
-               license, python, test_command, test_timeout_s, requirements, ingested_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               license, python, test_command, test_timeout_s, requirements, requirement_sets,
+               ingested_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [
                 manifest.name,
                 manifest.version,
@@ -181,14 +182,16 @@ def record_package(
                 manifest.python,
                 json.dumps(manifest.test_command),
                 manifest.test_timeout_s,
-                json.dumps(manifest.requirements),
+                # The newest commit's set, as the one set schema 1 had.
+                json.dumps(manifest.requirements_of(manifest.commits[-1].sha)),
+                json.dumps(manifest.requirement_sets),
                 _now(),
             ],
         )
         package_id = cur.lastrowid
         conn.executemany(
             """INSERT INTO commits (package_id, sha, parent, message, author_date, files,
-               lines_added, lines_deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+               lines_added, lines_deleted, requirement_set) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [
                 (
                     package_id,
@@ -199,6 +202,7 @@ def record_package(
                     json.dumps([f.model_dump() for f in c.files]),
                     c.lines_added,
                     c.lines_deleted,
+                    c.requirement_set,
                 )
                 for c in manifest.commits
             ],

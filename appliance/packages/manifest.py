@@ -1,6 +1,9 @@
 """The repo package manifest (`manifest.json`), validated with pydantic.
 
 The format is documented in docs/repo-package.md; bump SCHEMA_VERSION when it changes.
+Schema 2 lists pinned requirement sets and which set each commit uses; a schema 1
+manifest (one `requirements` list for every commit) is still read, as set 0 of a schema 2
+one (`ManifestV1.upgraded`), so the rest of Forge sees one shape.
 Manifests come from outside, so every parse is bounded before json sees the bytes: the
 size (checked before reading), the nesting depth, and the length of every number and
 string; a manifest past any bound is a ManifestError naming it, never a json exception.
@@ -29,7 +32,9 @@ from pydantic import (
     model_validator,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MAX_REQUIREMENT_SETS = 64  # what a manifest may list; the build's own cap is lower
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 32 << 20
 # A valid manifest nests 5 deep (manifest → commits → commit → files → file); json's
@@ -74,6 +79,15 @@ def _pinned(req: str) -> str:
     return req
 
 
+Pin = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_pinned)]
+Pins = Annotated[list[Pin], Field(max_length=4096)]
+
+
+def _repeated_project(pins: list[str]) -> bool:
+    names = {Requirement(r).name.lower().replace("_", "-").replace(".", "-") for r in pins}
+    return len(names) != len(pins)
+
+
 def _wheel_filename(name: str) -> str:
     if (
         len(name) > 255
@@ -104,7 +118,7 @@ class FileChange(_Model):
     deleted: int = Field(ge=0)
 
 
-class CommitEntry(_Model):
+class CommitEntryV1(_Model):
     sha: Sha
     parent: Sha
     message: str = Field(min_length=1, max_length=65536)
@@ -120,29 +134,30 @@ class CommitEntry(_Model):
         return sum(f.deleted for f in self.files)
 
 
+class CommitEntry(CommitEntryV1):
+    requirement_set: int = Field(ge=0)  # an index into Manifest.requirement_sets
+
+
 class Source(_Model):
     url: Text = ""
     branch: Text = ""
     head: Sha | None = None
 
 
-class Manifest(_Model):
-    schema_version: Literal[1]
+class _ManifestFields(_Model):
+    """What schema 1 and 2 share."""
+
     name: Name
     version: Version
     description: str = Field("", max_length=4096)
     license: str = Field("", max_length=256)
     python: Annotated[str, StringConstraints(max_length=256), AfterValidator(_specifier)] = ">=3.11"
-    requirements: list[
-        Annotated[str, StringConstraints(max_length=1024), AfterValidator(_pinned)]
-    ] = Field(max_length=4096)
     test_command: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = Field(
         min_length=1, max_length=256
     )
     test_timeout_s: float = Field(gt=0, le=24 * 3600)
     split: Literal["train", "eval"] | None = None
     source: Source = Source()
-    commits: list[CommitEntry] = Field(min_length=1)
     wheels: dict[Annotated[str, AfterValidator(_wheel_filename)], Sha256] = Field(max_length=4096)
 
     @field_validator("test_command")
@@ -153,18 +168,76 @@ class Manifest(_Model):
             return argv
         raise ValueError("must run pytest: ['pytest', ...] or ['python', '-m', 'pytest', ...]")
 
-    @model_validator(mode="after")
-    def _unique_commits(self) -> Manifest:
-        shas = [c.sha for c in self.commits]
+    def _check_commits(self, commits: list[CommitEntryV1]) -> None:
+        shas = [c.sha for c in commits]
         if len(set(shas)) != len(shas):
             raise ValueError("commits lists the same sha more than once")
-        names = {Requirement(r).name.lower().replace("_", "-") for r in self.requirements}
-        if len(names) != len(self.requirements):
-            raise ValueError("requirements names a project more than once")
+
+
+class Manifest(_ManifestFields):
+    schema_version: Literal[2]
+    # Commits that declare the same dependencies share one pinned set; set 0 is the
+    # newest commit's.
+    requirement_sets: list[Pins] = Field(min_length=1, max_length=MAX_REQUIREMENT_SETS)
+    commits: list[CommitEntry] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        self._check_commits(self.commits)
+        for index, pins in enumerate(self.requirement_sets):
+            if _repeated_project(pins):
+                raise ValueError(f"requirement set {index} names a project more than once")
+        count = len(self.requirement_sets)
+        for commit in self.commits:
+            if commit.requirement_set >= count:
+                raise ValueError(
+                    f"commit {commit.sha[:12]} uses requirement set {commit.requirement_set}, "
+                    f"which does not exist (requirement_sets holds {count})"
+                )
+        unused = sorted(set(range(count)) - {c.requirement_set for c in self.commits})
+        if unused:
+            raise ValueError(f"requirement set {unused[0]} is used by no commit")
         return self
+
+    def requirements_of(self, sha: str) -> tuple[str, ...]:
+        """The pinned requirements commit `sha` (listed in this manifest) is tested with."""
+        for commit in self.commits:
+            if commit.sha == sha:
+                return tuple(self.requirement_sets[commit.requirement_set])
+        raise KeyError(f"commit {sha} is not in the manifest of {self.name} {self.version}")
+
+    def commits_using(self, index: int) -> list[CommitEntry]:
+        return [c for c in self.commits if c.requirement_set == index]
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
+
+
+class ManifestV1(_ManifestFields):
+    """Schema 1: one requirement list for every commit. Read, never written."""
+
+    schema_version: Literal[1]
+    requirements: Pins
+    commits: list[CommitEntryV1] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ManifestV1:
+        self._check_commits(self.commits)
+        if _repeated_project(self.requirements):
+            raise ValueError("requirements names a project more than once")
+        return self
+
+    def upgraded(self) -> Manifest:
+        """The same package as schema 2: its requirements are set 0, used by every commit."""
+        fields = self.model_dump(exclude={"schema_version", "requirements", "commits"})
+        return Manifest.model_validate(
+            {
+                **fields,
+                "schema_version": 2,
+                "requirement_sets": [self.requirements],
+                "commits": [{**c.model_dump(), "requirement_set": 0} for c in self.commits],
+            }
+        )
 
 
 class ManifestError(ValueError):
@@ -228,14 +301,17 @@ def parse_manifest(raw: bytes) -> Manifest:
     if not isinstance(data, dict):
         raise ManifestError(["the top level must be a JSON object"])
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        readable = " or ".join(str(v) for v in READABLE_VERSIONS)
         raise ManifestError(
             [
                 f"unknown schema_version {version!r}; this Forge reads schema_version "
-                f"{SCHEMA_VERSION} (rebuild the package with this Forge's `forge package build`)"
+                f"{readable} (rebuild the package with this Forge's `forge package build`)"
             ]
         )
     try:
+        if version == 1:
+            return ManifestV1.model_validate(data).upgraded()
         return Manifest.model_validate(data)
     except ValidationError as exc:
         raise ManifestError(

@@ -316,19 +316,28 @@ def _check_trees(repo: Path, manifest: Manifest) -> list[Problem]:
 
 
 def _check_requirements(root: Path, manifest: Manifest, cache: Path) -> list[Problem]:
-    try:
-        resolve(manifest.requirements, root / "packages", cache_dir=cache)
-    except EnvironmentFailed as exc:
-        return [
-            Problem(
-                "wheel-missing",
-                "packages",
-                "the requirements do not resolve from packages/ alone: "
-                + exc.output.strip()[-1500:],
-                "add the missing wheels (forge package build downloads them all)",
+    """Every requirement set must resolve from packages/ alone; a problem names the set."""
+    problems = []
+    several = len(manifest.requirement_sets) > 1
+    for index, pins in enumerate(manifest.requirement_sets):
+        try:
+            resolve(pins, root / "packages", cache_dir=cache)
+        except EnvironmentFailed as exc:
+            users = len(manifest.commits_using(index))
+            what = (
+                f"requirement set {index} (used by {users} commits) does not resolve"
+                if several
+                else "the requirements do not resolve"
             )
-        ]
-    return []
+            problems.append(
+                Problem(
+                    "wheel-missing",
+                    "packages",
+                    f"{what} from packages/ alone: " + exc.output.strip()[-1500:],
+                    "add the missing wheels (forge package build downloads them all)",
+                )
+            )
+    return problems
 
 
 def _dry_run(

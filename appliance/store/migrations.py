@@ -401,3 +401,13 @@ def m012_tampered_verdict(db: sqlite_utils.Database) -> None:
     )
     db.execute("DROP TABLE triples")
     db.execute("ALTER TABLE triples_new RENAME TO triples")
+
+
+@migration
+def m013_requirement_sets(db: sqlite_utils.Database) -> None:
+    # Manifest schema 2: commits that declare different dependencies use different pinned
+    # sets. A package keeps its sets (JSON list of lists), a commit the index of its own.
+    # Rows from before have one set, `requirements`, used by every commit.
+    db.execute("ALTER TABLE packages ADD COLUMN requirement_sets TEXT NOT NULL DEFAULT '[]'")
+    db.execute("UPDATE packages SET requirement_sets = '[' || requirements || ']'")
+    db.execute("ALTER TABLE commits ADD COLUMN requirement_set INTEGER NOT NULL DEFAULT 0")

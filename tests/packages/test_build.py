@@ -199,7 +199,7 @@ def test_src_layout_project_builds_from_its_declarations(tmp_path, links, forge_
 
     repo = src_project(tmp_path / "calc-src")
     result = build_from(str(repo.path), tmp_path / "pkg", links, name="calc", version="1")
-    pins = result.manifest.requirements
+    pins = result.manifest.requirement_sets[0]
     assert "tiny-dep==1.0" in pins and "tiny-backend==1.0" in pins  # the backend ships too
     assert any(p.startswith("pytest==") for p in pins)  # from the [dependency-groups] test
     assert "tiny_backend-1.0-py3-none-any.whl" in result.manifest.wheels
@@ -212,10 +212,11 @@ def test_src_layout_project_builds_from_its_declarations(tmp_path, links, forge_
     assert report.ok, report.to_dict()
 
 
-def test_commits_the_pins_do_not_satisfy_are_dropped(tmp_path, links):
+def test_past_the_set_cap_commits_the_pins_do_not_satisfy_are_dropped(tmp_path, links):
     repo = src_project(tmp_path / "calc-src", deps='"tiny-dep<1"')
     # The newest commit moves to tiny-dep>=1; a middle one declares something those pins
-    # still satisfy (kept), the oldest task asks for tiny-dep<1 (dropped).
+    # still satisfy (kept), the oldest task asks for tiny-dep<1: with one set allowed,
+    # dropped (tests/packages/test_requirement_sets.py: with more, it gets its own).
     repo.commit(
         "Add multiplication to the calculator",
         {
@@ -233,13 +234,13 @@ def test_commits_the_pins_do_not_satisfy_are_dropped(tmp_path, links):
             "    assert div(6, 3) == 2\n",
         },
     )
-    result = build_from(str(repo.path), tmp_path / "pkg", links)
+    result = build_from(str(repo.path), tmp_path / "pkg", links, max_requirement_sets=1)
     assert [c.message.strip() for c in result.manifest.commits] == [
         "Add multiplication to the calculator",
         "Add division to the calculator",
     ]
     assert result.removed["declares-other-dependencies"] == 1
-    assert "tiny-dep==1.0" in result.manifest.requirements
+    assert "tiny-dep==1.0" in result.manifest.requirement_sets[0]
 
 
 def test_a_requirement_option_replaces_what_the_commits_declare_of_that_project(tmp_path, links):
@@ -247,7 +248,7 @@ def test_a_requirement_option_replaces_what_the_commits_declare_of_that_project(
     conflict with it, and no commit is dropped for declaring otherwise."""
     repo = src_project(tmp_path / "calc-src")
     result = build_from(str(repo.path), tmp_path / "pkg", links, requirements=("tiny-dep==0.5",))
-    assert "tiny-dep==0.5" in result.manifest.requirements
+    assert "tiny-dep==0.5" in result.manifest.requirement_sets[0]
     assert result.removed.get("declares-other-dependencies", 0) == 0
     assert len(result.manifest.commits) == 1  # the one task commit (code and tests)
 
@@ -341,9 +342,9 @@ def test_index_path_resolves_and_downloads_from_a_local_index(tmp_path, links, m
         result = build_from(str(repo.path), tmp_path / "pkg", None, index_url=url)
     finally:
         server.shutdown()
-    assert "tiny-dep==1.0" in result.manifest.requirements
+    assert "tiny-dep==1.0" in result.manifest.requirement_sets[0]
     assert "tiny_backend-1.0-py3-none-any.whl" in result.manifest.wheels
-    assert len(result.manifest.wheels) == len(result.manifest.requirements)
+    assert len(result.manifest.wheels) == len(result.manifest.requirement_sets[0])
 
 
 def test_cli_build_from_a_file_url_reports_each_filter(calc_repo, wheelhouse, tmp_path, forge_home):
@@ -379,7 +380,7 @@ def test_another_python_and_platform_are_resolved_for(tmp_path, links):
         python_version="3.12",
         platform="aarch64-manylinux_2_28",
     )
-    assert "tiny-dep==1.0" in result.manifest.requirements
+    assert "tiny-dep==1.0" in result.manifest.requirement_sets[0]
     with pytest.raises(PackageBuildError, match="--platform 'windows' is not one"):
         build_from(str(repo.path), tmp_path / "b", links, platform="windows")
     with pytest.raises(PackageBuildError, match="--python-version '3' is not"):

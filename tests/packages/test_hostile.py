@@ -171,7 +171,7 @@ def manifest_symlink(pkg: Path, outside: Path) -> None:
 
 def unpinned_requirement(pkg: Path, outside: Path) -> None:
     data = _manifest(pkg)
-    data["requirements"].append("requests>=2")
+    data["requirement_sets"][0].append("requests>=2")
     _write_manifest(pkg, data)
 
 
