@@ -427,6 +427,7 @@ def _requirement_sets(
     removed.update({"declares-other-dependencies": 0, "unresolvable-dependencies": 0})
     sets: list[list[str]] = []
     uses: dict[str, int] = {}
+    failed: set[tuple[str, ...]] = set()  # declarations that did not resolve: not retried
     for commit in reversed(kept):
         if opts.max_commits is not None and len(uses) >= opts.max_commits:
             break
@@ -442,11 +443,15 @@ def _requirement_sets(
         if index is None and len(sets) >= opts.max_requirement_sets:
             removed["declares-other-dependencies"] += 1
             continue
+        wanted = _wanted(declaration, opts)
+        if index is None and tuple(wanted) in failed:
+            removed["unresolvable-dependencies"] += 1
+            continue
         if index is None:
             progress(f"resolving requirement set {len(sets)} (commit {commit.sha[:12]})")
             try:
                 pins = resolve(
-                    _wanted(declaration, opts),
+                    wanted,
                     opts.find_links,
                     cache_dir=cache_dir,
                     python_version=python_version,
@@ -459,6 +464,7 @@ def _requirement_sets(
                         f"the requirements do not resolve to wheels: {exc.output}",
                         "fix the requirements or add wheels to --find-links",
                     ) from exc
+                failed.add(tuple(wanted))
                 removed["unresolvable-dependencies"] += 1
                 continue
             sets.append(pins)
