@@ -206,7 +206,9 @@ def build(
     console.print(f"  {len(sets)} pinned requirement sets, {len(result.manifest.wheels)} wheels")
     for index, pins in enumerate(sets):
         users = len(result.manifest.commits_using(index))
-        console.print(f"  set {index}: {len(pins)} pins, used by {users} commits")
+        console.print(
+            f"  set {index}: {len(pins)} pins, used by {users} commit{'' if users == 1 else 's'}"
+        )
 
 
 @package.command()

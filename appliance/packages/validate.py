@@ -325,7 +325,8 @@ def _check_requirements(root: Path, manifest: Manifest, cache: Path) -> list[Pro
         except EnvironmentFailed as exc:
             users = len(manifest.commits_using(index))
             what = (
-                f"requirement set {index} (used by {users} commits) does not resolve"
+                f"requirement set {index} (used by {users} commit{'' if users == 1 else 's'}) "
+                "does not resolve"
                 if several
                 else "the requirements do not resolve"
             )

@@ -161,7 +161,26 @@ def test_the_set_cap_drops_commits_and_the_cli_reports_the_sets(tmp_path, dep_li
     out = CliRunner().invoke(cli, [*args[:-1], "-o", str(tmp_path / "text")])
     assert out.exit_code == 0, out.output
     assert "2 pinned requirement sets" in out.output
-    assert "set 1: " in out.output and "used by 1 commits" in out.output
+    assert "set 1: " in out.output and "used by 1 commit\n" in out.output
+
+
+def test_validation_resolves_every_set_and_names_the_one_that_fails(
+    tmp_path, dep_links, forge_home
+):
+    from appliance.packages.validate import validate
+
+    repo = two_eras(tmp_path / "calc")
+    package = build_from(str(repo.path), tmp_path / "pkg", dep_links).path
+    (package / "packages" / "tiny_dep-0.5-py3-none-any.whl").unlink()  # set 1's alone
+    data = json.loads((package / "manifest.json").read_text())
+    del data["wheels"]["tiny_dep-0.5-py3-none-any.whl"]
+    (package / "manifest.json").write_text(json.dumps(data, indent=2))
+    report = validate(package, forge_home, dry_run=False)
+    [problem] = report.problems
+    assert problem.rule == "wheel-missing"
+    assert problem.message.startswith(
+        "requirement set 1 (used by 1 commit) does not resolve from packages/ alone"
+    )
 
 
 def test_an_older_declaration_that_does_not_resolve_is_dropped(tmp_path, dep_links):
