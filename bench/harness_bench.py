@@ -13,7 +13,10 @@ noisy machine where absolute times drift:
 2. Sandbox overhead: the demo's largest suite through `run_tests` (bubblewrap, limits,
    supervisor, report parsing) vs. the same pytest command line run directly with the same
    environment variables and the same report parsing, alternated, medians compared.
-3. Gold grading throughput: `grade_gold` over the first K demo commits that change a test
+3. Project install: the project built by its own backend in the sandbox and installed
+   into an overlay (harness/install.py) — cold (built) and warm (reused for a new worktree
+   of the same build inputs) — against the test run it precedes (run_tests, warm).
+4. Gold grading throughput: `grade_gold` over the first K demo commits that change a test
    file, environment warm; commits per minute, where the time goes, and the ratio to the
    ideal — the same number of direct pytest runs on the same trees.
 
@@ -52,6 +55,7 @@ WARM_ENV_GOAL_S = 0.3
 WARM_ENV_SPEEDUP_GOAL = 10.0
 EXTRA_DISK_GOAL_MB = 20.0
 SANDBOX_RATIO_GOAL = 1.15
+INSTALL_RATIO_GOAL = 0.5  # the per-commit project install, warm, against the test run
 PYTEST_TIME = re.compile(r" in (\d+(?:\.\d+)?)s\b")
 
 
@@ -343,7 +347,62 @@ def bench_sandbox(config, spec, repeat: int) -> tuple[list[Row], dict]:
     return rows, info
 
 
-# ---------------------------------------------------------------- 3. grading
+# ------------------------------------------------------------ 3. project install
+
+
+def bench_install(config, spec, repeat: int) -> tuple[list[Row], dict]:
+    """The per-commit project install against the test run it comes before."""
+    from appliance.harness.checkout import worktree
+    from appliance.harness.envs import ensure_env
+    from appliance.harness.install import ensure_project
+    from appliance.harness.testrun import run_tests
+
+    section = "Project install per commit (own build backend, in the sandbox)"
+    env = ensure_env(config, spec)
+    cold, warm, tests = [], [], []
+    _progress(f"install: {repeat} cold and warm installs of {spec.sha[:12]}, each with a run")
+    for _ in range(repeat + 1):  # the first round warms the page cache and is dropped
+        with worktree(config, spec.repo, spec.sha, label="bench-install-cold") as work:
+            start = time.perf_counter()
+            project = ensure_project(config, spec, work, env)
+            if project is None:
+                raise SystemExit(f"{spec.package} declares no build: nothing to install")
+            cold.append(time.perf_counter() - start)
+            shutil.rmtree(project.venv.parent)  # the next round builds again
+        with worktree(config, spec.repo, spec.sha, label="bench-install-warm") as work:
+            ensure_project(config, spec, work, env)  # built here: this one is not timed
+        with worktree(config, spec.repo, spec.sha, label="bench-install-warm") as work:
+            start = time.perf_counter()
+            project = ensure_project(config, spec, work, env)
+            warm.append(time.perf_counter() - start)
+            assert project is not None and not project.built
+            start = time.perf_counter()
+            run = run_tests(config, spec, work, env)
+            tests.append(time.perf_counter() - start)
+            if run.status != "ok":
+                raise SystemExit(f"run after the install failed: {run.status}: {run.detail}")
+        shutil.rmtree(project.venv.parent)
+    cold, warm, tests = cold[1:], warm[1:], tests[1:]
+    base = statistics.median(tests)
+    warm_s, cold_s = statistics.median(warm), statistics.median(cold)
+    rows = [
+        Row(section, "test run, project installed (baseline)", base, ratio=1.0),
+        Row(
+            section,
+            "install reused for a new worktree (warm caches)",
+            warm_s,
+            ratio=warm_s / base,
+            goal=f"≤ {INSTALL_RATIO_GOAL:.2f}×",
+            ok=warm_s / base <= INSTALL_RATIO_GOAL,
+        ),
+        Row(
+            section, "install built: backend run in the sandbox (cold)", cold_s, ratio=cold_s / base
+        ),
+    ]
+    return rows, {"editable": project.editable, "cold": cold, "warm": warm, "tests": tests}
+
+
+# ---------------------------------------------------------------- 4. grading
 
 
 class _Phases:
@@ -351,6 +410,7 @@ class _Phases:
         self.seconds: dict[str, float] = defaultdict(float)
         self.pytest_own = 0.0
         self.runs = 0
+        self.builds = 0
 
     def add(self, name: str, start: float) -> None:
         self.seconds[name] += time.perf_counter() - start
@@ -360,9 +420,17 @@ class _Phases:
 def _instrumented(phases: _Phases):
     """Time grading's phases by wrapping the functions grading.py calls (nothing else
     changes): worktree (create = checkout, exit = cleanup), overlay, run_tests, env lookup."""
-    from appliance.harness import grading
+    from appliance.harness import grading, testrun
 
     real = {n: getattr(grading, n) for n in ("worktree", "overlay", "run_tests", "env_or_failure")}
+    real_project = testrun.ensure_project
+
+    def ensure_project(*args, **kwargs):
+        start = time.perf_counter()
+        project = real_project(*args, **kwargs)
+        phases.add("project install (build or reuse)", start)
+        phases.builds += bool(project is not None and project.built)
+        return project
 
     @contextmanager
     def worktree(*args, **kwargs):
@@ -408,10 +476,12 @@ def _instrumented(phases: _Phases):
     try:
         for name, fn in patched.items():
             setattr(grading, name, fn)
+        testrun.ensure_project = ensure_project
         yield
     finally:
         for name, fn in real.items():
             setattr(grading, name, fn)
+        testrun.ensure_project = real_project
 
 
 def _ideal(config, spec, env_path: Path, gold_runs: int) -> float:
@@ -463,7 +533,9 @@ def bench_grading(config, specs, commits: int) -> tuple[list[Row], list[Row], di
             ratio=per_minute / (len(chosen) / ideal * 60),
         ),
     ]
+    # The project install happens inside run_tests: counted as its own phase.
     test_runs = phases.seconds.pop("test runs", 0.0)
+    test_runs -= phases.seconds.get("project install (build or reuse)", 0.0)
     where = [
         ("test runs: pytest's own time (as it reports)", phases.pytest_own),
         (
@@ -480,6 +552,7 @@ def bench_grading(config, specs, commits: int) -> tuple[list[Row], list[Row], di
         "runs": runs,
         "gold_runs": config.settings.harness.gold_runs,
         "sandboxed_minus_ideal_s": test_runs - ideal,
+        "project_builds": phases.builds,
     }
     return rows, time_rows, info
 
@@ -536,8 +609,9 @@ def main() -> int:
         env_rows, env_info = bench_envs(config, largest, tmp, args.env_repeat, args.repeat)
         env_info.pop("second_env")
         sandbox_rows, sandbox_info = bench_sandbox(config, largest, args.repeat)
+        install_rows, install_info = bench_install(config, largest, args.repeat)
         grading_rows, time_rows, grading_info = bench_grading(config, specs, args.commits)
-    rows = env_rows + sandbox_rows + grading_rows
+    rows = env_rows + sandbox_rows + install_rows + grading_rows
     missed = [row.name for row in rows if row.ok is False]
     elapsed = time.perf_counter() - started
     machine = {
@@ -555,6 +629,7 @@ def main() -> int:
                     "where_the_time_goes": [asdict(row) for row in time_rows],
                     "environments": env_info,
                     "sandbox": sandbox_info,
+                    "install": install_info,
                     "grading": grading_info,
                     "goals_met": not missed,
                     "missed": missed,
@@ -586,7 +661,8 @@ def main() -> int:
         )
         print(
             f"  grading: {_commits(grading_info['commits'])} ({grading_info['usable']} usable), "
-            f"gold_runs = {grading_info['gold_runs']}, {grading_info['runs']} sandboxed runs; "
+            f"gold_runs = {grading_info['gold_runs']}, {grading_info['runs']} sandboxed runs, "
+            f"{grading_info['project_builds']} project builds; "
             f"sandboxed − ideal = {grading_info['sandboxed_minus_ideal_s']:.2f} s\n"
         )
         _print_table(

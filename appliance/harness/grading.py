@@ -82,6 +82,8 @@ def classify_gold(
     for run in (before, *gold):
         if run.status in INFRA:
             return "infra", False, f"{run.status}: {run.detail}", (), (), ()
+        if run.status == "build_failed":  # the commit's own tree: never a model's doing
+            return "infra", False, f"env_failed: {run.detail}", (), (), ()
     for run, side in [(before, "before the commit"), *((g, "at the commit") for g in gold)]:
         if run.status == "tampered":  # the commit's own code rewrote what its tests said
             return "ok", False, f"tampered: the run {side} disagrees: {run.detail}", (), (), ()
@@ -228,6 +230,11 @@ def classify_patch(gold: GoldResult, run: TestRun) -> PatchVerdict:
     if run.status == "tampered":
         reason = f"the run's results were tampered with: {run.detail}"
         return PatchVerdict("tampered", reason, run=run.summary())
+    if run.status == "build_failed":
+        # The commit's tree builds (its gold runs did), so the edit broke the build.
+        return PatchVerdict(
+            "failed", f"the project does not build with the edit: {run.detail}", run=run.summary()
+        )
     if not run.ran:
         # The gold run of the same tests finished, so a run that did not is the edit's doing.
         return PatchVerdict("failed", f"the tests did not finish: {run.detail}", run=run.summary())

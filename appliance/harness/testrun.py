@@ -5,7 +5,8 @@ without stopping the run, and Forge's witness plugin loaded first, streaming eac
 to Forge as it is made (stream.py). The result's `status` separates a run that produced
 test outcomes ("ok", or "collection_error" when some modules did not import) from runs
 that produced none: "no_tests", "timeout", "out_of_memory", "limit", "crashed",
-"env_failed", "sandbox_error", and "tampered" when the stream, the JUnit report and
+"env_failed", "sandbox_error", "build_failed" (the project's own build failed: see
+install.py), and "tampered" when the stream, the JUnit report and
 pytest's exit status disagree (the code under test rewrote what its run said).
 
 This is the one way Forge runs a package's tests: gold grading, patch grading and
@@ -23,6 +24,7 @@ from pathlib import Path
 from appliance.config import Config
 from appliance.errors import SandboxError
 from appliance.harness.envs import Environment, EnvironmentBroken, ensure_env
+from appliance.harness.install import WORKTREE, Project, ProjectBuildFailed, ensure_project
 from appliance.harness.junit import ReportUnreadable, read_report
 from appliance.harness.spec import CommitSpec
 from appliance.harness.stream import Stream, cross_check, read_stream, witness_channel
@@ -78,10 +80,22 @@ class TestRun:
 
 
 def pytest_argv(
-    spec: CommitSpec, report: Path, witness: tuple[str, ...] = (), *, collect_only: bool = False
+    spec: CommitSpec,
+    report: Path,
+    witness: tuple[str, ...] = (),
+    *,
+    collect_only: bool = False,
+    project: Project | None = None,
 ) -> tuple[str, ...]:
+    """The test command with Forge's options. With the project installed, pytest runs on
+    the overlay's python (`python -m pytest`): the shared environment's `pytest` script
+    would start that environment's python, which does not see the project."""
+    command = tuple(spec.test_command)
+    if project is not None:
+        rest = command[1:] if command[0] == "pytest" else command[3:]
+        command = (str(project.python), "-m", "pytest", *rest)
     return (
-        *spec.test_command,
+        *command,
         *witness,
         "-p",
         "no:cacheprovider",
@@ -122,25 +136,42 @@ def run_tests(
     repo, out = work / "repo", work / "out"
     report = out / REPORT
     report.unlink(missing_ok=True)
-    # The repository's code is importable as its suite expects: from src/ when the project
-    # uses that layout, and from the root (what `python -m pytest` would give).
-    paths = [str(repo / "src")] if (repo / "src").is_dir() else []
     started = time.monotonic()
+    try:
+        project = ensure_project(config, spec, work, env)
+    except ProjectBuildFailed as exc:
+        return TestRun(
+            "build_failed",
+            detail=exc.message,
+            duration_s=time.monotonic() - started,
+            output_tail=_tail(exc.output),
+            network="network" in exc.message,
+        )
+    # The repository's code is importable as its suite expects: installed (editable) when
+    # it declares a build, and from src/ when it uses that layout and from the root (what
+    # `python -m pytest` gives) in any case. The sandbox sees the tree at WORKTREE.
+    paths = [str(WORKTREE / "src")] if (repo / "src").is_dir() else []
+    venv = project.venv if project is not None else env.path
+    binds = (Bind(project.venv),) if project is not None else ()
     with witness_channel(work) as witness:
         request = SandboxRequest(
-            argv=pytest_argv(spec, report, witness.argv, collect_only=collect_only),
-            cwd=repo,
+            argv=pytest_argv(
+                spec, report, witness.argv, collect_only=collect_only, project=project
+            ),
+            cwd=WORKTREE,
             binds=(
-                Bind(repo, writable=True),
+                Bind(repo, writable=True, target=WORKTREE),
                 Bind(out, writable=True),
                 Bind(env.path),
+                *binds,
                 Bind(witness.folder),  # read-only: the plugin, and the FIFO it writes to
             ),
             env={
-                "PATH": f"{env.bin}:/usr/local/bin:/usr/bin:/bin",
-                "VIRTUAL_ENV": str(env.path),
+                "PATH": ":".join(dict.fromkeys([str(venv / "bin"), str(env.bin)]))
+                + ":/usr/local/bin:/usr/bin:/bin",
+                "VIRTUAL_ENV": str(venv),
                 # The witness first, so nothing of the repository can stand in for it.
-                "PYTHONPATH": ":".join([str(witness.folder), *paths, str(repo)]),
+                "PYTHONPATH": ":".join([str(witness.folder), *paths, str(WORKTREE)]),
                 "PYTHONDONTWRITEBYTECODE": "1",
                 "PYTHONHASHSEED": "0",
                 **witness.env,

@@ -213,11 +213,11 @@ class BwrapBackend:
         for hidden in self.hide:
             if _visible(hidden):
                 cmd += ["--tmpfs", str(hidden)]
-        cmd += _parent_dirs([Path(b.path).resolve() for b in request.binds])
+        cmd += _parent_dirs([b.inside for b in request.binds])
         # Parents before children, so a bind inside another bind is not covered by it.
-        for bind in sorted(request.binds, key=lambda b: len(Path(b.path).resolve().parts)):
+        for bind in sorted(request.binds, key=lambda b: len(b.inside.parts)):
             path = str(Path(bind.path).resolve())
-            cmd += ["--bind" if bind.writable else "--ro-bind", path, path]
+            cmd += ["--bind" if bind.writable else "--ro-bind", path, str(bind.inside)]
         cmd += ["--remount-ro", "/"]  # the root tmpfs itself: nothing written outside binds
         cmd += ["--chdir", str(Path(request.cwd).resolve()), "--"]
         if forge_is_root():

@@ -321,7 +321,7 @@ class DockerBackend:
             "ulimits": _ulimits(limits),
             "tmpfs": {"/tmp": f"size={limits.tmp_mb}m,mode=1777,nosuid,nodev"},
             "volumes": {
-                str(b.path): {"bind": str(b.path), "mode": "rw" if b.writable else "ro"}
+                str(b.path): {"bind": str(b.inside), "mode": "rw" if b.writable else "ro"}
                 for b in request.binds
             },
             "user": f"{self.uid}:{self.gid}",

@@ -33,10 +33,17 @@ class Limits:
 
 @dataclass(frozen=True)
 class Bind:
-    """A host path made visible inside the sandbox at the same path."""
+    """A host path made visible inside the sandbox: at the same path, or at `target`
+    (a fixed place, so what a run builds against the path stays valid for the next run)."""
 
     path: Path
     writable: bool = False
+    target: Path | None = None
+
+    @property
+    def inside(self) -> Path:
+        """Where the sandbox sees it."""
+        return Path(self.target) if self.target is not None else Path(self.path).resolve()
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,22 @@ def test_the_build_hooks_are_live_code():
 """
 
 
+# The backend also builds (an empty editable wheel): Forge installs the project with it,
+# in the sandbox, before every run.
+EDITABLE_HOOK = """
+
+def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
+    import pathlib
+    import zipfile
+
+    name = "calc-0-py3-none-any.whl"
+    with zipfile.ZipFile(pathlib.Path(wheel_directory) / name, "w") as zf:
+        zf.writestr("calc-0.dist-info/METADATA", "Metadata-Version: 2.1\\nName: calc\\nVersion: 0\\n")
+        zf.writestr("calc-0.dist-info/WHEEL", "Wheel-Version: 1.0\\nTag: py3-none-any\\n")
+    return name
+"""
+
+
 def hostile_repo(path: Path, host: Path) -> RepoBuilder:
     """The calculator, plus a setup.py and a pyproject build backend that leave markers."""
     repo = RepoBuilder(path)
@@ -131,7 +147,7 @@ def hostile_repo(path: Path, host: Path) -> RepoBuilder:
             "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "hook_backend"\n'
             'backend-path = ["."]\n\n[tool.pytest.ini_options]\npythonpath = ["src"]\n'
             'testpaths = ["tests"]\n',
-            "hook_backend.py": mark + "\n\nWHERE = mark('build_backend')\n",
+            "hook_backend.py": mark + "\n\nWHERE = mark('build_backend')\n" + EDITABLE_HOOK,
             "setup.py": mark + "\n\nWHERE = mark('setup_py')\n",
             "src/calc.py": CALC_V1,
             "tests/test_calc.py": TEST_V1,

@@ -59,7 +59,8 @@ def requests(monkeypatch) -> list[SandboxRequest]:
 def _normal(request: SandboxRequest) -> dict:
     """The request with what differs by construction between two runs made equal: the
     worktree's folder, the witness's per-run module name and nonce, the wall-time limit."""
-    work = str(request.cwd.parent)
+    # The worktree is seen at a fixed place inside; its host folder is the bind's path.
+    work = str(next(b.path for b in request.binds if b.target == request.cwd).parent)
 
     def plain(text: str) -> str:
         return re.sub(r"forge_witness_[0-9a-f]+", "forge_witness_X", text.replace(work, "WORK"))
@@ -67,7 +68,7 @@ def _normal(request: SandboxRequest) -> dict:
     return {
         "argv": [plain(a) for a in request.argv],
         "cwd": plain(str(request.cwd)),
-        "binds": [(plain(str(b.path)), b.writable) for b in request.binds],
+        "binds": [(plain(str(b.path)), b.writable, b.target) for b in request.binds],
         "env": {
             k: ("NONCE" if k == "FORGE_WITNESS_NONCE" else plain(v)) for k, v in request.env.items()
         },  # fmt: skip
