@@ -109,7 +109,31 @@ def test_more_commits_than_the_limit_is_rejected(calc_repo, wheelhouse, tmp_path
 # --- Sources, declarations and the index path (issue 15) ---------------------------------
 
 
-def make_wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> Path:
+# tiny-backend's module: a working PEP 517/660 backend (Forge installs the project with it,
+# in the sandbox, before each run), making an editable wheel of `calc` from src/.
+TINY_BACKEND = """\
+import pathlib
+import zipfile
+
+WHEEL = "Wheel-Version: 1.0\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
+
+
+def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
+    name = "calc-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(pathlib.Path(wheel_directory) / name, "w") as zf:
+        zf.writestr("calc.pth", str(pathlib.Path.cwd() / "src") + "\\n")
+        zf.writestr("calc-0.1.dist-info/METADATA", "Metadata-Version: 2.1\\nName: calc\\nVersion: 0.1\\n")
+        zf.writestr("calc-0.1.dist-info/WHEEL", WHEEL)
+    return name
+
+
+build_wheel = build_editable
+"""
+
+
+def make_wheel(
+    folder: Path, name: str, version: str, requires: tuple[str, ...] = (), module: str = ""
+) -> Path:
     """A real, minimal pure-Python wheel (one module), as a build backend would make it."""
     import base64
     import hashlib
@@ -117,7 +141,7 @@ def make_wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] 
 
     dist = f"{name.replace('-', '_')}-{version}"
     files = {
-        f"{name.replace('-', '_')}.py": "VALUE = 1\n",
+        f"{name.replace('-', '_')}.py": module or "VALUE = 1\n",
         f"{dist}.dist-info/METADATA": "Metadata-Version: 2.1\n"
         f"Name: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires),
         f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: forge-tests\n"
@@ -141,7 +165,7 @@ def links(tmp_path, wheelhouse) -> Path:
     """The pytest wheels, a build backend and two versions of a dependency."""
     folder = tmp_path / "links"
     shutil.copytree(wheelhouse, folder)
-    make_wheel(folder, "tiny-backend", "1.0")
+    make_wheel(folder, "tiny-backend", "1.0", module=TINY_BACKEND)
     make_wheel(folder, "tiny-dep", "0.5")
     make_wheel(folder, "tiny-dep", "1.0")
     return folder
