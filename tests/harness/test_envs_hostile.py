@@ -131,7 +131,8 @@ def build_editable(wheel_directory, config_settings=None, metadata_directory=Non
 
     name = "calc-0-py3-none-any.whl"
     with zipfile.ZipFile(pathlib.Path(wheel_directory) / name, "w") as zf:
-        zf.writestr("calc-0.dist-info/METADATA", "Metadata-Version: 2.1\\nName: calc\\nVersion: 0\\n")
+        meta = "Metadata-Version: 2.1\\nName: calc\\nVersion: 0\\n"
+        zf.writestr("calc-0.dist-info/METADATA", meta)
         zf.writestr("calc-0.dist-info/WHEEL", "Wheel-Version: 1.0\\nTag: py3-none-any\\n")
     return name
 """

@@ -51,7 +51,8 @@ BACKEND = textwrap.dedent(
                 f"{dist}/METADATA", f"Metadata-Version: 2.1\\nName: verpkg\\nVersion: {version}\\n"
             )
             zf.writestr(f"{dist}/WHEEL", WHEEL)
-            zf.writestr(f"{dist}/entry_points.txt", "[console_scripts]\\nverpkg-hello = verpkg:hello\\n")
+            scripts = "[console_scripts]\\nverpkg-hello = verpkg:hello\\n"
+            zf.writestr(f"{dist}/entry_points.txt", scripts)
             zf.writestr(f"{dist}/RECORD", "")
         return name
 

@@ -122,7 +122,8 @@ def build_editable(wheel_directory, config_settings=None, metadata_directory=Non
     name = "calc-0.1-py3-none-any.whl"
     with zipfile.ZipFile(pathlib.Path(wheel_directory) / name, "w") as zf:
         zf.writestr("calc.pth", str(pathlib.Path.cwd() / "src") + "\\n")
-        zf.writestr("calc-0.1.dist-info/METADATA", "Metadata-Version: 2.1\\nName: calc\\nVersion: 0.1\\n")
+        meta = "Metadata-Version: 2.1\\nName: calc\\nVersion: 0.1\\n"
+        zf.writestr("calc-0.1.dist-info/METADATA", meta)
         zf.writestr("calc-0.1.dist-info/WHEEL", WHEEL)
     return name
 
