@@ -157,10 +157,28 @@ def scm_version(repo: Path, sha: str) -> str:
     return f"0.1.dev{count}+g{sha[:7]}"
 
 
+def static_version(repo: Path) -> bool:
+    """Whether pyproject.toml states the version itself (`[project].version`): then no
+    version plugin runs, and the version given to them cannot change the install."""
+    pyproject = repo / "pyproject.toml"
+    if not pyproject.is_file() or pyproject.is_symlink():
+        return False
+    if pyproject.stat().st_size > MAX_PYPROJECT_BYTES:
+        return False
+    try:
+        project = tomllib.loads(pyproject.read_text(errors="replace")).get("project")
+    except tomllib.TOMLDecodeError:
+        return False
+    return isinstance(project, dict) and isinstance(project.get("version"), str)
+
+
 def project_key(repo: Path, env: Environment, version: str) -> str:
     """What an install of the tree at `repo` depends on: the shared environment, the
-    version given to version plugins, the content of the build files and the names at the
-    top of the tree and of src/ (a new top-level package changes what an install maps)."""
+    version given to version plugins (unless the version is static: commits then share
+    installs), the content of the build files and the names at the top of the tree and of
+    src/ (a new top-level package changes what an install maps)."""
+    if static_version(repo):
+        version = ""
     files = {}
     for name in BUILD_FILES:
         path = repo / name

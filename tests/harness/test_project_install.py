@@ -213,3 +213,23 @@ def test_an_edit_that_breaks_the_build_fails_and_is_not_infra(verpkg):
     verdict = grade_patch(config, spec, gold, "search_replace", edits)
     assert verdict.verdict == "failed", verdict
     assert "does not build with the edit" in verdict.reason
+
+
+def test_the_version_keys_the_install_only_when_a_plugin_makes_it(tmp_path):
+    from appliance.harness.envs import Environment
+    from appliance.harness.install import project_key
+
+    env = Environment("k" * 24, tmp_path / "env", False, 0.0)
+    static, dynamic = tmp_path / "static", tmp_path / "dynamic"
+    for tree, project in [(static, 'version = "1.0"'), (dynamic, 'dynamic = ["version"]')]:
+        (tree / "src" / "pkg").mkdir(parents=True)
+        (tree / "pyproject.toml").write_text(f'[project]\nname = "pkg"\n{project}\n')
+    assert project_key(static, env, "1.1.dev1+gaaaaaaa") == project_key(
+        static, env, "1.1.dev2+gbbbbbbb"
+    )
+    assert project_key(dynamic, env, "1.1.dev1+gaaaaaaa") != project_key(
+        dynamic, env, "1.1.dev2+gbbbbbbb"
+    )
+    before = project_key(static, env, "")
+    (static / "src" / "other").mkdir()  # a new top-level package: what the install maps
+    assert project_key(static, env, "") != before
