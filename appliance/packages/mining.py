@@ -1,7 +1,9 @@
 """Which commits of a repository make good tasks: the filters of `forge package build`.
 
 A commit is kept when it is not a merge, not from a bot, has a message of at least
-three words starting with an imperative verb (and not a wip/bump/release message),
+three words starting with an imperative verb (and not a wip/bump/release message; after a
+conventional-commit prefix such as `feat:` or a scope such as `hooks:`, the verb that
+follows counts, and feat/fix/perf/refactor count as verbs themselves),
 changes 1–5 files and fewer than 200 lines, touches Python, and is not only
 documentation or CI. Each commit is judged by the first filter it fails.
 
@@ -98,6 +100,7 @@ IMPERATIVE = set(
         "default",
         "define",
         "delete",
+        "decode",
         "deprecate",
         "detect",
         "disable",
@@ -210,6 +213,23 @@ IMPERATIVE = set(
         "warn",
         "wrap",
         "write",
+        # verbs of real fixes the first survey met (six, pluggy, tomli, tomlkit)
+        "alias",
+        "bind",
+        "catch",
+        "coerce",
+        "do",
+        "encode",
+        "forward",
+        "give",
+        "honor",
+        "instantiate",
+        "prefer",
+        "put",
+        "refine",
+        "relax",
+        "render",
+        "rework",
     ]
 )
 DOC_SUFFIXES = (".md", ".rst", ".txt", ".adoc")
@@ -266,11 +286,24 @@ def _is_ci(path: str) -> bool:
     return path.startswith(CI_PREFIXES) or path.rsplit("/", 1)[-1] in CI_NAMES
 
 
+# A conventional-commit type or a scope before the subject: "feat: ", "fix(parser)!: ",
+# "hooks: ", "NEW: ". The verb after it is what is judged.
+PREFIX = re.compile(r"^[A-Za-z][\w.-]*(\([^)]*\))?!?:\s+")
+PREFIX_TYPES = {"feat", "fix", "perf", "refactor"}  # types that name a code change
+
+
 def message_ok(message: str) -> bool:
     words = message.strip().splitlines()[0].split() if message.strip() else []
     if len(words) < 3:
         return False
     first = words[0].lower().rstrip(":,.")
+    prefix = PREFIX.match(words[0] + " ")
+    if prefix and first.split("(")[0].rstrip("!") in NOT_A_TASK:
+        return False  # "release: 2.0", "revert: ..."
+    if prefix and first.split("(")[0].rstrip("!") in PREFIX_TYPES:
+        return True
+    if prefix:
+        first = words[1].lower().rstrip(":,.")
     return first not in NOT_A_TASK and first in IMPERATIVE
 
 

@@ -36,6 +36,14 @@ def commit(
         (commit(message="Release 1.2.0 today"), "message"),
         (commit(message="Fixed the parser bug"), "message"),
         (commit(message="Fix parser"), "message"),
+        (commit(message="feat: allow extension blocks"), None),  # marko's conventional commits
+        (commit(message="fix(parser)!: tables in lists"), None),
+        (commit(message="hooks: fix plugins registering plugins"), None),  # pluggy's scopes
+        (commit(message="NEW: Print line and column"), None),  # tomli
+        (commit(message="chore: update the deps"), "message"),
+        (commit(message="release: 2.0 is out"), "message"),
+        (commit(message="docs: the parser section"), "message"),
+        (commit(message="Render inline tables in O(n)"), None),  # tomlkit
         (commit(files=(("README.md", 10, 2), ("docs/conf.py", 1, 1))), "docs-or-ci-only"),
         (commit(files=((".github/workflows/ci.yml", 10, 0),)), "docs-or-ci-only"),
         (commit(files=(("setup.cfg", 1, 1),)), "no-python"),
