@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.config import PackageLimits
@@ -51,199 +52,277 @@ def _is_archive_content(path: Path) -> bool:
     return any(head.startswith(m) for m in ARCHIVE_MAGIC)
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """What one entry under the package root adds to the report."""
+
+    problems: tuple[Problem, ...] = ()
+    size: int = 0  # bytes of a regular file, counted toward the package's total
+    descend: bool = True  # False: a folder the walk must not enter
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """An entry that was named safely and lstat'ed: what the per-kind rules look at."""
+
+    path: Path
+    rel: str  # relative to the package root, with "/"
+    parts: tuple[str, ...]  # rel split into its folders; parts[0] is the top-level entry
+    st: os.stat_result
+
+    @property
+    def inner(self) -> str | None:
+        """The path inside repo/, or None for an entry that is not under it."""
+        if self.parts[0] == "repo" and len(self.parts) > 1:
+            return "/".join(self.parts[1:])
+        return None
+
+
 def check_files(root: Path, limits: PackageLimits, *, read_magic: bool = True) -> list[Problem]:
     """Check every entry under `root` against the file rules; return what breaks them.
 
     With `read_magic=False` nothing is opened (used on a package not yet copied in).
     """
+    refused = _check_root(root)
+    if refused is not None:
+        return [refused]
     problems: list[Problem] = []
     total = 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in sorted(dirnames + filenames):
+            seen = _check_entry(root, Path(dirpath) / name, limits, read_magic)
+            problems += seen.problems
+            total += seen.size
+            if not seen.descend and name in dirnames:
+                dirnames.remove(name)
+    problems += _check_total(total, limits)
+    problems += _check_required(root)
+    return problems
 
-    def bad(rule: str, rel: str, message: str, fix: str) -> None:
-        problems.append(Problem(rule, rel, message, fix))
 
+def _check_root(root: Path) -> Problem | None:
+    """Why `root` cannot be a package at all, or None when it is a directory."""
     try:
         top = os.lstat(root)
     except OSError as exc:
-        return [
-            Problem("missing", "", f"cannot read the package: {exc.strerror}", "check the path")
-        ]
+        return Problem("missing", "", f"cannot read the package: {exc.strerror}", "check the path")
     if not stat.S_ISDIR(top.st_mode):
+        return Problem(
+            "not-a-directory", "", "a repo package is a directory", "copy the whole package folder"
+        )
+    return None
+
+
+def _check_entry(root: Path, path: Path, limits: PackageLimits, read_magic: bool) -> _Seen:
+    """The rules one entry breaks: its name and depth first, then its kind, then the rules
+    of the place it is in (a folder's or a regular file's)."""
+    rel = path.relative_to(root).as_posix()
+    if not SAFE_NAME.match(path.name):
+        # Still walked into: what lies below is judged on its own names.
+        bad = Problem(
+            "bad-name", repr(rel), "file name holds control characters", "rename or remove it"
+        )
+        return _Seen((bad,))
+    parts = tuple(rel.split("/"))
+    if len(parts) > MAX_DEPTH or len(rel) > MAX_PATH:
+        return _Seen((_too_deep(rel, len(parts)),), descend=False)
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        problem = Problem(
+            "unreadable", rel, f"cannot be read: {exc.strerror}", "copy the package again"
+        )
+        return _Seen((problem,), descend=False)
+    entry = _Entry(path, rel, parts, st)
+    refused = _check_kind(entry)
+    if refused is not None:
+        return _Seen((refused,))
+    if stat.S_ISDIR(st.st_mode):
+        return _Seen(tuple(_check_folder(entry)))
+    return _Seen(tuple(_check_file(entry, limits, read_magic)), size=st.st_size)
+
+
+def _too_deep(rel: str, levels: int) -> Problem:
+    return Problem(
+        "too-deep",
+        rel[:200] + ("…" if len(rel) > 200 else ""),
+        f"{levels} levels, {len(rel)} characters; the limits are "
+        f"{MAX_DEPTH} levels and {MAX_PATH} characters",
+        "rebuild the package with `forge package build`",
+    )
+
+
+def _check_kind(entry: _Entry) -> Problem | None:
+    """Refuses what is neither a regular file nor a folder, and any top-level entry a
+    package does not have; None lets the entry on to the rules of its place."""
+    mode = entry.st.st_mode
+    if stat.S_ISLNK(mode):
+        return Problem(
+            "symlink",
+            entry.rel,
+            f"symbolic link (to {os.readlink(entry.path)!r}); links are never followed",
+            "replace the link with the file it points to, or remove it",
+        )
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return Problem("special-file", entry.rel, "device, FIFO or socket", "remove it")
+    if len(entry.parts) == 1 and entry.parts[0] not in TOP_LEVEL:
+        return Problem(
+            "unexpected-entry",
+            entry.rel,
+            "a package holds only manifest.json, repo/, packages/ (and READY)",
+            "remove it",
+        )
+    return None
+
+
+def _check_folder(entry: _Entry) -> list[Problem]:
+    """A folder is allowed at the top, as git's layout inside repo/, and nowhere else."""
+    rel, area = entry.rel, entry.parts[0]
+    if area == "packages" and len(entry.parts) > 1:
         return [
             Problem(
-                "not-a-directory",
-                "",
-                "a repo package is a directory",
-                "copy the whole package folder",
+                "unexpected-entry",
+                rel,
+                "packages/ holds wheel files only, no folders",
+                "move the wheels to packages/ directly",
             )
         ]
+    inner = entry.inner
+    if inner is not None and not REPO_DIRS.match(inner):
+        return [_not_git(rel)]
+    if inner == "hooks" and any(os.scandir(entry.path)):
+        return [
+            Problem(
+                "git-hooks",
+                rel,
+                "the repository carries hooks",
+                "remove repo/hooks/; hooks never run, packages must not carry any",
+            )
+        ]
+    if area in ("manifest.json", "READY"):
+        return [Problem("unexpected-entry", rel, "should be a file", "rebuild the package")]
+    return []
 
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        base = Path(dirpath)
-        for name in sorted(dirnames + filenames):
-            path = base / name
-            rel = path.relative_to(root).as_posix()
-            if not SAFE_NAME.match(name):
-                bad(
-                    "bad-name",
-                    repr(rel),
-                    "file name holds control characters",
-                    "rename or remove it",
-                )
-                continue
-            parts = rel.split("/")
-            if len(parts) > MAX_DEPTH or len(rel) > MAX_PATH:
-                bad(
-                    "too-deep",
-                    rel[:200] + ("…" if len(rel) > 200 else ""),
-                    f"{len(parts)} levels, {len(rel)} characters; the limits are "
-                    f"{MAX_DEPTH} levels and {MAX_PATH} characters",
-                    "rebuild the package with `forge package build`",
-                )
-                if name in dirnames:
-                    dirnames.remove(name)  # not descended into
-                continue
-            try:
-                st = os.lstat(path)
-            except OSError as exc:
-                bad("unreadable", rel, f"cannot be read: {exc.strerror}", "copy the package again")
-                if name in dirnames:
-                    dirnames.remove(name)
-                continue
-            mode = st.st_mode
-            if stat.S_ISLNK(mode):
-                target = os.readlink(path)
-                bad(
-                    "symlink",
-                    rel,
-                    f"symbolic link (to {target!r}); links are never followed",
-                    "replace the link with the file it points to, or remove it",
-                )
-                continue
-            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                bad("special-file", rel, "device, FIFO or socket", "remove it")
-                continue
-            if len(parts) == 1 and name not in TOP_LEVEL:
-                bad(
-                    "unexpected-entry",
-                    rel,
-                    "a package holds only manifest.json, repo/, packages/ (and READY)",
-                    "remove it",
-                )
-                continue
-            if stat.S_ISDIR(mode):
-                if parts[0] == "packages" and len(parts) > 1:
-                    bad(
-                        "unexpected-entry",
-                        rel,
-                        "packages/ holds wheel files only, no folders",
-                        "move the wheels to packages/ directly",
-                    )
-                elif parts[0] == "repo" and len(parts) > 1:
-                    inner = "/".join(parts[1:])
-                    if not REPO_DIRS.match(inner):
-                        bad(
-                            "git-structure",
-                            rel,
-                            "not part of a bare git repository",
-                            "rebuild the package with `forge package build`",
-                        )
-                    elif inner == "hooks" and any(os.scandir(path)):
-                        bad(
-                            "git-hooks",
-                            rel,
-                            "the repository carries hooks",
-                            "remove repo/hooks/; hooks never run, packages must not carry any",
-                        )
-                elif parts[0] in ("manifest.json", "READY"):
-                    bad("unexpected-entry", rel, "should be a file", "rebuild the package")
-                continue
-            # regular file
-            if st.st_nlink > 1:
-                bad(
-                    "hardlink",
-                    rel,
-                    f"hard link ({st.st_nlink} names for one file)",
-                    "copy the package without hard links (cp without -l; git clone --no-hardlinks)",
-                )
-            size = st.st_size
-            total += size
-            if size > limits.max_file_mb * MB:
-                bad(
-                    "file-too-large",
-                    rel,
-                    f"{size / MB:.1f} MB; the limit is {limits.max_file_mb:g} MB per file",
-                    "leave the file out, or raise packages.max_file_mb in forge.toml",
-                )
-            in_packages = parts[0] == "packages"
-            if in_packages:
-                lowered = name.lower()
-                if lowered.endswith(SDIST_SUFFIXES):
-                    bad(
-                        "sdist",
-                        rel,
-                        "source distribution; installing it would run its code",
-                        "replace it with a wheel (pip wheel / pip download --only-binary=:all:)",
-                    )
-                elif not lowered.endswith(".whl"):
-                    bad("not-a-wheel", rel, "packages/ holds .whl files only", "remove it")
-                continue
-            if mode & 0o111:
-                bad(
-                    "executable",
-                    rel,
-                    "executable file outside packages/",
-                    "remove the execute bit (chmod -x) or the file",
-                )
-            if parts[0] == "repo" and len(parts) > 1:
-                inner = "/".join(parts[1:])
-                if inner.startswith("hooks/"):
-                    continue  # reported once, on the directory
-                if inner in ("objects/info/alternates", "objects/info/http-alternates"):
-                    bad(
-                        "git-alternates",
-                        rel,
-                        "alternates make git read objects from outside the package",
-                        "repack the repository without alternates (git repack -a -d)",
-                    )
-                elif not REPO_FILES.match(inner):
-                    bad(
-                        "git-structure",
-                        rel,
-                        "not part of a bare git repository",
-                        "rebuild the package with `forge package build`",
-                    )
-                elif not inner.startswith("objects/") and read_magic and _is_archive_content(path):
-                    bad("archive", rel, "archive content in a git metadata file", "remove it")
-                continue  # git objects are compressed by git itself; that is no archive
-            if name.lower().endswith(ARCHIVE_SUFFIXES) or (
-                read_magic and _is_archive_content(path)
-            ):
-                bad("archive", rel, "archive outside packages/", "remove it")
-    if total > limits.max_total_mb * MB:
-        bad(
+
+def _not_git(rel: str) -> Problem:
+    return Problem(
+        "git-structure",
+        rel,
+        "not part of a bare git repository",
+        "rebuild the package with `forge package build`",
+    )
+
+
+def _check_file(entry: _Entry, limits: PackageLimits, read_magic: bool) -> list[Problem]:
+    """A regular file: one name and a size within the limit wherever it is; then a wheel
+    in packages/, git's own file in repo/, and no executable or archive elsewhere."""
+    problems = _check_links_and_size(entry, limits)
+    if entry.parts[0] == "packages":
+        return problems + _check_wheel_name(entry)
+    if entry.st.st_mode & 0o111:
+        problems.append(
+            Problem(
+                "executable",
+                entry.rel,
+                "executable file outside packages/",
+                "remove the execute bit (chmod -x) or the file",
+            )
+        )
+    if entry.inner is not None:
+        return problems + _check_repo_file(entry, read_magic)
+    if entry.path.name.lower().endswith(ARCHIVE_SUFFIXES) or (
+        read_magic and _is_archive_content(entry.path)
+    ):
+        problems.append(Problem("archive", entry.rel, "archive outside packages/", "remove it"))
+    return problems
+
+
+def _check_links_and_size(entry: _Entry, limits: PackageLimits) -> list[Problem]:
+    problems = []
+    links, size = entry.st.st_nlink, entry.st.st_size
+    if links > 1:
+        problems.append(
+            Problem(
+                "hardlink",
+                entry.rel,
+                f"hard link ({links} names for one file)",
+                "copy the package without hard links (cp without -l; git clone --no-hardlinks)",
+            )
+        )
+    if size > limits.max_file_mb * MB:
+        problems.append(
+            Problem(
+                "file-too-large",
+                entry.rel,
+                f"{size / MB:.1f} MB; the limit is {limits.max_file_mb:g} MB per file",
+                "leave the file out, or raise packages.max_file_mb in forge.toml",
+            )
+        )
+    return problems
+
+
+def _check_wheel_name(entry: _Entry) -> list[Problem]:
+    """packages/ holds wheels: an sdist would run its code when installed."""
+    lowered = entry.path.name.lower()
+    if lowered.endswith(SDIST_SUFFIXES):
+        return [
+            Problem(
+                "sdist",
+                entry.rel,
+                "source distribution; installing it would run its code",
+                "replace it with a wheel (pip wheel / pip download --only-binary=:all:)",
+            )
+        ]
+    if not lowered.endswith(".whl"):
+        return [Problem("not-a-wheel", entry.rel, "packages/ holds .whl files only", "remove it")]
+    return []
+
+
+def _check_repo_file(entry: _Entry, read_magic: bool) -> list[Problem]:
+    """A file inside repo/ is one of git's own; git objects are compressed by git itself,
+    which is no archive."""
+    inner = entry.inner or ""
+    if inner.startswith("hooks/"):
+        return []  # reported once, on the directory
+    if inner in ("objects/info/alternates", "objects/info/http-alternates"):
+        return [
+            Problem(
+                "git-alternates",
+                entry.rel,
+                "alternates make git read objects from outside the package",
+                "repack the repository without alternates (git repack -a -d)",
+            )
+        ]
+    if not REPO_FILES.match(inner):
+        return [_not_git(entry.rel)]
+    if not inner.startswith("objects/") and read_magic and _is_archive_content(entry.path):
+        return [
+            Problem("archive", entry.rel, "archive content in a git metadata file", "remove it")
+        ]
+    return []
+
+
+def _check_total(total: int, limits: PackageLimits) -> list[Problem]:
+    if total <= limits.max_total_mb * MB:
+        return []
+    return [
+        Problem(
             "package-too-large",
             "",
             f"{total / MB:.0f} MB in all; the limit is {limits.max_total_mb:g} MB",
             "split the package, or raise packages.max_total_mb in forge.toml",
         )
-    for required in ("manifest.json", "repo", "packages"):
-        if not os.path.lexists(root / required):
-            bad(
-                "missing",
-                required,
-                "required entry is missing",
-                "a package is manifest.json + repo/ + packages/; rebuild it",
-            )
-    return problems
+    ]
 
 
-def package_size(root: Path) -> int:
-    """Bytes in regular files under `root` (links not followed)."""
-    total = 0
-    for dirpath, _dirs, files in os.walk(root, followlinks=False):
-        for name in files:
-            st = os.lstat(os.path.join(dirpath, name))
-            if stat.S_ISREG(st.st_mode):
-                total += st.st_size
-    return total
+def _check_required(root: Path) -> list[Problem]:
+    return [
+        Problem(
+            "missing",
+            required,
+            "required entry is missing",
+            "a package is manifest.json + repo/ + packages/; rebuild it",
+        )
+        for required in ("manifest.json", "repo", "packages")
+        if not os.path.lexists(root / required)
+    ]
