@@ -331,6 +331,15 @@ def _remove_source(source: Path) -> None:
         source.unlink()
 
 
+@dataclass(frozen=True)
+class _Placed:
+    """A package renamed into the corpus, its row not yet written."""
+
+    manifest: Manifest
+    sha256: str
+    final: Path  # corpus/NAME@VERSION
+
+
 def ingest_one(
     config: Config,
     db: sqlite_utils.Database,
@@ -342,50 +351,94 @@ def ingest_one(
 
     With `keep` the source is left in place (a read-only USB mount, the shipped demo)."""
     hook = hook or (lambda stage: None)
-    limits = config.settings.packages
     # lstat-only pass on the original: links, devices and sizes are refused before copying.
-    problems = check_files(source, limits, read_magic=False)
+    problems = check_files(source, config.settings.packages, read_magic=False)
     if problems:
         return quarantine(config, db, source, problems, keep=keep)
+    claimed = _claimed_manifest(source)
+    if claimed is not None:
+        known = _compare_with_corpus(config, db, source, *claimed, keep=keep)
+        if known is not None:
+            return known
+    placed = _place_in_corpus(config, db, source, claimed, hook, keep)
+    if isinstance(placed, IngestResult):
+        return placed
+    hook("record")
+    record_package(
+        db, placed.manifest, placed.sha256, f"corpus/{placed.final.name}", "accepted",
+        label(source.name), eval_fraction=config.settings.evaluation.eval_fraction,
+    )  # fmt: skip
+    if not keep:
+        _remove_source(source)
+    manifest = placed.manifest
+    return IngestResult(
+        label(source.name), "accepted", manifest.name, manifest.version, str(placed.final)
+    )
+
+
+def _claimed_manifest(source: Path) -> tuple[Manifest, str] | None:
+    """The manifest and its hash as the package states them, before anything is copied;
+    None when it does not read (validation of the copy then says why)."""
     try:
-        manifest, sha = read_manifest(source)
+        return read_manifest(source)
     except (ManifestError, OSError):
-        manifest, sha = None, None
-    if manifest is not None:
-        row = db.execute(
+        return None
+
+
+def _compare_with_corpus(
+    config: Config,
+    db: sqlite_utils.Database,
+    source: Path,
+    manifest: Manifest,
+    sha: str,
+    *,
+    keep: bool,
+) -> IngestResult | None:
+    """A duplicate of a package in the corpus (the same manifest again) is dropped; the
+    same name and version with other content is refused; None for a package not there."""
+    row = next(
+        db.query(
             "SELECT id, manifest_sha256, path FROM packages WHERE name = ? AND version = ?",
             [manifest.name, manifest.version],
-        ).fetchone()
-        if row and row[1] == sha:
-            _record_event(db, label(source.name), "duplicate", package_id=row[0])
-            if not keep:
-                _remove_source(source)
-            return IngestResult(
-                label(source.name),
-                "duplicate",
-                manifest.name,
-                manifest.version,
-                str(config.home / row[2]),
-                ["already in the corpus"],
-            )
-        if row:
-            return quarantine(
-                config,
-                db,
-                source,
-                [
-                    Problem(
-                        "version-conflict",
-                        MANIFEST_NAME,
-                        f"{manifest.name} {manifest.version} is already in the corpus "
-                        "with other content",
-                        "give the package a new version (forge package build --version)",
-                    )
-                ],
-                manifest.name,
-                manifest.version,
-                keep=keep,
-            )
+        ),
+        None,
+    )
+    if row is None:
+        return None
+    if row["manifest_sha256"] != sha:
+        conflict = Problem(
+            "version-conflict",
+            MANIFEST_NAME,
+            f"{manifest.name} {manifest.version} is already in the corpus with other content",
+            "give the package a new version (forge package build --version)",
+        )
+        return quarantine(
+            config, db, source, [conflict], manifest.name, manifest.version, keep=keep
+        )
+    _record_event(db, label(source.name), "duplicate", package_id=row["id"])
+    if not keep:
+        _remove_source(source)
+    return IngestResult(
+        label(source.name),
+        "duplicate",
+        manifest.name,
+        manifest.version,
+        str(config.home / row["path"]),
+        ["already in the corpus"],
+    )
+
+
+def _place_in_corpus(
+    config: Config,
+    db: sqlite_utils.Database,
+    source: Path,
+    claimed: tuple[Manifest, str] | None,
+    hook: Callable[[str], None],
+    keep: bool,
+) -> _Placed | IngestResult:
+    """Copy the package into a staging folder, validate the copy, give it a clean
+    repository and rename it into the corpus (the commit point); a package refused on the
+    way goes to quarantine, and the staging folder never outlives the call."""
     corpus = config.dir("corpus")
     staging = corpus / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
@@ -396,56 +449,39 @@ def ingest_one(
         hook("validate")
         report = validate(staged, config)
         if not report.ok:
-            return quarantine(
-                config,
-                db,
-                source,
-                report.problems,
-                manifest.name if manifest else None,
-                manifest.version if manifest else None,
-                keep=keep,
-            )
-        manifest, sha = report.manifest, report.manifest_sha256
-        # The corpus keeps a repository rebuilt by Forge: objects and refs, nothing else.
-        clean = staging / "repo.git"
-        gitsafe.clean_copy(staged / "repo", clean)
-        shutil.rmtree(staged / "repo")
-        clean.rename(staged / "repo")
-        (staged / READY_MARKER).unlink(missing_ok=True)
-        _fsync_tree(staged)
+            name, version = (claimed[0].name, claimed[0].version) if claimed else (None, None)
+            return quarantine(config, db, source, report.problems, name, version, keep=keep)
+        manifest = report.manifest
+        _replace_repository(staged, staging / "repo.git")
         final = corpus / corpus_folder(manifest.name, manifest.version)
         if os.path.lexists(final):
             # recover() registered every folder at the start of this run, so the folder
             # belongs to another row (a corpus edited by hand): refuse this package.
+            taken = Problem(
+                "corpus-taken",
+                MANIFEST_NAME,
+                f"{final} already exists in the corpus for another package",
+                "move that folder out of corpus/ (forge status lists the packages)",
+            )
             return quarantine(
-                config,
-                db,
-                source,
-                [
-                    Problem(
-                        "corpus-taken",
-                        MANIFEST_NAME,
-                        f"{final} already exists in the corpus for another package",
-                        "move that folder out of corpus/ (forge status lists the packages)",
-                    )
-                ],
-                manifest.name,
-                manifest.version,
-                keep=keep,
+                config, db, source, [taken], manifest.name, manifest.version, keep=keep
             )
         hook("commit")
         staged.rename(final)  # the commit point
         _fsync(corpus)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    hook("record")
-    record_package(
-        db, manifest, sha, f"corpus/{final.name}", "accepted", label(source.name),
-        eval_fraction=config.settings.evaluation.eval_fraction,
-    )  # fmt: skip
-    if not keep:
-        _remove_source(source)
-    return IngestResult(label(source.name), "accepted", manifest.name, manifest.version, str(final))
+    return _Placed(manifest, report.manifest_sha256, final)
+
+
+def _replace_repository(staged: Path, clean: Path) -> None:
+    """The corpus keeps a repository rebuilt by Forge: objects and refs, nothing else.
+    The READY marker goes too, and the whole copy is on disk before it is renamed."""
+    gitsafe.clean_copy(staged / "repo", clean)
+    shutil.rmtree(staged / "repo")
+    clean.rename(staged / "repo")
+    (staged / READY_MARKER).unlink(missing_ok=True)
+    _fsync_tree(staged)
 
 
 def ingest(
