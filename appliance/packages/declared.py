@@ -280,10 +280,14 @@ def _poetry_python(spec: str, where: str) -> str:
     return " and ".join(clauses)
 
 
-def _poetry_table(table: Mapping[str, object], where: str, key: str = "dependencies") -> list[str]:
+def _poetry_table(
+    table: Mapping[str, object], where: str, key: str = "dependencies", *, runtime: bool = True
+) -> list[str]:
     """`[tool.poetry.dependencies]`-style entries as PEP 508 requirements. `python` is the
     project's own Python, not a dependency; optional ones are installed only through an
-    extra and are left out; a path, git or URL source is refused (a package takes wheels)."""
+    extra and are left out. A path, git or URL source is refused at run time (a package
+    takes wheels) and left out of a group (tomli's dev group took mypy from git: a tool,
+    not what its tests import)."""
     entries = table.get(key, {})
     if not isinstance(entries, dict):
         raise DeclarationError(f"{where} is not a table", "fix pyproject.toml")
@@ -299,6 +303,8 @@ def _poetry_table(table: Mapping[str, object], where: str, key: str = "dependenc
             if item.get("optional") is True:
                 continue
             source = next((k for k in ("path", "git", "url", "file") if k in item), None)
+            if source and not runtime:
+                continue
             if source:
                 raise DeclarationError(
                     f"{where}: {name} comes from a {source} ({str(item[source])[:200]}); a "
@@ -336,11 +342,13 @@ def _tool_groups(
     groups, default = {}, []
     for name, group in _table(poetry, "group").items():
         if isinstance(group, dict):
-            groups[name] = _poetry_table(group, f"[tool.poetry.group.{name}.dependencies]")
+            where = f"[tool.poetry.group.{name}.dependencies]"
+            groups[name] = _poetry_table(group, where, runtime=False)
             default += [] if group.get("optional") is True else [name]
     if "dev-dependencies" in poetry:  # Poetry < 1.2: the dev group
         where = "[tool.poetry.dev-dependencies]"
-        groups.setdefault("dev", []).extend(_poetry_table(poetry, where, "dev-dependencies"))
+        found = _poetry_table(poetry, where, "dev-dependencies", runtime=False)
+        groups.setdefault("dev", []).extend(found)
         default += [] if "dev" in default else ["dev"]
     return groups, "tool.poetry.group", tuple(default)
 

@@ -229,13 +229,15 @@ sphinx = "^4"
 
 [tool.poetry.dev-dependencies]
 pytest-cov = "~4"
+mypy = {git = "https://github.com/python/mypy.git"}
 """
 
 
 def test_poetry_dependencies_and_groups(tmp_path):
     """tomlkit (poetry-core) declares everything in [tool.poetry]: carets and tildes become
     PEP 440 ranges, `python` is the project's own Python, and `poetry install` installs
-    each non-optional group (dev here, and Poetry < 1.2's dev-dependencies)."""
+    each non-optional group (dev here, and Poetry < 1.2's dev-dependencies). A group's
+    tool from git (tomli took mypy so) is left out; the rest of the commit is read."""
     got = declared({"pyproject.toml": POETRY}, tmp_path=tmp_path)
     assert got.requirements == (
         "attrs<24,>=23.1",
