@@ -150,6 +150,29 @@ def scripts(entry_points: Path, bin_dir: Path) -> None:
             path.chmod(0o755)
 
 
+def missing_requires(backend: object) -> list[str]:
+    """What the backend says it needs to build (PEP 517's get_requires hooks) that is not
+    installed: the likely cause of a failed build, said in the log."""
+    import importlib.metadata
+    import re
+
+    hook = getattr(backend, "get_requires_for_build_editable", None) or getattr(
+        backend, "get_requires_for_build_wheel", None
+    )
+    try:
+        wanted = list(hook()) if hook else []
+    except BaseException:  # noqa: BLE001 - a diagnostic only; the build already failed
+        return []
+    missing = []
+    for requirement in wanted:
+        name = re.split(r"[\s\[<>=!~;@(]", str(requirement).strip(), maxsplit=1)[0]
+        try:
+            importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(str(requirement))
+    return missing
+
+
 def main(argv: list[str]) -> int:
     site, bin_dir, out = (Path(a) for a in argv[1:4])
     root = Path.cwd()
@@ -164,6 +187,9 @@ def main(argv: list[str]) -> int:
         after = snapshot(root)
     except BaseException:  # the backend's own exceptions, SystemExit from a setup.py too
         traceback.print_exc()
+        missing = missing_requires(backend) if "backend" in locals() else []
+        if missing:
+            print(f"forge: the backend asks for {', '.join(missing)}, not in the package")
         print("forge: the project's build failed", flush=True)
         return 3
     generated = sorted(p for p, st in after.items() if before.get(p) != st)
