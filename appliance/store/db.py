@@ -16,7 +16,9 @@ from types import ModuleType
 import sqlite_utils
 import sqlite_vec
 
+from appliance.config import Config, load_config
 from appliance.errors import StoreError
+from appliance.store.migrations import migrate as apply_migrations
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -63,17 +65,13 @@ def connect(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Database:
         ) from exc
     db = sqlite_utils.Database(conn)
     if migrate:
-        from appliance.store.migrations import migrate as apply_migrations
-
         apply_migrations(db)
     return db
 
 
-def open_db(config=None, *, migrate: bool = True) -> sqlite_utils.Database:
+def open_db(config: Config | None = None, *, migrate: bool = True) -> sqlite_utils.Database:
     """Open FORGE_HOME's database (creating FORGE_HOME and its folders if needed)."""
     if config is None:
-        from appliance.config import load_config
-
         config = load_config()
     config.ensure_dirs()
     return connect(config.db_path, migrate=migrate)

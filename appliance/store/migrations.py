@@ -1,11 +1,15 @@
 """Schema changes as named functions, applied once each, in order, and recorded.
 
 Add a change by writing `mNNN_what(db)` at the end and registering it; never edit
-one that has shipped.
+one that has shipped. Each migration holds its SQL written out as it first ran and
+imports nothing of Forge: SQLite keeps the text of every CREATE (whitespace and comments
+included), so the schema a database ends with is exactly this file's history. A table's
+owner changes its table by adding a migration here.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -17,6 +21,46 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = []
 def migration(fn: Callable[[sqlite_utils.Database], None]):
     MIGRATIONS.append(fn)
     return fn
+
+
+def _utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def applied(db: sqlite_utils.Database) -> set[str]:
+    if "_migrations" not in db.table_names():
+        return set()
+    return {row["name"] for row in db["_migrations"].rows}
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply every migration not yet recorded; return the names applied now."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    done = applied(db)
+    ran = []
+    for fn in MIGRATIONS:
+        if fn.__name__ in done:
+            continue
+        # One transaction per migration: a crash leaves it either applied and recorded,
+        # or neither. Another process migrating at once waits on the lock, then skips.
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("SELECT 1 FROM _migrations WHERE name = ?", [fn.__name__]).fetchone():
+                db.conn.execute("ROLLBACK")
+                continue
+            fn(db)
+            db.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                [fn.__name__, _utcnow()],
+            )
+            db.conn.execute("COMMIT")
+        except BaseException:
+            db.conn.execute("ROLLBACK")
+            raise
+        ran.append(fn.__name__)
+    return ran
 
 
 @migration
@@ -243,100 +287,276 @@ def m004_index(db: sqlite_utils.Database) -> None:
 
 @migration
 def m005_campaigns(db: sqlite_utils.Database) -> None:
-    from appliance.campaign.store import SCHEMA
-
-    for statement in SCHEMA:
-        db.execute(statement)
+    # m005–m011 were first written as constants at a module's top level: their SQL keeps
+    # that indentation, byte for byte, as SQLite keeps it.
+    db.execute(
+        """
+    CREATE TABLE triples (
+        id INTEGER PRIMARY KEY,
+        package_id INTEGER NOT NULL REFERENCES packages(id) ON DELETE CASCADE,
+        sha TEXT NOT NULL,
+        sample INTEGER NOT NULL,
+        snapshot_sha TEXT NOT NULL,  -- the parent commit: all the stages could see
+        temperature REAL NOT NULL,
+        seed INTEGER NOT NULL,
+        stages TEXT NOT NULL,  -- JSON: per stage the context package, output, call id
+        call_ids TEXT NOT NULL,  -- JSON list of model_calls ids
+        edits TEXT NOT NULL,  -- JSON list of search/replace edits
+        diff TEXT NOT NULL,
+        outcome TEXT NOT NULL  -- m012_tampered_verdict adds 'tampered' to this list
+            CHECK (outcome IN ('resolved', 'failed', 'not_applied', 'infra')),
+        reason TEXT NOT NULL,
+        grading TEXT NOT NULL,  -- JSON: per-test outcomes of the graded run
+        alignment TEXT NOT NULL,  -- JSON: plan and edits against the real commit
+        seconds TEXT NOT NULL,  -- JSON: where the time went
+        created_at TEXT NOT NULL,
+        UNIQUE (package_id, sha, sample)
+    )
+    """
+    )
+    db.execute(
+        """
+    CREATE TABLE synthetic_pairs (
+        id INTEGER PRIMARY KEY,
+        package_id INTEGER NOT NULL REFERENCES packages(id) ON DELETE CASCADE,
+        sha TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        input TEXT NOT NULL,  -- JSON
+        target TEXT NOT NULL,  -- JSON
+        created_at TEXT NOT NULL,
+        UNIQUE (package_id, sha, stage)
+    )
+    """
+    )
 
 
 @migration
 def m006_datasets(db: sqlite_utils.Database) -> None:
-    from appliance.datasets.versions import SCHEMA
-
-    for statement in SCHEMA:
-        db.execute(statement)
+    db.execute(
+        """
+    CREATE TABLE dataset_rows (
+        id INTEGER PRIMARY KEY,
+        stage TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('sft', 'dpo')),
+        key TEXT NOT NULL UNIQUE,  -- sha256 of the row's content: duplicates are refused
+        task TEXT NOT NULL,  -- package@commit: rows never pair across tasks
+        first_version INTEGER NOT NULL,
+        row TEXT NOT NULL,  -- JSON, with its provenance
+        created_at TEXT NOT NULL
+    )
+    """
+    )
+    db.execute("CREATE INDEX dataset_rows_stage ON dataset_rows(stage, kind, first_version)")
+    db.execute(
+        """
+    CREATE TABLE dataset_versions (
+        id INTEGER PRIMARY KEY,
+        stage TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('sft', 'dpo')),
+        version INTEGER NOT NULL,
+        rows INTEGER NOT NULL,
+        new_rows INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+        gates TEXT NOT NULL,  -- JSON: the measured rates
+        reasons TEXT NOT NULL,  -- JSON: why it failed, one sentence per gate
+        path TEXT NOT NULL,  -- relative to FORGE_HOME
+        sha256 TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (stage, kind, version)
+    )
+    """
+    )
 
 
 @migration
 def m007_adapters(db: sqlite_utils.Database) -> None:
-    from appliance.training.job import SCHEMA
-
-    for statement in SCHEMA:
-        db.execute(statement)
+    db.execute(
+        """
+    CREATE TABLE adapters (
+        id INTEGER PRIMARY KEY,
+        stage TEXT NOT NULL,
+        version INTEGER NOT NULL,  -- N of {stage}-v{N}, monotonic per stage
+        kind TEXT NOT NULL CHECK (kind IN ('sft', 'dpo')),
+        status TEXT NOT NULL DEFAULT 'candidate',
+        dataset TEXT NOT NULL,  -- the dataset version trained on, e.g. scope-sft-v3
+        base TEXT NOT NULL,
+        base_sha256 TEXT NOT NULL,
+        hyperparameters TEXT NOT NULL,  -- JSON
+        metrics TEXT NOT NULL,  -- JSON: steps, losses, tokens/s, recoveries
+        path TEXT NOT NULL,  -- the GGUF adapter, relative to FORGE_HOME
+        sha256 TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (stage, version)
+    )
+    """
+    )
 
 
 @migration
 def m008_registry(db: sqlite_utils.Database) -> None:
-    from appliance.registry.registry import SCHEMA
-    from appliance.registry.split import backfill
+    # Both triggers run the same checks (the text is kept byte for byte: see the docstring).
+    checks = (
+        "\n    SELECT RAISE(ABORT, 'adapters.status must be candidate, active, inactive "
+        "or rejected')"
+        "\n    WHERE NEW.status NOT IN ('candidate', 'active', 'inactive', 'rejected');"
+        "\n    SELECT RAISE(ABORT, 'an adapter that is not servable cannot be active')"
+        "\n    WHERE NEW.status = 'active' AND NEW.servable = 0;\n"
+    )
+    db.execute(
+        "ALTER TABLE adapters ADD COLUMN servable INTEGER NOT NULL DEFAULT 1 "
+        "CHECK (servable IN (0, 1))"
+    )
+    db.execute("ALTER TABLE adapters ADD COLUMN unservable_reason TEXT")
+    # The database itself keeps a stage from having two active versions.
+    db.execute("CREATE UNIQUE INDEX adapters_one_active ON adapters(stage) WHERE status = 'active'")
+    db.execute(f"CREATE TRIGGER adapters_check_insert BEFORE INSERT ON adapters BEGIN {checks} END")
+    db.execute(
+        "CREATE TRIGGER adapters_check_update BEFORE UPDATE OF status, servable ON adapters "
+        f"BEGIN {checks} END"
+    )
+    db.execute(
+        """
+    CREATE TABLE adapter_events (
+        id INTEGER PRIMARY KEY,
+        stage TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('promote', 'rollback', 'reject', 'invalidate')),
+        from_version INTEGER,  -- in service before; NULL: the base
+        to_version INTEGER,  -- in service after; NULL: the base (reject: the version rejected)
+        forced INTEGER NOT NULL DEFAULT 0 CHECK (forced IN (0, 1)),
+        decision_id INTEGER,  -- the stored gate decision behind it, if any
+        note TEXT NOT NULL DEFAULT '',
+        at TEXT NOT NULL
+    )
+    """
+    )
+    db.execute("CREATE INDEX adapter_events_stage ON adapter_events(stage, id)")
+    _m008_backfill_split(db)  # packages ingested before the split was decided at ingest
 
-    for statement in SCHEMA:
-        db.execute(statement)
-    backfill(db)  # packages ingested before the split was decided at ingest
+
+def _m008_backfill_split(db: sqlite_utils.Database) -> None:
+    # What ingest decided for a new package when m008 shipped, frozen here: an earlier
+    # version's split, else `eval` for about 15 % of names (the default
+    # evaluation.eval_fraction then) by a hash of the name, but `train` when dataset rows
+    # were already made from it (their task is "NAME@COMMIT").
+    eval_fraction = 0.15
+    names = [r[0] for r in db.execute("SELECT DISTINCT name FROM packages WHERE split IS NULL")]
+    for name in names:
+        earlier = db.execute(
+            "SELECT split FROM packages WHERE name = ? AND split IS NOT NULL "
+            "ORDER BY id DESC LIMIT 1",
+            [name],
+        ).fetchone()
+        if earlier is not None:
+            split = earlier[0]
+        else:
+            point = int(hashlib.sha256(name.encode()).hexdigest()[:16], 16) / 2**64
+            split = "eval" if point < eval_fraction else "train"
+            prefix = f"{name}@"
+            trained = db.execute(
+                "SELECT COUNT(*) FROM dataset_rows WHERE substr(task, 1, ?) = ?",
+                [len(prefix), prefix],
+            ).fetchone()[0]
+            if split == "eval" and trained:
+                split = "train"
+        db.execute("UPDATE packages SET split = ? WHERE name = ? AND split IS NULL", [split, name])
 
 
 @migration
 def m009_evaluation(db: sqlite_utils.Database) -> None:
-    from appliance.evaluation.store import SCHEMA
-
-    for statement in SCHEMA:
-        db.execute(statement)
+    db.execute(
+        """
+    CREATE TABLE eval_runs (
+        id INTEGER PRIMARY KEY,
+        stage TEXT NOT NULL,
+        adapter TEXT NOT NULL,  -- 'scope-v2', or 'base'
+        adapter_sha256 TEXT NOT NULL,  -- the adapter file's, or the base's for 'base'
+        base_sha256 TEXT NOT NULL,
+        examples_key TEXT NOT NULL,  -- the example set, prompts and decoding settings
+        source TEXT NOT NULL,  -- eval_packages | held_out_commits
+        examples INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('running', 'done')),
+        summary TEXT,  -- JSON: metric -> {value, n}
+        created_at TEXT NOT NULL,
+        finished_at TEXT,
+        UNIQUE (stage, adapter_sha256, base_sha256, examples_key)
+    )
+    """
+    )
+    db.execute(
+        """
+    CREATE TABLE eval_examples (
+        run_id INTEGER NOT NULL REFERENCES eval_runs(id) ON DELETE CASCADE,
+        example TEXT NOT NULL,  -- package@sha
+        answer TEXT NOT NULL,  -- the raw model answer(s)
+        detail TEXT NOT NULL,  -- JSON: call ids, errors, harness verdict
+        PRIMARY KEY (run_id, example)
+    )
+    """
+    )
+    db.execute(
+        """
+    CREATE TABLE eval_outcomes (
+        run_id INTEGER NOT NULL REFERENCES eval_runs(id) ON DELETE CASCADE,
+        example TEXT NOT NULL,
+        item TEXT NOT NULL,  -- a file or symbol for per-item metrics, '' per example
+        metric TEXT NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (run_id, example, item, metric)
+    )
+    """
+    )
+    db.execute(
+        """
+    CREATE TABLE gate_decisions (
+        id INTEGER PRIMARY KEY,
+        stage TEXT NOT NULL,
+        candidate TEXT NOT NULL,  -- scope-v3
+        baseline TEXT NOT NULL,  -- scope-v2, or 'base'
+        candidate_run INTEGER REFERENCES eval_runs(id),
+        baseline_run INTEGER REFERENCES eval_runs(id),
+        verdict TEXT NOT NULL CHECK (verdict IN ('promote', 'reject')),
+        report TEXT NOT NULL,  -- JSON: the gate's decision, metrics, the example source
+        created_at TEXT NOT NULL
+    )
+    """
+    )
 
 
 @migration
 def m010_jobs(db: sqlite_utils.Database) -> None:
-    from appliance.jobs import SCHEMA
-
-    for statement in SCHEMA:
-        db.execute(statement)
+    db.execute(
+        """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,  -- ingest | campaign | train | evaluate | cycle | backup
+        args TEXT NOT NULL DEFAULT '{}',  -- JSON
+        key TEXT,  -- at most one live job per key
+        heavy INTEGER NOT NULL DEFAULT 0,  -- loads a model: one at a time
+        status TEXT NOT NULL DEFAULT 'queued'
+            CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL DEFAULT 3,
+        not_before TEXT NOT NULL,  -- not claimed before this (backoff)
+        queued_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        error TEXT,
+        log TEXT,  -- the run's log file, relative to FORGE_HOME
+        progress TEXT NOT NULL DEFAULT '{}'  -- JSON, written by the running job
+    )
+    """
+    )
+    db.execute(
+        "CREATE UNIQUE INDEX jobs_one_live_per_key ON jobs(key) "
+        "WHERE key IS NOT NULL AND status IN ('queued', 'running')"
+    )
+    db.execute("CREATE INDEX jobs_status ON jobs(status, not_before)")
 
 
 @migration
 def m011_job_results(db: sqlite_utils.Database) -> None:
-    from appliance.jobs import SCHEMA_RESULT
-
-    for statement in SCHEMA_RESULT:
-        db.execute(statement)
-
-
-def _utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def applied(db: sqlite_utils.Database) -> set[str]:
-    if "_migrations" not in db.table_names():
-        return set()
-    return {row["name"] for row in db["_migrations"].rows}
-
-
-def migrate(db: sqlite_utils.Database) -> list[str]:
-    """Apply every migration not yet recorded; return the names applied now."""
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-    )
-    done = applied(db)
-    ran = []
-    for fn in MIGRATIONS:
-        if fn.__name__ in done:
-            continue
-        # One transaction per migration: a crash leaves it either applied and recorded,
-        # or neither. Another process migrating at once waits on the lock, then skips.
-        db.conn.execute("BEGIN IMMEDIATE")
-        try:
-            if db.execute("SELECT 1 FROM _migrations WHERE name = ?", [fn.__name__]).fetchone():
-                db.conn.execute("ROLLBACK")
-                continue
-            fn(db)
-            db.execute(
-                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
-                [fn.__name__, _utcnow()],
-            )
-            db.conn.execute("COMMIT")
-        except BaseException:
-            db.conn.execute("ROLLBACK")
-            raise
-        ran.append(fn.__name__)
-    return ran
+    # What a finished job returned (JSON), for whoever asked for it to read.
+    db.execute("ALTER TABLE jobs ADD COLUMN result TEXT")
 
 
 @migration

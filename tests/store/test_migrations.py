@@ -1,0 +1,200 @@
+"""Migrations are history: each holds the SQL it ran, written out, so a database's schema
+does not move when a feature module changes; the store imports nothing of Forge but config
+and errors; and a database made by the last release migrates to the schema a fresh one gets,
+keeping its rows."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from appliance.cli import cli
+from appliance.store import connect, open_db
+from appliance.store.migrations import MIGRATIONS
+
+ROOT = Path(__file__).resolve().parents[2]
+STORE = ROOT / "appliance" / "store"
+# sqlite_master (type, name, tbl_name, sql in rowid order) of a fresh database migrated by
+# the code at commit 380e71a, whose m005–m011 still imported SCHEMA constants from the
+# feature modules. Written once, just before those migrations were rewritten with their SQL
+# spelled out: the schema they must keep producing, byte for byte.
+EXPECTED_SCHEMA = Path(__file__).parent / "data" / "schema-380e71a.json"
+# Made by the last release, e0ce053 (m001–m012): how, in tests/data/old-db/README.md.
+OLD_DB = ROOT / "tests" / "data" / "old-db" / "forge-e0ce053.db"
+SHIPPED = [
+    "m001_packages",
+    "m002_harness",
+    "m003_model_calls",
+    "m004_index",
+    "m005_campaigns",
+    "m006_datasets",
+    "m007_adapters",
+    "m008_registry",
+    "m009_evaluation",
+    "m010_jobs",
+    "m011_job_results",
+    "m012_tampered_verdict",
+    "m013_requirement_sets",
+]
+FORGE_PACKAGES = ("appliance", "daemon", "tui", "bench")
+STORE_MAY_IMPORT = ("appliance.config", "appliance.errors", "appliance.store")
+
+
+def _schema(db) -> list[list]:
+    return [
+        list(row)
+        for row in db.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid"
+        ).fetchall()
+    ]
+
+
+def test_a_fresh_database_gets_the_schema_of_before_the_rewrite_byte_for_byte(tmp_path):
+    db = connect(tmp_path / "fresh.db")
+    assert [fn.__name__ for fn in MIGRATIONS][: len(SHIPPED)] == SHIPPED
+    expected = json.loads(EXPECTED_SCHEMA.read_text())
+    assert len(expected) == 65
+    assert _schema(db) == expected
+
+
+def _imported_modules(source: str, module_name: str) -> list[tuple[int, str]]:
+    """(line, module) for every import in `source`, at any depth (inside functions too),
+    relative imports resolved from `module_name` (a package's is NAME.__init__);
+    `from X import name` also counts X.name, which is a module when `name` is one."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = module_name.rsplit(".", node.level)[0]
+                base = f"{parent}.{base}" if base else parent
+            found.append((node.lineno, base))
+            found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "__import__":
+            found.append((node.lineno, "__import__()"))  # a hidden edge: refuse it outright
+    return found
+
+
+def _forbidden(source: str, module_name: str) -> list[str]:
+    """The imports of Forge modules that the store may not make."""
+    bad = []
+    for line, module in _imported_modules(source, module_name):
+        if module in ("importlib", "__import__()") or module.startswith("importlib."):
+            bad.append(f"{line}: {module}")
+            continue
+        if module.split(".")[0] not in FORGE_PACKAGES:
+            continue
+        if any(module == ok or module.startswith(f"{ok}.") for ok in STORE_MAY_IMPORT):
+            continue
+        bad.append(f"{line}: {module}")
+    return bad
+
+
+def test_the_checker_catches_feature_imports_at_any_depth():
+    source = (
+        "from appliance.errors import StoreError\n"
+        "from appliance.store.db import connect\n"
+        "def m005(db):\n"
+        "    from appliance.campaign.store import SCHEMA\n"
+        "    from ..registry import split\n"
+        "    import appliance.jobs\n"
+        "    from appliance import datasets\n"
+    )
+    assert _forbidden(source, "appliance.store.migrations") == [
+        "4: appliance.campaign.store",
+        "4: appliance.campaign.store.SCHEMA",
+        "5: appliance.registry",
+        "5: appliance.registry.split",
+        "6: appliance.jobs",
+        "7: appliance",
+        "7: appliance.datasets",
+    ]
+
+
+def test_the_store_imports_nothing_of_forge_but_config_and_errors():
+    files = sorted(STORE.glob("*.py"))
+    assert {f.name for f in files} >= {"__init__.py", "db.py", "migrations.py", "backup.py"}
+    bad = {
+        f.name: found
+        for f in files
+        if (found := _forbidden(f.read_text(), f"appliance.store.{f.stem}"))
+    }
+    assert bad == {}
+
+
+def test_the_migrations_import_only_the_standard_library_and_sqlite_utils():
+    # Nothing a migration runs may change after it shipped: not a feature module, not the
+    # config (a default read from it at run time would rewrite history too).
+    source = (STORE / "migrations.py").read_text()
+    imported = _imported_modules(source, "appliance.store.migrations")
+    tops = {module.split(".")[0] for _, module in imported}
+    assert tops - set(sys.stdlib_module_names) == {"sqlite_utils"}
+
+
+def _rows(db, table: str, columns: list[str]) -> list[tuple]:
+    names = ", ".join(f'"{c}"' for c in columns)
+    return sorted(db.execute(f'SELECT {names} FROM "{table}"').fetchall(), key=repr)
+
+
+def _tables(db) -> dict[str, list[str]]:
+    """Each ordinary table (virtual tables' own shadow tables included) -> its columns."""
+    names = [
+        r[0]
+        for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND sql NOT LIKE 'CREATE VIRTUAL TABLE%' ORDER BY name"
+        ).fetchall()
+    ]
+    return {t: [c[1] for c in db.execute(f'PRAGMA table_info("{t}")').fetchall()] for t in names}
+
+
+def test_a_database_made_by_the_last_release_migrates_and_keeps_its_rows(forge_home, tmp_path):
+    shutil.copyfile(OLD_DB, forge_home.db_path)
+    old = connect(forge_home.db_path, migrate=False)
+    tables = _tables(old)
+    before = {t: _rows(old, t, columns) for t, columns in tables.items()}
+    old.close()
+    assert len(before["packages"]) == 1 and len(before["commits"]) == 35
+    assert len(before["ingest_events"]) == 2
+    assert [r[0] for r in before["_migrations"]] == SHIPPED[:12]
+
+    db = open_db(forge_home)
+    applied = db.execute("SELECT name FROM _migrations ORDER BY rowid").fetchall()
+    assert [r[0] for r in applied] == [fn.__name__ for fn in MIGRATIONS]
+    fresh = connect(tmp_path / "fresh.db")
+    assert sorted(_schema(db), key=lambda r: (r[0], r[1])) == sorted(
+        _schema(fresh), key=lambda r: (r[0], r[1])
+    )
+    for table, columns in tables.items():
+        after = _rows(db, table, columns)
+        if table == "_migrations":
+            assert set(before[table]) < set(after)
+        else:
+            assert after == before[table], table
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+    # m013: the one pinned set becomes the package's only set, used by every commit.
+    (requirements, sets) = db.execute(
+        "SELECT requirements, requirement_sets FROM packages"
+    ).fetchone()
+    assert json.loads(sets) == [json.loads(requirements)] and json.loads(requirements)
+    assert db.execute("SELECT DISTINCT requirement_set FROM commits").fetchall() == [(0,)]
+    db.close()
+
+    # Today's commands read it.
+    result = CliRunner().invoke(cli, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    (item,) = json.loads(result.output)["corpus"]["items"]
+    assert (item["name"], item["version"], item["split"], item["commits"]) == (
+        "demo",
+        "1.0.0",
+        "train",
+        35,
+    )
