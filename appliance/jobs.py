@@ -21,33 +21,7 @@ STATUSES = ("queued", "running", "done", "failed", "cancelled")
 LIVE = ("queued", "running")
 BACKOFF_S = 60  # the first retry waits this long, each later one twice as long
 
-SCHEMA = (
-    """
-    CREATE TABLE jobs (
-        id INTEGER PRIMARY KEY,
-        kind TEXT NOT NULL,  -- ingest | campaign | train | evaluate | cycle | backup
-        args TEXT NOT NULL DEFAULT '{}',  -- JSON
-        key TEXT,  -- at most one live job per key
-        heavy INTEGER NOT NULL DEFAULT 0,  -- loads a model: one at a time
-        status TEXT NOT NULL DEFAULT 'queued'
-            CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
-        attempts INTEGER NOT NULL DEFAULT 0,
-        max_attempts INTEGER NOT NULL DEFAULT 3,
-        not_before TEXT NOT NULL,  -- not claimed before this (backoff)
-        queued_at TEXT NOT NULL,
-        started_at TEXT,
-        finished_at TEXT,
-        error TEXT,
-        log TEXT,  -- the run's log file, relative to FORGE_HOME
-        progress TEXT NOT NULL DEFAULT '{}'  -- JSON, written by the running job
-    )
-    """,
-    "CREATE UNIQUE INDEX jobs_one_live_per_key ON jobs(key) "
-    "WHERE key IS NOT NULL AND status IN ('queued', 'running')",
-    "CREATE INDEX jobs_status ON jobs(status, not_before)",
-)
-# m011: what a finished job returned (JSON), for whoever asked for it to read.
-SCHEMA_RESULT = ("ALTER TABLE jobs ADD COLUMN result TEXT",)
+# The table jobs: m010_jobs and m011_job_results in appliance/store/migrations.py.
 
 
 @dataclass(frozen=True)

@@ -11,43 +11,8 @@ import sqlite_utils
 
 from appliance.store import transaction
 
-SCHEMA = (
-    """
-    CREATE TABLE triples (
-        id INTEGER PRIMARY KEY,
-        package_id INTEGER NOT NULL REFERENCES packages(id) ON DELETE CASCADE,
-        sha TEXT NOT NULL,
-        sample INTEGER NOT NULL,
-        snapshot_sha TEXT NOT NULL,  -- the parent commit: all the stages could see
-        temperature REAL NOT NULL,
-        seed INTEGER NOT NULL,
-        stages TEXT NOT NULL,  -- JSON: per stage the context package, output, call id
-        call_ids TEXT NOT NULL,  -- JSON list of model_calls ids
-        edits TEXT NOT NULL,  -- JSON list of search/replace edits
-        diff TEXT NOT NULL,
-        outcome TEXT NOT NULL  -- m012_tampered_verdict adds 'tampered' to this list
-            CHECK (outcome IN ('resolved', 'failed', 'not_applied', 'infra')),
-        reason TEXT NOT NULL,
-        grading TEXT NOT NULL,  -- JSON: per-test outcomes of the graded run
-        alignment TEXT NOT NULL,  -- JSON: plan and edits against the real commit
-        seconds TEXT NOT NULL,  -- JSON: where the time went
-        created_at TEXT NOT NULL,
-        UNIQUE (package_id, sha, sample)
-    )
-    """,
-    """
-    CREATE TABLE synthetic_pairs (
-        id INTEGER PRIMARY KEY,
-        package_id INTEGER NOT NULL REFERENCES packages(id) ON DELETE CASCADE,
-        sha TEXT NOT NULL,
-        stage TEXT NOT NULL,
-        input TEXT NOT NULL,  -- JSON
-        target TEXT NOT NULL,  -- JSON
-        created_at TEXT NOT NULL,
-        UNIQUE (package_id, sha, stage)
-    )
-    """,
-)
+# The tables triples and synthetic_pairs: m005_campaigns and m012_tampered_verdict in
+# appliance/store/migrations.py.
 
 
 def _now() -> str:

@@ -30,38 +30,7 @@ from appliance.stages import STAGES
 from appliance.store import transaction
 
 KINDS = ("sft", "dpo")
-SCHEMA = (
-    """
-    CREATE TABLE dataset_rows (
-        id INTEGER PRIMARY KEY,
-        stage TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('sft', 'dpo')),
-        key TEXT NOT NULL UNIQUE,  -- sha256 of the row's content: duplicates are refused
-        task TEXT NOT NULL,  -- package@commit: rows never pair across tasks
-        first_version INTEGER NOT NULL,
-        row TEXT NOT NULL,  -- JSON, with its provenance
-        created_at TEXT NOT NULL
-    )
-    """,
-    "CREATE INDEX dataset_rows_stage ON dataset_rows(stage, kind, first_version)",
-    """
-    CREATE TABLE dataset_versions (
-        id INTEGER PRIMARY KEY,
-        stage TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('sft', 'dpo')),
-        version INTEGER NOT NULL,
-        rows INTEGER NOT NULL,
-        new_rows INTEGER NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
-        gates TEXT NOT NULL,  -- JSON: the measured rates
-        reasons TEXT NOT NULL,  -- JSON: why it failed, one sentence per gate
-        path TEXT NOT NULL,  -- relative to FORGE_HOME
-        sha256 TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        UNIQUE (stage, kind, version)
-    )
-    """,
-)
+# The tables dataset_rows and dataset_versions: m006_datasets in appliance/store/migrations.py.
 
 
 class DatasetRefused(ForgeError):

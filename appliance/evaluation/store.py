@@ -10,57 +10,8 @@ from datetime import UTC, datetime
 
 from appliance.store import transaction
 
-SCHEMA = (
-    """
-    CREATE TABLE eval_runs (
-        id INTEGER PRIMARY KEY,
-        stage TEXT NOT NULL,
-        adapter TEXT NOT NULL,  -- 'scope-v2', or 'base'
-        adapter_sha256 TEXT NOT NULL,  -- the adapter file's, or the base's for 'base'
-        base_sha256 TEXT NOT NULL,
-        examples_key TEXT NOT NULL,  -- the example set, prompts and decoding settings
-        source TEXT NOT NULL,  -- eval_packages | held_out_commits
-        examples INTEGER NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('running', 'done')),
-        summary TEXT,  -- JSON: metric -> {value, n}
-        created_at TEXT NOT NULL,
-        finished_at TEXT,
-        UNIQUE (stage, adapter_sha256, base_sha256, examples_key)
-    )
-    """,
-    """
-    CREATE TABLE eval_examples (
-        run_id INTEGER NOT NULL REFERENCES eval_runs(id) ON DELETE CASCADE,
-        example TEXT NOT NULL,  -- package@sha
-        answer TEXT NOT NULL,  -- the raw model answer(s)
-        detail TEXT NOT NULL,  -- JSON: call ids, errors, harness verdict
-        PRIMARY KEY (run_id, example)
-    )
-    """,
-    """
-    CREATE TABLE eval_outcomes (
-        run_id INTEGER NOT NULL REFERENCES eval_runs(id) ON DELETE CASCADE,
-        example TEXT NOT NULL,
-        item TEXT NOT NULL,  -- a file or symbol for per-item metrics, '' per example
-        metric TEXT NOT NULL,
-        value REAL NOT NULL,
-        PRIMARY KEY (run_id, example, item, metric)
-    )
-    """,
-    """
-    CREATE TABLE gate_decisions (
-        id INTEGER PRIMARY KEY,
-        stage TEXT NOT NULL,
-        candidate TEXT NOT NULL,  -- scope-v3
-        baseline TEXT NOT NULL,  -- scope-v2, or 'base'
-        candidate_run INTEGER REFERENCES eval_runs(id),
-        baseline_run INTEGER REFERENCES eval_runs(id),
-        verdict TEXT NOT NULL CHECK (verdict IN ('promote', 'reject')),
-        report TEXT NOT NULL,  -- JSON: the gate's decision, metrics, the example source
-        created_at TEXT NOT NULL
-    )
-    """,
-)
+# The tables eval_runs, eval_examples, eval_outcomes and gate_decisions: m009_evaluation in
+# appliance/store/migrations.py.
 
 
 def _now() -> str:

@@ -21,36 +21,8 @@ from appliance.training.job import AdapterVersion, adapters
 
 STATUSES = ("candidate", "active", "inactive", "rejected")
 ACTIONS = ("promote", "rollback", "reject", "invalidate")
-_CHECKS = """
-    SELECT RAISE(ABORT, 'adapters.status must be candidate, active, inactive or rejected')
-    WHERE NEW.status NOT IN ('candidate', 'active', 'inactive', 'rejected');
-    SELECT RAISE(ABORT, 'an adapter that is not servable cannot be active')
-    WHERE NEW.status = 'active' AND NEW.servable = 0;
-"""
-SCHEMA = (
-    "ALTER TABLE adapters ADD COLUMN servable INTEGER NOT NULL DEFAULT 1 "
-    "CHECK (servable IN (0, 1))",
-    "ALTER TABLE adapters ADD COLUMN unservable_reason TEXT",
-    # The database itself keeps a stage from having two active versions.
-    "CREATE UNIQUE INDEX adapters_one_active ON adapters(stage) WHERE status = 'active'",
-    f"CREATE TRIGGER adapters_check_insert BEFORE INSERT ON adapters BEGIN {_CHECKS} END",
-    "CREATE TRIGGER adapters_check_update BEFORE UPDATE OF status, servable ON adapters "
-    f"BEGIN {_CHECKS} END",
-    """
-    CREATE TABLE adapter_events (
-        id INTEGER PRIMARY KEY,
-        stage TEXT NOT NULL,
-        action TEXT NOT NULL CHECK (action IN ('promote', 'rollback', 'reject', 'invalidate')),
-        from_version INTEGER,  -- in service before; NULL: the base
-        to_version INTEGER,  -- in service after; NULL: the base (reject: the version rejected)
-        forced INTEGER NOT NULL DEFAULT 0 CHECK (forced IN (0, 1)),
-        decision_id INTEGER,  -- the stored gate decision behind it, if any
-        note TEXT NOT NULL DEFAULT '',
-        at TEXT NOT NULL
-    )
-    """,
-    "CREATE INDEX adapter_events_stage ON adapter_events(stage, id)",
-)
+# The adapters' servable columns, their checks and adapter_events: m008_registry in
+# appliance/store/migrations.py.
 
 
 class RegistryRefused(ForgeError):

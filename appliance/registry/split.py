@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from appliance.config import EvaluationSettings
 from appliance.errors import ForgeError, UsageError
 from appliance.store import transaction
 
@@ -65,18 +64,6 @@ def split_at_ingest(db, name: str, hint: str | None, eval_fraction: float):
     if split == "eval" and trained_rows(db, name):
         return "train", f"{name} stays train: datasets already hold rows made from it"
     return split, None
-
-
-def backfill(db, eval_fraction: float = EvaluationSettings().eval_fraction) -> int:
-    """Give packages ingested without a split the one ingest gives now; returns how many."""
-    names = [r[0] for r in db.execute("SELECT DISTINCT name FROM packages WHERE split IS NULL")]
-    count = 0
-    for name in names:
-        split, _ = split_at_ingest(db, name, None, eval_fraction)
-        count += db.execute(
-            "UPDATE packages SET split = ? WHERE name = ? AND split IS NULL", [split, name]
-        ).rowcount
-    return count
 
 
 def set_split(db, package: str, split: str) -> SplitChange:

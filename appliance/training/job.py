@@ -21,26 +21,7 @@ from appliance.models.manifest import read_manifest, sha256_of
 from appliance.stages import STAGE_ROLES, STAGES
 from appliance.store import transaction
 
-SCHEMA = (
-    """
-    CREATE TABLE adapters (
-        id INTEGER PRIMARY KEY,
-        stage TEXT NOT NULL,
-        version INTEGER NOT NULL,  -- N of {stage}-v{N}, monotonic per stage
-        kind TEXT NOT NULL CHECK (kind IN ('sft', 'dpo')),
-        status TEXT NOT NULL DEFAULT 'candidate',
-        dataset TEXT NOT NULL,  -- the dataset version trained on, e.g. scope-sft-v3
-        base TEXT NOT NULL,
-        base_sha256 TEXT NOT NULL,
-        hyperparameters TEXT NOT NULL,  -- JSON
-        metrics TEXT NOT NULL,  -- JSON: steps, losses, tokens/s, recoveries
-        path TEXT NOT NULL,  -- the GGUF adapter, relative to FORGE_HOME
-        sha256 TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        UNIQUE (stage, version)
-    )
-    """,
-)
+# The table adapters: m007_adapters and m008_registry in appliance/store/migrations.py.
 
 
 @dataclasses.dataclass(frozen=True)

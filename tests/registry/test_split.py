@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from appliance.cli import cli
 from appliance.packages.ingest import ingest
-from appliance.registry.split import backfill, hashed_split
+from appliance.registry.split import hashed_split
 from appliance.store import connect
 from appliance.store.migrations import MIGRATIONS, migrate
 from tests.conftest import copy_package
@@ -68,7 +68,6 @@ def test_the_migration_backfills_old_packages_by_the_same_rule(tmp_path):
         ("calc", "2", "eval"),
         (trained, "1", "train"),  # its rows were trained on: never eval
     ]
-    assert backfill(db) == 0
 
 
 def test_ingest_stores_the_split_and_forge_package_split_moves_every_version(
