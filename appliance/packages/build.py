@@ -269,132 +269,192 @@ def satisfied_by(
     return True
 
 
+@dataclass(frozen=True)
+class _Mined:
+    """What mining the history found."""
+
+    scanned: int  # commits read
+    kept: list[CandidateCommit]  # those that pass the filters, oldest first
+    removed: dict[str, int]  # how many commits each filter removed
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    """The commits the package keeps and the pinned requirement sets they use."""
+
+    commits: list[CandidateCommit]  # oldest first
+    sets: list[list[str]]  # set 0 is the newest commit's
+    uses: dict[str, int]  # commit sha -> its index into `sets`
+    removed: dict[str, int]  # the miner's counts and the commits dropped for requirements
+    declared: tuple[str, ...]  # where the newest commit's declarations came from
+
+
 def build_package(
     opts: BuildOptions, cache_dir: Path, progress: Callable[[str], None] = lambda msg: None
 ) -> BuildResult:
+    """Build the package in a temporary folder beside `opts.output`, then rename it there."""
     output = Path(opts.output)
-    if output.exists() and any(output.iterdir()):
-        raise PackageBuildError(
-            f"{output} exists and is not empty", "choose a new output folder or remove the old one"
-        )
-    if opts.platform:
-        _pip_platforms(opts.platform)  # refused now, not after mining and resolving
-    if not 1 <= opts.max_requirement_sets <= MAX_REQUIREMENT_SETS:
-        raise PackageBuildError(
-            f"--max-requirement-sets {opts.max_requirement_sets} is out of range",
-            f"give 1 to {MAX_REQUIREMENT_SETS}",
-        )
+    _check_options(opts, output)
     xy, full = target_python(opts)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{output.name}-build-", dir=output.parent) as tmp:
         work = Path(tmp)
-        source = opts.source
-        if not Path(source).exists():  # a URL: clone once, mine and copy from the clone
-            progress(f"cloning {source}")
-            try:
-                subprocess.run(
-                    ["git", "clone", "--quiet", "--no-checkout", source, str(work / "clone")],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                    env=gitsafe.git_env(),
-                )
-            except subprocess.CalledProcessError as exc:
-                raise PackageBuildError(f"cannot clone {source}: {exc.stderr.strip()}") from exc
-            source = str(work / "clone")
+        source = _local_repository(opts.source, work, progress)
         git_dir = _git_dir(source)  # a work tree's .git, or the bare repository itself
-        source = str(Path(source).resolve())
-
-        progress("mining commits")
-        try:
-            candidates = _candidates(
-                source,
-                opts.since,
-                lambda n: progress(f"mining commits: {n} read") if n % 100 == 0 else None,
-            )
-        except Exception as exc:  # PyDriller/GitPython raise many types for a bad repo
-            raise PackageBuildError(f"cannot read the history of {opts.source}: {exc}") from exc
-        kept, removed = filter_commits(candidates, any_commit=opts.any_commit)
-        if not kept:
-            raise PackageBuildError(
-                f"no commit of {opts.source} passes the filters "
-                f"({', '.join(f'{k}: {v}' for k, v in removed.items() if v)})",
-                "widen --since, give --any-commit, or pick a repository with small, "
-                "well-described commits that change code and tests",
-            )
+        mined = _mine(opts, str(Path(source).resolve()), progress)
 
         package = work / "package"
         package.mkdir()
         progress("copying the repository")
         branch = _bare_copy(git_dir, package / "repo")
-
-        progress(f"reading the declarations of {len(kept)} commits")
-        declarations = _by_declarations(
-            kept, package / "repo", Pick(tuple(opts.extras), tuple(opts.groups)), full, removed
-        )
-        kept = [c for c in kept if c.sha in declarations]
-        progress("resolving requirements")
-        sets, uses = _requirement_sets(kept, declarations, opts, xy, cache_dir, removed, progress)
-        kept = [c for c in kept if c.sha in uses]
-        progress(f"gathering the wheels of {len(sets)} requirement sets")
-        (package / "packages").mkdir()
-        gathered: set[str] = set()
-        for pins in sets:  # one call per set: two sets may pin one project differently
-            missing = [p for p in pins if p not in gathered]
-            if missing:
-                download_wheels(
-                    missing,
-                    package / "packages",
-                    opts.find_links,
-                    index_url=opts.index_url,
-                    python_version=opts.python_version,
-                    platform_name=opts.platform,
-                )
-            gathered.update(missing)
-        wheels = {p.name: sha256_file(p) for p in sorted((package / "packages").iterdir())}
-        for path in (package / "packages").iterdir():
-            path.chmod(0o644)
-
-        head = gitsafe.git(["rev-parse", "HEAD"], git_dir=package / "repo").decode().strip()
-        when = (
-            gitsafe.git(["log", "-1", "--format=%cs", "HEAD"], git_dir=package / "repo")
-            .decode()
-            .strip()
-            .replace("-", "")
-        )
-        manifest = Manifest(
-            schema_version=SCHEMA_VERSION,
-            name=opts.name or _default_name(opts.source),
-            version=opts.version or f"{when}.{head[:12]}",
-            description=opts.description,
-            license=opts.license,
-            python=opts.python,
-            requirement_sets=sets,
-            test_command=list(opts.test_command),
-            test_timeout_s=opts.test_timeout_s,
-            split=opts.split,
-            source=Source(
-                url=opts.source if not Path(opts.source).exists() else "", branch=branch, head=head
-            ),
-            commits=[
-                CommitEntry(
-                    sha=c.sha,
-                    parent=c.parents[0],
-                    message=c.message,
-                    author_date=c.date,
-                    files=[FileChange(path=p, added=a, deleted=d) for p, a, d in c.files],
-                    requirement_set=uses[c.sha],
-                )
-                for c in kept
-            ],
-            wheels=wheels,
-        )
+        chosen = _choose_commits(opts, mined, package / "repo", (xy, full), cache_dir, progress)
+        progress(f"gathering the wheels of {len(chosen.sets)} requirement sets")
+        wheels = _gather_wheels(chosen.sets, package / "packages", opts)
+        manifest = _manifest(opts, package / "repo", branch, chosen, wheels)
         (package / MANIFEST_NAME).write_text(manifest.to_json())
         if output.exists():
             output.rmdir()
         package.rename(output)
-    return BuildResult(
-        output, manifest, len(candidates), removed, declarations[kept[-1].sha].sources
+    return BuildResult(output, manifest, mined.scanned, chosen.removed, chosen.declared)
+
+
+def _check_options(opts: BuildOptions, output: Path) -> None:
+    """Refuses what would fail late, before anything is mined or resolved."""
+    if output.exists() and any(output.iterdir()):
+        raise PackageBuildError(
+            f"{output} exists and is not empty", "choose a new output folder or remove the old one"
+        )
+    if opts.platform:
+        _pip_platforms(opts.platform)
+    if not 1 <= opts.max_requirement_sets <= MAX_REQUIREMENT_SETS:
+        raise PackageBuildError(
+            f"--max-requirement-sets {opts.max_requirement_sets} is out of range",
+            f"give 1 to {MAX_REQUIREMENT_SETS}",
+        )
+
+
+def _local_repository(source: str, work: Path, progress: Callable[[str], None]) -> str:
+    """`source` itself when it is on this box; a URL is cloned once into `work`, and the
+    build mines and copies from the clone."""
+    if Path(source).exists():
+        return source
+    progress(f"cloning {source}")
+    try:
+        subprocess.run(
+            ["git", "clone", "--quiet", "--no-checkout", source, str(work / "clone")],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=gitsafe.git_env(),
+        )
+    except subprocess.CalledProcessError as exc:
+        raise PackageBuildError(f"cannot clone {source}: {exc.stderr.strip()}") from exc
+    return str(work / "clone")
+
+
+def _mine(opts: BuildOptions, source: str, progress: Callable[[str], None]) -> _Mined:
+    """Read the history of `source` and keep the commits that make good tasks."""
+    progress("mining commits")
+    try:
+        candidates = _candidates(
+            source,
+            opts.since,
+            lambda n: progress(f"mining commits: {n} read") if n % 100 == 0 else None,
+        )
+    except Exception as exc:  # PyDriller/GitPython raise many types for a bad repo
+        raise PackageBuildError(f"cannot read the history of {opts.source}: {exc}") from exc
+    kept, removed = filter_commits(candidates, any_commit=opts.any_commit)
+    if not kept:
+        raise PackageBuildError(
+            f"no commit of {opts.source} passes the filters "
+            f"({', '.join(f'{k}: {v}' for k, v in removed.items() if v)})",
+            "widen --since, give --any-commit, or pick a repository with small, "
+            "well-described commits that change code and tests",
+        )
+    return _Mined(len(candidates), kept, removed)
+
+
+def _choose_commits(
+    opts: BuildOptions,
+    mined: _Mined,
+    repo: Path,
+    python: tuple[str, str],
+    cache_dir: Path,
+    progress: Callable[[str], None],
+) -> _Chosen:
+    """The mined commits whose declarations read and admit the target `python` (X.Y, full
+    version), and whose requirements resolve into one of the pinned sets."""
+    xy, full = python
+    removed = dict(mined.removed)
+    progress(f"reading the declarations of {len(mined.kept)} commits")
+    pick = Pick(tuple(opts.extras), tuple(opts.groups))
+    declarations = _by_declarations(mined.kept, repo, pick, full, removed)
+    kept = [c for c in mined.kept if c.sha in declarations]
+    progress("resolving requirements")
+    sets, uses = _requirement_sets(kept, declarations, opts, xy, cache_dir, removed, progress)
+    kept = [c for c in kept if c.sha in uses]
+    return _Chosen(kept, sets, uses, removed, declarations[kept[-1].sha].sources)
+
+
+def _gather_wheels(sets: list[list[str]], folder: Path, opts: BuildOptions) -> dict[str, str]:
+    """Download the wheels of every set into `folder`; their names and sha256 hashes."""
+    folder.mkdir()
+    gathered: set[str] = set()
+    for pins in sets:  # one call per set: two sets may pin one project differently
+        missing = [p for p in pins if p not in gathered]
+        if missing:
+            download_wheels(
+                missing,
+                folder,
+                opts.find_links,
+                index_url=opts.index_url,
+                python_version=opts.python_version,
+                platform_name=opts.platform,
+            )
+        gathered.update(missing)
+    wheels = {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
+    for path in folder.iterdir():
+        path.chmod(0o644)
+    return wheels
+
+
+def _manifest(
+    opts: BuildOptions, repo: Path, branch: str, chosen: _Chosen, wheels: dict[str, str]
+) -> Manifest:
+    """The manifest of the package: its version defaults to the head's date and sha."""
+    head = gitsafe.git(["rev-parse", "HEAD"], git_dir=repo).decode().strip()
+    when = (
+        gitsafe.git(["log", "-1", "--format=%cs", "HEAD"], git_dir=repo)
+        .decode()
+        .strip()
+        .replace("-", "")
+    )
+    return Manifest(
+        schema_version=SCHEMA_VERSION,
+        name=opts.name or _default_name(opts.source),
+        version=opts.version or f"{when}.{head[:12]}",
+        description=opts.description,
+        license=opts.license,
+        python=opts.python,
+        requirement_sets=chosen.sets,
+        test_command=list(opts.test_command),
+        test_timeout_s=opts.test_timeout_s,
+        split=opts.split,
+        source=Source(
+            url=opts.source if not Path(opts.source).exists() else "", branch=branch, head=head
+        ),
+        commits=[
+            CommitEntry(
+                sha=c.sha,
+                parent=c.parents[0],
+                message=c.message,
+                author_date=c.date,
+                files=[FileChange(path=p, added=a, deleted=d) for p, a, d in c.files],
+                requirement_set=chosen.uses[c.sha],
+            )
+            for c in chosen.commits
+        ],
+        wheels=wheels,
     )
 
 
