@@ -6,6 +6,8 @@ keeping its rows."""
 from __future__ import annotations
 
 import ast
+import hashlib
+import inspect
 import json
 import shutil
 import sys
@@ -14,7 +16,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from appliance.cli import cli
-from appliance.store import connect, open_db
+from appliance.store import connect, migrations, open_db
 from appliance.store.migrations import MIGRATIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,21 +28,26 @@ STORE = ROOT / "appliance" / "store"
 EXPECTED_SCHEMA = Path(__file__).parent / "data" / "schema-380e71a.json"
 # Made by the last release, e0ce053 (m001–m012): how, in tests/data/old-db/README.md.
 OLD_DB = ROOT / "tests" / "data" / "old-db" / "forge-e0ce053.db"
-SHIPPED = [
-    "m001_packages",
-    "m002_harness",
-    "m003_model_calls",
-    "m004_index",
-    "m005_campaigns",
-    "m006_datasets",
-    "m007_adapters",
-    "m008_registry",
-    "m009_evaluation",
-    "m010_jobs",
-    "m011_job_results",
-    "m012_tampered_verdict",
-    "m013_requirement_sets",
-]
+# sha256 (first 16 hex digits) of the source of each shipped migration and of the helper it
+# runs: a migration that has shipped is history and is never edited (its SQL, whitespace
+# and comments included, is what SQLite keeps); change the schema with a new migration.
+FROZEN = {
+    "m001_packages": "6d9b42b6ff77b1bc",
+    "m002_harness": "277f49d48b95a16e",
+    "m003_model_calls": "02db196c721b9b45",
+    "m004_index": "ab58dd4a8c2b2aee",
+    "m005_campaigns": "076ce9a7d6eecb3f",
+    "m006_datasets": "53fabaf06372ee7e",
+    "m007_adapters": "05fcf1cc0c9a4eea",
+    "m008_registry": "e8565cbb94b210c8",
+    "_m008_backfill_split": "54b2c89407ab9efc",
+    "m009_evaluation": "fa8929a266d97475",
+    "m010_jobs": "af4628e2ff874539",
+    "m011_job_results": "320d8f2ec0a7fa2e",
+    "m012_tampered_verdict": "a9beee5543c568da",
+    "m013_requirement_sets": "bcfca5e85106d68d",
+}
+SHIPPED = [name for name in FROZEN if name.startswith("m")]
 FORGE_PACKAGES = ("appliance", "daemon", "tui", "bench")
 STORE_MAY_IMPORT = ("appliance.config", "appliance.errors", "appliance.store")
 
@@ -56,10 +63,20 @@ def _schema(db) -> list[list]:
 
 def test_a_fresh_database_gets_the_schema_of_before_the_rewrite_byte_for_byte(tmp_path):
     db = connect(tmp_path / "fresh.db")
-    assert [fn.__name__ for fn in MIGRATIONS][: len(SHIPPED)] == SHIPPED
     expected = json.loads(EXPECTED_SCHEMA.read_text())
     assert len(expected) == 65
     assert _schema(db) == expected
+
+
+def test_a_shipped_migration_is_never_edited():
+    assert [fn.__name__ for fn in MIGRATIONS][: len(SHIPPED)] == SHIPPED
+    edited = [
+        name
+        for name, digest in FROZEN.items()
+        if hashlib.sha256(inspect.getsource(getattr(migrations, name)).encode()).hexdigest()[:16]
+        != digest
+    ]
+    assert edited == [], "add a new migration instead of editing one that has shipped"
 
 
 def _imported_modules(source: str, module_name: str) -> list[tuple[int, str]]:
