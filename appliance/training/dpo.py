@@ -23,7 +23,7 @@ from appliance.config import TrainingSettings
 from appliance.errors import ForgeError, TrainingFailed
 from appliance.procs import STOP, Stopped
 from appliance.training.batches import completion_ids, join, pad_batch, prompt_ids
-from appliance.training.devices import choose_device, torch_threads
+from appliance.training.devices import DeviceChoice, choose_device, torch_threads
 from appliance.training.lora import (
     autocast,
     completion_loss,
@@ -36,8 +36,8 @@ from appliance.training.result import (
     StepRecord,
     TrainResult,
     append_metrics,
+    begin_metrics,
     last_loss,
-    truncate_metrics,
 )
 
 METRICS = "metrics.jsonl"
@@ -83,13 +83,58 @@ def train_dpo(
 
 def _train(run_dir, base_dir, rows, settings, reference, on_step) -> TrainResult:
     import torch
-    from datasets import Dataset
-    from peft import PeftModel
-    from transformers import PrinterCallback, TrainerCallback
+    from transformers import PrinterCallback
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     choice = choose_device()
+    model, tokenizer, peft_config = _policy(base_dir, settings, reference, choice)
+    margin_before = mean_margin(model, tokenizer, rows, settings.max_seq_len, choice)
+    trainer_dir = run_dir / TRAINER_DIR
+    args = _dpo_config(trainer_dir, settings, choice)
+    dataset = _dataset(rows)
+    metrics = run_dir / METRICS
+    torch.manual_seed(settings.seed)  # the fresh adapter's lora_A
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[_watch(metrics, on_step)],
+    )
+    trainer.remove_callback(PrinterCallback)  # the watch reports the steps
+    resume = get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
+    resumed_from = int(Path(resume).name.rsplit("-", 1)[1]) if resume else None
+    begin_metrics(metrics, resumed_from)  # steps after the checkpoint are redone
+    output = trainer.train(resume_from_checkpoint=resume)
+    if STOP.is_set():
+        raise Stopped(f"DPO stopped at step {trainer.state.global_step}, checkpointed",
+                      "run it again: it resumes from that step")  # fmt: skip
+
+    policy = trainer.model
+    margin_after = mean_margin(policy, tokenizer, rows, settings.max_seq_len, choice)
+    adapter_dir = save_adapter(policy, run_dir / ADAPTER)
+    tokens = max((log.get("num_tokens", 0) for log in trainer.state.log_history), default=0)
+    return TrainResult(
+        adapter_dir=adapter_dir,
+        steps=trainer.state.global_step,
+        final_loss=last_loss(metrics),
+        tokens_per_s=tokens / output.metrics["train_runtime"],
+        peak_memory_bytes=peak_memory_bytes(choice),
+        recoveries=0,
+        resumed_from=resumed_from,
+        device=choice.reason,
+        margin_before=margin_before,
+        margin_after=margin_after,
+    )
+
+
+def _policy(base_dir: Path, settings: TrainingSettings, reference, choice: DeviceChoice):
+    """The model to train, its tokenizer, and the LoRA config for TRL to add a fresh
+    adapter (None when the policy starts from the SFT adapter at `reference`)."""
+    from peft import PeftModel
+
     model, tokenizer = load_base(base_dir, choice)
     model = model.to(choice.device)
     peft_config = lora_config(settings)
@@ -97,10 +142,13 @@ def _train(run_dir, base_dir, rows, settings, reference, on_step) -> TrainResult
         # The policy starts from the SFT adapter; TRL adds a frozen copy as the reference.
         model = PeftModel.from_pretrained(model, str(reference), is_trainable=True)
         peft_config = None
-    margin_before = mean_margin(model, tokenizer, rows, settings.max_seq_len, choice)
+    return model, tokenizer, peft_config
 
-    trainer_dir = run_dir / TRAINER_DIR
-    args = DPOConfig(
+
+def _dpo_config(trainer_dir: Path, settings: TrainingSettings, choice: DeviceChoice):
+    from trl import DPOConfig
+
+    return DPOConfig(
         output_dir=str(trainer_dir),
         use_cpu=choice.device == "cpu",
         bf16=choice.dtype == "bf16",
@@ -126,7 +174,13 @@ def _train(run_dir, base_dir, rows, settings, reference, on_step) -> TrainResult
         seed=settings.seed,
         data_seed=settings.seed,
     )
-    dataset = Dataset.from_list(
+
+
+def _dataset(rows: list[dict]):
+    """The rows as TRL's conversational preference dataset."""
+    from datasets import Dataset
+
+    return Dataset.from_list(
         [
             {
                 "prompt": row["prompt"],
@@ -136,12 +190,16 @@ def _train(run_dir, base_dir, rows, settings, reference, on_step) -> TrainResult
             for row in rows
         ]
     )
-    metrics = run_dir / METRICS
+
+
+def _watch(metrics: Path, on_step: Callable[[StepRecord], None] | None):
+    """A TrainerCallback that logs each step to `metrics` and `on_step`, stops on a
+    non-finite loss, and saves then stops on SIGTERM."""
+    from transformers import TrainerCallback
+
     last = {"time": time.perf_counter(), "tokens": 0}
 
     class Watch(TrainerCallback):
-        """Log each step to metrics.jsonl and on_step; stop on a non-finite loss."""
-
         def on_log(self, _args, state, _control, logs=None, **_):
             if not logs or "loss" not in logs:
                 return
@@ -172,42 +230,7 @@ def _train(run_dir, base_dir, rows, settings, reference, on_step) -> TrainResult
                 control.should_save = True
                 control.should_training_stop = True
 
-    torch.manual_seed(settings.seed)  # the fresh adapter's lora_A
-    trainer = DPOTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[Watch()],
-    )
-    trainer.remove_callback(PrinterCallback)  # Watch reports the steps
-    resume = get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
-    resumed_from = int(Path(resume).name.rsplit("-", 1)[1]) if resume else None
-    truncate_metrics(metrics, resumed_from or 0)  # steps after the checkpoint are redone
-    if resumed_from is not None:
-        append_metrics(metrics, {"event": "resumed", "step": resumed_from})
-    output = trainer.train(resume_from_checkpoint=resume)
-    if STOP.is_set():
-        raise Stopped(f"DPO stopped at step {trainer.state.global_step}, checkpointed",
-                      "run it again: it resumes from that step")  # fmt: skip
-
-    policy = trainer.model
-    margin_after = mean_margin(policy, tokenizer, rows, settings.max_seq_len, choice)
-    adapter_dir = save_adapter(policy, run_dir / ADAPTER)
-    tokens = max((log.get("num_tokens", 0) for log in trainer.state.log_history), default=0)
-    return TrainResult(
-        adapter_dir=adapter_dir,
-        steps=trainer.state.global_step,
-        final_loss=last_loss(metrics),
-        tokens_per_s=tokens / output.metrics["train_runtime"],
-        peak_memory_bytes=peak_memory_bytes(choice),
-        recoveries=0,
-        resumed_from=resumed_from,
-        device=choice.reason,
-        margin_before=margin_before,
-        margin_after=margin_after,
-    )
+    return Watch()
 
 
 def mean_margin(model, tokenizer, rows: list[dict], max_seq_len: int, choice) -> float:

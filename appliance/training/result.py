@@ -47,6 +47,14 @@ def append_metrics(path: Path, line: dict) -> None:
         fh.write(json.dumps(line) + "\n")
 
 
+def begin_metrics(path: Path, resumed_from: int | None) -> None:
+    """Open a run's metrics.jsonl for this call: the lines after the checkpoint it resumes
+    from go (those steps are redone), and a "resumed" event marks where it continued."""
+    truncate_metrics(path, resumed_from or 0)
+    if resumed_from is not None:
+        append_metrics(path, {"event": "resumed", "step": resumed_from})
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop the lines after `step`: the steps a rollback or a resume is about to redo."""
     if not path.is_file():

@@ -78,7 +78,7 @@ def _child_main(fn_path: str, kwargs: dict, log_path: str, sender) -> None:
         module_name, _, name = fn_path.partition(":")
         fn = getattr(importlib.import_module(module_name), name)
         if "on_step" in inspect.signature(fn).parameters and "on_step" not in kwargs:
-            kwargs = {**kwargs, "on_step": _progress}
+            kwargs = {**kwargs, "on_step": log_step}
         print(f"forge: running {fn_path} in process {os.getpid()}", flush=True)
         result = fn(**kwargs)
     except BaseException as exc:  # reported to the parent, whatever it is
@@ -90,7 +90,8 @@ def _child_main(fn_path: str, kwargs: dict, log_path: str, sender) -> None:
     sender.send(("ok", result))
 
 
-def _progress(record) -> None:
+def log_step(record) -> None:
+    """The progress line of one step in the log (the on_step of a child run)."""
     rate = record.tokens / record.seconds if record.seconds else 0.0
     norm = "-" if record.grad_norm is None else f"{record.grad_norm:.3f}"
     print(

@@ -23,6 +23,7 @@ from appliance.training.batches import (
 )
 from appliance.training.checkpoints import list_checkpoints
 from appliance.training.devices import decide
+from appliance.training.runner import log_step
 from appliance.training.sft import METRICS, grokfast_filter, lr_factor, train_sft
 from tests.conftest import OneTorchThread
 
@@ -273,20 +274,35 @@ def test_resume_refuses_a_run_with_other_settings(training_base, reference_run):
 # ---------------------------------------------------------------- watchdog
 
 
-def test_nan_is_recovered_from_the_last_checkpoint_with_a_tenth_of_the_lr(training_base, tmp_path):
+def nan_loss_at(monkeypatch, passes: set[int] | None) -> list[int]:
+    """Make the trainer's loss NaN at these 1-based forward passes (None: at every pass);
+    the passes so far come back in the list. With grad_accum 1 a pass is an optimizer step.
+    The fault is injected here, in the test, around the trainer's real loss function."""
+    from appliance.training import sft
+
+    real = sft.completion_loss
+    seen: list[int] = []
+
+    def completion_loss(model, batch):
+        seen.append(len(seen) + 1)
+        loss_sum, count = real(model, batch)
+        if passes is None or seen[-1] in passes:
+            loss_sum = loss_sum * float("nan")
+        return loss_sum, count
+
+    monkeypatch.setattr(sft, "completion_loss", completion_loss)
+    return seen
+
+
+def test_nan_is_recovered_from_the_last_checkpoint_with_a_tenth_of_the_lr(
+    training_base, tmp_path, monkeypatch
+):
     settings = SETTINGS.model_copy(update={"max_steps": 4, "grad_accum": 1})
-    fired = []
-
-    def nan_once_at_3(step):
-        if step == 3 and not fired:
-            fired.append(step)
-            return "nan"
-        return None
-
+    passes = nan_loss_at(monkeypatch, {3})
     run_dir = tmp_path / "run"
     with OneTorchThread():
-        result = train_sft(run_dir, training_base, ROWS, settings, fault=nan_once_at_3)
-    assert fired == [3]
+        result = train_sft(run_dir, training_base, ROWS, settings)
+    assert passes == [1, 2, 3, 4, 5]  # step 3 twice: NaN, then again after the rollback
     assert result.recoveries == 1 and result.steps == 4
     assert math.isfinite(result.final_loss)
     [event] = event_lines(run_dir)
@@ -301,11 +317,12 @@ def test_nan_is_recovered_from_the_last_checkpoint_with_a_tenth_of_the_lr(traini
     assert list_checkpoints(run_dir)[-1].info["recoveries"] == 1
 
 
-def test_nan_every_step_fails_after_three_recoveries(training_base, tmp_path):
+def test_nan_every_step_fails_after_three_recoveries(training_base, tmp_path, monkeypatch):
     settings = SETTINGS.model_copy(update={"max_steps": 4, "grad_accum": 1})
     run_dir = tmp_path / "run"
+    nan_loss_at(monkeypatch, None)
     with OneTorchThread(), pytest.raises(TrainingFailed) as failure:
-        train_sft(run_dir, training_base, ROWS, settings, fault=lambda step: "nan")
+        train_sft(run_dir, training_base, ROWS, settings)
     message = str(failure.value)
     assert "diverged at step 1 of 4" in message and "after 3 recoveries" in message
     events = event_lines(run_dir)
@@ -388,9 +405,11 @@ def test_dpo_from_the_sft_adapter_starts_there(training_base, tmp_path, referenc
 # ---------------------------------------------------------------- child process
 
 
-def kill_at_step_3(step: int) -> None:
-    """A `fault` hook for the child: die as `kill -9` would, before step 3."""
-    if step == 3:
+def log_then_die_after_step_2(record) -> None:
+    """The child's on_step: log the step as the runner does, then die by SIGKILL once
+    step 2 is checkpointed and logged, before step 3 starts."""
+    log_step(record)
+    if record.step == 2:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -403,7 +422,7 @@ def test_child_run_killed_then_resumed(training_base, tmp_path):
     with pytest.raises(TrainingFailed) as failure:
         run_in_child(
             "appliance.training.sft:train_sft",
-            {**kwargs, "settings": settings, "fault": kill_at_step_3},
+            {**kwargs, "settings": settings, "on_step": log_then_die_after_step_2},
             log,
         )
     assert "died (signal SIGKILL)" in str(failure.value)
