@@ -22,7 +22,6 @@ MAX_LINES = 80
 LONG_TODAY: dict[str, int] = {
     "appliance/cli/packages.py::build": 189,
     "appliance/packages/declared.py::read_declaration": 125,
-    "appliance/harness/testrun.py::run_tests": 115,
     "appliance/sandbox/supervise.py::supervise": 105,
     "appliance/harness/edits.py::apply_search_replace": 98,
     "appliance/store/migrations.py::m004_index": 96,

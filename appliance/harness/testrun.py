@@ -27,8 +27,14 @@ from appliance.harness.envs import Environment, EnvironmentBroken, ensure_env
 from appliance.harness.install import WORKTREE, Project, ProjectBuildFailed, ensure_project
 from appliance.harness.junit import ReportUnreadable, read_report
 from appliance.harness.spec import CommitSpec
-from appliance.harness.stream import Stream, cross_check, read_stream, witness_channel
-from appliance.sandbox import Bind, SandboxRequest, run_sandboxed
+from appliance.harness.stream import (
+    Stream,
+    WitnessChannel,
+    cross_check,
+    read_stream,
+    witness_channel,
+)
+from appliance.sandbox import Bind, SandboxRequest, SandboxResult, run_sandboxed
 
 REPORT = "report.xml"
 TAIL_LINES = 40
@@ -132,9 +138,9 @@ def run_tests(
     config: Config, spec: CommitSpec, work: Path, env: Environment, *, collect_only: bool = False
 ) -> TestRun:
     """Run the test suite of the worktree at `work` (as made by checkout.worktree); with
-    `collect_only`, only collect it (validation's dry run), through the same request."""
-    repo, out = work / "repo", work / "out"
-    report = out / REPORT
+    `collect_only`, only collect it (validation's dry run), through the same request:
+    install the project, run pytest in the sandbox, then read what it reported."""
+    report = work / "out" / REPORT
     report.unlink(missing_ok=True)
     started = time.monotonic()
     try:
@@ -147,37 +153,8 @@ def run_tests(
             output_tail=_tail(exc.output),
             network="network" in exc.message,
         )
-    # The repository's code is importable as its suite expects: installed (editable) when
-    # it declares a build, and from src/ when it uses that layout and from the root (what
-    # `python -m pytest` gives) in any case. The sandbox sees the tree at WORKTREE.
-    paths = [str(WORKTREE / "src")] if (repo / "src").is_dir() else []
-    venv = project.venv if project is not None else env.path
-    binds = (Bind(project.venv),) if project is not None else ()
     with witness_channel(work) as witness:
-        request = SandboxRequest(
-            argv=pytest_argv(
-                spec, report, witness.argv, collect_only=collect_only, project=project
-            ),
-            cwd=WORKTREE,
-            binds=(
-                Bind(repo, writable=True, target=WORKTREE),
-                Bind(out, writable=True),
-                Bind(env.path),
-                *binds,
-                Bind(witness.folder),  # read-only: the plugin, and the FIFO it writes to
-            ),
-            env={
-                "PATH": ":".join(dict.fromkeys([str(venv / "bin"), str(env.bin)]))
-                + ":/usr/local/bin:/usr/bin:/bin",
-                "VIRTUAL_ENV": str(venv),
-                # The witness first, so nothing of the repository can stand in for it.
-                "PYTHONPATH": ":".join([str(witness.folder), *paths, str(WORKTREE)]),
-                "PYTHONDONTWRITEBYTECODE": "1",
-                "PYTHONHASHSEED": "0",
-                **witness.env,
-            },
-            limits=config.settings.sandbox.limits(spec.test_timeout_s),
-        )
+        request = _request(config, spec, work, env, project, witness, collect_only)
         try:
             result = run_sandboxed(request, config)
         except SandboxError as exc:
@@ -185,6 +162,57 @@ def run_tests(
         stream = read_stream(witness)
     if collect_only:
         stream = _collection_only(stream)
+    return _read_run(spec, result, stream, report, collect_only)
+
+
+def _request(
+    config: Config,
+    spec: CommitSpec,
+    work: Path,
+    env: Environment,
+    project: Project | None,
+    witness: WitnessChannel,
+    collect_only: bool,
+) -> SandboxRequest:
+    """The sandbox request of one test run. The repository's code is importable as its
+    suite expects: installed (editable) when it declares a build, and from src/ when it
+    uses that layout and from the root (what `python -m pytest` gives) in any case. The
+    sandbox sees the tree at WORKTREE."""
+    repo, out = work / "repo", work / "out"
+    paths = [str(WORKTREE / "src")] if (repo / "src").is_dir() else []
+    venv = project.venv if project is not None else env.path
+    binds = (Bind(project.venv),) if project is not None else ()
+    return SandboxRequest(
+        argv=pytest_argv(
+            spec, out / REPORT, witness.argv, collect_only=collect_only, project=project
+        ),
+        cwd=WORKTREE,
+        binds=(
+            Bind(repo, writable=True, target=WORKTREE),
+            Bind(out, writable=True),
+            Bind(env.path),
+            *binds,
+            Bind(witness.folder),  # read-only: the plugin, and the FIFO it writes to
+        ),
+        env={
+            "PATH": ":".join(dict.fromkeys([str(venv / "bin"), str(env.bin)]))
+            + ":/usr/local/bin:/usr/bin:/bin",
+            "VIRTUAL_ENV": str(venv),
+            # The witness first, so nothing of the repository can stand in for it.
+            "PYTHONPATH": ":".join([str(witness.folder), *paths, str(WORKTREE)]),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONHASHSEED": "0",
+            **witness.env,
+        },
+        limits=config.settings.sandbox.limits(spec.test_timeout_s),
+    )
+
+
+def _read_run(
+    spec: CommitSpec, result: SandboxResult, stream: Stream, report: Path, collect_only: bool
+) -> TestRun:
+    """What a finished run says: a limit it met, a report that disagrees with the stream
+    and the exit status (tampered), or the outcomes its JUnit report holds."""
     base = {
         "returncode": result.returncode,
         "duration_s": result.duration_s,
@@ -215,34 +243,22 @@ def run_tests(
         return TestRun("crashed", detail=f"exit {result.returncode}: {unreadable}", **base)
     if "MemoryError" in result.output and result.returncode not in (0, 1):
         return TestRun("out_of_memory", detail="the run ran out of memory (MemoryError)", **base)
+    found = {"outcomes": parsed.outcomes, "collection_errors": parsed.collection_errors}
     # 2 is "interrupted" (collection errors can give it); 3 and 4 are pytest's internal and
     # usage errors.
     if result.returncode not in (0, 1) and not (
         result.returncode == 2 and parsed.collection_errors
     ):
+        return TestRun("crashed", detail=f"pytest exited {result.returncode}", **found, **base)
+    if parsed.collection_errors:
+        errors = parsed.collection_errors
+        detail = f"{len(errors)} module(s) failed to import: " + ", ".join(errors)
+        return TestRun("collection_error", detail=detail, **found, **base)
+    if collect_only:
         return TestRun(
-            "crashed",
-            outcomes=parsed.outcomes,
-            collection_errors=parsed.collection_errors,
-            detail=f"pytest exited {result.returncode}",
-            **base,
+            "ok", detail=f"{len(stream.collected or ())} tests collected", **found, **base
         )
-    status = "collection_error" if parsed.collection_errors else "ok"
-    detail = (
-        f"{len(parsed.collection_errors)} module(s) failed to import: "
-        + ", ".join(parsed.collection_errors)
-        if parsed.collection_errors
-        else f"{len(stream.collected or ())} tests collected"
-        if collect_only
-        else f"{len(parsed.outcomes)} tests ran"
-    )
-    return TestRun(
-        status,
-        outcomes=parsed.outcomes,
-        collection_errors=parsed.collection_errors,
-        detail=detail,
-        **base,
-    )
+    return TestRun("ok", detail=f"{len(parsed.outcomes)} tests ran", **found, **base)
 
 
 def env_or_failure(config: Config, spec: CommitSpec) -> Environment | TestRun:
