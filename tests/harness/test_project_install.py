@@ -34,6 +34,11 @@ BACKEND = textwrap.dedent(
     WHEEL = "Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
 
 
+    def get_requires_for_build_editable(config_settings=None):
+        # As hatchling in some modes: the editable hook needs a package not shipped.
+        return ["editables~=0.3"] if Path("NO_EDITABLE").exists() else []
+
+
     def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
         if Path("BROKEN").exists():
             raise RuntimeError("the backend refuses: BROKEN is here")
@@ -206,8 +211,11 @@ def test_an_edit_that_breaks_the_build_fails_and_is_not_infra(verpkg):
     gold = grade_gold(config, spec, runs=1)
     assert gold.usable, gold.reason
     edits = [
-        {"path": "src/verpkg/__init__.py", "search": "def hello", "replace": "def shout(t):\n"
-         "    return t.upper() + '!'\n\n\ndef hello"},  # fmt: skip
+        {
+            "path": "src/verpkg/__init__.py",
+            "search": "def hello",
+            "replace": "def shout(t):\n    return t.upper() + '!'\n\n\ndef hello",
+        },  # fmt: skip
         {"path": "BROKEN", "search": "", "replace": "oops\n"},
     ]
     verdict = grade_patch(config, spec, gold, "search_replace", edits)
@@ -233,3 +241,13 @@ def test_the_version_keys_the_install_only_when_a_plugin_makes_it(tmp_path):
     before = project_key(static, env, "")
     (static / "src" / "other").mkdir()  # a new top-level package: what the install maps
     assert project_key(static, env, "") != before
+
+
+def test_a_backend_missing_what_its_editable_hook_needs_builds_a_regular_wheel(verpkg):
+    config, _db, spec = verpkg({"NO_EDITABLE": "yes\n"})
+    env = ensure_env(config, spec)
+    with worktree(config, spec.repo, spec.sha) as work:
+        project = ensure_project(config, spec, work, env)
+        assert project is not None and not project.editable
+        run = run_tests(config, spec, work, env)
+    assert run.status == "ok" and run.counts()["passed"] == 3, run.output_tail

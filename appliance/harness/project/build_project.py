@@ -80,11 +80,20 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def build(backend: object, dist: Path) -> tuple[Path, bool]:
-    """The wheel the backend builds into `dist`, and whether it is an editable one."""
-    editable = hasattr(backend, "build_editable")
-    hook = backend.build_editable if editable else backend.build_wheel
-    name = hook(str(dist))
-    return dist / name, editable
+    """The wheel the backend builds into `dist`, and whether it is an editable one.
+
+    Editable where the backend has the hook and what it asks for to use it is installed
+    (hatchling wants `editables` in some modes, which a package need not ship); a regular
+    wheel otherwise, or when the editable build fails: the tree's code stays first on the
+    path either way (PYTHONPATH), and the wheel gives the metadata, entry points and
+    generated files."""
+    if hasattr(backend, "build_editable") and not missing_requires(backend, editable=True):
+        try:
+            return dist / backend.build_editable(str(dist)), True
+        except Exception:  # the backend's own errors: said, then the regular wheel is tried
+            traceback.print_exc()
+            print("forge: the editable build failed; building a regular wheel", flush=True)
+    return dist / backend.build_wheel(str(dist)), False
 
 
 def _safe(name: str) -> str:
@@ -150,15 +159,14 @@ def scripts(entry_points: Path, bin_dir: Path) -> None:
             path.chmod(0o755)
 
 
-def missing_requires(backend: object) -> list[str]:
-    """What the backend says it needs to build (PEP 517's get_requires hooks) that is not
-    installed: the likely cause of a failed build, said in the log."""
+def missing_requires(backend: object, *, editable: bool) -> list[str]:
+    """What the backend says it needs to build an editable or a regular wheel (PEP 517's
+    get_requires hooks) that is not installed."""
     import importlib.metadata
     import re
 
-    hook = getattr(backend, "get_requires_for_build_editable", None) or getattr(
-        backend, "get_requires_for_build_wheel", None
-    )
+    kind = "editable" if editable else "wheel"
+    hook = getattr(backend, f"get_requires_for_build_{kind}", None)
     try:
         wanted = list(hook()) if hook else []
     except BaseException:  # noqa: BLE001 - a diagnostic only; the build already failed
@@ -187,7 +195,7 @@ def main(argv: list[str]) -> int:
         after = snapshot(root)
     except BaseException:  # the backend's own exceptions, SystemExit from a setup.py too
         traceback.print_exc()
-        missing = missing_requires(backend) if "backend" in locals() else []
+        missing = missing_requires(backend, editable=False) if "backend" in locals() else []
         if missing:
             print(f"forge: the backend asks for {', '.join(missing)}, not in the package")
         print("forge: the project's build failed", flush=True)
