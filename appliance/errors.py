@@ -37,24 +37,12 @@ class UsageError(ForgeError):
     exit_code = 2
 
 
-class PackageRejected(ForgeError):
-    """A repo package failed validation; `problems` lists every rule it broke."""
-
-    def __init__(self, message: str, problems: list | None = None, hint: str | None = None):
-        super().__init__(message, hint)
-        self.problems = problems or []
-
-
 class PackageBuildError(ForgeError):
     """`forge package build` could not make a package from its source."""
 
 
 class SandboxError(ForgeError):
     """The sandbox is unavailable or refused to run a command."""
-
-
-class SandboxTimeout(SandboxError):
-    """A sandboxed command ran past its time limit and was killed."""
 
 
 class IndexingError(ForgeError):

@@ -26,10 +26,6 @@ class Outcome:
     value: float  # 0/1 for binary metrics
 
 
-def kind_of(stage: str, metric: str) -> str:
-    return dict(METRICS[stage])[metric]
-
-
 def score(stage: str, target: dict, output: dict | None) -> list[Outcome]:
     """Outcomes of one answer (`output`, None when unusable) for a non-graded stage."""
     output = output or {}

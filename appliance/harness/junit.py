@@ -12,6 +12,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.errors import ForgeError
+
 MAX_REPORT_BYTES = 64 << 20
 OUTCOMES = ("passed", "failed", "error", "skipped")
 # When one test id appears more than once (an error in teardown after a pass), the worst wins.
@@ -23,7 +25,7 @@ def worst(known: str | None, outcome: str) -> str:
     return outcome if known is None or _RANK[outcome] >= _RANK[known] else known
 
 
-class ReportUnreadable(ValueError):
+class ReportUnreadable(ForgeError):
     """The JUnit report is missing, too large or not the XML pytest writes."""
 
 

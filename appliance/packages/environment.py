@@ -31,13 +31,13 @@ from pathlib import Path
 from uv import find_uv_bin
 
 from appliance.config import Config
-from appliance.errors import SandboxError
+from appliance.errors import ForgeError, SandboxError
 from appliance.sandbox import Bind, SandboxRequest, run_sandboxed
 
 WHEEL_STORE = ".wheel-store"  # beside uv's cache: <sha256>/<wheel file name>
 
 
-class EnvironmentFailed(RuntimeError):
+class EnvironmentFailed(ForgeError):
     """uv could not resolve or install the requirements; `output` holds uv's words."""
 
     def __init__(self, what: str, output: str) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.errors import ForgeError
+
 # Command-line config outranks every config file git reads.
 _OVERRIDES = (
     "core.hooksPath=/dev/null",
@@ -30,7 +32,9 @@ _OVERRIDES = (
 )
 
 
-class GitError(RuntimeError):
+class GitError(ForgeError):
+    """A git command failed; `returncode` and `stderr` say how."""
+
     def __init__(self, args: Sequence[str], returncode: int, stderr: str) -> None:
         super().__init__(f"git {' '.join(args)} exited {returncode}: {stderr.strip()[:2000]}")
         self.returncode = returncode

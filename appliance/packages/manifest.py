@@ -32,6 +32,8 @@ from pydantic import (
     model_validator,
 )
 
+from appliance.errors import ForgeError
+
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 MAX_REQUIREMENT_SETS = 64  # what a manifest may list; the build's own cap is lower
@@ -240,7 +242,7 @@ class ManifestV1(_ManifestFields):
         )
 
 
-class ManifestError(ValueError):
+class ManifestError(ForgeError):
     """manifest.json cannot be read or does not match the schema; `problems` says where."""
 
     def __init__(self, problems: list[str]) -> None:

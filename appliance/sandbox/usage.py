@@ -16,11 +16,20 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.errors import SandboxError
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class TreeChanged(Exception):
-    """A directory moved while it was walked; the walk stopped where it was."""
+class TreeChanged(SandboxError):
+    """A directory moved while it was walked; the walk stopped where it was. disk_bytes
+    counts what it walked; a walk that hands a run's files over reaches the operator."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(
+            f"a directory under {root} moved while Forge walked it",
+            "nothing of the run may still be running when its files are walked; run it again",
+        )
 
 
 @dataclass(frozen=True)
