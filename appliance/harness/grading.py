@@ -87,7 +87,7 @@ def classify_gold(
     for run, side in [(before, "before the commit"), *((g, "at the commit") for g in gold)]:
         if run.status == "tampered":  # the commit's own code rewrote what its tests said
             return "ok", False, f"tampered: the run {side} disagrees: {run.detail}", (), (), ()
-    bad = next((run for run in gold if run.status != "ok"), None)
+    bad = next((run for run in gold if not run.ran), None)
     if bad is not None:
         return (
             "infra",
@@ -97,6 +97,17 @@ def classify_gold(
             (),
             (),
         )
+    # Modules that do not import at the commit (test data from a submodule the package
+    # cannot hold, an optional dependency) are left out, the rest grades; unless they are
+    # the commit's own test files, or they differ between gold runs.
+    broken = {run.collection_errors for run in gold}
+    if len(broken) > 1:
+        return "infra", False, "the gold runs disagree on which modules import", (), (), ()
+    left_out = gold[0].collection_errors
+    own = [m for m in left_out if m in spec.test_files]
+    if own:
+        reason = f"the commit's own test module {own[0]} does not import at the commit"
+        return "infra", False, reason, (), (), ()
     if not before.ran:
         # Only import errors of the changed test files are expected before the commit.
         return (
@@ -126,6 +137,8 @@ def classify_gold(
         if usable
         else "no test fails before the commit and passes at it"
     )
+    if left_out:
+        reason += f" ({len(left_out)} module(s) that do not import left out: {left_out[0]})"
     return "ok", usable, reason, tuple(f2p), tuple(p2p), tuple(flaky)
 
 

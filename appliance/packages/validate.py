@@ -406,6 +406,10 @@ def _collection_problems(
                 "tests must run offline; remove network access from the test suite",
             )
         ]
+    if run.status == "collection_error" and run.collected:
+        # Some modules import, some do not (test data from a submodule, an optional
+        # dependency): grading leaves those out, commit by commit; the package is usable.
+        return []
     if run.status == "no_tests":
         what = "collected no tests"
     elif run.status == "tampered":

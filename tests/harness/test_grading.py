@@ -110,6 +110,28 @@ def test_a_broken_gold_run_is_an_infrastructure_failure(demo_home):
     assert (status, usable) == ("infra", False) and "timeout" in reason
 
 
+def test_a_module_that_does_not_import_at_the_commit_is_left_out(demo_home):
+    """As a test module reading data from a git submodule the package cannot hold."""
+    spec = spec_for(demo_home, WHITESPACE)
+    before = _run({"t::a": "failed", "t::b": "passed"}, ["tests/test_submodule_data.py"])
+    gold = [_run({"t::a": "passed", "t::b": "passed"}, ["tests/test_submodule_data.py"])] * 2
+    status, usable, reason, f2p, p2p, _ = classify_gold(spec, before, gold)
+    assert (status, usable, f2p, p2p) == ("ok", True, ("t::a",), ("t::b",))
+    assert "1 module(s) that do not import left out: tests/test_submodule_data.py" in reason
+
+
+def test_the_commits_own_test_module_failing_to_import_is_not_graded(demo_home):
+    spec = spec_for(demo_home, WHITESPACE)
+    own = spec.test_files[0]
+    before = _run({"t::a": "failed"})
+    status, usable, reason, *_ = classify_gold(spec, before, [_run({"t::b": "passed"}, [own])])
+    assert (status, usable) == ("infra", False)
+    assert reason == f"the commit's own test module {own} does not import at the commit"
+    wobbly = [_run({"t::b": "passed"}, ["tests/x.py"]), _run({"t::b": "passed"})]
+    status, _, reason, *_ = classify_gold(spec, before, wobbly)
+    assert (status, reason) == ("infra", "the gold runs disagree on which modules import")
+
+
 SUB_TEST = "from calc import sub\n\n\ndef test_sub():\n    assert sub(3, 2) == 1\n"
 COIN = "import os\n\n\ndef test_coin():\n    assert os.urandom(1)[0] % 2\n"
 

@@ -152,3 +152,22 @@ def test_a_suite_that_collects_nothing_is_refused(tmp_path, wheelhouse, forge_ho
     report = validate(package, forge_home)
     assert [p.rule for p in report.problems] == ["dry-run"], report.to_dict()
     assert "collected no tests" in report.problems[0].message
+
+
+def test_a_module_needing_submodule_data_is_left_out_not_refused(tmp_path, wheelhouse, forge_home):
+    """tomlkit's tests read toml-test from a git submodule, which a package cannot hold:
+    that module does not collect; the package validates and the rest of the suite grades."""
+    repo = src_layout_repo(tmp_path / "sub-src")
+    data = "from pathlib import Path\n\nCASES = Path('tests/toml-test/files').read_text()\n"
+    repo.commit(
+        "Add multiplication to the calculator",
+        {
+            "src/calc/__init__.py": CALC_V2 + "\n\ndef mul(a, b):\n    return a * b\n",
+            "tests/test_mul.py": "from calc import mul\n\n\ndef test_mul():\n"
+            "    assert mul(2, 3) == 6\n",
+            "tests/test_toml_tests.py": data + "\n\ndef test_cases():\n    assert CASES\n",
+        },
+    )
+    package = build(repo, tmp_path / "pkg", wheelhouse, name="subcalc", version="1").path
+    report = validate(package, forge_home)
+    assert report.ok, report.to_dict()
