@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from appliance.errors import ConfigError
+from appliance.errors import ConfigError, validation_problems
 
 FORGE_ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_CONFIG = Path("/etc/forge/forge.toml")
@@ -374,7 +374,7 @@ def load_config() -> Config:
     try:
         settings = ForgeSettings.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        lines = validation_problems(exc)
         raise ConfigError(
             f"{source} has bad settings:\n    " + "\n    ".join(lines),
             "fix or remove these keys; every key has a default (see README, Configuration)",

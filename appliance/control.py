@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from appliance.config import Config
-from appliance.errors import ForgeError, UsageError
+from appliance.errors import ForgeError, UsageError, validation_problems
 
 SOCKET = "forged.sock"
 MAX_REQUEST_BYTES = 64 * 1024  # the longest request is a few hundred bytes
@@ -158,8 +158,7 @@ def _depth(line: bytes) -> int:
 
 def _summary(exc: ValidationError) -> str:
     """The first few problems, by where they are; never the values sent."""
-    problems = [f"{'.'.join(map(str, e['loc'])) or 'the request'}: {e['msg']}"
-                for e in exc.errors(include_url=False, include_input=False)]  # fmt: skip
+    problems = validation_problems(exc, "the request")
     more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
     return "; ".join(problems[:5])[:1000] + more
 

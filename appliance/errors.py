@@ -1,10 +1,16 @@
 """Forge's exception hierarchy: every error an operator can see is a ForgeError.
 
 Each error carries what was wrong and what to do about it, so the CLI can print it
-without a traceback.
+without a traceback. `validation_problems` words what pydantic found wrong in input
+(forge.toml, models.toml, a manifest, a control request) for such messages.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only its type: errors.py imports nothing, so anything may import it
+    from pydantic import ValidationError
 
 
 class ForgeError(Exception):
@@ -51,3 +57,12 @@ class IndexingError(ForgeError):
 
 class TrainingFailed(ForgeError):
     """A training run could not finish: it diverged past its recoveries, or its process died."""
+
+
+def validation_problems(exc: ValidationError, top: str = "") -> list[str]:
+    """Each problem pydantic found, as "where: what" (`top` names the place when it is the
+    whole input); never the values themselves."""
+    return [
+        f"{'.'.join(map(str, e['loc'])) or top}: {e['msg']}"
+        for e in exc.errors(include_url=False, include_input=False)
+    ]

@@ -13,8 +13,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from appliance.errors import ForgeError
+from appliance.errors import ForgeError, validation_problems
 from appliance.harness.junit import ReportUnreadable, parse_report
 from appliance.packages.environment import EnvironmentFailed
 from appliance.packages.gitsafe import GitError, git
@@ -124,3 +125,24 @@ def test_report_unreadable_and_environment_failed_are_forge_errors():
     assert isinstance(failed, ForgeError)
     assert failed.output == "  no such wheel\n"
     assert str(failed) == "uv pip install failed: no such wheel"
+
+
+def test_validation_problems_say_where_and_what_never_the_value():
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        port: int
+        name: str = ""
+
+    with pytest.raises(ValidationError) as caught:
+        Settings.model_validate({"port": "secret-value", "nmae": "x"})
+    problems = validation_problems(caught.value)
+    assert problems == [
+        "port: Input should be a valid integer, unable to parse string as an integer",
+        "nmae: Extra inputs are not permitted",
+    ]
+    assert not any("secret-value" in p for p in problems)
+    with pytest.raises(ValidationError) as whole:
+        Settings.model_validate([])
+    assert validation_problems(whole.value, "(top)") == [
+        "(top): Input should be a valid dictionary or instance of Settings"
+    ]

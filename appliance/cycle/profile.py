@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from appliance.config import Config, ForgeSettings, _read_toml
-from appliance.errors import ConfigError
+from appliance.errors import ConfigError, validation_problems
 
 DEMO = Path(__file__).with_name("demo.toml")
 
@@ -33,7 +33,7 @@ def with_profile(config: Config, profile: Path = DEMO) -> Config:
     except ValidationError as exc:
         raise ConfigError(
             f"the settings of {profile.name} with {config.source or 'the defaults'} are bad: "
-            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
+            + "; ".join(validation_problems(exc)),
             "fix the keys named in forge.toml",
         ) from exc
     return dataclasses.replace(config, settings=settings)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from appliance.errors import ConfigError, ForgeError
+from appliance.errors import ConfigError, ForgeError, validation_problems
 
 GGUF_MAGIC = b"GGUF"
 ROLES = ("reasoning", "coder")
@@ -116,7 +116,7 @@ def read_manifest(manifest: Path) -> ModelsManifest:
         try:
             entry = BaseEntry.model_validate(raw)
         except ValidationError as exc:
-            msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            msgs = "; ".join(validation_problems(exc))
             raise ConfigError(f"{manifest}: [bases.{name}] {msgs}") from exc
         path = Path(entry.path)
         if not path.is_absolute():

@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from appliance.errors import ForgeError
+from appliance.errors import ForgeError, validation_problems
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -316,9 +316,7 @@ def parse_manifest(raw: bytes) -> Manifest:
             return ManifestV1.model_validate(data).upgraded()
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        raise ManifestError(
-            [f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
-        ) from exc
+        raise ManifestError(validation_problems(exc, "(top)")) from exc
 
 
 def manifest_sha256(raw: bytes) -> str:
