@@ -10,6 +10,7 @@ import click
 from rich.markup import escape
 from rich.status import Status
 
+from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json, err_console
 from appliance.config import load_config
 from appliance.errors import ForgeError, UsageError
@@ -95,6 +96,12 @@ def package() -> None:
     help="Pinned requirement sets at most: commits that declare other dependencies get a "
     "set of their own up to this many; one that would need another is dropped.",
 )
+@click.option(
+    "--latest",
+    is_flag=True,
+    help="Resolve against the index as it is today (default: each requirement set as the "
+    "index was at its commit's date, what the developers installed then).",
+)
 @click.option("--since", type=click.DateTime(), help="Only commits after this date.")
 @click.option(
     "--find-links",
@@ -124,6 +131,7 @@ def build(
     split,
     max_commits,
     max_requirement_sets,
+    latest,
     since: datetime | None,
     find_links,
     index_url,
@@ -168,6 +176,7 @@ def build(
         split=split,
         max_commits=max_commits,
         max_requirement_sets=max_requirement_sets,
+        latest=latest,
         since=since,
         find_links=find_links,
     )
@@ -259,9 +268,9 @@ def split_(name: str, split: str, as_json: bool) -> None:
     train or the eval split. Campaigns and datasets use train packages, evaluation the eval
     ones; a package datasets already hold rows from cannot become eval."""
     from appliance.registry import set_split
-    from appliance.store import open_db
 
-    change = set_split(open_db(load_config()), name, split)
+    _, db = open_forge()
+    change = set_split(db, name, split)
     if as_json:
         emit_json(change.to_dict())
         return
@@ -286,10 +295,8 @@ def ingest(directory: Path | None, keep: bool, as_json: bool) -> None:
     stay put). Exits 1 when any package was rejected.
     """
     from appliance.packages.ingest import ingest as run_ingest
-    from appliance.store import open_db
 
-    config = load_config()
-    db = open_db(config)
+    config, db = open_forge()
     colours = {
         "accepted": "green",
         "duplicate": "cyan",

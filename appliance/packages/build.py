@@ -25,7 +25,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from appliance.errors import PackageBuildError
@@ -68,6 +68,8 @@ class BuildOptions:
     platform: str | None = None  # uv's platform name ("x86_64-manylinux_2_28"); default: this box
     any_commit: bool = False  # keep commits that do not change both code and tests
     max_requirement_sets: int = 8  # a commit that would need one more is dropped
+    # Resolve each set against today's index, not as the index was at its commit's date.
+    latest: bool = False
 
 
 @dataclass(frozen=True)
@@ -391,7 +393,9 @@ def _choose_commits(
     declarations = _by_declarations(mined.kept, repo, pick, full, removed)
     kept = [c for c in mined.kept if c.sha in declarations]
     progress("resolving requirements")
-    sets, uses = _requirement_sets(kept, declarations, opts, xy, cache_dir, removed, progress)
+    sets, uses = _requirement_sets(
+        kept, declarations, opts, xy, cache_dir, removed, progress, git_dir=repo
+    )
     kept = [c for c in kept if c.sha in uses]
     return _Chosen(kept, sets, uses, removed, declarations[kept[-1].sha].sources)
 
@@ -477,6 +481,8 @@ def _requirement_sets(
     cache_dir: Path,
     removed: dict[str, int],
     progress: Callable[[str], None],
+    *,
+    git_dir: Path,
 ) -> tuple[list[list[str]], dict[str, int]]:
     """The pinned sets and each commit's index into them, newest commit first (set 0 is
     the newest's). A commit shares the first set that satisfies its declaration, or gets
@@ -510,13 +516,8 @@ def _requirement_sets(
         if index is None:
             progress(f"resolving requirement set {len(sets)} (commit {commit.sha[:12]})")
             try:
-                pins = resolve(
-                    wanted,
-                    opts.find_links,
-                    cache_dir=cache_dir,
-                    python_version=python_version,
-                    python_platform=opts.platform,
-                    index_url=opts.index_url,
+                pins = _resolve_set(
+                    wanted, opts, python_version, cache_dir, _as_of(git_dir, commit.sha, opts)
                 )
             except EnvironmentFailed as exc:
                 if not sets:  # the newest commit: nothing to build without it
@@ -531,6 +532,45 @@ def _requirement_sets(
             index = len(sets) - 1
         uses[commit.sha] = index
     return sets, uses
+
+
+def _resolve_set(
+    wanted: list[str],
+    opts: BuildOptions,
+    python_version: str,
+    cache_dir: Path,
+    as_of: str | None,
+) -> list[str]:
+    """Pins for `wanted`: as of `as_of` when given and that resolves, else from the index as
+    it is (a mirror may give no upload times, and then nothing is older than any date)."""
+    attempts = [as_of, None] if as_of else [None]
+    for when in attempts:
+        try:
+            return resolve(
+                wanted,
+                opts.find_links,
+                cache_dir=cache_dir,
+                python_version=python_version,
+                python_platform=opts.platform,
+                index_url=opts.index_url,
+                exclude_newer=when,
+            )
+        except EnvironmentFailed:
+            if when is None:
+                raise
+    raise AssertionError("unreachable: the last attempt raises or returns")
+
+
+def _as_of(git_dir: Path, sha: str, opts: BuildOptions) -> str | None:
+    """The moment a set is resolved as of: its commit's committer date, so the set holds
+    what the project's developers could install then (a build backend of that time reads
+    that time's configuration; newer ones may refuse it). None with --latest, and with
+    --find-links (a folder has no upload times)."""
+    if opts.latest or opts.find_links is not None:
+        return None
+    out = gitsafe.git(["log", "-1", "--format=%cI", sha], git_dir=git_dir).decode().strip()
+    when = datetime.fromisoformat(out).astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _project(requirement: str) -> str:

@@ -98,12 +98,14 @@ def resolve(
     python_version: str | None = None,
     python_platform: str | None = None,
     index_url: str | None = None,
+    exclude_newer: str | None = None,
     timeout: float = 300,
 ) -> list[str]:
     """Resolve `requirements` to a pinned set, wheels only: against `wheel_dir` alone, or
     (connected side, `wheel_dir=None`) against the package index (`index_url`, default
     PyPI). `python_version` ("3.12") and `python_platform` (uv's names, e.g.
-    "x86_64-manylinux_2_28") resolve for another target than `python` itself."""
+    "x86_64-manylinux_2_28") resolve for another target than `python` itself;
+    `exclude_newer` (RFC 3339) takes only files the index had by then."""
     python = python or base_python()
     if wheel_dir is not None:
         source = _source_args(wheel_dir)
@@ -111,6 +113,8 @@ def resolve(
         source = ["--only-binary", ":all:"]
         if index_url:
             source += ["--index-url", index_url]
+        if exclude_newer:  # only what the index held then (its upload times)
+            source += ["--exclude-newer", exclude_newer]
     target = []
     if python_version:
         target += ["--python-version", python_version]

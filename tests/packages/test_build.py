@@ -320,11 +320,15 @@ def test_a_detached_head_with_no_branch_is_a_source(calc_repo, wheelhouse, tmp_p
     assert len(result.manifest.commits) == 2
 
 
-def serve_simple_index(root: Path, wheels: Path):
-    """A PEP 503 simple index of `wheels` on 127.0.0.1, served from a thread."""
+def serve_simple_index(root: Path, wheels: Path, uploaded: dict[str, str] | None = None):
+    """A PEP 503 simple index of `wheels` on 127.0.0.1, served from a thread. With
+    `uploaded` (file name → upload time, RFC 3339), PEP 691 JSON pages with PEP 700's
+    upload times instead, as PyPI gives them."""
     import functools
+    import hashlib
     import html
     import http.server
+    import json
     import threading
 
     from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -346,9 +350,35 @@ def serve_simple_index(root: Path, wheels: Path):
             f"<html><body>\n{links}</body></html>\n"
         )
 
+    def page(project: str) -> bytes:
+        files = [
+            {
+                "filename": f,
+                "url": f"../../files/{f}",
+                "hashes": {"sha256": hashlib.sha256((root / "files" / f).read_bytes()).hexdigest()},
+                "size": (root / "files" / f).stat().st_size,
+                "upload-time": (uploaded or {})[f],
+            }
+            for f in projects[project]
+        ]
+        versions = sorted({str(parse_wheel_filename(f)[1]) for f in projects[project]})
+        meta = {"api-version": "1.1"}
+        return json.dumps({"meta": meta, "name": project, "files": files, "versions": versions})
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
             pass
+
+        def do_GET(self) -> None:
+            parts = self.path.strip("/").split("/")
+            if uploaded is None or len(parts) != 2 or parts[0] != "simple":
+                return super().do_GET()
+            body = page(parts[1]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.pypi.simple.v1+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(Quiet, directory=str(root))
@@ -370,6 +400,25 @@ def test_index_path_resolves_and_downloads_from_a_local_index(tmp_path, links, m
     assert "tiny-dep==1.0" in result.manifest.requirement_sets[0]
     assert "tiny_backend-1.0-py3-none-any.whl" in result.manifest.wheels
     assert len(result.manifest.wheels) == len(result.manifest.requirement_sets[0])
+
+
+def test_from_an_index_each_set_is_resolved_as_of_its_commit(tmp_path, links, monkeypatch):
+    """tiny-dep 1.0 reached the index in 2030, after the commits (2024): the set holds
+    0.5, what the developers had; --latest takes today's index."""
+    for proxy in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(proxy, "127.0.0.1,localhost")
+    repo = src_project(tmp_path / "calc-src", deps='"tiny-dep>=0.5"')
+    uploaded = {w.name: "2020-01-01T00:00:00Z" for w in links.glob("*.whl")}
+    uploaded["tiny_dep-1.0-py3-none-any.whl"] = "2030-01-01T00:00:00Z"
+    server = serve_simple_index(tmp_path / "index", links, uploaded)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/simple"
+        then = build_from(str(repo.path), tmp_path / "then", None, index_url=url)
+        today = build_from(str(repo.path), tmp_path / "today", None, index_url=url, latest=True)
+    finally:
+        server.shutdown()
+    assert "tiny-dep==0.5" in then.manifest.requirement_sets[0]
+    assert "tiny-dep==1.0" in today.manifest.requirement_sets[0]
 
 
 def test_cli_build_from_a_file_url_reports_each_filter(calc_repo, wheelhouse, tmp_path, forge_home):
