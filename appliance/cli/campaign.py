@@ -6,23 +6,13 @@ import click
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json, err_console
-from appliance.config import load_config
 
 
 @click.group()
 def campaign() -> None:
     """Run the stages on a package's commits and record what worked."""
-
-
-def _open():
-    from appliance.sandbox import check_sandbox
-    from appliance.store import open_db
-
-    config = load_config()
-    db = open_db(config)
-    check_sandbox(config)
-    return config, db
 
 
 @campaign.command()
@@ -47,7 +37,7 @@ def run(package_name: str, commits, samples, as_json: bool) -> None:
     from appliance.campaign.store import summary
     from appliance.harness.spec import find_package
 
-    config, db = _open()
+    config, db = open_forge(sandbox=True)
     package_id = find_package(db, package_name)["id"]
     counts: dict[str, int] = {}
     results = []
@@ -113,10 +103,8 @@ def show(package_name, as_json: bool) -> None:
     """Per package: commits done, triples, resolved rate, outcomes, model calls per stage."""
     from appliance.campaign.store import summary
     from appliance.harness.spec import find_package
-    from appliance.store import open_db
 
-    config = load_config()
-    db = open_db(config)
+    config, db = open_forge()
     if package_name:
         rows = [find_package(db, package_name)]
     else:

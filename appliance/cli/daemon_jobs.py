@@ -12,19 +12,10 @@ import time
 import click
 from rich.markup import escape
 
+from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json, err_console
-from appliance.config import load_config
 from appliance.errors import ForgeError, UsageError
 from appliance.work import KINDS
-
-
-def _open():
-    from appliance.store import open_db
-
-    config = load_config()
-    config.ensure_dirs()
-    return config, open_db(config)
-
 
 BOOLEANS = {"true": True, "false": False, "yes": True, "no": False}
 
@@ -60,7 +51,7 @@ def list_(status: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Jobs, newest first: kind, status, attempts, progress, error."""
     from appliance import jobs
 
-    _, db = _open()
+    _, db = open_forge()
     found = jobs.jobs(db, status or jobs.STATUSES, limit)
     if as_json:
         emit_json([j.to_dict() for j in found])
@@ -92,7 +83,7 @@ def run(kind: str, pairs: tuple[str, ...], wait: bool, as_json: bool) -> None:
     due), else run here in the foreground. Exit 1 when the job failed."""
     from appliance import actions
 
-    config, db = _open()
+    config, db = open_forge()
     args = _args(pairs)
     if kind == "promote" and not {"stage", "version"} <= set(args):
         raise UsageError("a promote job needs --arg stage=STAGE --arg version=N")
@@ -133,7 +124,7 @@ def cancel(job_id: int, as_json: bool) -> None:
     """Cancel a queued or running job (a running one stops at its next checkpoint)."""
     from appliance import actions, jobs
 
-    config, db = _open()
+    config, db = open_forge()
     answer = actions.ask(config, "cancel", id=job_id)
     cancelled = jobs.get(db, job_id) if answer else jobs.cancel(db, job_id)
     if as_json:
@@ -150,7 +141,7 @@ def log(job_id: int, lines: int, follow: bool) -> None:
     """The log of a job's run (runs/jobs/job-N.log): its last lines, or followed."""
     from appliance import jobs
 
-    config, db = _open()
+    config, db = open_forge()
     found = jobs.get(db, job_id)
     if not found.log:
         raise ForgeError(f"job {job_id} ({found.kind}) has no log yet: it is {found.status}",
@@ -180,7 +171,7 @@ def daemon() -> None:
 def _toggle(command: str) -> None:
     from appliance import actions
 
-    config, _ = _open()
+    config, _ = open_forge()
     answer = actions.ask_daemon(config, command, f"there is nothing to {command}")
     console.print(f"forged is {answer['daemon']['state']}")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
+from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json
-from appliance.config import load_config
 
 KIND = click.Choice(["sft", "dpo"])
 
@@ -16,13 +16,6 @@ KIND = click.Choice(["sft", "dpo"])
 @click.group()
 def datasets() -> None:
     """Per-stage SFT and DPO datasets built from campaigns; versions only grow."""
-
-
-def _open():
-    from appliance.store import open_db
-
-    config = load_config()
-    return config, open_db(config)
 
 
 def _line(v) -> str:
@@ -43,7 +36,7 @@ def build(stages, as_json: bool) -> None:
     from appliance.datasets.versions import build as build_version
     from appliance.stages import STAGES
 
-    config, db = _open()
+    config, db = open_forge()
     made = []
     for stage in stages or STAGES:
         for kind in KINDS:
@@ -67,7 +60,7 @@ def list_(as_json: bool) -> None:
     """Every dataset version of every stage."""
     from appliance.datasets.versions import versions
 
-    _, db = _open()
+    _, db = open_forge()
     found = versions(db)
     if as_json:
         emit_json([v.to_dict() for v in found])
@@ -91,7 +84,7 @@ def show(stage: str, kind: str, number, show_rows: int, as_json: bool) -> None:
     from appliance.errors import UsageError
 
     _check_stage(stage, kind)
-    _, db = _open()
+    _, db = open_forge()
     found = [v for v in versions(db, stage) if v.kind == kind]
     if number is not None:
         found = [v for v in found if v.version == number]
@@ -119,6 +112,6 @@ def export(stage: str, kind: str, number, output: Path) -> None:
     """Write a dataset version to a JSONL file (one row per line, with provenance)."""
     from appliance.datasets.versions import export as export_rows
 
-    config, db = _open()
+    config, db = open_forge()
     count = export_rows(config, db, stage, kind, number, output)
     console.print(f"wrote {count} rows to {escape(str(output))}")

@@ -13,8 +13,8 @@ import click
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json, err_console
-from appliance.config import load_config
 
 REJECTED = 3
 
@@ -45,13 +45,6 @@ def _progress(disable: bool) -> Progress:
         console=err_console,
         disable=disable,
     )
-
-
-def _open():
-    from appliance.store import open_db
-
-    config = load_config()
-    return config, open_db(config)
 
 
 def _evaluate(config, db, stage: str, version, quiet: bool):
@@ -115,7 +108,7 @@ def eval_(stage: str, candidate, as_json: bool) -> None:
     Changes nothing in the registry. Runs already made are reused. Exit 0 when the gate
     would promote, 3 when it would not.
     """
-    config, db = _open()
+    config, db = open_forge()
     evaluation = _evaluate(config, db, stage, candidate, as_json)
     if as_json:
         emit_json(evaluation.to_dict())
@@ -140,7 +133,7 @@ def promote(stage: str, version: int, force: bool, as_json: bool) -> None:
     """
     from appliance import actions, registry
 
-    config, db = _open()
+    config, db = open_forge()
     registry.get(db, stage, version)  # a clear error for an unknown version, before any work
     if force:
         result = actions.force_promote(config, db, stage, version)
@@ -182,7 +175,7 @@ def decisions(stage, limit: int, as_json: bool) -> None:
     """The gate's stored decisions (newest first), each with its report."""
     from appliance.evaluation.store import decisions as stored
 
-    _, db = _open()
+    _, db = open_forge()
     found = stored(db, stage, limit)
     if as_json:
         emit_json(found)
@@ -220,7 +213,7 @@ def cycle(demo: bool, source, commits, as_json: bool) -> None:
     from appliance.errors import UsageError
     from appliance.sandbox import check_sandbox
 
-    config, db = _open()
+    config, db = open_forge()
     keep = False
     if demo:
         if source is not None:

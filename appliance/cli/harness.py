@@ -8,8 +8,8 @@ import click
 from rich.markup import escape
 from rich.status import Status
 
+from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json, err_console
-from appliance.config import load_config
 from appliance.errors import UsageError
 
 EXIT_NOT_RESOLVED = 3
@@ -20,18 +20,6 @@ MAX_PATCH_BYTES = 16 << 20
 @click.group()
 def harness() -> None:
     """Run a package's own tests in the sandbox and grade commits and patches."""
-
-
-def _open():
-    """Config and database, after checking the sandbox can confine a run (SandboxError if
-    not: nothing is graded, rather than every commit failing the same way)."""
-    from appliance.sandbox import check_sandbox
-    from appliance.store import open_db
-
-    config = load_config()
-    db = open_db(config)
-    check_sandbox(config)
-    return config, db
 
 
 @harness.command()
@@ -65,7 +53,7 @@ def check(package_name: str, commits, limit, force: bool, jobs: int, as_json: bo
     from appliance.harness.results import grade_commits
     from appliance.harness.spec import commit_specs
 
-    config, db = _open()
+    config, db = open_forge(sandbox=True)
     sweep(config)
     specs = commit_specs(config, db, package_name, list(commits) or None)
     if limit:
@@ -164,7 +152,7 @@ def run(package_name: str, sha: str, patch_file: Path, as_json: bool) -> None:
         raw = patch_file.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {patch_file}: {exc.strerror}") from exc
-    config, db = _open()
+    config, db = open_forge(sandbox=True)
     (spec,) = commit_specs(config, db, package_name, [sha])
     with Status("grading the commit…", console=err_console) if not as_json else _Null():
         gold, _ = gold_for(config, db, spec)

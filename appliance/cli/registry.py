@@ -7,8 +7,8 @@ import re
 import click
 from rich.markup import escape
 
+from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json
-from appliance.config import load_config
 from appliance.errors import UsageError
 
 
@@ -35,11 +35,10 @@ def rollback(stage: str, to: str | None, as_json: bool) -> None:
     it (skipping any no longer servable), or the base when none was. Instant: the next
     model call uses it; no file is touched. --to vN picks any servable version."""
     from appliance import actions
-    from appliance.store import open_db
 
     version, to_base = _target(to, stage)
-    config = load_config()
-    result = actions.rollback(config, open_db(config), stage, version, to_base)
+    config, db = open_forge()
+    result = actions.rollback(config, db, stage, version, to_base)
     if as_json:
         emit_json(result)
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
+from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json, human_bytes
 from appliance.config import load_config
 
@@ -32,11 +33,9 @@ def status(as_json: bool) -> None:
     its jobs (running with progress, queued, recent failures), active adapters, database,
     CPU, memory, disk and GPUs."""
     from appliance.status import gather
-    from appliance.store import open_db
 
-    config = load_config()
-    config.ensure_dirs()
-    data = gather(config, open_db(config))
+    config, db = open_forge()
+    data = gather(config, db)
     if as_json:
         emit_json(data)
         return

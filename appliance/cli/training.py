@@ -6,8 +6,8 @@ import click
 from rich.markup import escape
 from rich.status import Status
 
+from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json, err_console
-from appliance.config import load_config
 
 
 @click.command()
@@ -18,11 +18,9 @@ from appliance.config import load_config
 def train(stage: str, dpo: bool, max_steps, as_json: bool) -> None:
     """Train a LoRA adapter for STAGE on its latest dataset version and register it as a
     candidate STAGE-vN. A killed run resumes from its checkpoints when started again."""
-    from appliance.store import open_db
     from appliance.training.job import train_stage
 
-    config = load_config()
-    db = open_db(config)
+    config, db = open_forge()
     with (
         Status(f"training {stage} (log under FORGE_HOME/runs/train/)…", console=err_console)
         if not as_json
@@ -55,10 +53,9 @@ def adapters(stage, as_json: bool) -> None:
     """Adapter versions (STAGE-v1, STAGE-v2, …): status (candidate, active, inactive,
     rejected), whether they can be served on the current base, dataset and final loss."""
     from appliance.registry import versions
-    from appliance.store import open_db
 
-    config = load_config()
-    found = versions(open_db(config), stage)
+    _, db = open_forge()
+    found = versions(db, stage)
     if as_json:
         emit_json([a.to_dict() for a in found])
         return
