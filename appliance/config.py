@@ -85,6 +85,7 @@ class SandboxSettings(_Section):
     )
 
     def limits(self, wall_s: float):
+        # Not at the top: sandbox.spec takes its defaults from this class.
         from appliance.sandbox.spec import Limits
 
         return Limits(

@@ -11,24 +11,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from appliance.config import SandboxSettings
+
 # Why a run was stopped, when it was stopped by a limit rather than ending by itself.
 LIMITS = ("wall_time", "cpu_time", "memory", "processes", "output", "file_size", "disk")
+
+
+# The defaults are forge.toml's [sandbox] defaults, written once there.
+_SETTINGS = SandboxSettings()
+_WALL_S = 600.0
 
 
 @dataclass(frozen=True)
 class Limits:
     """Resource limits for one run. Memory and processes count the whole process tree."""
 
-    wall_s: float = 600.0
-    cpu_s: float = 600.0  # per process (RLIMIT_CPU)
-    memory_mb: int = 4096  # resident memory of the whole tree; also each process's address space
-    processes: int = 256  # live processes in the tree
-    file_size_mb: int = 1024  # largest file a process may write (RLIMIT_FSIZE)
-    open_files: int = 1024  # per process (RLIMIT_NOFILE)
-    output_bytes: int = 64 << 20  # combined stdout+stderr; more kills the run
-    tmp_mb: int = 1024  # size of the private /tmp
-    disk_mb: int = 2048  # bytes allocated under the writable binds, all files together
-    shm_mb: int = 64  # size of the private /dev/shm (counted with memory, as /tmp is)
+    wall_s: float = _WALL_S
+    cpu_s: float = _SETTINGS.cpu_s or _WALL_S  # per process (RLIMIT_CPU); 0: the wall time
+    # resident memory of the whole tree; also each process's address space
+    memory_mb: int = _SETTINGS.memory_mb
+    processes: int = _SETTINGS.processes  # live processes in the tree
+    file_size_mb: int = _SETTINGS.file_size_mb  # largest file a process may write (RLIMIT_FSIZE)
+    open_files: int = _SETTINGS.open_files  # per process (RLIMIT_NOFILE)
+    output_bytes: int = _SETTINGS.output_mb << 20  # combined stdout+stderr; more kills the run
+    tmp_mb: int = _SETTINGS.tmp_mb  # size of the private /tmp
+    # bytes allocated under the writable binds, all files together
+    disk_mb: int = _SETTINGS.disk_mb
+    # size of the private /dev/shm (counted with memory, as /tmp is)
+    shm_mb: int = _SETTINGS.shm_mb
 
 
 @dataclass(frozen=True)
