@@ -3,11 +3,17 @@ time, and check afterwards that nothing was lost, nothing doubled, the database 
 and the registry consistent.
 
 The daemon runs on a temporary FORGE_HOME with the demo package dropped into ingest/
-and one cycle (ingest → campaign → datasets → train → evaluate → promote) queued. Each
-kill is aimed at a phase (ingest, campaign, train, evaluate, promote): the driver waits
-until the daemon is in it, waits a random moment more, and kills. Then come `--random`
-kills at random moments during one more cycle; each cycle is left to finish before the
-next is queued, and the checks run at the end.
+and one cycle (ingest → campaign → datasets → train → evaluate → decide) queued. Each
+kill is aimed at a phase. Ingest, campaign, train and evaluate: the driver waits until
+the daemon's job says it is in that step, waits a random moment more, and kills.
+Datasets, decide and promote: the driver arms a fault point (bench/faults, test-only,
+switched on for the daemon through its environment) and kills once a process stands in
+it: inside datasets.build's transaction, inside the registry transaction of the cycle's
+decision (promote or reject, as the gate said), and, once the cycle is over, inside the
+transaction of an operator's `forge promote --force` sent to the daemon (sent again after
+the restart). Each kill's record says where it landed. Then come `--random` kills at
+random moments during one more cycle; each cycle is left to finish before the next is
+queued, and the checks run at the end.
 
     .venv/bin/python bench/chaos.py                 # the longer run: 2 cycles + 4 random
     .venv/bin/python bench/chaos.py --rounds 1 --random 0 --seed 7
@@ -26,7 +32,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +42,11 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "repo_packages" / "demo"
-PHASES = ("ingest", "campaign", "train", "evaluate", "promote")
+PHASES = ("ingest", "campaign", "datasets", "train", "evaluate", "decide", "promote")
+# The phases a kill is aimed at through a fault point, and the point.
+FAULT_POINTS = {"datasets": "dataset-build", "decide": "registry-change",
+                "promote": "registry-change"}  # fmt: skip
+STAGE = "scope"
 # Small work, so a whole cycle takes minutes on a CPU box; checkpoints every step.
 SETTINGS = """
 [ingest]
@@ -80,14 +92,19 @@ class Report:
 
 class Chaos:
     def __init__(self, home: Path, seed: int, log=print, settings: str = SETTINGS) -> None:
+        # Here, not at the top: run as a script, the repository joins sys.path in main.
+        from bench.faults import FaultPoints
+
         self.home, self.rng, self.log, self.settings = home, random.Random(seed), log, settings
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.cycle_queued = False
+        self.faults = FaultPoints(home.with_name(home.name + "-faults"))
+        self.promotions: list[int] = []  # versions the operator promoted (forced)
         self.env = os.environ | {"FORGE_HOME": str(home)}
         self.env.pop("FORGE_CONFIG", None)
         self.env.pop("NOTIFY_SOCKET", None)
-        self.env["FORGE_CHAOS_HOLD_S"] = "2"  # decided, registry next: held so a kill lands
+        self.env = self.faults.env(self.env)
 
     # --- the daemon ----------------------------------------------------------------------
 
@@ -146,12 +163,8 @@ class Chaos:
             step = progress.get("step")
             shown = {"job": row["id"], "step": step, "done": progress.get("done"),
                      "total": progress.get("total"), "text": progress.get("text")}  # fmt: skip
-            if step == "evaluate" and (progress.get("text") or "").startswith("deciding"):
-                return "promote", shown  # decided; the registry next
-            if step in ("campaign", "train", "evaluate"):
+            if step in ("campaign", "datasets", "train", "evaluate"):
                 return step, shown
-            if step == "datasets":
-                return "train", shown
         return None, {}
 
     def cycle_job(self) -> dict | None:
@@ -209,6 +222,8 @@ class Chaos:
             return True
         step = json.loads(job["progress"]).get("step")
         order = ("campaign", "datasets", "train", "evaluate")
+        if phase == "decide":  # the last thing a cycle does: past once the job is done
+            return False
         return phase in order and step in order and order.index(step) > order.index(phase)
 
     def queue_cycle_once(self) -> None:
@@ -245,11 +260,12 @@ class Chaos:
                 self.finish(deadline)
                 self.cycle_queued = False
             for target in plan:
-                hit = self.aim(target, timeout_s)
+                hit = self.aim(target, deadline)
                 if hit is None:
                     continue
                 kept.append(self.finished())
                 orphans = self.kill()
+                self.faults.clear()
                 phase, detail = hit
                 kill = {"aimed_at": target, "phase": phase, **detail, "orphans": orphans,
                         "at_s": round(time.monotonic() - clock, 1)}  # fmt: skip
@@ -257,6 +273,9 @@ class Chaos:
                 self.log(f"  kill {len(report.kills)}: aimed at {target}, hit "
                          f"{phase or 'idle'} {json.dumps(detail)}")  # fmt: skip
                 self.start()
+                if target == "promote":  # the operator, told nothing, tries again
+                    answer = self.promote(self.promotions[-1])
+                    self.log(f"  promote sent again: {json.dumps(answer)}")
         self.finish(deadline)
         self.stop()
         report.seconds = time.monotonic() - clock
@@ -265,9 +284,11 @@ class Chaos:
         report.checks = self.check(kept, job, report.kills)
         return report
 
-    def aim(self, target: str, timeout_s: float) -> tuple[str | None, dict] | None:
+    def aim(self, target: str, deadline: float) -> tuple[str | None, dict] | None:
         """Wait for the moment to kill at: in `target`'s phase, or a random one; None when
-        there is none (the phase went by too quickly, or the work is done)."""
+        there is none (the phase went by too quickly, the work is done, or time is up)."""
+        if target in FAULT_POINTS:
+            return self.aim_at_point(target, deadline)
         if target == "random":
             until = time.monotonic() + self.rng.uniform(2.0, 20.0)
             while time.monotonic() < until:
@@ -277,12 +298,77 @@ class Chaos:
                 self.log("  random kill: the work is done, no kill")
                 return None
             return self.phase()
-        if self.wait_for(target, timeout_s / 4) is None:
+        if self.wait_for(target, deadline - time.monotonic()) is None:
             self.log(f"  phase {target}: not reached (passed or too quick), no kill")
             return None
         quick = {"ingest": 0.2, "promote": 1.5}.get(target, 3.0)  # a moment only
         time.sleep(self.rng.uniform(0.0, quick))
         return self.phase()
+
+    def aim_at_point(self, target: str, deadline: float) -> tuple[str, dict] | None:
+        """Arm `target`'s fault point and wait until a process stands in it: (the phase the
+        point names, what the job shows and where the process stands); None when the
+        moment passed without one. For "promote", the operator's promotion is sent first."""
+        point = FAULT_POINTS[target]
+        sender = None
+        if target == "promote":
+            self.finish(deadline)  # the operator promotes once the cycle is over
+            if self.busy():
+                self.log("  promote: the cycle did not finish in time, no kill")
+                return None
+            version = self.promotable()
+            if version is None:
+                self.log("  promote: the stage has no version, no kill")
+                return None
+            self.promotions.append(version)
+        self.faults.arm(point)
+        if target == "promote":  # its answer never comes: the kill cuts it off
+            sender = threading.Thread(target=self.promote, args=(version,), daemon=True)
+            sender.start()
+
+        def gone_by() -> bool:
+            self.queue_cycle_once()
+            return not sender.is_alive() if sender else self._past(target)
+
+        inside = self.faults.wait_inside(deadline - time.monotonic(), gone_by)
+        self.faults.disarm(point)
+        if inside is None:
+            self.log(f"  phase {target}: its fault point was not reached, no kill")
+            return None
+        _, shown = self.phase()
+        where = {"landed": inside.where, "transaction_open": inside.transaction_open}
+        return inside.phase, {**shown, **where}
+
+    def promotable(self) -> int | None:
+        """The newest version of the stage; if the gate put it in service, the operator
+        rolls back to the base first, so that promoting it changes the registry."""
+        with self.db() as conn:
+            row = conn.execute(
+                "SELECT version, status FROM adapters WHERE stage = ? ORDER BY version DESC",
+                [STAGE],
+            ).fetchone()
+        if row is None:
+            return None
+        if row["status"] == "active":
+            answer = self.ask("rollback", stage=STAGE, to_base=True)
+            self.log(f"  rollback to the base first: {json.dumps(answer)}")
+        return row["version"]
+
+    def promote(self, version: int) -> dict | None:
+        """`forge promote STAGE VERSION --force`, as the operator's CLI sends it."""
+        return self.ask("promote", stage=STAGE, version=version, force=True)
+
+    def ask(self, command: str, **args) -> dict | None:
+        """The daemon's answer to a control request; None when none came (it was killed)."""
+        from appliance.config import load_config
+        from appliance.control import request
+        from appliance.errors import ForgeError
+
+        os.environ["FORGE_HOME"] = str(self.home)
+        try:
+            return request(load_config(), command, timeout=60, **args)
+        except ForgeError:
+            return None
 
     def finish(self, deadline: float) -> None:
         """Let the cycle run to its end (or the deadline)."""
@@ -301,6 +387,32 @@ class Chaos:
         def expect(name: str, bad) -> None:
             checks[name] = "ok" if not bad else str(bad)[:500]
 
+        self.check_database(expect)
+
+        final = self.finished()
+        lost = [
+            f"{name}: {sorted(before[name] - final[name])[:5]}"
+            for before in kept
+            for name in before
+            if before[name] - final[name]
+        ]
+        expect("nothing finished lost", lost)
+        expect("the cycle job finished", None if job and job["status"] == "done" else job)
+        report = json.loads(job["result"]) if job and job.get("result") else {}
+        expect("the cycle ran every step", None if report.get("ok") else report.get("steps"))
+        expect("no child outlived a kill", [k["orphans"] for k in kills if k["orphans"]])
+        corpus = [p.name for p in (self.home / "corpus").iterdir()] if (
+            self.home / "corpus").is_dir() else []  # fmt: skip
+        expect("one copy of the package in the corpus", None if len(corpus) == 1 else corpus)
+        leftovers = [p.name for p in (self.home / "ingest").iterdir()]
+        expect("ingest/ emptied", leftovers)
+        with sqlite3.connect(self.home / "scheduler.db") as conn:
+            expect("scheduler store sound", [r[0] for r in conn.execute("PRAGMA integrity_check")
+                                             if r[0] != "ok"])  # fmt: skip
+        return checks
+
+    def check_database(self, expect: Callable[[str, object], None]) -> None:
+        """The database's own checks: sound, nothing doubled, the registry consistent."""
         with self.db() as conn:
             expect("integrity_check", [r[0] for r in conn.execute("PRAGMA integrity_check")
                                        if r[0] != "ok"])  # fmt: skip
@@ -357,30 +469,16 @@ class Chaos:
             expect("the newest candidate of each stage decided", [r[0] for r in undecided])
             trained = conn.execute("SELECT COUNT(*) FROM adapters").fetchone()[0]
             expect("an adapter was trained", None if trained else "none")
+            forced = dict(conn.execute(
+                "SELECT to_version, COUNT(*) FROM adapter_events WHERE stage = ? AND "
+                "action = 'promote' AND forced = 1 GROUP BY to_version", [STAGE]
+            ).fetchall())  # fmt: skip
+            expect("each operator promotion done once",
+                   [f"v{v}: {forced.get(v, 0)}" for v in self.promotions
+                    if forced.get(v, 0) != 1])  # fmt: skip
             running = conn.execute("SELECT id FROM jobs WHERE status IN ('running', 'queued') "
                                    "AND kind != 'ingest'").fetchall()  # fmt: skip
             expect("no job left running or queued", [r[0] for r in running])
-        final = self.finished()
-        lost = [
-            f"{name}: {sorted(before[name] - final[name])[:5]}"
-            for before in kept
-            for name in before
-            if before[name] - final[name]
-        ]
-        expect("nothing finished lost", lost)
-        expect("the cycle job finished", None if job and job["status"] == "done" else job)
-        report = json.loads(job["result"]) if job and job.get("result") else {}
-        expect("the cycle ran every step", None if report.get("ok") else report.get("steps"))
-        expect("no child outlived a kill", [k["orphans"] for k in kills if k["orphans"]])
-        corpus = [p.name for p in (self.home / "corpus").iterdir()] if (
-            self.home / "corpus").is_dir() else []  # fmt: skip
-        expect("one copy of the package in the corpus", None if len(corpus) == 1 else corpus)
-        leftovers = [p.name for p in (self.home / "ingest").iterdir()]
-        expect("ingest/ emptied", leftovers)
-        with sqlite3.connect(self.home / "scheduler.db") as conn:
-            expect("scheduler store sound", [r[0] for r in conn.execute("PRAGMA integrity_check")
-                                             if r[0] != "ok"])  # fmt: skip
-        return checks
 
 
 def main() -> int:
@@ -405,7 +503,9 @@ def main() -> int:
     else:
         hit = {}
         for kill in report.kills:
-            hit[kill["phase"] or "idle"] = hit.get(kill["phase"] or "idle", 0) + 1
+            # A kill at a fault point landed inside a transaction; the others in a step.
+            name = (kill["phase"] or "idle") + (" (in its transaction)" if "landed" in kill else "")
+            hit[name] = hit.get(name, 0) + 1
         print(f"kills survived: {len(report.kills)} in {report.seconds:.0f} s "
               f"({', '.join(f'{k} {v}' for k, v in sorted(hit.items()))})")  # fmt: skip
         for name, verdict in report.checks.items():

@@ -1,7 +1,9 @@
 """The reliability test: forged on the demo package, killed with SIGKILL once in each
-phase of real work (ingest, campaign, training, evaluation, promotion) and restarted
-each time; then nothing finished is lost, nothing doubled, the database is sound and the
-registry consistent. bench/chaos.py is the longer run of the same driver."""
+phase of real work (ingest, campaign, dataset building, training, evaluation, the
+cycle's promote or reject, an operator's promotion; the three transactions through
+bench/faults' test-only fault points) and restarted each time; then nothing finished is
+lost, nothing doubled, the database is sound and the registry consistent. bench/chaos.py
+is the longer run of the same driver."""
 
 from __future__ import annotations
 
@@ -28,9 +30,17 @@ def test_forged_survives_kill_9_in_every_phase(tmp_path):
     assert report.ok, summary
     hit = {k["phase"] for k in report.kills}
     # Every kill aimed at a phase that was reached landed in work, not while idle; the
-    # phases are always reached (ingest can be over before a poll; promotion is held).
-    assert {"campaign", "train", "evaluate", "promote"} <= hit, lines
-    assert len(report.kills) >= 4
+    # phases are always reached (ingest can be over before a poll; the fault points hold).
+    assert {"campaign", "datasets", "train", "evaluate", "promote"} <= hit, lines
+    assert len(report.kills) >= 6
+    inside = {k["aimed_at"]: k for k in report.kills if "landed" in k}
+    assert set(inside) == {"datasets", "decide", "promote"}, lines
+    assert all(k["transaction_open"] is True for k in inside.values()), inside
+    assert inside["datasets"]["landed"].startswith("inside datasets.build's transaction")
+    assert inside["decide"]["phase"] in ("promote", "reject")  # whatever the gate decided
+    assert inside["decide"]["landed"].endswith("(the gate's decision): statuses changed and "
+                                               "the event written, not committed")  # fmt: skip
+    assert inside["promote"]["landed"].startswith("inside registry.promote's transaction")
 
 
 @pytest.mark.slow
