@@ -296,7 +296,9 @@ def _build(config: Config, spec: CommitSpec, work: Path, env: Environment, final
             if network
             else result.describe()
         )
-        raise ProjectBuildFailed(f"the project does not build: {why}", result.output)
+        raise ProjectBuildFailed(
+            f"the project does not build: {why}{_last_error(result.output)}", result.output
+        )
     done = _read_report(report / "generated.json")
     _keep_generated(work / "repo", done["generated"], final / "tree")
     (final / MARKER).write_text(
@@ -312,6 +314,14 @@ def _build(config: Config, spec: CommitSpec, work: Path, env: Environment, final
             indent=2,
         )
     )
+
+
+def _last_error(output: str) -> str:
+    """The build log's last line of its own (the exception a traceback ends with), for the
+    reason an operator reads; the builder's own `forge:` lines are left out."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    own = [ln for ln in lines if not ln.startswith("forge:")]
+    return f": {own[-1][:300]}" if own else ""
 
 
 def _read_report(path: Path) -> dict:

@@ -303,12 +303,16 @@ def build_package(
         work = Path(tmp)
         source = _local_repository(opts.source, work, progress)
         git_dir = _git_dir(source)  # a work tree's .git, or the bare repository itself
-        mined = _mine(opts, str(Path(source).resolve()), progress)
-
         package = work / "package"
         package.mkdir()
         progress("copying the repository")
         branch = _bare_copy(git_dir, package / "repo")
+        # Mined from the copy: a clean bare repository whatever the source was (a bare one
+        # without core.bare set, as some mirroring tools leave it, reads as a broken tree).
+        # PyDriller writes its own settings into the config it reads: put the copy's back.
+        config = (package / "repo" / "config").read_bytes()
+        mined = _mine(opts, str(package / "repo"), progress)
+        (package / "repo" / "config").write_bytes(config)
         chosen = _choose_commits(opts, mined, package / "repo", (xy, full), cache_dir, progress)
         progress(f"gathering the wheels of {len(chosen.sets)} requirement sets")
         wheels = _gather_wheels(chosen.sets, package / "packages", opts)

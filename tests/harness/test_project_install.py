@@ -192,6 +192,7 @@ def test_a_failing_build_grades_the_commit_env_failed_with_the_log(verpkg):
     gold = grade_gold(config, spec, runs=1)
     assert gold.status == "infra" and not gold.usable
     assert gold.reason.startswith("env_failed: the project does not build"), gold.reason
+    assert gold.reason.endswith("RuntimeError: the backend refuses: BROKEN is here"), gold.reason
     env = ensure_env(config, spec)
     with worktree(config, spec.repo, spec.sha) as work:
         run = run_tests(config, spec, work, env)

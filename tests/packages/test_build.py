@@ -303,6 +303,21 @@ def test_a_bare_mirror_is_a_source(calc_repo, wheelhouse, tmp_path):
     ]
 
 
+def test_a_bare_mirror_without_core_bare_is_a_source_and_is_not_written(
+    calc_repo, wheelhouse, tmp_path
+):
+    """Some mirroring tools leave core.bare unset; the source's config stays as it was."""
+    mirror = tmp_path / "calc.git"
+    git(tmp_path, "clone", "-q", "--mirror", str(calc_repo.path), str(mirror))
+    git(mirror, "config", "--unset", "core.bare")
+    before = (mirror / "config").read_bytes()
+    result = build_from(str(mirror), tmp_path / "pkg", wheelhouse, requirements=PYTEST_PINS)
+    assert [c.message.strip() for c in result.manifest.commits] == [
+        "Add subtraction to the calculator"
+    ]
+    assert (mirror / "config").read_bytes() == before
+
+
 def test_a_detached_head_with_no_branch_is_a_source(calc_repo, wheelhouse, tmp_path):
     calc_repo.commit(
         "Add multiplication to the calculator",
