@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from appliance.clock import now_iso
 from appliance.errors import UsageError
 from appliance.store import transaction
 
@@ -45,10 +46,6 @@ class Job:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def _now(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).isoformat(timespec="seconds")
 
 
 def _job(row: dict) -> Job:
@@ -97,7 +94,8 @@ def enqueue(
         cursor = db.execute(
             "INSERT INTO jobs (kind, args, key, heavy, max_attempts, not_before, queued_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [kind, json.dumps(args or {}), key, int(heavy), max_attempts, _now(now), _now(now)],
+            [kind, json.dumps(args or {}), key, int(heavy), max_attempts,
+             now_iso(at=now), now_iso(at=now)],  # fmt: skip
         )
     return get(db, cursor.lastrowid), True
 
@@ -122,14 +120,14 @@ def claim(
             "SELECT * FROM jobs WHERE status = 'queued' AND not_before <= ? "
             f"{'' if allow_heavy else 'AND heavy = 0 '}"
             f"{f'AND kind NOT IN ({marks}) ' if held else ''}ORDER BY not_before, id LIMIT 1",
-            [_now(now), *held],
+            [now_iso(at=now), *held],
         ))  # fmt: skip
         if not rows:
             return None
         db.execute(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, "
             "finished_at = NULL WHERE id = ?",
-            [_now(now), rows[0]["id"]],
+            [now_iso(at=now), rows[0]["id"]],
         )
     return get(db, rows[0]["id"])
 
@@ -137,7 +135,7 @@ def claim(
 def _finish(db, job_id: int, status: str, error: str | None, now) -> None:
     db.execute(
         "UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE id = ?",
-        [status, _now(now), error, job_id],
+        [status, now_iso(at=now), error, job_id],
     )
 
 
@@ -161,7 +159,7 @@ def failed(db, job_id: int, error: str, *, now: datetime | None = None) -> Job:
             wait = timedelta(seconds=BACKOFF_S * 2 ** (attempts - 1))
             db.execute(
                 "UPDATE jobs SET status = 'queued', not_before = ?, error = ? WHERE id = ?",
-                [_now(now + wait), error, job_id],
+                [now_iso(at=now + wait), error, job_id],
             )
         else:
             _finish(db, job_id, "failed", error, now)
@@ -185,7 +183,7 @@ def requeue_running(db, *, now: datetime | None = None) -> list[int]:
         db.execute(
             "UPDATE jobs SET status = 'queued', not_before = ?, attempts = MAX(attempts - 1, 0) "
             "WHERE status = 'running'",
-            [_now(now)],
+            [now_iso(at=now)],
         )
     return ids
 
@@ -196,7 +194,7 @@ def requeue(db, job_id: int, *, now: datetime | None = None) -> Job:
         db.execute(
             "UPDATE jobs SET status = 'queued', not_before = ?, attempts = MAX(attempts - 1, 0) "
             "WHERE id = ? AND status = 'running'",
-            [_now(now), job_id],
+            [now_iso(at=now), job_id],
         )
     return get(db, job_id)
 

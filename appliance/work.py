@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime
 from pathlib import Path
 
 from appliance import actions, jobs
+from appliance.clock import now_iso
 from appliance.config import load_config
 from appliance.errors import ForgeError
 from appliance.store import open_db
@@ -37,25 +37,21 @@ class JobProgress:
             self.last = now
 
     def step(self, name: str, text: str) -> None:
-        print(f"{stamp()} step {name} started", flush=True)
+        print(f"{now_iso(local=True)} step {name} started", flush=True)
         self._write({"step": name, "text": text}, force=True)
 
     def advance(self, name: str, done: int, total: int, text: str = "") -> None:
-        print(f"{stamp()} {name} {done}/{total} {text}".rstrip(), flush=True)
+        print(f"{now_iso(local=True)} {name} {done}/{total} {text}".rstrip(), flush=True)
         self._write(
             {"step": name, "done": done, "total": total, "text": text}, force=done == total
         )  # the end of a step is always written
 
     def done(self, step) -> None:
-        print(f"{stamp()} step {step.name} {step.status} in {step.seconds:.0f} s "
+        print(f"{now_iso(local=True)} step {step.name} {step.status} in {step.seconds:.0f} s "
               f"{json.dumps(step.detail, default=str)}", flush=True)  # fmt: skip
         if step.status != "failed":
             self.completed[step.name] = dict(step.__dict__)
         self._write({"step": step.name, "text": step.status}, force=True)
-
-
-def stamp() -> str:
-    return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def run_job(home: str, kind: str, args: dict, job_id: int | None = None) -> dict:

@@ -25,17 +25,18 @@ import signal
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from appliance import actions, control, jobs
+from appliance.clock import now_iso
 from appliance.config import Config, load_config
 from appliance.control import SOCKET
 from appliance.errors import ForgeError
 from appliance.procs import Stopped
 from appliance.store import open_db
 from appliance.store.backup import PID_FILE
-from appliance.work import KINDS, run_job, stamp
+from appliance.work import KINDS, run_job
 from daemon.notify import Notifier
 
 log = logging.getLogger("forged")
@@ -54,17 +55,17 @@ def _child(home: str, job_id: int, kind: str, args: dict, gpu, log_path: str, co
     with open(log_path, "a") as out:
         os.dup2(out.fileno(), 1)
         os.dup2(out.fileno(), 2)
-    print(f"{stamp()} job {job_id} ({kind}) started in process {os.getpid()}"
+    print(f"{now_iso(local=True)} job {job_id} ({kind}) started in process {os.getpid()}"
           + (f" on GPU {gpu}" if gpu is not None else ""), flush=True)  # fmt: skip
     try:
         result = run_job(home, kind, args, job_id)
-        print(f"{stamp()} job {job_id} done", flush=True)
+        print(f"{now_iso(local=True)} job {job_id} done", flush=True)
         conn.send(("ok", result))
     except Stopped as exc:
-        print(f"{stamp()} job {job_id} stopped: {exc.message}", flush=True)
+        print(f"{now_iso(local=True)} job {job_id} stopped: {exc.message}", flush=True)
         conn.send(("stopped", exc.message))
     except ForgeError as exc:
-        print(f"{stamp()} job {job_id} failed: {exc}", flush=True)
+        print(f"{now_iso(local=True)} job {job_id} failed: {exc}", flush=True)
         conn.send(("error", exc.message))
     except Exception as exc:  # the job's bug must not become the daemon's
         import traceback
@@ -86,7 +87,7 @@ class Daemon:
         self.slots = max(1, self.gpus)  # heavy jobs at once: one per GPU
         self.children: dict[int, tuple[multiprocessing.Process, int]] = {}  # job → (proc, slot)
         self.threads: dict[int, threading.Thread] = {}
-        self.started = datetime.now(UTC).isoformat(timespec="seconds")
+        self.started = now_iso()
         self.scheduler = None  # daemon.schedule's, set once the socket answers
 
     # --- the control socket --------------------------------------------------------------
@@ -215,13 +216,13 @@ class Daemon:
             result = run_job(str(self.config.home), job.kind, job.args)
             jobs.done(db, job.id, result)
             with path.open("a") as out:
-                out.write(f"{stamp()} done: {json.dumps(result, default=str)}\n")
+                out.write(f"{now_iso(local=True)} done: {json.dumps(result, default=str)}\n")
             log.info("job %d (%s) done", job.id, job.kind)
         except Exception as exc:  # a bug in the job must not leave it running for ever
             why = exc.message if isinstance(exc, ForgeError) else f"{type(exc).__name__}: {exc}"
             job = jobs.failed(db, job.id, why)
             with path.open("a") as out:
-                out.write(f"{stamp()} failed: {exc}\n")
+                out.write(f"{now_iso(local=True)} failed: {exc}\n")
             log.warning("job %d (%s) failed: %s", job.id, job.kind, why)
         finally:
             db.conn.close()

@@ -5,18 +5,14 @@ complete, and the unique keys make a repeated record impossible."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import sqlite_utils
 
+from appliance.clock import now_iso
 from appliance.store import transaction
 
 # The tables triples and synthetic_pairs: m005_campaigns and m012_tampered_verdict in
 # appliance/store/migrations.py.
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def done_units(db: sqlite_utils.Database, package_id: int) -> set[tuple[str, int]]:
@@ -51,7 +47,7 @@ def record_triple(db: sqlite_utils.Database, package_id: int, triple: dict) -> b
                 json.dumps(triple["grading"]),
                 json.dumps(triple["alignment"]),
                 json.dumps(triple["seconds"]),
-                _now(),
+                now_iso(),
             ],
         )
         return cursor.rowcount == 1
@@ -65,7 +61,7 @@ def record_pairs(db: sqlite_utils.Database, package_id: int, sha: str, pairs: di
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO synthetic_pairs (package_id, sha, stage, input, target, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                [package_id, sha, stage, json.dumps(given), json.dumps(target), _now()],
+                [package_id, sha, stage, json.dumps(given), json.dumps(target), now_iso()],
             )
             added += cursor.rowcount
     return added

@@ -18,9 +18,9 @@ import os
 import random
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
+from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.datasets import gates
 from appliance.datasets.rows import candidate_rows, row_key
@@ -129,7 +129,7 @@ def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
             new.append((key, row))
         if not new:
             return None
-        now = datetime.now(UTC).isoformat(timespec="seconds")
+        now = now_iso()
         for key, row in new:
             conn.execute(
                 "INSERT INTO dataset_rows (stage, kind, key, task, first_version, row, "

@@ -6,16 +6,12 @@ adapter on the same examples and settings is reused, never recomputed."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
+from appliance.clock import now_iso
 from appliance.store import transaction
 
 # The tables eval_runs, eval_examples, eval_outcomes and gate_decisions: m009_evaluation in
 # appliance/store/migrations.py.
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def open_run(db, stage, adapter, adapter_sha, base_sha, examples_key, source, n) -> dict:
@@ -25,7 +21,7 @@ def open_run(db, stage, adapter, adapter_sha, base_sha, examples_key, source, n)
             "INSERT OR IGNORE INTO eval_runs (stage, adapter, adapter_sha256, base_sha256, "
             "examples_key, source, examples, status, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
-            [stage, adapter, adapter_sha, base_sha, examples_key, source, n, _now()],
+            [stage, adapter, adapter_sha, base_sha, examples_key, source, n, now_iso()],
         )
     return next(
         db.query(
@@ -65,7 +61,7 @@ def finish_run(db, run_id: int, summary: dict) -> None:
     with transaction(db):
         db.execute(
             "UPDATE eval_runs SET status = 'done', summary = ?, finished_at = ? WHERE id = ?",
-            [json.dumps(summary), _now(), run_id],
+            [json.dumps(summary), now_iso(), run_id],
         )
 
 
@@ -83,7 +79,7 @@ def record_decision(db, stage, candidate, baseline, runs, verdict, report: dict)
         cursor = db.execute(
             "INSERT INTO gate_decisions (stage, candidate, baseline, candidate_run, "
             "baseline_run, verdict, report, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [stage, candidate, baseline, runs[0], runs[1], verdict, json.dumps(report), _now()],
+            [stage, candidate, baseline, runs[0], runs[1], verdict, json.dumps(report), now_iso()],
         )
     return cursor.lastrowid
 

@@ -12,10 +12,10 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from datetime import UTC, datetime
 
 import sqlite_utils
 
+from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.harness.grading import GoldResult, PatchVerdict, grade_gold
 from appliance.harness.spec import CommitSpec
@@ -24,10 +24,6 @@ from appliance.store import transaction
 # Bump when grading changes in a way that invalidates stored results. 2: the result
 # stream is cross-checked; results before it trusted a report the tested code could rewrite.
 HARNESS_VERSION = 2
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def inputs_key(config: Config, spec: CommitSpec) -> str:
@@ -87,7 +83,7 @@ def save_gold(db: sqlite_utils.Database, spec: CommitSpec, key: str, result: Gol
                 json.dumps(list(result.flaky)),
                 json.dumps(list(result.runs)),
                 result.duration_s,
-                _now(),
+                now_iso(),
             ],
         )
 
@@ -170,7 +166,7 @@ def save_patch(
                 verdict.reason,
                 json.dumps(verdict.to_dict()),
                 verdict.diff,
-                _now(),
+                now_iso(),
             ],
         )
         return cursor.lastrowid

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 import sqlite_utils
 
+from appliance.clock import now_iso
 from appliance.index.analyse import BlobAnalysis
 from appliance.index.embed import embedding_key
 from appliance.index.fts import words
@@ -179,7 +179,7 @@ def store_snapshot(
         snapshot_id = conn.execute(
             "INSERT INTO index_snapshots (package_id, sha, files, new_blobs, seconds, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            [package_id, sha, len(files), new_blobs, seconds, _utcnow()],
+            [package_id, sha, len(files), new_blobs, seconds, now_iso()],
         ).lastrowid
         conn.executemany(
             "INSERT INTO index_files (snapshot_id, path, blob, size, language) "
@@ -207,7 +207,3 @@ def _insert_symbols(conn, analysis: BlobAnalysis) -> None:
 def _parts(items: list[str]) -> Iterable[list[str]]:
     for start in range(0, len(items), SQL_VARIABLES):
         yield items[start : start + SQL_VARIABLES]
-
-
-def _utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

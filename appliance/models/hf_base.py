@@ -11,9 +11,9 @@ import copy
 import json
 import shutil
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
+from appliance.clock import now_iso
 from appliance.errors import ForgeError
 from appliance.models.manifest import GGUF_MAGIC, sha256_of
 
@@ -47,7 +47,7 @@ def make_training_base(gguf_path: Path, dest: Path) -> Path:
             "gguf_sha256": sha256,
             "gguf_name": gguf_path.name,
             "architecture": architecture,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "created_at": now_iso(),
         }
         (staging / BASE_INFO).write_text(json.dumps(info, indent=2) + "\n")
         staging.chmod(0o755)  # mkdtemp makes it owner-only; the serving side reads it too

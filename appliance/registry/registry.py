@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
+from appliance.clock import now_iso
 from appliance.errors import ForgeError, UsageError
 from appliance.stages import STAGES
 from appliance.store import transaction
@@ -118,7 +118,7 @@ def log_event(
         "INSERT INTO adapter_events (stage, action, from_version, to_version, forced, "
         "decision_id, note, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [stage, action, from_version, to_version, int(forced), decision_id, note,
-         datetime.now(UTC).isoformat(timespec="seconds")],
+         now_iso()],
     )  # fmt: skip
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 
+from appliance.clock import now_iso
 from appliance.serving.pool import ModelCall
 from appliance.store import connect
 
@@ -32,7 +32,7 @@ class CallLog:
             "prompt, params, output, finish_reason, prompt_tokens, completion_tokens, "
             "duration_s, error, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                datetime.now(UTC).isoformat(timespec="milliseconds"),
+                now_iso("milliseconds"),
                 call.kind,
                 call.role,
                 call.base,

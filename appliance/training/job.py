@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 
+from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.datasets.versions import latest, training_mix
 from appliance.errors import UsageError
@@ -130,6 +130,6 @@ def train_stage(
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [stage, number, kind, dataset.name, base.name, base.sha256,
              settings.model_dump_json(), json.dumps(metrics), str(out.relative_to(config.home)),
-             sha256_of(out), datetime.now(UTC).isoformat(timespec="seconds")],
+             sha256_of(out), now_iso()],
         )  # fmt: skip
     return next(a for a in adapters(db, stage) if a.version == number)
