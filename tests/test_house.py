@@ -20,7 +20,7 @@ MAX_LINES = 80
 
 # "path::Class.function": its length in lines when it was listed. Shorten, never add.
 LONG_TODAY: dict[str, int] = {
-    "appliance/cli/packages.py::build": 189,
+    "appliance/cli/packages.py::build": 165,
     "appliance/packages/declared.py::read_declaration": 125,
     "appliance/sandbox/supervise.py::supervise": 105,
     "appliance/harness/edits.py::apply_search_replace": 98,

@@ -185,6 +185,11 @@ def build(
         result = build_package(
             opts, config.dir("envs") / ".uv-cache", lambda msg: spinner.update(msg)
         )
+    _report_build(result, as_json)
+
+
+def _report_build(result, as_json: bool) -> None:
+    """What `forge package build` made: JSON, or lines for the operator."""
     kept = len(result.manifest.commits)
     if as_json:
         emit_json(

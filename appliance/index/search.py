@@ -40,8 +40,9 @@ def similar(
     # restrict a KNN query to a set of blobs (chunks are shared between snapshots and
     # packages), and over-fetching then filtering can miss when other snapshots crowd the
     # top. A repository has a few thousand chunks; brute force measured as fast as vec0
-    # at 20,000 rows on a 2-core development machine. CROSS JOIN keeps SQLite from scanning the whole vec0 table:
-    # it reads the snapshot's chunk ids, then looks each vector up by id.
+    # at 20,000 rows on a 2-core development machine. CROSS JOIN keeps SQLite from
+    # scanning the whole vec0 table: it reads the snapshot's chunk ids, then looks each
+    # vector up by id.
     rows = db.execute(
         f"SELECT c.id, v.embedding FROM ({SNAPSHOT_BLOBS}) AS f "
         "CROSS JOIN index_chunks AS c ON c.blob = f.blob "

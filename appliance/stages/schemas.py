@@ -1,8 +1,8 @@
 """JSON schemas the stages' outputs are constrained to at generation time.
 
 Lists are capped (`maxItems`): a small model fills a schema by repeating items
-(seen with SmolLM2-135M), and the caps keep that finite. Strings carry no `maxLength`: llama.cpp turns
-a length bound into one grammar rule per character, and long bounds crashed its sampler
+(seen with SmolLM2-135M), and the caps keep that finite. Strings carry no `maxLength`:
+llama.cpp turns a length bound into one grammar rule per character, and long bounds crashed its sampler
 (a segmentation fault with maxLength 2000); `max_tokens` bounds the answer instead.
 """
 
