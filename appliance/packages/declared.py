@@ -38,7 +38,8 @@ MAX_INCLUDE_DEPTH = 8
 MAX_CACHED_BLOBS = 256  # texts kept across the commits of one build (each ≤ MAX_FILE_BYTES)
 TEST_NAMES = ("test", "tests", "testing")  # picked first, in this order
 DEV_NAMES = ("dev",)  # picked when no test one exists
-SETUPTOOLS_DEFAULT = ("setuptools>=40.8.0",)  # PEP 517's fallback backend for a setup.py
+# PEP 517's fallback for a setup.py: what pip installs to build one.
+SETUPTOOLS_DEFAULT = ("setuptools>=40.8.0", "wheel")
 _REQ_FILE = re.compile(r"^requirements[-_.]?(?P<kind>[a-z0-9_.-]*)\.txt$", re.IGNORECASE)
 
 

@@ -122,7 +122,7 @@ def test_requirement_files_with_includes_and_tox(tmp_path):
         "pytest-cov==5.0",
         'requests>=2; python_version >= "3"',
     )
-    assert got.build_requires == ("setuptools>=40.8.0",)  # PEP 517's default for setup.py
+    assert got.build_requires == ("setuptools>=40.8.0", "wheel")  # what pip builds a setup.py with
     assert "tox.ini [testenv] deps" in got.sources
 
 
