@@ -307,12 +307,15 @@ def build_package(
         package.mkdir()
         progress("copying the repository")
         branch = _bare_copy(git_dir, package / "repo")
-        # Mined from the copy: a clean bare repository whatever the source was (a bare one
-        # without core.bare set, as some mirroring tools leave it, reads as a broken tree).
-        # PyDriller writes its own settings into the config it reads: put the copy's back.
-        config = (package / "repo" / "config").read_bytes()
-        mined = _mine(opts, str(package / "repo"), progress)
-        (package / "repo" / "config").write_bytes(config)
+        if git_dir.resolve() == Path(source).resolve():
+            # A bare source is mined from the copy: one without core.bare set (as some
+            # mirroring tools leave it) reads as a broken work tree, and PyDriller writes
+            # its own settings into the config it reads (the copy's is put back).
+            config = (package / "repo" / "config").read_bytes()
+            mined = _mine(opts, str(package / "repo"), progress)
+            (package / "repo" / "config").write_bytes(config)
+        else:
+            mined = _mine(opts, str(Path(source).resolve()), progress)
         chosen = _choose_commits(opts, mined, package / "repo", (xy, full), cache_dir, progress)
         progress(f"gathering the wheels of {len(chosen.sets)} requirement sets")
         wheels = _gather_wheels(chosen.sets, package / "packages", opts)
