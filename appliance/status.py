@@ -78,7 +78,7 @@ def gather(config: Config, db: sqlite_utils.Database, resources: dict | None = N
 def _jobs(db) -> dict:
     """Counts per status, the running jobs with their progress, the queue, and the recent
     failures (read from the database, so they show with or without a daemon)."""
-    from appliance import jobs
+    from appliance.ops import jobs
 
     counts = {s: 0 for s in jobs.STATUSES}
     counts.update(dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")))
@@ -92,8 +92,8 @@ def _jobs(db) -> dict:
 
 def _daemon(config: Config) -> dict:
     """forged's own answer when it runs; `running` false (and why) when it does not."""
-    from appliance.control import request
     from appliance.errors import ForgeError
+    from appliance.ops.control import request
 
     try:
         answer = request(config, "status", timeout=3)

@@ -110,7 +110,7 @@ class Chaos:
 
     def start(self) -> None:
         from appliance.config import load_config
-        from appliance.control import request
+        from appliance.ops.control import request
 
         self.starts += 1
         out = (self.home / f"forged-{self.starts}.log").open("w")
@@ -229,7 +229,7 @@ class Chaos:
     def queue_cycle_once(self) -> None:
         """Queue the cycle once the package is in (the daemon keeps it across kills)."""
         from appliance.config import load_config
-        from appliance.control import request
+        from appliance.ops.control import request
 
         if self.cycle_queued or not self._past("ingest"):
             return
@@ -361,8 +361,8 @@ class Chaos:
     def ask(self, command: str, **args) -> dict | None:
         """The daemon's answer to a control request; None when none came (it was killed)."""
         from appliance.config import load_config
-        from appliance.control import request
         from appliance.errors import ForgeError
+        from appliance.ops.control import request
 
         os.environ["FORGE_HOME"] = str(self.home)
         try:

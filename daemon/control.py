@@ -1,5 +1,5 @@
 """The control socket's server: FORGE_HOME/forged.sock, one JSON request and one JSON answer
-per connection (the protocol: appliance.control). Owner and group only (0660); a socket
+per connection (the protocol: appliance.ops.control). Owner and group only (0660); a socket
 left by a crash is replaced on start, a socket a live daemon answers on is not.
 
 Whatever a client sends, it gets an answer or is hung up on, and the daemon goes on: a
@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from appliance.control import MAX_REQUEST_BYTES, Request, parse_request, refusal
 from appliance.errors import ForgeError
+from appliance.ops.control import MAX_REQUEST_BYTES, Request, parse_request, refusal
 
 log = logging.getLogger("forged")
 READ_TIMEOUT_S = 10.0  # a whole request, not each piece of it: a trickle is cut off too

@@ -28,15 +28,15 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from appliance import actions, control, jobs
+from appliance.childproc import Stopped
 from appliance.clock import now_iso
 from appliance.config import Config, load_config
-from appliance.control import SOCKET
 from appliance.errors import ForgeError
-from appliance.procs import Stopped
+from appliance.ops import actions, control, jobs
+from appliance.ops.control import SOCKET
+from appliance.ops.work import KINDS, run_job
 from appliance.store import open_db
 from appliance.store.backup import PID_FILE
-from appliance.work import KINDS, run_job
 from daemon.notify import Notifier
 
 log = logging.getLogger("forged")
@@ -46,7 +46,7 @@ WINDOWED = ("campaign", "cycle")  # held outside daemon.campaign_window
 
 
 def _child(home: str, job_id: int, kind: str, args: dict, gpu, log_path: str, conn) -> None:
-    from appliance.procs import die_with_parent, raise_on_sigterm
+    from appliance.childproc import die_with_parent, raise_on_sigterm
 
     die_with_parent()  # a daemon killed with -9 takes its jobs with it
     raise_on_sigterm()  # SIGTERM: the step in progress checkpoints, then this stops

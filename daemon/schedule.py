@@ -1,6 +1,6 @@
 """forged's schedules: APScheduler 3 with a job store file of its own
 (FORGE_HOME/scheduler.db), opened by the daemon alone. A scheduled run only queues a
-job (appliance.jobs, one live job per kind), so the work loop decides what runs when,
+job (appliance.ops.jobs, one live job per kind), so the work loop decides what runs when,
 and a schedule that fires while its job is still queued adds nothing."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ STORE = "scheduler.db"
 
 def queue(home: str, kind: str) -> None:
     """What a schedule does: queue `kind` (module-level, so the job store can name it)."""
-    from appliance import jobs
+    from appliance.ops import jobs
     from appliance.store import open_db
 
     os.environ["FORGE_HOME"] = home

@@ -28,7 +28,7 @@ PACKAGES = ("appliance", "daemon", "tui")
 ALLOWED = {
     # Like KeyboardInterrupt: a BaseException so no `except Exception` (nor `except
     # ForgeError`) swallows a SIGTERM stop and goes on working.
-    "appliance/procs.py:Stopped",
+    "appliance/childproc.py:Stopped",
 }
 
 

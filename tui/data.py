@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance import jobs
 from appliance.config import Config
 from appliance.errors import ForgeError
+from appliance.ops import jobs
 from appliance.stages import STAGES
 from appliance.store import open_db
 
@@ -173,7 +173,7 @@ class Reader:
 
     def daemon_running(self) -> bool:
         """Whether forged answers on its control socket."""
-        from appliance.control import request
+        from appliance.ops.control import request
 
         try:
             return bool(request(self.config, "ping", timeout=2))

@@ -1,5 +1,5 @@
 """What the operator asks Forge to do from the dashboard. Each call goes through
-`appliance.actions` (the daemon's control socket when forged runs, the foreground when it
+`appliance.ops.actions` (the daemon's control socket when forged runs, the foreground when it
 does not, exactly as `forge` does) on a connection of its own, so it can run in a worker
 thread. Errors are ForgeErrors, for the dashboard to show in a notification."""
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from appliance import actions
 from appliance.config import Config
+from appliance.ops import actions
 from appliance.store import open_db
 
 

@@ -62,8 +62,8 @@ def _evaluate(config, db, stage: str, version, quiet: bool):
 def _through_daemon(config, db, kind: str, args: dict, quiet: bool) -> dict | None:
     """Run `kind` as forged's job when the daemon runs, following its progress: the job's
     result; None when no daemon runs (the caller works in the foreground)."""
-    from appliance import actions
     from appliance.errors import ForgeError
+    from appliance.ops import actions
 
     answer = actions.queue_job(config, kind, args)
     if answer is None:
@@ -131,7 +131,8 @@ def promote(stage: str, version: int, force: bool, as_json: bool) -> None:
     the gate and records that it did. The serving pool uses the new version from the
     next request.
     """
-    from appliance import actions, registry
+    from appliance import registry
+    from appliance.ops import actions
 
     config, db = open_forge()
     registry.get(db, stage, version)  # a clear error for an unknown version, before any work

@@ -343,7 +343,7 @@ def ingest(directory: Path | None, keep: bool, as_json: bool) -> None:
 def _ingest_by_daemon(config, db) -> list[dict] | None:
     """FORGE_HOME/ingest/ taken by forged's ingest job now (so it never races the
     daemon's own); None when no daemon runs."""
-    from appliance import actions
+    from appliance.ops import actions
 
     answer = actions.ask(config, "ingest")
     if answer is None:

@@ -34,7 +34,7 @@ def rollback(stage: str, to: str | None, as_json: bool) -> None:
     """Take STAGE's active adapter out of service: back to the version in service before
     it (skipping any no longer servable), or the base when none was. Instant: the next
     model call uses it; no file is touched. --to vN picks any servable version."""
-    from appliance import actions
+    from appliance.ops import actions
 
     version, to_base = _target(to, stage)
     config, db = open_forge()

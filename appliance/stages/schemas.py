@@ -2,8 +2,9 @@
 
 Lists are capped (`maxItems`): a small model fills a schema by repeating items
 (seen with SmolLM2-135M), and the caps keep that finite. Strings carry no `maxLength`:
-llama.cpp turns a length bound into one grammar rule per character, and long bounds crashed its sampler
-(a segmentation fault with maxLength 2000); `max_tokens` bounds the answer instead.
+llama.cpp turns a length bound into one grammar rule per character, and long bounds
+crashed its sampler (a segmentation fault with maxLength 2000); `max_tokens` bounds the
+answer instead.
 """
 
 from __future__ import annotations

@@ -19,9 +19,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
+from appliance.childproc import STOP, Stopped
 from appliance.config import TrainingSettings
 from appliance.errors import ForgeError, TrainingFailed
-from appliance.procs import STOP, Stopped
 from appliance.training.batches import completion_ids, join, pad_batch, prompt_ids
 from appliance.training.devices import DeviceChoice, choose_device, torch_threads
 from appliance.training.lora import (

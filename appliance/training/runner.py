@@ -65,7 +65,7 @@ def run_in_child(fn_path: str, kwargs: dict[str, Any], log_path: Path) -> Any:
 
 
 def _child_main(fn_path: str, kwargs: dict, log_path: str, sender) -> None:
-    from appliance.procs import die_with_parent, stop_on_sigterm
+    from appliance.childproc import die_with_parent, stop_on_sigterm
 
     die_with_parent()  # a killed parent must not leave this child training on its own
     stop_on_sigterm()  # SIGTERM: checkpoint the step in progress, then stop

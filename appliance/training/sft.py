@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance.childproc import STOP, Stopped
 from appliance.config import TrainingSettings
 from appliance.errors import ForgeError, TrainingFailed
 from appliance.models.hf_base import read_base_info
-from appliance.procs import STOP, Stopped
 from appliance.training.batches import (
     check_sft_rows,
     encode_sft_row,

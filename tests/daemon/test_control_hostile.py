@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from appliance import control, jobs
-from appliance.control import BadRequest, parse_request, request
+from appliance.ops import control, jobs
+from appliance.ops.control import BadRequest, parse_request, request
 from daemon.control import serve
 from tests.daemon.test_forged import start, stop
 
@@ -78,7 +78,7 @@ def test_parse_request_refuses(name):
 
 
 def test_the_protocol_knows_every_job_kind():
-    from appliance.work import KINDS
+    from appliance.ops.work import KINDS
 
     assert set(control.RUN_KINDS) == set(KINDS)
     for kind in KINDS:  # each kind is a `run` the schema takes, with the args forge sends

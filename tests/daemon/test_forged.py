@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance import jobs
-from appliance.control import request
+from appliance.ops import jobs
+from appliance.ops.control import request
 
 ROOT = Path(__file__).resolve().parents[2]
 

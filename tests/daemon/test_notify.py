@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from appliance.control import request
+from appliance.ops.control import request
 from daemon.notify import Notifier
 from tests.daemon.test_forged import ROOT
 

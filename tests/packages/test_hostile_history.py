@@ -191,7 +191,7 @@ def test_bad_package_before_a_good_one_is_quarantined_and_the_good_one_taken(
 def test_forged_ingest_job_finishes_with_a_bad_package(calc_package, forge_home, db):
     """The daemon's ingest job returns its results instead of failing (and being queued
     again) when a package is hostile."""
-    from appliance.work import run_job
+    from appliance.ops.work import run_job
 
     bad = copy_package(calc_package, forge_home.dir("ingest") / "a-bad")
     _nesting_bomb(bad)

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from appliance import jobs
 from appliance.errors import UsageError
+from appliance.ops import jobs
 from appliance.store import connect
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)

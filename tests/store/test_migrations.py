@@ -121,7 +121,7 @@ def test_the_checker_catches_feature_imports_at_any_depth():
         "def m005(db):\n"
         "    from appliance.campaign.store import SCHEMA\n"
         "    from ..registry import split\n"
-        "    import appliance.jobs\n"
+        "    import appliance.ops.jobs\n"
         "    from appliance import datasets\n"
     )
     assert _forbidden(source, "appliance.store.migrations") == [
@@ -129,7 +129,7 @@ def test_the_checker_catches_feature_imports_at_any_depth():
         "4: appliance.campaign.store.SCHEMA",
         "5: appliance.registry",
         "5: appliance.registry.split",
-        "6: appliance.jobs",
+        "6: appliance.ops.jobs",
         "7: appliance",
         "7: appliance.datasets",
     ]

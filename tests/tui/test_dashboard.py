@@ -10,7 +10,8 @@ import threading
 
 from textual.widgets import DataTable, Log
 
-from appliance import jobs, registry
+from appliance import registry
+from appliance.ops import jobs
 from appliance.store import open_db
 from tui.screens.adapters import AdaptersScreen
 from tui.screens.campaigns import CampaignsScreen

@@ -31,7 +31,7 @@ class AdaptersData:
 
 def gate_lines(decision: dict | None) -> list[str]:
     """A stored gate decision as `forge eval` prints it."""
-    from appliance.actions import report_lines
+    from appliance.ops.actions import report_lines
 
     if decision is None:
         return []

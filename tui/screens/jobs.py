@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Log
 
-from appliance.jobs import Job
+from appliance.ops.jobs import Job
 from tui import steering
 from tui.data import LogTail
 from tui.render import DASH, progress, status, when

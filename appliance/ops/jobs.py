@@ -94,8 +94,15 @@ def enqueue(
         cursor = db.execute(
             "INSERT INTO jobs (kind, args, key, heavy, max_attempts, not_before, queued_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [kind, json.dumps(args or {}), key, int(heavy), max_attempts,
-             now_iso(at=now), now_iso(at=now)],  # fmt: skip
+            [
+                kind,
+                json.dumps(args or {}),
+                key,
+                int(heavy),
+                max_attempts,
+                now_iso(at=now),
+                now_iso(at=now),
+            ],  # fmt: skip
         )
     return get(db, cursor.lastrowid), True
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from appliance import control, jobs
 from appliance.config import Config
 from appliance.errors import ForgeError
+from appliance.ops import control, jobs
 
 FINISHED = ("done", "failed", "cancelled")
 

@@ -8,10 +8,10 @@ import os
 import time
 from pathlib import Path
 
-from appliance import actions, jobs
 from appliance.clock import now_iso
 from appliance.config import load_config
 from appliance.errors import ForgeError
+from appliance.ops import actions, jobs
 from appliance.store import open_db
 
 # kind → heavy (loads a model). The cycle's parts are its own idempotent steps.

@@ -140,7 +140,7 @@ Request = Annotated[
     Field(discriminator="command"),
 ]
 _REQUEST = TypeAdapter(Request)
-# Every kind a `run` request may name (appliance.work.KINDS, which a test holds them to).
+# Every kind a `run` request may name (appliance.ops.work.KINDS, which a test holds them to).
 RUN_KINDS = ("ingest", "backup", "cycle", "campaign", "train", "evaluate", "promote")
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(rb"[\[\]{}]")
