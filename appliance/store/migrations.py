@@ -191,6 +191,12 @@ def m003_model_calls(db: sqlite_utils.Database) -> None:
 def m004_index(db: sqlite_utils.Database) -> None:
     # Everything derived from a file's content is keyed by its blob hash, so a blob seen
     # in an earlier snapshot (of any package) is never parsed, chunked or embedded again.
+    _m004_files(db)
+    _m004_symbols_and_chunks(db)
+
+
+def _m004_files(db: sqlite_utils.Database) -> None:
+    """m004's first half: snapshots, blobs and the files of each snapshot."""
     db.execute(
         """
         CREATE TABLE index_snapshots (
@@ -231,6 +237,10 @@ def m004_index(db: sqlite_utils.Database) -> None:
         """
     )
     db.execute("CREATE INDEX index_files_blob ON index_files(blob)")
+
+
+def _m004_symbols_and_chunks(db: sqlite_utils.Database) -> None:
+    """m004's second half: symbols, imports, chunks, their vectors and full-text index."""
     db.execute(
         """
         CREATE TABLE index_symbols (
