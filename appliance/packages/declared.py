@@ -23,7 +23,7 @@ import posixpath
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -437,6 +437,18 @@ def _tox_deps(text: str) -> list[str]:
     return out
 
 
+@dataclass
+class _Found:
+    """Requirement texts as read, each with where it came from, and the sources in order."""
+
+    texts: list[tuple[str, str]] = field(default_factory=list)  # (requirement, where)
+    sources: list[str] = field(default_factory=list)
+
+    def add(self, where: str, texts: Iterable[str], source: str | None = None) -> None:
+        self.texts += [(t, where) for t in texts]
+        self.sources.append(where if source is None else source)
+
+
 def read_declaration(
     git_dir: Path, sha: str, pick: Pick | None = None, blobs: dict[str, str] | None = None
 ) -> Declaration:
@@ -445,110 +457,29 @@ def read_declaration(
     saves reading the same file again."""
     pick = pick or Pick()
     tree = _Tree(git_dir, sha, {} if blobs is None else blobs)
-    sources: list[str] = []
-    texts: list[tuple[str, str]] = []  # (requirement, where)
-    build_requires: list[str] = []
-    requires_python = None
-    project_name, extras = "", {}
-
-    pyproject_text = tree.text("pyproject.toml")
-    pyproject: dict = {}
-    if pyproject_text is not None:
-        try:
-            pyproject = tomllib.loads(pyproject_text)
-        except tomllib.TOMLDecodeError as exc:
-            raise DeclarationError(
-                f"pyproject.toml does not parse: {exc}", "fix pyproject.toml"
-            ) from exc
+    pyproject = _pyproject(tree)
     project = pyproject.get("project", {})
     if not isinstance(project, dict):
         raise DeclarationError("[project] is not a table", "fix pyproject.toml")
     poetry_name = _table(pyproject, "tool", "poetry").get("name")
+    project_name = ""
     if isinstance(project.get("name"), str):
         project_name = canonicalize_name(project["name"])
     elif isinstance(poetry_name, str):
         project_name = canonicalize_name(poetry_name)
+    requires_python = None
     if "requires-python" in project:
         requires_python = str(project["requires-python"])
-    if "dependencies" in project:
-        where = "pyproject.toml [project].dependencies"
-        texts += [(t, where) for t in _strings(project["dependencies"], where)]
-        sources.append(where)
-    elif "dependencies" in _strings(project.get("dynamic", []), "[project].dynamic"):
-        # setuptools may read them from files
-        files = _table(pyproject, "tool", "setuptools", "dynamic", "dependencies").get("file", [])
-        for path in [files] if isinstance(files, str) else _strings(files, "dynamic files"):
-            where = f"{path} ([tool.setuptools.dynamic] dependencies)"
-            texts += [(t, where) for t in _requirements_file(tree, path, 0, project_name, {})]
-            sources.append(where)
-    elif _table(pyproject, "tool", "poetry", "dependencies"):
-        where = "pyproject.toml [tool.poetry.dependencies]"
-        texts += [(t, where) for t in _poetry_table(_table(pyproject, "tool", "poetry"), where)]
-        sources.append(where)
-    elif tree.root.get("requirements.txt", ("",))[0] in ("100644", "100755"):
-        # No [project].dependencies: the runtime requirements are most likely here.
-        texts += [(t, "requirements.txt") for t in
-                  _requirements_file(tree, "requirements.txt", 0, project_name, {})]  # fmt: skip
-        sources.append("requirements.txt")
-    extras = project.get("optional-dependencies", {})
-    if not isinstance(extras, dict):
-        raise DeclarationError("[project.optional-dependencies] is not a table", "fix it")
-    if extras and (pick.extras or not pick.groups):
-        chosen = _pick(extras, pick.extras, "extra")
-        if chosen:
-            where = f"pyproject.toml [project.optional-dependencies] {', '.join(chosen)}"
-            texts += [(t, where) for t in _extras(project_name, extras, chosen, set())]
-            sources.append(where)
-    elif pick.extras:
-        _pick({}, pick.extras, "extra")
-    groups, table, default = pyproject.get("dependency-groups", {}), "dependency-groups", None
-    if not isinstance(groups, dict):
-        raise DeclarationError("[dependency-groups] is not a table", "fix pyproject.toml")
-    if not groups:  # the tool-specific groups older than PEP 735
-        groups, table, default = _tool_groups(pyproject)
-    if groups and (pick.groups or not pick.extras):
-        by_name = pick.groups or default is None
-        chosen = _pick(groups, pick.groups, "group") if by_name else list(default)
-        for name in chosen:
-            where = f"pyproject.toml [{table}] {name}"
-            texts += [(t, where) for t in _group(groups, name, (), {})]
-            sources.append(where)
-    elif pick.groups:
-        _pick({}, pick.groups, "group")
-
+    found = _Found()
+    _runtime(tree, pyproject, project, project_name, found)
+    extras = _test_extras(project, project_name, pick, found)
+    _test_groups(pyproject, pick, found)
     if not pick.extras and not pick.groups:
-        for path in _requirement_files(tree):
-            texts += [(t, path) for t in _requirements_file(tree, path, 0, project_name, extras)]
-            sources.append(path)
-        tox, tox_where = tree.text("tox.ini"), "tox.ini"
-        legacy = _table(pyproject, "tool", "tox").get("legacy_tox_ini")
-        if tox is None and isinstance(legacy, str):  # tox reads it when there is no tox.ini
-            tox, tox_where = legacy, "pyproject.toml [tool.tox] legacy_tox_ini"
-        if tox is not None:
-            for line in _tox_deps(tox):
-                include = re.match(r"^-r\s*(?:\{toxinidir\}/)?(\S+)$", line)
-                if include:
-                    found = _requirements_file(tree, include[1], 1, project_name, extras)
-                    texts += [(t, tox_where) for t in found]
-                elif line.startswith(".["):
-                    names = line[2:].rstrip("]").split(",")
-                    found = _extras(project_name, extras, names, set())
-                    texts += [(t, tox_where) for t in found]
-                elif not line.startswith("-"):
-                    texts.append((line, tox_where))
-            sources.append(f"{tox_where} [testenv] deps")
-
-    build_system = pyproject.get("build-system")
-    if isinstance(build_system, dict) and "requires" in build_system:
-        where = "pyproject.toml [build-system].requires"
-        build_requires = _strings(build_system["requires"], where)
-        sources.append(where)
-    elif tree.root.get("setup.py", ("",))[0] in ("100644", "100755"):
-        build_requires = list(SETUPTOOLS_DEFAULT)
-        sources.append("setup.py (setuptools, PEP 517's default)")
+        _test_files(tree, pyproject, project_name, extras, found)
+    build_requires = _build_requires(tree, pyproject, found)
 
     requirements = set()
-    for text, where in texts:
+    for text, where in found.texts:
         req = normalize(text, where)
         if project_name and req.name == project_name:  # the project itself: its extras
             for extra in _extras(project_name, extras, sorted(req.extras), set()):
@@ -560,5 +491,114 @@ def read_declaration(
         requirements=tuple(sorted(requirements)),
         build_requires=tuple(sorted(built)),
         requires_python=requires_python,
-        sources=tuple(sources),
+        sources=tuple(found.sources),
     )
+
+
+def _pyproject(tree: _Tree) -> dict:
+    """pyproject.toml parsed, or {} when the commit has none."""
+    text = tree.text("pyproject.toml")
+    if text is None:
+        return {}
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DeclarationError(
+            f"pyproject.toml does not parse: {exc}", "fix pyproject.toml"
+        ) from exc
+
+
+def _is_file(tree: _Tree, path: str) -> bool:
+    return tree.root.get(path, ("",))[0] in ("100644", "100755")
+
+
+def _runtime(
+    tree: _Tree, pyproject: Mapping, project: Mapping, project_name: str, found: _Found
+) -> None:
+    """The runtime requirements: [project].dependencies, else the files setuptools reads
+    them from, else Poetry's table, else requirements.txt."""
+    if "dependencies" in project:
+        where = "pyproject.toml [project].dependencies"
+        found.add(where, _strings(project["dependencies"], where))
+    elif "dependencies" in _strings(project.get("dynamic", []), "[project].dynamic"):
+        # setuptools may read them from files
+        files = _table(pyproject, "tool", "setuptools", "dynamic", "dependencies").get("file", [])
+        for path in [files] if isinstance(files, str) else _strings(files, "dynamic files"):
+            where = f"{path} ([tool.setuptools.dynamic] dependencies)"
+            found.add(where, _requirements_file(tree, path, 0, project_name, {}))
+    elif _table(pyproject, "tool", "poetry", "dependencies"):
+        where = "pyproject.toml [tool.poetry.dependencies]"
+        found.add(where, _poetry_table(_table(pyproject, "tool", "poetry"), where))
+    elif _is_file(tree, "requirements.txt"):
+        # No [project].dependencies: the runtime requirements are most likely here.
+        where = "requirements.txt"
+        found.add(where, _requirements_file(tree, where, 0, project_name, {}))
+
+
+def _test_extras(project: Mapping, project_name: str, pick: Pick, found: _Found) -> dict:
+    """Add the test extra of [project.optional-dependencies]; return all the extras."""
+    extras = project.get("optional-dependencies", {})
+    if not isinstance(extras, dict):
+        raise DeclarationError("[project.optional-dependencies] is not a table", "fix it")
+    if extras and (pick.extras or not pick.groups):
+        chosen = _pick(extras, pick.extras, "extra")
+        if chosen:
+            where = f"pyproject.toml [project.optional-dependencies] {', '.join(chosen)}"
+            found.add(where, _extras(project_name, extras, chosen, set()))
+    elif pick.extras:
+        _pick({}, pick.extras, "extra")
+    return extras
+
+
+def _test_groups(pyproject: Mapping, pick: Pick, found: _Found) -> None:
+    """Add the test group of [dependency-groups], else of Poetry's or PDM's tables."""
+    groups, table, default = pyproject.get("dependency-groups", {}), "dependency-groups", None
+    if not isinstance(groups, dict):
+        raise DeclarationError("[dependency-groups] is not a table", "fix pyproject.toml")
+    if not groups:  # the tool-specific groups older than PEP 735
+        groups, table, default = _tool_groups(pyproject)
+    if groups and (pick.groups or not pick.extras):
+        by_name = pick.groups or default is None
+        chosen = _pick(groups, pick.groups, "group") if by_name else list(default)
+        for name in chosen:
+            found.add(f"pyproject.toml [{table}] {name}", _group(groups, name, (), {}))
+    elif pick.groups:
+        _pick({}, pick.groups, "group")
+
+
+def _test_files(
+    tree: _Tree, pyproject: Mapping, project_name: str, extras: Mapping, found: _Found
+) -> None:
+    """Add the test requirement files and the deps of tox's test environment."""
+    for path in _requirement_files(tree):
+        found.add(path, _requirements_file(tree, path, 0, project_name, extras))
+    tox, tox_where = tree.text("tox.ini"), "tox.ini"
+    legacy = _table(pyproject, "tool", "tox").get("legacy_tox_ini")
+    if tox is None and isinstance(legacy, str):  # tox reads it when there is no tox.ini
+        tox, tox_where = legacy, "pyproject.toml [tool.tox] legacy_tox_ini"
+    if tox is None:
+        return
+    texts: list[str] = []
+    for line in _tox_deps(tox):
+        include = re.match(r"^-r\s*(?:\{toxinidir\}/)?(\S+)$", line)
+        if include:
+            texts += _requirements_file(tree, include[1], 1, project_name, extras)
+        elif line.startswith(".["):
+            names = line[2:].rstrip("]").split(",")
+            texts += _extras(project_name, extras, names, set())
+        elif not line.startswith("-"):
+            texts.append(line)
+    found.add(tox_where, texts, source=f"{tox_where} [testenv] deps")
+
+
+def _build_requires(tree: _Tree, pyproject: Mapping, found: _Found) -> list[str]:
+    """[build-system].requires, else setuptools' PEP 517 default for a setup.py."""
+    build_system = pyproject.get("build-system")
+    if isinstance(build_system, dict) and "requires" in build_system:
+        where = "pyproject.toml [build-system].requires"
+        found.sources.append(where)
+        return _strings(build_system["requires"], where)
+    if _is_file(tree, "setup.py"):
+        found.sources.append("setup.py (setuptools, PEP 517's default)")
+        return list(SETUPTOOLS_DEFAULT)
+    return []

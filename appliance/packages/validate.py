@@ -139,6 +139,41 @@ def _check_git(
     root: Path, manifest: Manifest | None, scratch: Path
 ) -> tuple[list[Problem], Path | None]:
     repo = root / "repo"
+    problems = _config_problems(repo)
+    if problems:
+        return problems, None
+    copy = scratch / "repo.git"
+    try:
+        gitsafe.clean_copy(repo, copy)
+    except (gitsafe.GitError, OSError) as exc:
+        return [
+            Problem(
+                "git-corrupt",
+                "repo",
+                f"the repository is damaged: {exc}",
+                "copy the package again or rebuild it",
+            )
+        ], None
+    if manifest is None:
+        return [], copy
+    problems = _commit_problems(copy, manifest)
+    if not problems:
+        try:
+            problems = _check_trees(copy, manifest)
+        except gitsafe.GitError as exc:
+            problems = [
+                Problem(
+                    "git-corrupt",
+                    "repo",
+                    f"the commits' trees cannot be read: {exc}",
+                    "copy the package again or rebuild it",
+                )
+            ]
+    return problems, copy
+
+
+def _config_problems(repo: Path) -> list[Problem]:
+    """Keys of repo/config outside ALLOWED_CONFIG, or why it cannot be read."""
     problems = []
     try:
         for key, value in gitsafe.config_keys(repo / "config"):
@@ -171,22 +206,12 @@ def _check_git(
                 "rebuild the package",
             )
         )
-    if problems:
-        return problems, None
-    copy = scratch / "repo.git"
-    try:
-        gitsafe.clean_copy(repo, copy)
-    except (gitsafe.GitError, OSError) as exc:
-        return [
-            Problem(
-                "git-corrupt",
-                "repo",
-                f"the repository is damaged: {exc}",
-                "copy the package again or rebuild it",
-            )
-        ], None
-    if manifest is None:
-        return [], copy
+    return problems
+
+
+def _commit_problems(copy: Path, manifest: Manifest) -> list[Problem]:
+    """Commits of the manifest the repository lacks, or whose parent it says otherwise."""
+    problems = []
     parents = gitsafe.commit_parents(copy, [c.sha for c in manifest.commits])
     for commit in manifest.commits:
         got = parents[commit.sha]
@@ -209,19 +234,7 @@ def _check_git(
                     "rebuild the package; the repository and manifest disagree",
                 )
             )
-    if not problems:
-        try:
-            problems = _check_trees(copy, manifest)
-        except gitsafe.GitError as exc:
-            problems = [
-                Problem(
-                    "git-corrupt",
-                    "repo",
-                    f"the commits' trees cannot be read: {exc}",
-                    "copy the package again or rebuild it",
-                )
-            ]
-    return problems, copy
+    return problems
 
 
 def _link_escapes(link: str, target: str, links: dict[str, str]) -> bool:

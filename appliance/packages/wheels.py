@@ -25,38 +25,44 @@ def sha256_file(path: Path) -> str:
 
 def check_wheel(path: Path, rel: str, limits: PackageLimits) -> list[Problem]:
     """Is `path` a well-formed wheel within the size and compression limits?"""
+    infos = _members(path, rel)
+    if isinstance(infos, Problem):
+        return [infos]
+    return _layout_problems(infos, rel) + _size_problems(infos, rel, limits)
+
+
+def _members(path: Path, rel: str) -> list[zipfile.ZipInfo] | Problem:
+    """The wheel's members, or why it is not a wheel at all."""
     try:
         parse_wheel_filename(path.name)
     except InvalidWheelFilename as exc:
-        return [
-            Problem(
-                "not-a-wheel",
-                rel,
-                f"not a wheel file name: {exc}",
-                "use the wheel exactly as pip downloaded or built it",
-            )
-        ]
+        return Problem(
+            "not-a-wheel",
+            rel,
+            f"not a wheel file name: {exc}",
+            "use the wheel exactly as pip downloaded or built it",
+        )
     if not zipfile.is_zipfile(path):
-        return [
-            Problem(
-                "not-a-wheel",
-                rel,
-                "named .whl but is not a zip archive",
-                "replace it with the real wheel",
-            )
-        ]
+        return Problem(
+            "not-a-wheel",
+            rel,
+            "named .whl but is not a zip archive",
+            "replace it with the real wheel",
+        )
     try:
         with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
+            return zf.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        return [
-            Problem(
-                "not-a-wheel",
-                rel,
-                f"unreadable zip archive: {exc}",
-                "replace it with the real wheel",
-            )
-        ]
+        return Problem(
+            "not-a-wheel",
+            rel,
+            f"unreadable zip archive: {exc}",
+            "replace it with the real wheel",
+        )
+
+
+def _layout_problems(infos: list[zipfile.ZipInfo], rel: str) -> list[Problem]:
+    """Too many members, no *.dist-info/WHEEL, a member that escapes the install dir."""
     problems = []
     if len(infos) > MAX_MEMBERS:
         problems.append(
@@ -91,9 +97,14 @@ def check_wheel(path: Path, rel: str, limits: PackageLimits) -> list[Problem]:
                 )
             )
             break
+    return problems
+
+
+def _size_problems(infos: list[zipfile.ZipInfo], rel: str, limits: PackageLimits) -> list[Problem]:
+    """Unpacks to more than the limit, or a member compressed like a zip bomb (the first)."""
     unpacked = sum(i.file_size for i in infos)
     if unpacked > limits.max_wheel_uncompressed_mb * MB:
-        problems.append(
+        return [
             Problem(
                 "wheel-bomb",
                 rel,
@@ -101,24 +112,22 @@ def check_wheel(path: Path, rel: str, limits: PackageLimits) -> list[Problem]:
                 f"{limits.max_wheel_uncompressed_mb:g} MB",
                 "remove it, or raise packages.max_wheel_uncompressed_mb in forge.toml",
             )
-        )
-    else:
-        for info in infos:
-            if info.file_size > MB and info.file_size > limits.max_compression_ratio * max(
-                info.compress_size, 1
-            ):
-                problems.append(
-                    Problem(
-                        "wheel-bomb",
-                        rel,
-                        f"member {info.filename!r} expands "
-                        f"{info.file_size / max(info.compress_size, 1):.0f}×"
-                        f" (limit {limits.max_compression_ratio:g}×)",
-                        "remove this wheel; real wheels do not compress like that",
-                    )
+        ]
+    for info in infos:
+        if info.file_size > MB and info.file_size > limits.max_compression_ratio * max(
+            info.compress_size, 1
+        ):
+            return [
+                Problem(
+                    "wheel-bomb",
+                    rel,
+                    f"member {info.filename!r} expands "
+                    f"{info.file_size / max(info.compress_size, 1):.0f}×"
+                    f" (limit {limits.max_compression_ratio:g}×)",
+                    "remove this wheel; real wheels do not compress like that",
                 )
-                break
-    return problems
+            ]
+    return []
 
 
 def check_wheels(
