@@ -221,79 +221,87 @@ def apply_search_replace(worktree: Path, edits: Sequence[SearchReplace]) -> list
             raise
         where = f"{where} ({rel})"
         if rel not in current:
-            try:
-                st = os.lstat(target)
-            except FileNotFoundError:
-                originals[rel] = (None, None)
-            else:
-                if stat.S_ISDIR(st.st_mode):
-                    if edit.search == "":
-                        raise EditNotApplied(
-                            "file-exists", f"{where}: a directory exists there", rel, i
-                        )
-                    raise EditNotApplied("bad-path", f"{where}: is a directory", rel, i)
-                if not stat.S_ISREG(st.st_mode):
-                    raise EditNotApplied("bad-path", f"{where}: is not a regular file", rel, i)
-                originals[rel] = (_read_file(target), st.st_mode)
+            originals[rel] = _original(target, edit, where, rel, i)
             current[rel] = originals[rel][0]
             targets[rel] = target
-        content = current[rel]
-        if edit.search == "":
-            if content is not None:
-                raise EditNotApplied(
-                    "file-exists",
-                    f"{where}: empty search text creates a new file, but the file exists",
-                    rel,
-                    i,
-                    hint="give the text to replace as `search` to edit an existing file",
-                )
-            current[rel] = edit.replace.encode("utf-8")
-            continue
-        if content is None:
-            raise EditNotApplied(
-                "missing-file",
-                f"{where}: no such file (search text {_first_line(edit.search)})",
-                rel,
-                i,
-                hint="an empty `search` creates a new file",
-            )
-        try:
-            text = content.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise EditNotApplied(
-                "not-utf8",
-                f"{where}: file is not valid UTF-8 (byte 0x{content[e.start]:02x} at offset "
-                f"{e.start}); search/replace edits only apply to UTF-8 text",
-                rel,
-                i,
-                hint="send a unified diff to change this file",
-            ) from None
-        count = _occurrences(text, edit.search)
-        if count == 0:
-            hint = None
-            if "\r\n" in text and "\r\n" not in edit.search and "\n" in edit.search:
-                hint = "the file has CRLF line endings; the search text must match them exactly"
-            raise EditNotApplied(
-                "not-found",
-                f"{where}: search text {_first_line(edit.search)} not found",
-                rel,
-                i,
-                hint=hint,
-            )
-        if count > 1:
-            raise EditNotApplied(
-                "ambiguous",
-                f"{where}: search text {_first_line(edit.search)} occurs {count} times; "
-                "it must occur exactly once",
-                rel,
-                i,
-                hint="include more surrounding lines in the search text",
-            )
-        current[rel] = text.replace(edit.search, edit.replace, 1).encode("utf-8")
+        current[rel] = _edited(current[rel], edit, where, rel, i)
 
     changed = sorted(rel for rel, data in current.items() if data != originals[rel][0])
     _write_all(root, {rel: current[rel] for rel in changed}, originals, targets)
     return changed
+
+
+def _original(
+    target: Path, edit: SearchReplace, where: str, rel: str, i: int
+) -> tuple[bytes | None, int | None]:
+    """The file's bytes and mode before any edit, (None, None) when absent; only a
+    regular file can be edited (and nothing can be created over a directory)."""
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return None, None
+    if stat.S_ISDIR(st.st_mode):
+        if edit.search == "":
+            raise EditNotApplied("file-exists", f"{where}: a directory exists there", rel, i)
+        raise EditNotApplied("bad-path", f"{where}: is a directory", rel, i)
+    if not stat.S_ISREG(st.st_mode):
+        raise EditNotApplied("bad-path", f"{where}: is not a regular file", rel, i)
+    return _read_file(target), st.st_mode
+
+
+def _edited(content: bytes | None, edit: SearchReplace, where: str, rel: str, i: int) -> bytes:
+    """`content` (None: no file) after `edit`, the `i`th edit, which names `rel`."""
+    if edit.search == "":
+        if content is not None:
+            raise EditNotApplied(
+                "file-exists",
+                f"{where}: empty search text creates a new file, but the file exists",
+                rel,
+                i,
+                hint="give the text to replace as `search` to edit an existing file",
+            )
+        return edit.replace.encode("utf-8")
+    if content is None:
+        raise EditNotApplied(
+            "missing-file",
+            f"{where}: no such file (search text {_first_line(edit.search)})",
+            rel,
+            i,
+            hint="an empty `search` creates a new file",
+        )
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise EditNotApplied(
+            "not-utf8",
+            f"{where}: file is not valid UTF-8 (byte 0x{content[e.start]:02x} at offset "
+            f"{e.start}); search/replace edits only apply to UTF-8 text",
+            rel,
+            i,
+            hint="send a unified diff to change this file",
+        ) from None
+    count = _occurrences(text, edit.search)
+    if count == 0:
+        hint = None
+        if "\r\n" in text and "\r\n" not in edit.search and "\n" in edit.search:
+            hint = "the file has CRLF line endings; the search text must match them exactly"
+        raise EditNotApplied(
+            "not-found",
+            f"{where}: search text {_first_line(edit.search)} not found",
+            rel,
+            i,
+            hint=hint,
+        )
+    if count > 1:
+        raise EditNotApplied(
+            "ambiguous",
+            f"{where}: search text {_first_line(edit.search)} occurs {count} times; "
+            "it must occur exactly once",
+            rel,
+            i,
+            hint="include more surrounding lines in the search text",
+        )
+    return text.replace(edit.search, edit.replace, 1).encode("utf-8")
 
 
 def _occurrences(text: str, search: str) -> int:

@@ -182,6 +182,97 @@ def _signal_limit(returncode: int) -> str | None:
     return None
 
 
+class _Watch:
+    """The limits a running tree is checked against on each poll, and what the checks
+    keep between polls: when the tree and the disk are next measured, which process's
+    mount namespace shows the tmpfs mounts, the tree as last listed."""
+
+    def __init__(
+        self, limits: Limits, disk_paths: Sequence[Path], tmpfs: Mapping[str, int] | None
+    ) -> None:
+        """Made before the command starts: the disk it may grow is measured from here."""
+        self.limits, self.disk_paths, self.tmpfs = limits, disk_paths, tmpfs
+        disk_base = disk_bytes(disk_paths) if disk_paths else 0
+        self.disk_limit = disk_base + (limits.disk_mb << 20)
+        self.devices = {os.stat(p).st_dev for p in disk_paths if os.path.exists(p)}
+        self.memory_bytes = limits.memory_mb << 20
+        self.next_disk = 0.0
+        self.started = self.next_check = time.monotonic()
+        self.inside: int | None = None
+        self.procs: list[psutil.Process] = []  # the tree as last listed
+
+    def crossed(self, pid: int, output_bytes: int) -> str | None:
+        """The limit the tree of `pid`, with `output_bytes` written so far, is over now."""
+        now = time.monotonic()
+        if now - self.started > self.limits.wall_s:
+            return "wall_time"
+        if output_bytes > self.limits.output_bytes:
+            return "output"
+        limit = None
+        if now >= self.next_check:
+            self.next_check = now + TREE_CHECK_S
+            limit = self._tree_limit(pid)
+        if limit is None and self.disk_paths and now >= self.next_disk:
+            walk_started = time.monotonic()
+            used = disk_bytes(self.disk_paths) + unlinked_bytes(self.procs, self.devices)
+            if used > self.disk_limit:
+                limit = "disk"
+            took = time.monotonic() - walk_started
+            self.next_disk = time.monotonic() + max(DISK_CHECK_S, took * DISK_WALK_SHARE)
+        return limit
+
+    def _tree_limit(self, pid: int) -> str | None:
+        self.procs = _tree(pid)
+        count, rss = _usage(self.procs)
+        if self.tmpfs:
+            # Pages of a tmpfs file a process maps count twice (PSS and tmpfs):
+            # erring towards stopping, never towards letting memory through.
+            inside, tmpfs = self.inside, self.tmpfs
+            if inside is None or (held := _tmpfs_bytes(inside, tmpfs)) is None:
+                self.inside, held = None, 0
+                for candidate in _inside(self.procs):
+                    if (held := _tmpfs_bytes(candidate, tmpfs)) is not None:
+                        self.inside = candidate
+                        break
+            rss += held or 0
+        if count > self.limits.processes + 2:  # bwrap's own two processes
+            return "processes"
+        if rss > self.memory_bytes:
+            return "memory"
+        return None
+
+    def after_end(self, output_bytes: int) -> str | None:
+        """The limit a tree that ended by itself was over at the end, if any."""
+        if output_bytes > self.limits.output_bytes:
+            return "output"
+        if self.disk_paths and disk_bytes(self.disk_paths) > self.disk_limit:
+            return "disk"  # it ended between two walks, over the cap
+        return None
+
+
+def _start(
+    cmd: Sequence[str], env: Mapping[str, str], pass_fds: Sequence[int]
+) -> tuple[subprocess.Popen, OutputCollector]:
+    """Start `cmd` in a session of its own, its output (both streams) into one pipe."""
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=write_fd,
+            stderr=write_fd,
+            env=dict(env),
+            pass_fds=tuple(pass_fds),
+            start_new_session=True,  # its own process group, killed as one
+        )
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return proc, OutputCollector(read_fd)
+
+
 def supervise(
     cmd: Sequence[str],
     env: Mapping[str, str],
@@ -199,33 +290,9 @@ def supervise(
     sizes in bytes.
     `pass_fds`: descriptors the command inherits (bwrap's seccomp program).
     """
-    read_fd, write_fd = os.pipe()
-    disk_base = disk_bytes(disk_paths) if disk_paths else 0
-    disk_limit = disk_base + (limits.disk_mb << 20)
-    devices = {os.stat(p).st_dev for p in disk_paths if os.path.exists(p)}
-    next_disk = 0.0
-    inside = None
-    procs: list[psutil.Process] = []  # the tree as last listed
-    started = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            list(cmd),
-            stdin=subprocess.DEVNULL,
-            stdout=write_fd,
-            stderr=write_fd,
-            env=dict(env),
-            pass_fds=tuple(pass_fds),
-            start_new_session=True,  # its own process group, killed as one
-        )
-    except BaseException:
-        os.close(read_fd)
-        raise
-    finally:
-        os.close(write_fd)
-    output = OutputCollector(read_fd)
+    watch = _Watch(limits, disk_paths, tmpfs)
+    proc, output = _start(cmd, env, pass_fds)
     limit = None
-    next_check = started
-    memory_bytes = limits.memory_mb << 20
     try:
         while True:
             try:
@@ -233,36 +300,7 @@ def supervise(
                 break
             except subprocess.TimeoutExpired:
                 pass
-            now = time.monotonic()
-            if now - started > limits.wall_s:
-                limit = "wall_time"
-            elif output.total > limits.output_bytes:
-                limit = "output"
-            elif now >= next_check:
-                next_check = now + TREE_CHECK_S
-                procs = _tree(proc.pid)
-                count, rss = _usage(procs)
-                if tmpfs:
-                    # Pages of a tmpfs file a process maps count twice (PSS and tmpfs):
-                    # erring towards stopping, never towards letting memory through.
-                    if inside is None or (held := _tmpfs_bytes(inside, tmpfs)) is None:
-                        inside, held = None, 0
-                        for pid in _inside(procs):
-                            if (held := _tmpfs_bytes(pid, tmpfs)) is not None:
-                                inside = pid
-                                break
-                    rss += held or 0
-                if count > limits.processes + 2:  # bwrap's own two processes
-                    limit = "processes"
-                elif rss > memory_bytes:
-                    limit = "memory"
-            if limit is None and disk_paths and now >= next_disk:
-                walk_started = time.monotonic()
-                used = disk_bytes(disk_paths) + unlinked_bytes(procs, devices)
-                if used > disk_limit:
-                    limit = "disk"
-                took = time.monotonic() - walk_started
-                next_disk = time.monotonic() + max(DISK_CHECK_S, took * DISK_WALK_SHARE)
+            limit = watch.crossed(proc.pid, output.total)
             if limit is not None:
                 kill_tree(proc)
                 proc.wait()
@@ -273,16 +311,12 @@ def supervise(
         raise
     output.thread.join(timeout=10)
     returncode = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
-    if limit is None and output.total > limits.output_bytes:
-        limit = "output"
-    if limit is None and disk_paths and disk_bytes(disk_paths) > disk_limit:
-        limit = "disk"  # it ended between two walks, over the cap
-    limit = limit or _signal_limit(returncode)
+    limit = limit or watch.after_end(output.total) or _signal_limit(returncode)
     text, truncated = output.text()
     return SandboxResult(
         returncode=returncode,
         output=text,
-        duration_s=time.monotonic() - started,
+        duration_s=time.monotonic() - watch.started,
         truncated=truncated,
         limit=limit,
         backend=backend,
