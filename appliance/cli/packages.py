@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -21,97 +22,121 @@ def package() -> None:
     """Make (connected side) and check repo packages."""
 
 
+def _stacked(*decorators: Callable[[Callable], Callable]) -> Callable[[Callable], Callable]:
+    """One decorator that applies `decorators` as if stacked in this order above a function."""
+
+    def apply(function: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+# `forge package build`'s options, in the order --help lists them.
+_build_options = _stacked(
+    click.option(
+        "-o",
+        "--output",
+        type=click.Path(path_type=Path),
+        required=True,
+        help="Folder to create for the package (must not exist or be empty).",
+    ),
+    click.option("--name", help="Package name (default: from SOURCE)."),
+    click.option("--version", "version_", help="Package version (default: date.headsha)."),
+    click.option("--description", default="", help="One line about the repository."),
+    click.option("--license", "license_", default="", help="The repository's license."),
+    click.option(
+        "--python",
+        default=">=3.11",
+        show_default=True,
+        help="Python versions the package supports.",
+    ),
+    click.option(
+        "--requirement",
+        "-r",
+        "requirements",
+        multiple=True,
+        help="A requirement to add to the declared ones (repeatable); it replaces what the "
+        "commits declare of the same project. pytest is always added. Pinned.",
+    ),
+    click.option(
+        "--extra",
+        "extras",
+        multiple=True,
+        help="The [project.optional-dependencies] extra that holds the test requirements "
+        "(repeatable; default: test/tests/testing, else dev).",
+    ),
+    click.option(
+        "--group",
+        "groups",
+        multiple=True,
+        help="The [dependency-groups] group that holds the test requirements (repeatable; "
+        "default: test/tests/testing, else dev). --extra or --group: exactly those.",
+    ),
+    click.option(
+        "--python-version", help="Python to resolve for, MAJOR.MINOR (default: this box's)."
+    ),
+    click.option(
+        "--platform",
+        "platform_",
+        help="Platform to resolve for, as uv names it, e.g. x86_64-manylinux_2_28 "
+        "(default: this box's).",
+    ),
+    click.option(
+        "--any-commit",
+        is_flag=True,
+        help="Keep commits that do not change both code and tests (default: they are removed).",
+    ),
+    click.option(
+        "--test-command",
+        default="pytest -q",
+        show_default=True,
+        help="Command that runs the tests (pytest).",
+    ),
+    click.option(
+        "--test-timeout",
+        default=600.0,
+        show_default=True,
+        type=click.FloatRange(min=1),
+        help="Seconds the whole test run may take.",
+    ),
+    click.option(
+        "--split", type=click.Choice(["train", "eval"]), help="Hint for the train/eval split."
+    ),
+    click.option(
+        "--max-commits", type=click.IntRange(min=1), help="Keep at most the N newest tasks."
+    ),
+    click.option(
+        "--max-requirement-sets",
+        default=8,
+        show_default=True,
+        type=click.IntRange(min=1),
+        help="Pinned requirement sets at most: commits that declare other dependencies get a "
+        "set of their own up to this many; one that would need another is dropped.",
+    ),
+    click.option(
+        "--latest",
+        is_flag=True,
+        help="Resolve against the index as it is today (default: each requirement set as the "
+        "index was at its commit's date, what the developers installed then).",
+    ),
+    click.option("--since", type=click.DateTime(), help="Only commits after this date."),
+    click.option(
+        "--find-links",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help="Take wheels from this folder instead of the package index.",
+    ),
+    click.option(
+        "--index-url", help="A PEP 503 simple index to take wheels from instead of PyPI (a mirror)."
+    ),
+    click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON."),
+)
+
+
 @package.command()
 @click.argument("source")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Folder to create for the package (must not exist or be empty).",
-)
-@click.option("--name", help="Package name (default: from SOURCE).")
-@click.option("--version", "version_", help="Package version (default: date.headsha).")
-@click.option("--description", default="", help="One line about the repository.")
-@click.option("--license", "license_", default="", help="The repository's license.")
-@click.option(
-    "--python", default=">=3.11", show_default=True, help="Python versions the package supports."
-)
-@click.option(
-    "--requirement",
-    "-r",
-    "requirements",
-    multiple=True,
-    help="A requirement to add to the declared ones (repeatable); it replaces what the "
-    "commits declare of the same project. pytest is always added. Pinned.",
-)
-@click.option(
-    "--extra",
-    "extras",
-    multiple=True,
-    help="The [project.optional-dependencies] extra that holds the test requirements "
-    "(repeatable; default: test/tests/testing, else dev).",
-)
-@click.option(
-    "--group",
-    "groups",
-    multiple=True,
-    help="The [dependency-groups] group that holds the test requirements (repeatable; "
-    "default: test/tests/testing, else dev). --extra or --group: exactly those.",
-)
-@click.option("--python-version", help="Python to resolve for, MAJOR.MINOR (default: this box's).")
-@click.option(
-    "--platform",
-    "platform_",
-    help="Platform to resolve for, as uv names it, e.g. x86_64-manylinux_2_28 "
-    "(default: this box's).",
-)
-@click.option(
-    "--any-commit",
-    is_flag=True,
-    help="Keep commits that do not change both code and tests (default: they are removed).",
-)
-@click.option(
-    "--test-command",
-    default="pytest -q",
-    show_default=True,
-    help="Command that runs the tests (pytest).",
-)
-@click.option(
-    "--test-timeout",
-    default=600.0,
-    show_default=True,
-    type=click.FloatRange(min=1),
-    help="Seconds the whole test run may take.",
-)
-@click.option(
-    "--split", type=click.Choice(["train", "eval"]), help="Hint for the train/eval split."
-)
-@click.option("--max-commits", type=click.IntRange(min=1), help="Keep at most the N newest tasks.")
-@click.option(
-    "--max-requirement-sets",
-    default=8,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Pinned requirement sets at most: commits that declare other dependencies get a "
-    "set of their own up to this many; one that would need another is dropped.",
-)
-@click.option(
-    "--latest",
-    is_flag=True,
-    help="Resolve against the index as it is today (default: each requirement set as the "
-    "index was at its commit's date, what the developers installed then).",
-)
-@click.option("--since", type=click.DateTime(), help="Only commits after this date.")
-@click.option(
-    "--find-links",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Take wheels from this folder instead of the package index.",
-)
-@click.option(
-    "--index-url", help="A PEP 503 simple index to take wheels from instead of PyPI (a mirror)."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@_build_options
 def build(
     source: str,
     output: Path,
@@ -149,13 +174,7 @@ def build(
     from appliance.packages.build import BuildOptions, build_package
 
     config = load_config()
-    argv = shlex.split(test_command)
-    if not argv:
-        raise UsageError("--test-command is empty", "give the pytest command, e.g. 'pytest -q'")
-    if find_links is not None and index_url:
-        raise UsageError(
-            "--find-links and --index-url both say where wheels come from", "give one of them"
-        )
+    argv = _test_argv(test_command, find_links, index_url)
     opts = BuildOptions(
         source=source,
         output=output,
@@ -186,6 +205,18 @@ def build(
             opts, config.dir("envs") / ".uv-cache", lambda msg: spinner.update(msg)
         )
     _report_build(result, as_json)
+
+
+def _test_argv(test_command: str, find_links: Path | None, index_url: str | None) -> list[str]:
+    """--test-command as argv; refuses an empty one, and --find-links with --index-url."""
+    argv = shlex.split(test_command)
+    if not argv:
+        raise UsageError("--test-command is empty", "give the pytest command, e.g. 'pytest -q'")
+    if find_links is not None and index_url:
+        raise UsageError(
+            "--find-links and --index-url both say where wheels come from", "give one of them"
+        )
+    return argv
 
 
 def _report_build(result, as_json: bool) -> None:
