@@ -19,9 +19,9 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
+from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.errors import ForgeError
 from appliance.harness.spec import CommitSpec
@@ -96,7 +96,7 @@ def ensure_env(config: Config, spec: CommitSpec) -> Environment:
                     "python": base_python(),
                     "requirements": list(spec.requirements),
                     "wheels": dict(spec.wheel_hashes),
-                    "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "built_at": now_iso(),
                 },
                 indent=2,
             )

@@ -53,12 +53,17 @@ MAX_PYPROJECT_BYTES = 1 << 20
 MAX_GENERATED_BYTES = 64 << 20
 MAX_REPORT_BYTES = 1 << 20
 LAYOUT_SKIP = {".git", "__pycache__", "build", "dist", ".eggs", ".tox", ".nox", ".venv"}
-# What the tree's build may try when it wants the network (the sandbox has none).
+# What a run's output shows when its code tried to reach the network (the sandbox has
+# none): the signs every run shares (testrun.py adds the test run's own) ...
 NETWORK_SIGNS = (
     "Network is unreachable",
     "Temporary failure in name resolution",
     "Name or service not known",
     "urlopen error",
+)
+# ... and what pip says when the tree's build wants a package from the index.
+BUILD_NETWORK_SIGNS = (
+    *NETWORK_SIGNS,
     "Could not find a version that satisfies",
     "No matching distribution found",
 )
@@ -290,7 +295,7 @@ def _build(config: Config, spec: CommitSpec, work: Path, env: Environment, final
     except SandboxError as exc:
         raise ProjectBuildFailed(f"the build could not start: {exc.message}") from exc
     if result.stopped or result.returncode != 0:
-        network = any(sign in result.output for sign in NETWORK_SIGNS)
+        network = any(sign in result.output for sign in BUILD_NETWORK_SIGNS)
         why = (
             "it tried to reach the network, which the sandbox does not have"
             if network

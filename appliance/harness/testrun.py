@@ -24,7 +24,13 @@ from pathlib import Path
 from appliance.config import Config
 from appliance.errors import SandboxError
 from appliance.harness.envs import Environment, EnvironmentBroken, ensure_env
-from appliance.harness.install import WORKTREE, Project, ProjectBuildFailed, ensure_project
+from appliance.harness.install import (
+    NETWORK_SIGNS,
+    WORKTREE,
+    Project,
+    ProjectBuildFailed,
+    ensure_project,
+)
 from appliance.harness.junit import ReportUnreadable, read_report
 from appliance.harness.spec import CommitSpec
 from appliance.harness.stream import (
@@ -40,14 +46,8 @@ REPORT = "report.xml"
 TAIL_LINES = 40
 # Statuses where the tests themselves ran and reported per-test outcomes.
 RAN = ("ok", "collection_error")
-# What a run's output shows when its code tried to reach the network (the sandbox has none).
-NETWORK_SIGNS = (
-    "Network is unreachable",
-    "Temporary failure in name resolution",
-    "Name or service not known",
-    "ConnectionRefusedError",
-    "urlopen error",
-)
+# What a test run's output shows when its code tried to reach the network.
+TEST_NETWORK_SIGNS = (*NETWORK_SIGNS, "ConnectionRefusedError")
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ def _read_run(
         "duration_s": result.duration_s,
         "output_tail": _tail(result.output),
         "collected": tuple(sorted(stream.collected or ())),
-        "network": any(sign in result.output for sign in NETWORK_SIGNS),
+        "network": any(sign in result.output for sign in TEST_NETWORK_SIGNS),
     }
     if result.limit in ("wall_time", "cpu_time"):
         kind = "" if result.limit == "wall_time" else "CPU-time "
