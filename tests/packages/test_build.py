@@ -11,6 +11,7 @@ import pytest
 
 from appliance.errors import PackageBuildError
 from tests.conftest import CALC_V1, CALC_V2, PYTEST_PINS, TEST_V1, TEST_V2, RepoBuilder, build, git
+from tests.packages.conftest import build_from, make_wheel
 
 
 def test_build_from_a_git_url(calc_repo, wheelhouse, tmp_path):
@@ -132,35 +133,6 @@ build_wheel = build_editable
 """
 
 
-def make_wheel(
-    folder: Path, name: str, version: str, requires: tuple[str, ...] = (), module: str = ""
-) -> Path:
-    """A real, minimal pure-Python wheel (one module), as a build backend would make it."""
-    import base64
-    import hashlib
-    import zipfile
-
-    dist = f"{name.replace('-', '_')}-{version}"
-    files = {
-        f"{name.replace('-', '_')}.py": module or "VALUE = 1\n",
-        f"{dist}.dist-info/METADATA": "Metadata-Version: 2.1\n"
-        f"Name: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires),
-        f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: forge-tests\n"
-        "Root-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
-        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
-    files[f"{dist}.dist-info/RECORD"] = "\n".join([*record, f"{dist}.dist-info/RECORD,,"]) + "\n"
-    folder.mkdir(parents=True, exist_ok=True)
-    wheel = folder / f"{dist}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        for path, text in files.items():
-            zf.writestr(path, text)
-    return wheel
-
-
 @pytest.fixture
 def links(tmp_path, wheelhouse) -> Path:
     """The pytest wheels, a build backend and two versions of a dependency."""
@@ -208,15 +180,6 @@ def src_project(path: Path, deps: str = '"tiny-dep>=1"', python: str = ">=3.9") 
         {"src/calc/__init__.py": CALC_V2, "tests/test_calc.py": TEST_V2},
     )
     return repo
-
-
-def build_from(source: str, output: Path, links: Path, **options):
-    from appliance.packages.build import BuildOptions, build_package
-
-    return build_package(
-        BuildOptions(source=source, output=output, find_links=links, **options),
-        cache_dir=output.parent / ".uv-cache",
-    )
 
 
 def test_src_layout_project_builds_from_its_declarations(tmp_path, links, forge_home):

@@ -15,7 +15,7 @@ import pytest
 
 from appliance.packages.manifest import ManifestError, parse_manifest
 from tests.conftest import CALC_V1, CALC_V2, TEST_V1, RepoBuilder
-from tests.packages.test_build import build_from, make_wheel
+from tests.packages.conftest import build_from, make_wheel
 
 # No [build-system]: what is tested here is the dependency environment, not the install.
 PYPROJECT = """\
