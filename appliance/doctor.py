@@ -6,10 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from appliance.config import Config
 from appliance.errors import ForgeError
+from appliance.records import as_json
 
 GB = 1 << 30
 
@@ -22,7 +23,7 @@ class Check:
     fix: str = ""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return as_json(self)
 
 
 def _check_database(config: Config) -> list[Check]:

@@ -16,6 +16,7 @@ from appliance.evaluation import gate, metrics
 from appliance.evaluation import store as records
 from appliance.evaluation.heldout import EvaluationSet, evaluation_set
 from appliance.evaluation.run import Arm, EvalRun, Evaluator
+from appliance.records import as_json
 from appliance.stages import STAGES
 
 
@@ -32,17 +33,9 @@ class Evaluation:
     decision_id: int
 
     def to_dict(self) -> dict:
-        return {
-            "stage": self.stage,
-            "candidate": self.candidate,
-            "baseline": self.baseline,
-            "source": self.source,
-            "note": self.note,
-            "examples": self.examples,
-            "decision_id": self.decision_id,
-            "reused": [r.reused for r in self.runs],
-            **self.decision.to_dict(),
-        }
+        fields = ("stage", "candidate", "baseline", "source", "note", "examples", "decision_id")
+        reused = [r.reused for r in self.runs]
+        return as_json(self, *fields, reused=reused) | self.decision.to_dict()
 
 
 def pick_candidate(db, stage: str, version: int | None):

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
+
+from appliance.records import as_json
 
 Interval = tuple[float, float]
 
@@ -38,10 +40,7 @@ class MetricResult:
     outcome: str | None = None
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        for key in ("candidate_interval", "baseline_interval", "delta_interval"):
-            data[key] = list(data[key])
-        return data
+        return as_json(self)  # the intervals as lists
 
 
 @dataclass(frozen=True)
@@ -56,14 +55,7 @@ class GateDecision:
     min_effect: float
 
     def to_dict(self) -> dict:
-        return {
-            "stage": self.stage,
-            "verdict": self.verdict,
-            "reasons": list(self.reasons),
-            "alpha": self.alpha,
-            "min_effect": self.min_effect,
-            "metrics": [m.to_dict() for m in self.metrics],
-        }
+        return as_json(self, "stage", "verdict", "reasons", "alpha", "min_effect", "metrics")
 
     @classmethod
     def from_dict(cls, data: dict) -> GateDecision:

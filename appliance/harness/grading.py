@@ -33,6 +33,7 @@ from appliance.harness.spec import CommitSpec, is_test_path
 from appliance.harness.testrun import TestRun, env_or_failure, run_tests
 from appliance.packages import gitsafe
 from appliance.packages.gitsafe import GitError
+from appliance.records import as_json
 
 # Statuses that say nothing about the code under test: the machinery failed.
 INFRA = ("env_failed", "sandbox_error")
@@ -51,22 +52,15 @@ class GoldResult:
     duration_s: float = 0.0
 
     def to_dict(self) -> dict:
-        return {
-            "sha": self.sha,
-            "status": self.status,
-            "usable": self.usable,
-            "reason": self.reason,
-            "fail_to_pass": len(self.fail_to_pass),
-            "pass_to_pass": len(self.pass_to_pass),
-            "flaky": len(self.flaky),
-            "tests": {
-                "fail_to_pass": list(self.fail_to_pass),
-                "pass_to_pass": list(self.pass_to_pass),
-                "flaky": list(self.flaky),
-            },
-            "runs": list(self.runs),
-            "duration_s": round(self.duration_s, 3),
+        """The three test lists counted, and given in full under "tests"."""
+        tests = {
+            "fail_to_pass": self.fail_to_pass,
+            "pass_to_pass": self.pass_to_pass,
+            "flaky": self.flaky,
         }
+        counts = {name: len(ids) for name, ids in tests.items()}
+        keys = ("sha", "status", "usable", "reason", *tests, "tests", "runs", "duration_s")
+        return as_json(self, *keys, **counts, tests=tests, duration_s=round(self.duration_s, 3))
 
 
 def _module(test_id: str) -> str:
@@ -225,15 +219,9 @@ class PatchVerdict:
         return self.verdict == "resolved"
 
     def to_dict(self) -> dict:
-        return {
-            "verdict": self.verdict,
-            "reason": self.reason,
-            "fail_to_pass": self.fail_to_pass,
-            "pass_to_pass_broken": self.pass_to_pass_broken,
-            "changed": list(self.changed),
-            "flags": list(self.flags),
-            "run": self.run,
-        }
+        """Everything but the diff."""
+        keys = ("verdict", "reason", "fail_to_pass", "pass_to_pass_broken", "changed", "flags")
+        return as_json(self, *keys, "run")
 
 
 def classify_patch(gold: GoldResult, run: TestRun) -> PatchVerdict:

@@ -32,6 +32,7 @@ from appliance.models.manifest import (
     read_manifest,
     sha256_of,
 )
+from appliance.records import as_json
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class ImportedBase:
     invalidated: tuple[str, ...] = ()  # adapter versions of the replaced base, now unservable
 
     def to_dict(self) -> dict:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
+        return as_json(self)
 
 
 def training_base_dir(gguf: Path) -> Path:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+
+from appliance.records import as_json
 
 
 @dataclass(frozen=True)
@@ -17,4 +19,4 @@ class Problem:
         return f"[{self.rule}]{where} {self.message} — {self.fix}"
 
     def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+        return as_json(self)

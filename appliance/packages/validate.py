@@ -33,6 +33,7 @@ from appliance.packages.manifest import MANIFEST_NAME, Manifest, ManifestError, 
 from appliance.packages.problems import Problem
 from appliance.packages.rules import check_files
 from appliance.packages.wheels import check_wheels
+from appliance.records import as_json
 
 CHECKS = ("files", "manifest", "git", "wheels", "dry_run")
 # Keys a package's repo/config may hold; anything else (core.fsmonitor, hooksPath,
@@ -77,15 +78,10 @@ class ValidationReport:
         return not problems
 
     def to_dict(self) -> dict:
-        return {
-            "package": str(self.package),
-            "name": self.manifest.name if self.manifest else None,
-            "version": self.manifest.version if self.manifest else None,
-            "manifest_sha256": self.manifest_sha256,
-            "ok": self.ok,
-            "checks": self.checks,
-            "problems": [p.to_dict() for p in self.problems],
-        }
+        keys = ("package", "name", "version", "manifest_sha256", "ok", "checks", "problems")
+        name = self.manifest.name if self.manifest else None
+        version = self.manifest.version if self.manifest else None
+        return as_json(self, *keys, name=name, version=version)
 
 
 def _check_manifest(root: Path, report: ValidationReport, limits: PackageLimits) -> bool:

@@ -28,6 +28,7 @@ from typing import Any
 
 from appliance.errors import SandboxError
 from appliance.packages.environment import base_python
+from appliance.records import as_json
 
 DEFAULT_TAG = "forge-sandbox:latest"
 LABEL_DIGEST = "org.forge.sandbox.digest"
@@ -77,15 +78,7 @@ class BuiltImage:
     built_from: dict[str, str]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "tag": self.tag,
-            "image_id": self.image_id,
-            "digest": self.digest,
-            "built": self.built,
-            "size_bytes": self.size_bytes,
-            "built_from": self.built_from,
-            "forge_toml": forge_toml(self.tag),
-        }
+        return as_json(self, forge_toml=forge_toml(self.tag))
 
 
 def forge_toml(tag: str) -> str:

@@ -24,6 +24,7 @@ from appliance.models.manifest import (
     ModelsManifest,
     verify_base,
 )
+from appliance.records import as_json
 from appliance.serving.placement import CPU, Placement
 from appliance.serving.pool import Adapter, ModelPool
 from appliance.training.export_gguf import write_adapter_gguf
@@ -118,7 +119,7 @@ class Throughput:
         )
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return as_json(self)
 
 
 @dataclass(frozen=True)
@@ -142,17 +143,8 @@ class GenerationBench:
         return self.pool_adapter.tokens_per_s / self.raw.tokens_per_s
 
     def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "device": self.device,
-            "prompt_tokens": self.prompt_tokens,
-            "raw": self.raw.to_dict(),
-            "pool": self.pool.to_dict(),
-            "pool_adapter": self.pool_adapter.to_dict(),
-            "ratio": self.ratio,
-            "adapter_ratio": self.adapter_ratio,
-            "same_output": self.same_output,
-        }
+        speeds = ("raw", "pool", "pool_adapter", "ratio", "adapter_ratio")
+        return as_json(self, "name", "device", "prompt_tokens", *speeds, "same_output")
 
 
 def bench_role(name: str) -> str:

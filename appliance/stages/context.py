@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from appliance import index
 from appliance.errors import IndexingError
 from appliance.index.chunks import split_lines
+from appliance.records import as_json
 
 MAX_CANDIDATES = 8
 
@@ -27,13 +28,7 @@ class ContextItem:
     tokens: int
 
     def to_dict(self) -> dict:
-        return {
-            "kind": self.kind,
-            "path": self.path,
-            "why": self.why,
-            "tokens": self.tokens,
-            "text": self.text,
-        }
+        return as_json(self, "kind", "path", "why", "tokens", "text")
 
 
 @dataclass(frozen=True)
@@ -57,14 +52,7 @@ class ContextPackage:
         return "\n\n".join(item.text for item in self.items) or "(nothing found)"
 
     def to_dict(self) -> dict:
-        return {
-            "stage": self.stage,
-            "sha": self.sha,
-            "budget": self.budget,
-            "tokens": self.tokens,
-            "left_out": self.left_out,
-            "items": [item.to_dict() for item in self.items],
-        }
+        return as_json(self, "stage", "sha", "budget", "tokens", "left_out", "items")
 
 
 class ContextBuilder:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from appliance.harness.edits import SearchReplace
+from appliance.records import as_json
 from appliance.serving.pool import Adapter, ModelPool
 from appliance.stages import STAGE_ROLES, schemas
 from appliance.stages.context import ContextBuilder, ContextPackage
@@ -41,15 +42,7 @@ class StageResult:
     error: str | None = None
 
     def to_dict(self) -> dict:
-        return {
-            "stage": self.stage,
-            "output": self.output,
-            "raw": self.raw,
-            "call_id": self.call_id,
-            "adapter": self.adapter,
-            "error": self.error,
-            "context": self.context.to_dict(),
-        }
+        return as_json(self, "stage", "output", "raw", "call_id", "adapter", "error", "context")
 
 
 @dataclass
