@@ -1,6 +1,6 @@
-"""The control socket under hostile clients (issue 14, item 14): every malformed request is
-answered with an error and the daemon goes on answering, with no traceback in its log;
-nothing malformed is queued; slow and half-sent clients are cut off; threads stay bounded."""
+"""The control socket under hostile clients: every malformed request is answered with an
+error and the daemon goes on answering, with no traceback in its log; nothing malformed is
+queued; slow and half-sent clients are cut off; threads stay bounded."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Checkout never crashes on a tree it cannot write safely (issue 14, item 10), never
-follows a link out of the worktree, and keeps worktrees private (item 7)."""
+"""Checkout never crashes on a tree it cannot write safely, never follows a link out of the
+worktree, and keeps worktrees private."""
 
 from __future__ import annotations
 

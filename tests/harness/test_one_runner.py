@@ -1,5 +1,5 @@
 """One test runner: validation's dry run is the harness's own run with `--collect-only`,
-in the environment grading uses, so what validates is what grades (issue 15, item 4)."""
+in the environment grading uses, so what validates is what grades."""
 
 from __future__ import annotations
 

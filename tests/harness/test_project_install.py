@@ -1,5 +1,5 @@
 """The project installed as its developers do: its own build backend, in the sandbox,
-offline, into an overlay on the shared environment (issue 15).
+offline, into an overlay on the shared environment.
 
 The project here has an in-tree backend (PEP 517 `backend-path`), so it needs no wheel
 Forge does not have: at build time it writes the version it is given (as setuptools-scm

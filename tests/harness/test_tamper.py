@@ -27,7 +27,7 @@ F2P = "tests/test_parser.py::test_ignores_surrounding_whitespace"
 INIT = "src/metrica/__init__.py"
 VERSION_LINE = '__version__ = "0.1.0"\n'
 
-# The attack of issue 14: no fix at all, and an atexit hook in the package's own
+# Tampering with the report: no fix at all, and an atexit hook in the package's own
 # __init__.py that strips the failures from the JUnit report once pytest is done.
 STRIP_FAILURES = """
 import atexit as _atexit

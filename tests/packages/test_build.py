@@ -107,7 +107,7 @@ def test_more_commits_than_the_limit_is_rejected(calc_repo, wheelhouse, tmp_path
     assert "2 commits; the limit is 1" in report.problems[0].message
 
 
-# --- Sources, declarations and the index path (issue 15) ---------------------------------
+# --- Sources, declarations and the index path --------------------------------------------
 
 
 # tiny-backend's module: a working PEP 517/660 backend (Forge installs the project with it,

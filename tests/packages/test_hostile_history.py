@@ -1,4 +1,4 @@
-"""Hostile input never crashes ingest (issue 14, items 9–11): trees Forge cannot check out
+"""Hostile input never crashes ingest: trees Forge cannot check out
 are refused at validation, one bad package never stops the packages behind it, and no two
 packages share a corpus folder."""
 

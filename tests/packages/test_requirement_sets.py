@@ -1,4 +1,4 @@
-"""Manifest schema 2: one pinned requirement set per distinct declaration (issue 15).
+"""Manifest schema 2: one pinned requirement set per distinct declaration.
 
 Commits that declare the same dependencies share a set; older commits that declare
 others get a set of their own (up to --max-requirement-sets), each graded in its own

@@ -1,4 +1,4 @@
-"""Attacks on the sandbox itself (issue 14, items 2, 5-8), against both backends.
+"""Attacks on the sandbox itself, against both backends.
 
 Each test is an attack that worked on the old sandbox (uid 0 inside, no seccomp filter,
 host-sized /dev/shm, no disk cap, setuid files left in the worktree). None may damage
