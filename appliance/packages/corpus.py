@@ -172,11 +172,11 @@ def find_package(db: Connection, name: str) -> RepoPackage:
 
 def newest_split(db: Connection, name: str) -> str | None:
     """The split of the newest version of `name` that has one (None: no such version)."""
-    row = db.execute(
+    found = db.execute(
         "SELECT split FROM packages WHERE name = ? AND split IS NOT NULL ORDER BY id DESC LIMIT 1",
         [name],
-    ).fetchone()
-    return None if row is None else row[0]
+    ).fetchall()
+    return next((split for (split,) in found), None)
 
 
 def version_splits(db: Connection, name: str) -> tuple[tuple[str, str | None], ...]:
