@@ -259,7 +259,8 @@ def commit_counts(db: Connection) -> dict[int, int]:
 
 def add_commits(db: Connection, package_id: int, commits: Iterable[NewCommit]) -> None:
     """Insert the package's commits (the caller holds the transaction)."""
-    db.executemany(
+    conn = db.conn if isinstance(db, sqlite_utils.Database) else db
+    conn.executemany(
         """INSERT INTO commits (package_id, sha, parent, message, author_date, files,
            lines_added, lines_deleted, requirement_set) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         [

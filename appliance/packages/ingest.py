@@ -38,21 +38,13 @@ from appliance.packages import corpus, gitsafe
 from appliance.packages.manifest import MANIFEST_NAME, Manifest, ManifestError, read_manifest
 from appliance.packages.problems import Problem
 from appliance.packages.rules import MAX_DEPTH, check_files
-from appliance.packages.split import split_at_ingest
+from appliance.packages.split import TrainedRows, no_rows, split_at_ingest
 from appliance.packages.validate import validate
 from appliance.store import transaction
 
 READY_MARKER = "READY"
 STAGING_PREFIX = ".staging-"
 SEPARATOR = "@"  # manifest names and versions never hold it (appliance.packages.manifest)
-
-
-TrainedRows = Callable[[str], int]  # package name → dataset rows made from it
-
-
-def no_rows(name: str) -> int:
-    """`trained_rows` where no dataset is consulted (tests, benchmarks, the demo)."""
-    return 0
 
 
 def corpus_folder(name: str, version: str) -> str:

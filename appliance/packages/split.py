@@ -30,6 +30,13 @@ from appliance.store import transaction
 
 SPLITS = ("train", "eval")
 
+TrainedRows = Callable[[str], int]  # package name → dataset rows made from it
+
+
+def no_rows(name: str) -> int:
+    """The `trained_rows` of a caller that has no datasets to ask (tests, benchmarks)."""
+    return 0
+
 
 class SplitRefused(ForgeError):
     """A package cannot move to eval: rows made from it were trained on already."""
@@ -56,7 +63,7 @@ def split_at_ingest(
     name: str,
     hint: str | None,
     eval_fraction: float,
-    trained_rows: Callable[[str], int],
+    trained_rows: TrainedRows,
 ) -> tuple[str, str | None]:
     """(split, note) for a new version of package `name`; the note says why a hint was
     not followed (None when it was, or there was none)."""
@@ -75,7 +82,7 @@ def split_at_ingest(
 
 
 def set_split(
-    db: sqlite_utils.Database, package: str, split: str, trained_rows: Callable[[str], int]
+    db: sqlite_utils.Database, package: str, split: str, trained_rows: TrainedRows
 ) -> SplitChange:
     """Put every version of `package` (NAME or NAME-VERSION) in `split`."""
     if split not in SPLITS:
