@@ -2,38 +2,28 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import sqlite_utils
 
 from appliance.config import Config
+from appliance.errors import ForgeError
+from appliance.harness.results import GoldCounts, gold_counts
+from appliance.ops import jobs
+from appliance.ops.control import request
+from appliance.packages import corpus
 from appliance.resources import snapshot
 
 
 def gather(config: Config, db: sqlite_utils.Database, resources: dict | None = None) -> dict:
     """The state an operator asks about, as plain data (the CLI renders it or dumps JSON).
     `resources` replaces the live CPU/memory/disk/GPU sample (fixed pictures in tests)."""
-    packages = [
-        dict(row)
-        for row in db.query(
-            "SELECT p.name, p.version, p.split, p.ingested_at, COUNT(c.id) AS commits, "
-            "(SELECT COUNT(*) FROM gold_results g WHERE g.package_id = p.id) AS graded, "
-            "(SELECT COUNT(*) FROM gold_results g WHERE g.package_id = p.id AND g.usable) "
-            "AS usable, "
-            "(SELECT COUNT(*) FROM gold_results g WHERE g.package_id = p.id "
-            "AND g.status = 'infra') AS infra "
-            "FROM packages p LEFT JOIN commits c ON c.package_id = p.id "
-            "GROUP BY p.id ORDER BY p.name, p.version"
-        )
-    ]
+    packages = _packages(db)
     quarantine_dir = config.dir("quarantine")
     quarantined = (
         sorted(p.name for p in quarantine_dir.iterdir()) if quarantine_dir.is_dir() else []
     )
-    last = db.execute(
-        "SELECT at, source, outcome, reasons FROM ingest_events ORDER BY id DESC LIMIT 1"
-    ).fetchone()
+    last = next(iter(corpus.events(db, 1)), None)
     ingest_dir = config.dir("ingest")
     waiting = (
         sorted(p.name for p in ingest_dir.iterdir() if not p.name.startswith("."))
@@ -55,10 +45,10 @@ def gather(config: Config, db: sqlite_utils.Database, resources: dict | None = N
             "last": None
             if last is None
             else {
-                "at": last[0],
-                "source": last[1],
-                "outcome": last[2],
-                "reasons": json.loads(last[3]),
+                "at": last.at,
+                "source": last.source,
+                "outcome": last.outcome,
+                "reasons": list(last.reasons),
             },
         },
         "database": {"path": str(config.db_path), "bytes": db_bytes},
@@ -75,11 +65,31 @@ def gather(config: Config, db: sqlite_utils.Database, resources: dict | None = N
     }
 
 
+def _packages(db: sqlite_utils.Database) -> list[dict]:
+    """Each package version with its commits and gold results counted (JSON data)."""
+    commits = corpus.commit_counts(db)
+    gold = gold_counts(db)
+    items = []
+    for p in corpus.packages(db):
+        counts = gold.get(p.id, GoldCounts())
+        items.append(
+            {
+                "name": p.name,
+                "version": p.version,
+                "split": p.split,
+                "ingested_at": p.ingested_at,
+                "commits": commits.get(p.id, 0),
+                "graded": counts.graded,
+                "usable": counts.usable,
+                "infra": counts.infra,
+            }
+        )
+    return items
+
+
 def _jobs(db) -> dict:
     """Counts per status, the running jobs with their progress, the queue, and the recent
     failures (read from the database, so they show with or without a daemon)."""
-    from appliance.ops import jobs
-
     counts = {s: 0 for s in jobs.STATUSES}
     counts.update(dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")))
     return {
@@ -92,9 +102,6 @@ def _jobs(db) -> dict:
 
 def _daemon(config: Config) -> dict:
     """forged's own answer when it runs; `running` false (and why) when it does not."""
-    from appliance.errors import ForgeError
-    from appliance.ops.control import request
-
     try:
         answer = request(config, "status", timeout=3)
     except ForgeError as exc:

@@ -14,10 +14,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.campaign.store import summary
 from appliance.config import Config
 from appliance.errors import ForgeError
+from appliance.harness.results import GoldCounts, gold_counts, gold_usable
 from appliance.ops import jobs
+from appliance.ops.control import request
+from appliance.packages import corpus
+from appliance.packages.corpus import IngestEvent, RepoPackage
 from appliance.stages import STAGES
+from appliance.status import gather as gather_status
 from appliance.store import open_db
 
 OUTCOMES = ("resolved", "failed", "not_applied", "tampered", "infra")
@@ -41,14 +47,6 @@ class CorpusPackage:
 @dataclass(frozen=True)
 class QuarantinedPackage:
     folder: str  # the name under FORGE_HOME/quarantine/
-    reasons: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class IngestEvent:
-    at: str
-    source: str
-    outcome: str
     reasons: tuple[str, ...]
 
 
@@ -142,6 +140,20 @@ class LogTail:
     missing: bool
 
 
+def _corpus_package(package: RepoPackage, commits: int, gold: GoldCounts) -> CorpusPackage:
+    return CorpusPackage(
+        package.id,
+        package.name,
+        package.version,
+        package.split,
+        package.ingested_at,
+        commits,
+        gold.graded,
+        gold.usable,
+        gold.infra,
+    )
+
+
 class Reader:
     """The queries of the dashboard, against one FORGE_HOME."""
 
@@ -152,9 +164,7 @@ class Reader:
         gather: Callable[[Config, object], dict] | None = None,
     ) -> None:
         self.config = config
-        if gather is None:
-            from appliance.status import gather
-        self._gather = gather
+        self._gather = gather or gather_status
 
     @contextmanager
     def db(self) -> Iterator:
@@ -173,8 +183,6 @@ class Reader:
 
     def daemon_running(self) -> bool:
         """Whether forged answers on its control socket."""
-        from appliance.ops.control import request
-
         try:
             return bool(request(self.config, "ping", timeout=2))
         except ForgeError:
@@ -184,28 +192,14 @@ class Reader:
 
     def packages(self, history_limit: int = 100) -> PackagesView:
         with self.db() as db:
-            corpus = tuple(
-                CorpusPackage(**row)
-                for row in db.query(
-                    "SELECT p.id, p.name, p.version, p.split, p.ingested_at, "
-                    "(SELECT COUNT(*) FROM commits c WHERE c.package_id = p.id) AS commits, "
-                    "(SELECT COUNT(*) FROM gold_results g WHERE g.package_id = p.id) AS graded, "
-                    "(SELECT COUNT(*) FROM gold_results g WHERE g.package_id = p.id "
-                    "AND g.usable) AS usable, "
-                    "(SELECT COUNT(*) FROM gold_results g WHERE g.package_id = p.id "
-                    "AND g.status = 'infra') AS infra "
-                    "FROM packages p ORDER BY p.name, p.version"
-                )
+            commits = corpus.commit_counts(db)
+            gold = gold_counts(db)
+            packages = tuple(
+                _corpus_package(p, commits.get(p.id, 0), gold.get(p.id, GoldCounts()))
+                for p in corpus.packages(db)
             )
-            history = tuple(
-                IngestEvent(at, source, outcome, tuple(json.loads(reasons)))
-                for at, source, outcome, reasons in db.execute(
-                    "SELECT at, source, outcome, reasons FROM ingest_events "
-                    "ORDER BY id DESC LIMIT ?",
-                    [history_limit],
-                ).fetchall()
-            )
-        return PackagesView(corpus, self._quarantine(), history, self._waiting())
+            history = tuple(corpus.events(db, history_limit))
+        return PackagesView(packages, self._quarantine(), history, self._waiting())
 
     def _quarantine(self) -> tuple[QuarantinedPackage, ...]:
         folder = self.config.dir("quarantine")
@@ -226,20 +220,15 @@ class Reader:
     # --- campaigns ---------------------------------------------------------------------
 
     def campaigns(self) -> tuple[CampaignSummary, ...]:
-        from appliance.campaign.store import summary
-
         with self.db() as db:
-            rows = db.execute(
-                "SELECT id, name, version, split FROM packages ORDER BY name, version"
-            ).fetchall()
             out = []
-            for package_id, name, version, split in rows:
-                s = summary(db, package_id)
+            for package in corpus.packages(db):
+                s = summary(db, package.id)
                 out.append(
                     CampaignSummary(
-                        package_id,
-                        f"{name}-{version}",
-                        split,
+                        package.id,
+                        package.label,
+                        package.split,
                         s["commits"],
                         s["triples"],
                         s["resolved_rate"],
@@ -251,35 +240,27 @@ class Reader:
 
     def campaign_commits(self, package_id: int) -> tuple[CampaignCommit, ...]:
         with self.db() as db:
-            rows = db.execute(
-                "SELECT c.sha, c.message, g.usable, t.outcome, COUNT(t.id) "
-                "FROM commits c "
-                "LEFT JOIN gold_results g ON g.package_id = c.package_id AND g.sha = c.sha "
-                "LEFT JOIN triples t ON t.package_id = c.package_id AND t.sha = c.sha "
-                "WHERE c.package_id = ? GROUP BY c.id, t.outcome ORDER BY c.id",
+            commits = corpus.commits_of(db, package_id)
+            usable = gold_usable(db, package_id)
+            outcomes: dict[str, dict[str, int]] = {
+                c.sha: dict.fromkeys(OUTCOMES, 0) for c in commits
+            }
+            for sha, outcome, count in db.execute(
+                "SELECT sha, outcome, COUNT(*) FROM triples WHERE package_id = ? "
+                "GROUP BY sha, outcome ORDER BY sha, outcome",
                 [package_id],
-            ).fetchall()
-        commits: dict[str, dict] = {}
-        for sha, message, usable, outcome, count in rows:
-            entry = commits.setdefault(
-                sha,
-                {
-                    "message": message,
-                    "usable": None if usable is None else bool(usable),
-                    "outcomes": dict.fromkeys(OUTCOMES, 0),
-                },
-            )
-            if outcome is not None:
-                entry["outcomes"][outcome] = count
+            ).fetchall():
+                if sha in outcomes:
+                    outcomes[sha][outcome] = count
         return tuple(
             CampaignCommit(
-                sha,
-                e["message"].splitlines()[0] if e["message"] else "",
-                e["usable"],
-                sum(e["outcomes"].values()),
-                e["outcomes"],
+                c.sha,
+                c.message.splitlines()[0] if c.message else "",
+                usable.get(c.sha),
+                sum(outcomes[c.sha].values()),
+                outcomes[c.sha],
             )
-            for sha, e in commits.items()
+            for c in commits
         )
 
     def samples(self, package_id: int, sha: str) -> tuple[Sample, ...]:

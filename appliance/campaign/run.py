@@ -17,10 +17,11 @@ from appliance import index
 from appliance.campaign import store, truth
 from appliance.campaign.executor import Executor, LocalExecutor
 from appliance.config import Config
-from appliance.evaluation.heldout import trainable
 from appliance.harness.grading import grade_patch
 from appliance.harness.results import gold_for
-from appliance.harness.spec import CommitSpec, commit_specs, find_package
+from appliance.harness.spec import CommitSpec, commit_specs, package_specs
+from appliance.packages.corpus import find_package
+from appliance.packages.split import trainable
 from appliance.registry import resolver
 from appliance.stages import STAGE_ROLES
 from appliance.stages.context import ContextBuilder
@@ -51,13 +52,13 @@ def plan_units(
     """The units still to do: usable commits (graded by the harness first when needed),
     train split only and not held out for evaluation, `samples` each. `commits` counts
     the first usable commits, or with `new` the first ones with units still to do."""
-    row = find_package(db, package)
-    if row["split"] == "eval":
+    found = find_package(db, package)
+    if found.split == "eval":
         return [], []
-    done = store.done_units(db, row["id"])
+    done = store.done_units(db, found.id)
     usable = []
-    for spec in commit_specs(config, db, package):
-        if not trainable(config, row["split"], spec.sha):
+    for spec in package_specs(config, db, found):
+        if not trainable(config, found.split, spec.sha):
             continue  # held out for evaluation: no model ever trains on it
         if new and all((spec.sha, i) in done for i in range(samples)):
             continue

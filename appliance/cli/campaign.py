@@ -33,12 +33,12 @@ def run(package_name: str, commits, samples, as_json: bool) -> None:
     Resumable: units already recorded are skipped; an interrupted run loses at most
     the unit in progress. Exit 0 when every unit ran (whatever the models did).
     """
-    from appliance.campaign.run import run_campaign
-    from appliance.campaign.store import summary
-    from appliance.harness.spec import find_package
+    from appliance.campaign.run import run_campaign  # lazy: forge --help
+    from appliance.campaign.store import summary  # lazy: forge --help
+    from appliance.packages.corpus import find_package  # lazy: forge --help
 
     config, db = open_forge(sandbox=True)
-    package_id = find_package(db, package_name)["id"]
+    package_id = find_package(db, package_name).id
     counts: dict[str, int] = {}
     results = []
     progress = Progress(
@@ -101,17 +101,12 @@ def _print_summary(name: str, state: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def show(package_name, as_json: bool) -> None:
     """Per package: commits done, triples, resolved rate, outcomes, model calls per stage."""
-    from appliance.campaign.store import summary
-    from appliance.harness.spec import find_package
+    from appliance.campaign.store import summary  # lazy: forge --help
+    from appliance.packages import corpus  # lazy: forge --help
 
     config, db = open_forge()
-    if package_name:
-        rows = [find_package(db, package_name)]
-    else:
-        rows = list(db.query("SELECT * FROM packages ORDER BY name, version"))
-    data = [
-        {"package": row["name"], "version": row["version"]} | summary(db, row["id"]) for row in rows
-    ]
+    found = [corpus.find_package(db, package_name)] if package_name else corpus.packages(db)
+    data = [{"package": p.name, "version": p.version} | summary(db, p.id) for p in found]
     if as_json:
         emit_json(data)
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import Callable
 from datetime import datetime
@@ -171,7 +172,7 @@ def build(
     share one pinned set; at most --max-requirement-sets sets), and reports how many
     commits each filter removed.
     """
-    from appliance.packages.build import BuildOptions, build_package
+    from appliance.packages.build import BuildOptions, build_package  # lazy: forge --help
 
     config = load_config()
     argv = _test_argv(test_command, find_links, index_url)
@@ -265,7 +266,7 @@ def validate(directory: Path, as_json: bool) -> None:
     Prints one line per broken rule (what, where, what to do). Exits 0 only when every
     check passes.
     """
-    from appliance.packages.validate import validate as run_validation
+    from appliance.packages.validate import validate as run_validation  # lazy: forge --help
 
     config = load_config()
     with Status(f"validating {directory}", console=err_console):
@@ -303,14 +304,15 @@ def split_(name: str, split: str, as_json: bool) -> None:
     """Put the ingested package NAME (or NAME-VERSION; every version of it moves) in the
     train or the eval split. Campaigns and datasets use train packages, evaluation the eval
     ones; a package datasets already hold rows from cannot become eval."""
-    from appliance.registry import set_split
+    from appliance.datasets.versions import rows_made_from  # lazy: forge --help
+    from appliance.packages.split import set_split  # lazy: forge --help
 
     _, db = open_forge()
-    change = set_split(db, name, split)
+    change = set_split(db, name, split, functools.partial(rows_made_from, db))
     if as_json:
         emit_json(change.to_dict())
         return
-    for version, before in change.before.items():
+    for version, before in change.before:
         console.print(f"{escape(change.name)} {escape(version)}: {before or 'unset'} → {split}")
 
 
@@ -330,7 +332,8 @@ def ingest(directory: Path | None, keep: bool, as_json: bool) -> None:
     ingest folder; rejected ones move to quarantine/ with REJECTED.txt (with --keep both
     stay put). Exits 1 when any package was rejected.
     """
-    from appliance.packages.ingest import ingest as run_ingest
+    from appliance.datasets.versions import rows_made_from  # lazy: forge --help
+    from appliance.packages.ingest import ingest as run_ingest  # lazy: forge --help
 
     config, db = open_forge()
     colours = {
@@ -362,6 +365,7 @@ def ingest(directory: Path | None, keep: bool, as_json: bool) -> None:
             results = [r.to_dict() for r in run_ingest(
                 config, db, directory, on_result=lambda r: show(r.to_dict()),
                 hook=lambda stage: spinner.update(f"ingest: {stage}"), keep=keep,
+                trained_rows=functools.partial(rows_made_from, db),
             )]  # fmt: skip
     if as_json:
         emit_json({"results": results})
@@ -374,7 +378,7 @@ def ingest(directory: Path | None, keep: bool, as_json: bool) -> None:
 def _ingest_by_daemon(config, db) -> list[dict] | None:
     """FORGE_HOME/ingest/ taken by forged's ingest job now (so it never races the
     daemon's own); None when no daemon runs."""
-    from appliance.ops import actions
+    from appliance.ops import actions  # lazy: forge --help
 
     answer = actions.ask(config, "ingest")
     if answer is None:

@@ -10,6 +10,7 @@ run is reused, and a candidate that was already decided is not decided again.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import Counter
@@ -18,8 +19,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from appliance import registry
+from appliance.campaign.run import run_campaign
 from appliance.config import Config
+from appliance.datasets.versions import build, latest, rows_made_from
 from appliance.errors import ForgeError
+from appliance.evaluation.compare import evaluate_many
+from appliance.packages import corpus
+from appliance.packages.ingest import ingest
+from appliance.training.job import adapters, train_stage
 
 STEPS = ("ingest", "campaign", "datasets", "train", "evaluate")
 
@@ -115,9 +123,8 @@ def run_cycle(
 
 
 def _ingest(config: Config, db, source: Path | None, keep: bool, step: Step) -> None:
-    from appliance.packages.ingest import ingest
-
-    results = ingest(config, db, source, keep=keep)
+    trained_rows = functools.partial(rows_made_from, db)
+    results = ingest(config, db, source, keep=keep, trained_rows=trained_rows)
     step.detail = dict(Counter(r.outcome for r in results))
     step.detail["packages"] = [f"{r.name or r.source}: {r.outcome}" for r in results]
     if "rejected" in step.detail:
@@ -126,11 +133,8 @@ def _ingest(config: Config, db, source: Path | None, keep: bool, step: Step) -> 
 
 
 def _campaign(config: Config, db, commits: int | None, progress: Progress, step: Step) -> None:
-    from appliance.campaign.run import run_campaign
-
     outcomes: Counter = Counter()
-    packages = [r["name"] for r in db.query(
-        "SELECT DISTINCT name FROM packages WHERE split IS NOT 'eval' ORDER BY name")]  # fmt: skip
+    packages = corpus.names(db, include_eval=False)
     for package in packages:
         planned = {"n": 0}
 
@@ -150,8 +154,6 @@ def _campaign(config: Config, db, commits: int | None, progress: Progress, step:
 
 
 def _datasets(config: Config, db, step: Step) -> None:
-    from appliance.datasets.versions import build
-
     made = []
     for stage in config.settings.cycle.stages:
         version = build(config, db, stage, "sft")
@@ -168,9 +170,6 @@ def _datasets(config: Config, db, step: Step) -> None:
 def _train(config: Config, db, progress: Progress, step: Step) -> None:
     """Train each stage whose latest SFT dataset passed its gates, was not trained on yet,
     and brought at least `cycle.min_new_rows` new rows."""
-    from appliance.datasets.versions import latest
-    from appliance.training.job import adapters, train_stage
-
     trained, passed = [], []
     for stage in config.settings.cycle.stages:
         dataset = latest(db, stage, "sft")
@@ -199,10 +198,6 @@ def _train(config: Config, db, progress: Progress, step: Step) -> None:
 def _evaluate(config: Config, db, progress: Progress, step: Step, report: CycleReport) -> None:
     """Decide every candidate still undecided (this cycle's, or one an interrupted cycle
     trained), all stages together, then promote or reject each."""
-    from appliance import registry
-    from appliance.evaluation.compare import evaluate_many
-    from appliance.training.job import adapters
-
     waiting = {}
     for stage in config.settings.cycle.stages:
         candidates = [a for a in adapters(db, stage) if a.status == "candidate"]

@@ -205,3 +205,12 @@ def training_mix(
     old = [json.loads(r) for r, v in rows if v < version.version]
     wanted = min(len(old), round(len(new) * replay / (1 - replay))) if old else 0
     return new + random.Random(seed).sample(old, wanted)
+
+
+def rows_made_from(db, name: str) -> int:
+    """Rows made from package `name` (any version) in any dataset version (the split's
+    `trained_rows`: a package datasets hold rows from never becomes eval)."""
+    prefix = f"{name}@"  # dataset rows name their task package@commit
+    return db.execute(
+        "SELECT COUNT(*) FROM dataset_rows WHERE substr(task, 1, ?) = ?", [len(prefix), prefix]
+    ).fetchone()[0]

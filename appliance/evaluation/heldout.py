@@ -11,29 +11,25 @@ usable commits, else the held-out commits, and says which.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from appliance.config import Config
-from appliance.harness.spec import CommitSpec, commit_specs
+from appliance.harness.results import gold_for
+from appliance.harness.spec import CommitSpec, package_specs
+from appliance.packages import corpus
+from appliance.packages.split import held_out, trainable
+
+__all__ = [
+    "EVAL_PACKAGES",
+    "HELD_OUT_COMMITS",
+    "EvaluationSet",
+    "evaluation_set",
+    "held_out",  # the holdout lives with the corpus (appliance.packages.split)
+    "trainable",
+]
 
 EVAL_PACKAGES = "eval_packages"
 HELD_OUT_COMMITS = "held_out_commits"
-
-
-def held_out(sha: str, fraction: float) -> bool:
-    """Whether a train package's commit is kept out of training (stable for a sha)."""
-    if fraction <= 0:
-        return False
-    digest = int(hashlib.sha256(f"forge-holdout:{sha}".encode()).hexdigest()[:8], 16)
-    return digest < fraction * 2**32
-
-
-def trainable(config: Config, split: str | None, sha: str) -> bool:
-    """May rows from this commit reach a campaign or a dataset?"""
-    if split == "eval":
-        return False
-    return not held_out(sha, config.settings.evaluation.holdout_fraction)
 
 
 @dataclass(frozen=True)
@@ -54,16 +50,14 @@ class EvaluationSet:
 def evaluation_set(config: Config, db) -> EvaluationSet:
     """The usable evaluation commits (gold-graded first when needed), in a stable order,
     at most `evaluation.max_examples` of them."""
-    from appliance.harness.results import gold_for
-
     limit = config.settings.evaluation.max_examples
-    packages = list(db.query("SELECT name, version, split FROM packages ORDER BY name, version"))
+    packages = corpus.packages(db)
 
     def usable(wanted) -> list[CommitSpec]:
         found = []
-        for row in packages:
-            for spec in commit_specs(config, db, f"{row['name']}-{row['version']}"):
-                if not wanted(row["split"], spec.sha):
+        for package in packages:
+            for spec in package_specs(config, db, package):
+                if not wanted(package.split, spec.sha):
                     continue
                 gold, _ = gold_for(config, db, spec)
                 if gold.usable:

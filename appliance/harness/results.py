@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 
 import sqlite_utils
 
@@ -24,6 +25,37 @@ from appliance.store import transaction
 # Bump when grading changes in a way that invalidates stored results. 2: the result
 # stream is cross-checked; results before it trusted a report the tested code could rewrite.
 HARNESS_VERSION = 2
+
+
+@dataclass(frozen=True)
+class GoldCounts:
+    """How many of a package's commits are gold-graded, usable, and failed on
+    infrastructure."""
+
+    graded: int = 0
+    usable: int = 0
+    infra: int = 0
+
+
+def gold_counts(db: sqlite_utils.Database) -> dict[int, GoldCounts]:
+    """package id → its gold counts (packages without a gold result are left out)."""
+    return {
+        package_id: GoldCounts(graded, usable, infra)
+        for package_id, graded, usable, infra in db.execute(
+            "SELECT package_id, COUNT(*), COUNT(*) FILTER (WHERE usable), "
+            "COUNT(*) FILTER (WHERE status = 'infra') FROM gold_results GROUP BY package_id"
+        ).fetchall()
+    }
+
+
+def gold_usable(db: sqlite_utils.Database, package_id: int) -> dict[str, bool]:
+    """sha → whether the commit's gold result is usable, for the package's graded commits."""
+    return {
+        sha: bool(usable)
+        for sha, usable in db.execute(
+            "SELECT sha, usable FROM gold_results WHERE package_id = ?", [package_id]
+        ).fetchall()
+    }
 
 
 def inputs_key(config: Config, spec: CommitSpec) -> str:

@@ -21,6 +21,7 @@ import sqlite_utils
 from appliance.config import Config
 from appliance.errors import UsageError
 from appliance.packages import gitsafe
+from appliance.packages.corpus import CorpusCommit, RepoPackage, commits_of, find_package
 from appliance.packages.environment import base_python, wheel_hashes
 from appliance.packages.manifest import Manifest
 from appliance.packages.testfiles import is_test_path
@@ -59,27 +60,6 @@ class CommitSpec:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def find_package(db: sqlite_utils.Database, name: str) -> dict:
-    """The package row for NAME (newest ingested version), NAME@VERSION (exact: neither
-    part may contain '@'), or NAME-VERSION (the older spelling, which can be ambiguous:
-    the newest match wins)."""
-    rows = list(
-        db.query(
-            "SELECT * FROM packages WHERE name = ? OR name || '@' || version = ? "
-            "OR name || '-' || version = ? "
-            "ORDER BY name || '@' || version = ? DESC, ingested_at DESC, id DESC",
-            [name, name, name, name],
-        )
-    )
-    if not rows:
-        known = [r["name"] for r in db.query("SELECT DISTINCT name FROM packages ORDER BY name")]
-        raise UsageError(
-            f"no package named {name!r} in the corpus",
-            f"ingest it first (forge ingest DIR); known packages: {', '.join(known) or 'none'}",
-        )
-    return rows[0]
-
-
 def changed_test_files(repo: Path, parent: str, sha: str) -> tuple[str, ...]:
     out = gitsafe.git(
         ["diff", "--name-only", "--no-renames", "-z", parent, sha], git_dir=repo
@@ -92,48 +72,49 @@ def commit_specs(
 ) -> list[CommitSpec]:
     """Specs for the package's commits (manifest order), or for the named ones (a unique
     prefix of at least 7 hex digits is enough)."""
-    row = find_package(db, package)
-    commits = list(db.query("SELECT * FROM commits WHERE package_id = ? ORDER BY id", [row["id"]]))
+    return package_specs(config, db, find_package(db, package), shas)
+
+
+def package_specs(
+    config: Config, db: sqlite_utils.Database, package: RepoPackage, shas: list[str] | None = None
+) -> list[CommitSpec]:
+    """`commit_specs` of a package already found."""
+    commits = commits_of(db, package.id)
     if shas is not None:
-        chosen = []
-        for want in shas:
-            want = want.lower()
-            hits = [c for c in commits if len(want) >= 7 and c["sha"].startswith(want)]
-            if len(hits) != 1:
-                what = "matches no task commit" if not hits else "is ambiguous"
-                raise UsageError(
-                    f"commit {want!r} {what} of {row['name']}-{row['version']}",
-                    "give a sha (7+ hex digits) from the manifest; "
-                    "forge harness check PACKAGE lists them",
-                )
-            chosen.append(hits[0])
-        commits = chosen
-    root = config.home / row["path"]
+        commits = [_one_commit(commits, package, want.lower()) for want in shas]
+    root = config.home / package.path
     repo = root / "repo"
     hashes = wheel_hashes(root / "packages")  # once per package: every commit shares them
-    # Each commit is tested with its own set (schema 2); a row written without sets (only
-    # requirements) has one set, used by every commit.
-    sets = json.loads(row["requirement_sets"] or "[]") or [json.loads(row["requirements"])]
-    specs = []
-    for commit in commits:
-        specs.append(
-            CommitSpec(
-                package=f"{row['name']}-{row['version']}",
-                package_id=row["id"],
-                manifest_sha256=row["manifest_sha256"],
-                repo=repo,
-                wheels=root / "packages",
-                wheel_hashes=hashes,
-                sha=commit["sha"],
-                parent=commit["parent"],
-                message=commit["message"],
-                test_files=changed_test_files(repo, commit["parent"], commit["sha"]),
-                requirements=tuple(sets[commit["requirement_set"]]),
-                test_command=tuple(json.loads(row["test_command"])),
-                test_timeout_s=row["test_timeout_s"],
-            )
+    return [
+        CommitSpec(
+            package=package.label,
+            package_id=package.id,
+            manifest_sha256=package.manifest_sha256,
+            repo=repo,
+            wheels=root / "packages",
+            wheel_hashes=hashes,
+            sha=commit.sha,
+            parent=commit.parent,
+            message=commit.message,
+            test_files=changed_test_files(repo, commit.parent, commit.sha),
+            # Each commit is tested with its own set (schema 2).
+            requirements=package.requirement_sets[commit.requirement_set],
+            test_command=package.test_command,
+            test_timeout_s=package.test_timeout_s,
         )
-    return specs
+        for commit in commits
+    ]
+
+
+def _one_commit(commits: list[CorpusCommit], package: RepoPackage, want: str) -> CorpusCommit:
+    hits = [c for c in commits if len(want) >= 7 and c.sha.startswith(want)]
+    if len(hits) != 1:
+        what = "matches no task commit" if not hits else "is ambiguous"
+        raise UsageError(
+            f"commit {want!r} {what} of {package.label}",
+            "give a sha (7+ hex digits) from the manifest; forge harness check PACKAGE lists them",
+        )
+    return hits[0]
 
 
 def manifest_spec(

@@ -36,6 +36,7 @@ from appliance.index.store import (
     store_python,
     store_snapshot,
 )
+from appliance.packages.corpus import package_by_id
 
 BLOB_BATCH = 64  # blobs analysed, embedded and committed together
 
@@ -74,7 +75,7 @@ def index_commit(
         done = find_snapshot(db, package_id, sha)
     if done is not None:
         return _snapshot(done)
-    if db.execute("SELECT 1 FROM packages WHERE id = ?", [package_id]).fetchone() is None:
+    if package_by_id(db, package_id) is None:
         raise IndexingError(f"no package with id {package_id}", "ingest the package first")
     files = list_files(repo, sha)
     python = {f.blob for f in files if f.language == "python"}

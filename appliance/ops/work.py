@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -60,9 +61,11 @@ def run_job(home: str, kind: str, args: dict, job_id: int | None = None) -> dict
     config = load_config()
     db = open_db(config)
     if kind == "ingest":
-        from appliance.packages.ingest import ingest
+        from appliance.datasets.versions import rows_made_from  # each kind loads what it runs
+        from appliance.packages.ingest import ingest  # each kind loads what it runs
 
-        return {"results": [r.to_dict() for r in ingest(config, db)]}
+        results = ingest(config, db, trained_rows=functools.partial(rows_made_from, db))
+        return {"results": [r.to_dict() for r in results]}
     if kind == "backup":
         from appliance.store.backup import make_backup
 

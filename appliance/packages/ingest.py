@@ -34,10 +34,11 @@ import sqlite_utils
 
 from appliance.config import Config
 from appliance.errors import ForgeError
-from appliance.packages import gitsafe
+from appliance.packages import corpus, gitsafe
 from appliance.packages.manifest import MANIFEST_NAME, Manifest, ManifestError, read_manifest
 from appliance.packages.problems import Problem
 from appliance.packages.rules import MAX_DEPTH, check_files
+from appliance.packages.split import TrainedRows, no_rows, split_at_ingest
 from appliance.packages.validate import validate
 from appliance.store import transaction
 
@@ -157,94 +158,68 @@ def record_package(
     source: str,
     *,
     eval_fraction: float,
+    trained_rows: TrainedRows,
 ) -> int:
     """Insert the package, its commits and the ingest event in one transaction.
 
     `path` is relative to FORGE_HOME ("corpus/NAME@VERSION"), so a restored or moved
-    FORGE_HOME keeps working. The split is decided here (appliance.registry.split)."""
-    from appliance.registry.split import split_at_ingest
-
+    FORGE_HOME keeps working. The split is decided here (appliance.packages.split)."""
     with transaction(db) as conn:
-        split, split_note = split_at_ingest(conn, manifest.name, manifest.split, eval_fraction)
-        cur = conn.execute(
-            """INSERT INTO packages (name, version, manifest_sha256, path, split, description,
-               license, python, test_command, test_timeout_s, requirements, requirement_sets,
-               ingested_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            [
-                manifest.name,
-                manifest.version,
-                sha256,
-                path,
-                split,
-                manifest.description,
-                manifest.license,
-                manifest.python,
-                json.dumps(manifest.test_command),
-                manifest.test_timeout_s,
-                # The newest commit's set, as the one set schema 1 had.
-                json.dumps(manifest.requirements_of(manifest.commits[-1].sha)),
-                json.dumps(manifest.requirement_sets),
-                _now(),
-            ],
+        split, split_note = split_at_ingest(
+            conn, manifest.name, manifest.split, eval_fraction, trained_rows
         )
-        package_id = cur.lastrowid
-        conn.executemany(
-            """INSERT INTO commits (package_id, sha, parent, message, author_date, files,
-               lines_added, lines_deleted, requirement_set) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        package_id = corpus.add_package(
+            conn,
+            name=manifest.name,
+            version=manifest.version,
+            manifest_sha256=sha256,
+            path=path,
+            split=split,
+            description=manifest.description,
+            license=manifest.license,
+            python=manifest.python,
+            test_command=list(manifest.test_command),
+            test_timeout_s=manifest.test_timeout_s,
+            # The newest commit's set, as the one set schema 1 had.
+            requirements=list(manifest.requirements_of(manifest.commits[-1].sha)),
+            requirement_sets=[list(s) for s in manifest.requirement_sets],
+        )
+        corpus.add_commits(
+            conn,
+            package_id,
             [
-                (
-                    package_id,
-                    c.sha,
-                    c.parent,
-                    c.message,
-                    c.author_date,
-                    json.dumps([f.model_dump() for f in c.files]),
-                    c.lines_added,
-                    c.lines_deleted,
-                    c.requirement_set,
+                corpus.NewCommit(
+                    sha=c.sha,
+                    parent=c.parent,
+                    message=c.message,
+                    author_date=c.author_date,
+                    files=json.dumps([f.model_dump() for f in c.files]),
+                    lines_added=c.lines_added,
+                    lines_deleted=c.lines_deleted,
+                    requirement_set=c.requirement_set,
                 )
                 for c in manifest.commits
             ],
         )
-        conn.execute(
-            "INSERT INTO ingest_events (at, source, outcome, package_id, reasons) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [_now(), source, outcome, package_id, json.dumps([split_note] if split_note else [])],
+        corpus.add_event(
+            conn,
+            source,
+            outcome,
+            package_id=package_id,
+            reasons=[split_note] if split_note else [],
         )
     return package_id
 
 
-def _record_event(
-    db: sqlite_utils.Database,
-    source: str,
-    outcome: str,
-    *,
-    package_id: int | None = None,
-    quarantine: Path | None = None,
-    reasons: list[str] | None = None,
-) -> None:
-    db.execute(
-        "INSERT INTO ingest_events (at, source, outcome, package_id, quarantine_path, reasons)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        [
-            _now(),
-            source,
-            outcome,
-            package_id,
-            str(quarantine) if quarantine else None,
-            json.dumps(reasons or []),
-        ],
-    )
-
-
-def recover(config: Config, db: sqlite_utils.Database) -> list[IngestResult]:
+def recover(
+    config: Config, db: sqlite_utils.Database, trained_rows: TrainedRows = no_rows
+) -> list[IngestResult]:
     """Finish what a crashed ingest left: drop staging folders, register renamed packages."""
-    corpus = config.dir("corpus")
-    corpus.mkdir(parents=True, exist_ok=True)
+    folder = config.dir("corpus")
+    folder.mkdir(parents=True, exist_ok=True)
     results = []
-    known = {row["path"] for row in db.query("SELECT path FROM packages")}
-    for entry in sorted(corpus.iterdir()):
+    known = corpus.paths(db)
+    for entry in sorted(folder.iterdir()):
         if entry.name.startswith(STAGING_PREFIX):
             shutil.rmtree(entry, ignore_errors=True)
         elif entry.is_dir() and f"corpus/{entry.name}" not in known:
@@ -253,6 +228,7 @@ def recover(config: Config, db: sqlite_utils.Database) -> list[IngestResult]:
                 record_package(
                     db, manifest, sha, f"corpus/{entry.name}", "recovered", entry.name,
                     eval_fraction=config.settings.evaluation.eval_fraction,
+                    trained_rows=trained_rows,
                 )  # fmt: skip
             except Exception as exc:  # noqa: BLE001 — one folder must not block every ingest
                 # Forge wrote it, yet it cannot be registered: set it aside with the reason.
@@ -293,7 +269,7 @@ def quarantine(
     (folder / "REJECTED.txt").write_text("\n".join(text) + "\n")
     if not keep:
         shutil.move(str(source), str(folder / source.name))
-    _record_event(db, shown, "rejected", quarantine=folder, reasons=reasons)
+    corpus.add_event(db, shown, "rejected", quarantine_path=str(folder), reasons=reasons)
     return IngestResult(shown, "rejected", name, version, str(folder), reasons)
 
 
@@ -346,10 +322,14 @@ def ingest_one(
     source: Path,
     hook: Callable[[str], None] | None = None,
     keep: bool = False,
+    trained_rows: TrainedRows = no_rows,
 ) -> IngestResult:
     """Validate one complete package and move it into the corpus or quarantine.
 
-    With `keep` the source is left in place (a read-only USB mount, the shipped demo)."""
+    With `keep` the source is left in place (a read-only USB mount, the shipped demo).
+    `trained_rows(name)`: the dataset rows made from package `name`, which keep a new
+    package out of eval (the callers that have datasets pass
+    `appliance.datasets.versions.rows_made_from`)."""
     hook = hook or (lambda stage: None)
     # lstat-only pass on the original: links, devices and sizes are refused before copying.
     problems = check_files(source, config.settings.packages, read_magic=False)
@@ -367,6 +347,7 @@ def ingest_one(
     record_package(
         db, placed.manifest, placed.sha256, f"corpus/{placed.final.name}", "accepted",
         label(source.name), eval_fraction=config.settings.evaluation.eval_fraction,
+        trained_rows=trained_rows,
     )  # fmt: skip
     if not keep:
         _remove_source(source)
@@ -396,16 +377,10 @@ def _compare_with_corpus(
 ) -> IngestResult | None:
     """A duplicate of a package in the corpus (the same manifest again) is dropped; the
     same name and version with other content is refused; None for a package not there."""
-    row = next(
-        db.query(
-            "SELECT id, manifest_sha256, path FROM packages WHERE name = ? AND version = ?",
-            [manifest.name, manifest.version],
-        ),
-        None,
-    )
-    if row is None:
+    known = corpus.package_named(db, manifest.name, manifest.version)
+    if known is None:
         return None
-    if row["manifest_sha256"] != sha:
+    if known.manifest_sha256 != sha:
         conflict = Problem(
             "version-conflict",
             MANIFEST_NAME,
@@ -415,7 +390,7 @@ def _compare_with_corpus(
         return quarantine(
             config, db, source, [conflict], manifest.name, manifest.version, keep=keep
         )
-    _record_event(db, label(source.name), "duplicate", package_id=row["id"])
+    corpus.add_event(db, label(source.name), "duplicate", package_id=known.id)
     if not keep:
         _remove_source(source)
     return IngestResult(
@@ -423,7 +398,7 @@ def _compare_with_corpus(
         "duplicate",
         manifest.name,
         manifest.version,
-        str(config.home / row["path"]),
+        str(config.home / known.path),
         ["already in the corpus"],
     )
 
@@ -439,8 +414,8 @@ def _place_in_corpus(
     """Copy the package into a staging folder, validate the copy, give it a clean
     repository and rename it into the corpus (the commit point); a package refused on the
     way goes to quarantine, and the staging folder never outlives the call."""
-    corpus = config.dir("corpus")
-    staging = corpus / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+    folder = config.dir("corpus")
+    staging = folder / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
         hook("copy")
@@ -453,7 +428,7 @@ def _place_in_corpus(
             return quarantine(config, db, source, report.problems, name, version, keep=keep)
         manifest = report.manifest
         _replace_repository(staged, staging / "repo.git")
-        final = corpus / corpus_folder(manifest.name, manifest.version)
+        final = folder / corpus_folder(manifest.name, manifest.version)
         if os.path.lexists(final):
             # recover() registered every folder at the start of this run, so the folder
             # belongs to another row (a corpus edited by hand): refuse this package.
@@ -468,7 +443,7 @@ def _place_in_corpus(
             )
         hook("commit")
         staged.rename(final)  # the commit point
-        _fsync(corpus)
+        _fsync(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return _Placed(manifest, report.manifest_sha256, final)
@@ -491,9 +466,11 @@ def ingest(
     on_result: Callable[[IngestResult], None] | None = None,
     hook: Callable[[str], None] | None = None,
     keep: bool = False,
+    trained_rows: TrainedRows = no_rows,
 ) -> list[IngestResult]:
     """Ingest every complete package in `folder` (default FORGE_HOME/ingest/); a folder
-    that is itself a package (it holds manifest.json) is ingested at once, as named."""
+    that is itself a package (it holds manifest.json) is ingested at once, as named.
+    `trained_rows` as for `ingest_one`."""
     folder = Path(folder) if folder else config.dir("ingest")
     config.ensure_dirs()
     if not folder.is_dir():
@@ -504,7 +481,7 @@ def ingest(
     results: list[IngestResult] = []
     emit = on_result or (lambda r: None)
     with ingest_lock(config):
-        for result in recover(config, db):
+        for result in recover(config, db, trained_rows):
             results.append(result)
             emit(result)
         quiet = config.settings.ingest.quiet_seconds
@@ -521,7 +498,9 @@ def ingest(
                         ],
                     )
                 else:
-                    result = ingest_one(config, db, entry, hook, keep=keep)
+                    result = ingest_one(
+                        config, db, entry, hook, keep=keep, trained_rows=trained_rows
+                    )
             except Exception as exc:  # noqa: BLE001 — one package never stops the run
                 result = _unexpected(config, db, entry, exc, "ingesting it", keep=keep)
             results.append(result)

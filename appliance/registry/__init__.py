@@ -1,5 +1,6 @@
 """The adapter registry: which version of each stage is active, promote and rollback,
-what the model pool serves for a stage now, and the package train/eval split."""
+what the model pool serves for a stage now (the package train/eval split is the
+corpus's: appliance.packages.split)."""
 
 from appliance.registry.bases import invalidate_replaced
 from appliance.registry.registry import (
@@ -15,17 +16,14 @@ from appliance.registry.registry import (
     versions,
 )
 from appliance.registry.serving import active_adapter, as_adapter, resolver
-from appliance.registry.split import SplitRefused, hashed_split, set_split
 
 __all__ = [
     "RegisteredAdapter",
     "RegistryRefused",
-    "SplitRefused",
     "active",
     "active_adapter",
     "as_adapter",
     "get",
-    "hashed_split",
     "history",
     "invalidate_replaced",
     "promote",
@@ -33,6 +31,5 @@ __all__ = [
     "resolver",
     "rollback",
     "rollback_target",
-    "set_split",
     "versions",
 ]

@@ -16,6 +16,7 @@ from appliance.cli import cli
 from appliance.evaluation import heldout
 from appliance.evaluation.compare import evaluate
 from appliance.models.manifest import read_manifest, sha256_of
+from appliance.packages.split import held_out
 from appliance.serving.bench import synthetic_adapter
 from appliance.store import transaction
 from appliance.training.export_gguf import write_adapter_gguf
@@ -71,21 +72,19 @@ def test_held_out_commits_are_the_evaluation_set_and_never_a_campaign_unit(home)
     assert evaluation.source == heldout.HELD_OUT_COMMITS
     assert "held-out commits" in evaluation.note
     assert 1 <= len(evaluation.commits) <= 3
-    assert all(heldout.held_out(s.sha, 0.2) for s in evaluation.commits)
+    assert all(held_out(s.sha, 0.2) for s in evaluation.commits)
     units, usable = plan_units(config, db, "demo", commits=6, samples=1)
     assert len(usable) == 6
-    assert not any(heldout.held_out(u.sha, 0.2) for u in units)
+    assert not any(held_out(u.sha, 0.2) for u in units)
     assert not {s.sha for s in evaluation.commits} & {u.sha for u in units}
 
 
 def test_the_hold_out_is_stable_and_about_the_fraction():
     shas = [f"{i:040x}" for i in range(4000)]
-    share = sum(heldout.held_out(s, 0.2) for s in shas) / len(shas)
+    share = sum(held_out(s, 0.2) for s in shas) / len(shas)
     assert 0.18 < share < 0.22
-    assert [heldout.held_out(s, 0.2) for s in shas[:50]] == [
-        heldout.held_out(s, 0.2) for s in shas[:50]
-    ]
-    assert not any(heldout.held_out(s, 0.0) for s in shas)
+    assert [held_out(s, 0.2) for s in shas[:50]] == [held_out(s, 0.2) for s in shas[:50]]
+    assert not any(held_out(s, 0.0) for s in shas)
 
 
 def test_a_zero_adapter_ties_the_base_and_the_gate_blocks_it(home):
@@ -160,7 +159,7 @@ def test_an_eval_package_is_evaluated_on_when_there_is_one(home):
     try:
         evaluation = heldout.evaluation_set(config, db)
         assert evaluation.source == heldout.EVAL_PACKAGES
-        assert not all(heldout.held_out(s.sha, 0.2) for s in evaluation.commits)
+        assert not all(held_out(s.sha, 0.2) for s in evaluation.commits)
         assert plan_units(config, db, "demo", commits=2, samples=1) == ([], [])
     finally:
         with transaction(db):

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from appliance.cli import cli
 from appliance.packages.ingest import ingest
-from appliance.registry.split import hashed_split
+from appliance.packages.split import hashed_split
 from appliance.store import connect
 from appliance.store.migrations import MIGRATIONS, migrate
 from tests.conftest import copy_package

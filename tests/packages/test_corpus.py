@@ -1,0 +1,115 @@
+"""The corpus tables' one owner: `appliance.packages.corpus` (and `harness.results` for
+gold results) is the only code whose SQL names them, and what it hands out is frozen."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from appliance.errors import UsageError
+from appliance.harness.results import GoldCounts, gold_counts
+from appliance.packages import corpus
+from appliance.store import connect
+
+ROOT = Path(__file__).resolve().parents[2]
+OWNERS = {
+    "packages": "appliance/packages/corpus.py",
+    "commits": "appliance/packages/corpus.py",
+    "ingest_events": "appliance/packages/corpus.py",
+    "gold_results": "appliance/harness/results.py",
+}
+# Still to move to the owners' functions (issue 16); this list may only shrink.
+NOT_YET = {
+    ("packages", "appliance/datasets/rows.py"),
+    ("packages", "tui/demo.py"),
+    ("commits", "tui/demo.py"),
+    ("ingest_events", "tui/demo.py"),
+    ("gold_results", "tui/demo.py"),
+}
+
+
+def _naming(table: str) -> set[str]:
+    sql = re.compile(rf"(FROM|JOIN|INTO|UPDATE)\s+{table}\b(?!/)")
+    return {
+        str(path.relative_to(ROOT))
+        for folder in ("appliance", "daemon", "tui")
+        for path in (ROOT / folder).rglob("*.py")
+        if path.name != "migrations.py" and sql.search(path.read_text())
+    }
+
+
+@pytest.mark.parametrize("table", sorted(OWNERS))
+def test_only_the_owner_names_its_table(table):
+    others = _naming(table) - {OWNERS[table]}
+    assert others <= {path for t, path in NOT_YET if t == table}, others
+
+
+def _add(db, name: str, version: str, at: str, **extra) -> int:
+    columns = {
+        "name": name,
+        "version": version,
+        "manifest_sha256": f"{name}@{version}",
+        "path": f"corpus/{name}@{version}",
+        "split": "train",
+        "test_command": '["pytest"]',
+        "test_timeout_s": 60,
+        "requirements": '["a==1"]',
+        "ingested_at": at,
+    } | extra
+    names = ", ".join(columns)
+    marks = ", ".join("?" for _ in columns)
+    sql = f"INSERT INTO packages ({names}) VALUES ({marks})"
+    return db.execute(sql, list(columns.values())).lastrowid
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = connect(tmp_path / "forge.db")
+    yield database
+    database.close()
+
+
+def test_find_package_by_name_exact_version_or_the_older_spelling(db):
+    _add(db, "calc", "1.0", "2026-01-01T00:00:00+00:00")
+    newest = _add(db, "calc", "2.0", "2026-02-01T00:00:00+00:00")
+    assert corpus.find_package(db, "calc").id == newest
+    assert corpus.find_package(db, "calc@1.0").version == "1.0"
+    found = corpus.find_package(db, "calc-1.0")
+    assert found.label == "calc-1.0" and found.test_command == ("pytest",)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        found.split = "eval"  # type: ignore[misc]
+    with pytest.raises(UsageError, match="no package named 'nosuch'") as raised:
+        corpus.find_package(db, "nosuch")
+    assert "known packages: calc" in raised.value.hint
+
+
+def test_a_row_without_requirement_sets_has_its_requirements_as_the_one_set(db):
+    _add(db, "old", "1", "2026-01-01T00:00:00+00:00", requirement_sets="[]")
+    _add(db, "new", "1", "2026-01-01T00:00:00+00:00", requirement_sets='[["b==2"], ["c==3"]]')
+    by_name = {p.name: p for p in corpus.packages(db)}
+    assert by_name["old"].requirement_sets == (("a==1",),)
+    assert by_name["new"].requirement_sets == (("b==2",), ("c==3",))
+
+
+def test_names_counts_and_events(db):
+    calc = _add(db, "calc", "1.0", "2026-01-01T00:00:00+00:00")
+    _add(db, "held", "1.0", "2026-01-01T00:00:00+00:00", split="eval")
+    corpus.add_commits(
+        db,
+        calc,
+        [corpus.NewCommit(f"{i}" * 40, "0" * 40, "Fix it", "", "[]", 1, 0, 0) for i in (1, 2)],
+    )
+    corpus.add_event(db, "calc", "accepted", package_id=calc)
+    corpus.add_event(db, "junk", "rejected", quarantine_path="q/junk", reasons=["bad"])
+    assert corpus.names(db) == ["calc", "held"]
+    assert corpus.names(db, include_eval=False) == ["calc"]
+    assert corpus.commit_counts(db) == {calc: 2}
+    assert [c.sha[0] for c in corpus.commits_of(db, calc)] == ["1", "2"]
+    assert [(e.source, e.reasons) for e in corpus.events(db, 5)] == [
+        ("junk", ("bad",)),
+        ("calc", ()),
+    ]
+    assert gold_counts(db).get(calc, GoldCounts()) == GoldCounts(0, 0, 0)
