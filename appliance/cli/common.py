@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from appliance.config import Config, load_config
+from appliance.sandbox import check_sandbox
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -21,7 +22,5 @@ def open_forge(*, sandbox: bool = False) -> tuple[Config, sqlite_utils.Database]
     config = load_config()
     db = open_db(config)
     if sandbox:
-        from appliance.sandbox import check_sandbox
-
         check_sandbox(config)
     return config, db

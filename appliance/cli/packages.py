@@ -14,6 +14,11 @@ from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json, err_console
 from appliance.config import load_config
 from appliance.errors import ForgeError, UsageError
+from appliance.ops import actions
+from appliance.packages.build import BuildOptions, build_package
+from appliance.packages.ingest import ingest as run_ingest
+from appliance.packages.validate import validate as run_validation
+from appliance.registry import set_split
 
 
 @click.group()
@@ -146,8 +151,6 @@ def build(
     share one pinned set; at most --max-requirement-sets sets), and reports how many
     commits each filter removed.
     """
-    from appliance.packages.build import BuildOptions, build_package
-
     config = load_config()
     argv = shlex.split(test_command)
     if not argv:
@@ -234,8 +237,6 @@ def validate(directory: Path, as_json: bool) -> None:
     Prints one line per broken rule (what, where, what to do). Exits 0 only when every
     check passes.
     """
-    from appliance.packages.validate import validate as run_validation
-
     config = load_config()
     with Status(f"validating {directory}", console=err_console):
         report = run_validation(directory, config)
@@ -272,8 +273,6 @@ def split_(name: str, split: str, as_json: bool) -> None:
     """Put the ingested package NAME (or NAME-VERSION; every version of it moves) in the
     train or the eval split. Campaigns and datasets use train packages, evaluation the eval
     ones; a package datasets already hold rows from cannot become eval."""
-    from appliance.registry import set_split
-
     _, db = open_forge()
     change = set_split(db, name, split)
     if as_json:
@@ -299,8 +298,6 @@ def ingest(directory: Path | None, keep: bool, as_json: bool) -> None:
     ingest folder; rejected ones move to quarantine/ with REJECTED.txt (with --keep both
     stay put). Exits 1 when any package was rejected.
     """
-    from appliance.packages.ingest import ingest as run_ingest
-
     config, db = open_forge()
     colours = {
         "accepted": "green",
@@ -343,8 +340,6 @@ def ingest(directory: Path | None, keep: bool, as_json: bool) -> None:
 def _ingest_by_daemon(config, db) -> list[dict] | None:
     """FORGE_HOME/ingest/ taken by forged's ingest job now (so it never races the
     daemon's own); None when no daemon runs."""
-    from appliance.ops import actions
-
     answer = actions.ask(config, "ingest")
     if answer is None:
         return None
