@@ -26,7 +26,6 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from appliance.childproc import Child, Raised, Returned, Stopped, raised
 from appliance.clock import now_iso
@@ -34,9 +33,12 @@ from appliance.config import Config, load_config
 from appliance.errors import ForgeError
 from appliance.ops import actions, control, jobs
 from appliance.ops.control import SOCKET
-from appliance.ops.work import KINDS, run_job
+from appliance.ops.work import KINDS, run_job, run_job_in_child
+from appliance.resources import gpu_count
 from appliance.store import open_db
 from appliance.store.backup import PID_FILE
+from daemon import schedule
+from daemon.control import serve
 from daemon.notify import Notifier
 
 log = logging.getLogger("forged")
@@ -45,26 +47,8 @@ STOP_GRACE_S = 25.0  # SIGTERM → children have this long to checkpoint, then a
 WINDOWED = ("campaign", "cycle")  # held outside daemon.campaign_window
 
 
-def _job_in_child(home: str, job_id: int, kind: str, args: dict, gpu) -> Any:
-    """In the job's child process (childproc.Child): run the job, its lines in its log."""
-    print(f"{now_iso(local=True)} job {job_id} ({kind}) started in process {os.getpid()}"
-          + (f" on GPU {gpu}" if gpu is not None else ""), flush=True)  # fmt: skip
-    try:
-        result = run_job(home, kind, args, job_id)
-    except Stopped as exc:
-        print(f"{now_iso(local=True)} job {job_id} stopped: {exc.message}", flush=True)
-        raise
-    except ForgeError as exc:
-        print(f"{now_iso(local=True)} job {job_id} failed: {exc}", flush=True)
-        raise
-    print(f"{now_iso(local=True)} job {job_id} done", flush=True)
-    return result
-
-
 class Daemon:
     def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
-        from appliance.resources import gpu_count
-
         self.config = config
         self.db = open_db(config)
         self.notifier = notifier or Notifier({})
@@ -133,12 +117,11 @@ class Daemon:
         return {"ok": True, "job": job.to_dict(), "queued": queued}
 
     def state(self) -> dict:
-        from daemon.schedule import next_runs
-
+        next_runs = schedule.next_runs(self.scheduler) if self.scheduler else {}
         return {"state": "paused" if self.paused else "running", "pid": os.getpid(),
                 "since": self.started, "gpus": self.gpus, "heavy_slots": self.slots,
                 "campaign_window": self.config.settings.daemon.campaign_window or None,
-                "next_runs": next_runs(self.scheduler) if self.scheduler else {}}  # fmt: skip
+                "next_runs": next_runs}  # fmt: skip
 
     # --- the work loop -------------------------------------------------------------------
 
@@ -188,7 +171,7 @@ class Daemon:
         gpu = slot if self.gpus else None
         # A daemon killed with -9 takes its jobs with it; SIGTERM: the step in progress
         # checkpoints, then Stopped unwinds the job; the job's GPU is set before torch loads.
-        child = Child(_job_in_child, (str(self.config.home), job.id, job.kind, job.args, gpu),
+        child = Child(run_job_in_child, (str(self.config.home), job.id, job.kind, job.args, gpu),
                       path, name=f"forged-{job.kind}", on_sigterm="raise",
                       env={} if gpu is None else {"CUDA_VISIBLE_DEVICES": str(gpu)},
                       expected=(Stopped, ForgeError))  # fmt: skip
@@ -267,15 +250,11 @@ def main() -> int:
         config = load_config()
         config.ensure_dirs()
         pid_file = config.home / PID_FILE
-        from daemon.control import serve
-
         daemon = Daemon(config, notifier)
         # Before the socket answers: whoever sees it answer may already send SIGTERM.
         signal.signal(signal.SIGTERM, lambda *_: daemon.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: daemon.stopping.set())
         server = serve(config.home / SOCKET, daemon.dispatch)
-        from daemon import schedule
-
         daemon.scheduler = schedule.start(config)
     except ForgeError as exc:
         print(f"forged: {exc}", file=sys.stderr)

@@ -56,7 +56,7 @@ def _progress(disable: bool) -> Progress:
 
 
 def _evaluate(config, db, stage: str, version, quiet: bool):
-    from appliance.evaluation.compare import evaluate
+    from appliance.evaluation.compare import evaluate  # scipy, statsmodels: ~1 s on --help
 
     with _progress(quiet) as progress:
         task = progress.add_task(f"{stage}: preparing the evaluation set", total=None)

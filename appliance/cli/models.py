@@ -175,7 +175,7 @@ def bench(tokens: int, repeat: int, as_json: bool) -> None:
     Greedy decoding of the same prompt; runs take turns; medians of --repeat runs.
     Nothing is written to the call log.
     """
-    from appliance.serving.bench import measure_manifest
+    from appliance.serving.bench import measure_manifest  # gguf: kept off forge --help
 
     manifest = _manifest()
     quiet = as_json or not err_console.is_terminal

@@ -26,6 +26,7 @@ _checked: set[tuple] = set()
 def backend_for(config: Config) -> Backend:
     settings = config.settings.sandbox
     if settings.backend == "docker":
+        # The docker SDK (requests, ~0.1 s) is loaded only where the docker backend is used.
         from appliance.sandbox.docker import DockerBackend
 
         return DockerBackend(settings.docker_image, ids=sandbox_ids(settings))
