@@ -41,9 +41,14 @@ class Stopped(BaseException):
         self.message, self.hint = message, hint
 
 
-def die_with_parent() -> None:
-    """Be killed (SIGKILL) when the parent process dies; exit now if it already has."""
-    parent = os.getppid()
+def die_with_parent(parent: int | None = None) -> None:
+    """Be killed (SIGKILL) when the parent process dies; exit now if it already has.
+
+    `parent` is the pid of the process that started this one, as that process gave it: a
+    parent that died while this process was still starting (unpickling its arguments) is
+    then told apart from the process that adopted it. Without it, only a death from here
+    on is caught."""
+    parent = os.getppid() if parent is None else parent
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -125,7 +130,16 @@ class Child:
         self._receiver, sender = context.Pipe(duplex=False)
         self.process = context.Process(
             target=_child_main,
-            args=(target, args, str(log_path), on_sigterm, env or {}, expected, sender),
+            args=(
+                target,
+                args,
+                str(log_path),
+                on_sigterm,
+                env or {},
+                expected,
+                os.getpid(),
+                sender,
+            ),
             name=name,
         )
         self.process.start()
@@ -174,8 +188,8 @@ class Child:
         return f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit {code}"
 
 
-def _child_main(target, args, log_path, on_sigterm, env, expected, sender) -> None:
-    die_with_parent()  # a killed parent must not leave this child working on its own
+def _child_main(target, args, log_path, on_sigterm, env, expected, parent, sender) -> None:
+    die_with_parent(parent)  # a killed parent must not leave this child working on its own
     if on_sigterm == "raise":
         raise_on_sigterm()  # the step in progress checkpoints, then Stopped unwinds
     else:

@@ -5,10 +5,15 @@ goes to the log, a child that dies without a word is told apart, SIGTERM stops i
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from appliance.childproc import STOP, Child, Raised, Returned, Stopped, raised
 from appliance.errors import ForgeError, TrainingFailed
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def returns(value):
@@ -88,3 +93,15 @@ def test_the_reason_of_a_record():
     assert raised(ForgeError("why", "fix")).reason() == "why"
     assert raised(KeyError("k")).reason() == "KeyError: 'k'"
     assert raised(Stopped("at a checkpoint")).stopped
+
+
+def test_a_child_whose_parent_died_while_it_started_exits_at_once():
+    """The parent's pid comes from the parent: one that died before the child asked for
+    PDEATHSIG (the child adopted by another process) is caught, and the child exits."""
+    code = "from appliance.childproc import die_with_parent as d; d({}); print('alive')"
+    gone = subprocess.run([sys.executable, "-c", code.format(os.getpid() + 10**6)],
+                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert (gone.returncode, gone.stdout) == (1, "")
+    here = subprocess.run([sys.executable, "-c", code.format(os.getpid())],
+                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert (here.returncode, here.stdout) == (0, "alive\n")
