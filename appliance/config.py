@@ -29,6 +29,9 @@ STATE_DIRS = (
     "runs",
     "backups",
 )
+# The five stages, in pipeline order (appliance.stages has their prompts and schemas);
+# here because forge.toml names them.
+STAGES = ("task_analysis", "scope", "precision", "plan", "code")
 
 
 class _Section(BaseModel):
@@ -83,23 +86,6 @@ class SandboxSettings(_Section):
     user: str = Field(
         "forge-sandbox", description="bwrap as root: the unprivileged user tests run as"
     )
-
-    def limits(self, wall_s: float):
-        # Not at the top: sandbox.spec takes its defaults from this class.
-        from appliance.sandbox.spec import Limits
-
-        return Limits(
-            wall_s=wall_s,
-            cpu_s=self.cpu_s or wall_s,
-            memory_mb=self.memory_mb,
-            processes=self.processes,
-            file_size_mb=self.file_size_mb,
-            open_files=self.open_files,
-            output_bytes=self.output_mb << 20,
-            tmp_mb=self.tmp_mb,
-            disk_mb=self.disk_mb,
-            shm_mb=self.shm_mb,
-        )
 
 
 class HarnessSettings(_Section):
@@ -187,7 +173,7 @@ class CycleSettings(_Section):
     commits: int = Field(0, ge=0, description="new commits per package a cycle runs; 0: all")
     min_new_rows: int = Field(8, ge=1, description="new SFT rows a stage needs to train")
     stages: list[str] = Field(
-        ["task_analysis", "scope", "precision", "plan", "code"],
+        list(STAGES),
         min_length=1,
         description="the stages a cycle trains and evaluates",
     )
@@ -195,8 +181,6 @@ class CycleSettings(_Section):
     @field_validator("stages")
     @classmethod
     def _known_stages(cls, value: list[str]) -> list[str]:
-        from appliance.stages import STAGES
-
         unknown = [s for s in value if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown stages {unknown}; stages are {list(STAGES)}")

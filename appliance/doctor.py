@@ -10,7 +10,12 @@ from dataclasses import dataclass
 
 from appliance.config import Config
 from appliance.errors import ForgeError
+from appliance.models.manifest import check_model_file, load_models
 from appliance.records import as_json
+from appliance.sandbox import bwrap_path, check_sandbox
+from appliance.sandbox.identity import forge_is_root, sandbox_ids
+from appliance.store import open_db
+from appliance.store.migrations import MIGRATIONS, applied
 
 GB = 1 << 30
 
@@ -27,9 +32,6 @@ class Check:
 
 
 def _check_database(config: Config) -> list[Check]:
-    from appliance.store import open_db
-    from appliance.store.migrations import MIGRATIONS, applied
-
     try:
         db = open_db(config)
     except ForgeError as exc:
@@ -100,8 +102,6 @@ def _check_llama() -> Check:
 
 
 def _check_models(config: Config) -> list[Check]:
-    from appliance.models.manifest import check_model_file, load_models
-
     try:
         models = load_models(config.models_manifest)
     except ForgeError as exc:
@@ -141,9 +141,6 @@ def _check_uv() -> Check:
 
 
 def _check_sandbox(config: Config) -> Check:
-    from appliance.sandbox import bwrap_path, check_sandbox
-    from appliance.sandbox.identity import forge_is_root, sandbox_ids
-
     backend = config.settings.sandbox.backend
     try:
         check_sandbox(config)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import psutil
 
+from appliance.serving.placement import device_name, nvml
+
 
 def gpus() -> list[dict]:
     """One entry per NVIDIA GPU: utilisation, memory, temperature; [] without a driver."""
-    from appliance.serving.placement import nvml
-
     with nvml() as (pynvml, devices):
         try:
             return [_gpu(pynvml, index, handle) for index, handle in devices]
@@ -21,8 +21,6 @@ def gpus() -> list[dict]:
 
 
 def _gpu(pynvml, index: int, handle) -> dict:
-    from appliance.serving.placement import device_name
-
     memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
     return {
         "index": index,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import signal
 import sys
@@ -28,15 +27,18 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from appliance.childproc import Stopped
+from appliance.childproc import Child, Raised, Returned, Stopped, raised
 from appliance.clock import now_iso
 from appliance.config import Config, load_config
 from appliance.errors import ForgeError
 from appliance.ops import actions, control, jobs
 from appliance.ops.control import SOCKET
-from appliance.ops.work import KINDS, run_job
+from appliance.ops.work import KINDS, run_job, run_job_in_child
+from appliance.resources import gpu_count
 from appliance.store import open_db
 from appliance.store.backup import PID_FILE
+from daemon import schedule
+from daemon.control import serve
 from daemon.notify import Notifier
 
 log = logging.getLogger("forged")
@@ -45,39 +47,8 @@ STOP_GRACE_S = 25.0  # SIGTERM → children have this long to checkpoint, then a
 WINDOWED = ("campaign", "cycle")  # held outside daemon.campaign_window
 
 
-def _child(home: str, job_id: int, kind: str, args: dict, gpu, log_path: str, conn) -> None:
-    from appliance.childproc import die_with_parent, raise_on_sigterm
-
-    die_with_parent()  # a daemon killed with -9 takes its jobs with it
-    raise_on_sigterm()  # SIGTERM: the step in progress checkpoints, then this stops
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)  # this job's GPU, before torch loads
-    with open(log_path, "a") as out:
-        os.dup2(out.fileno(), 1)
-        os.dup2(out.fileno(), 2)
-    print(f"{now_iso(local=True)} job {job_id} ({kind}) started in process {os.getpid()}"
-          + (f" on GPU {gpu}" if gpu is not None else ""), flush=True)  # fmt: skip
-    try:
-        result = run_job(home, kind, args, job_id)
-        print(f"{now_iso(local=True)} job {job_id} done", flush=True)
-        conn.send(("ok", result))
-    except Stopped as exc:
-        print(f"{now_iso(local=True)} job {job_id} stopped: {exc.message}", flush=True)
-        conn.send(("stopped", exc.message))
-    except ForgeError as exc:
-        print(f"{now_iso(local=True)} job {job_id} failed: {exc}", flush=True)
-        conn.send(("error", exc.message))
-    except Exception as exc:  # the job's bug must not become the daemon's
-        import traceback
-
-        traceback.print_exc()
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-
-
 class Daemon:
     def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
-        from appliance.resources import gpu_count
-
         self.config = config
         self.db = open_db(config)
         self.notifier = notifier or Notifier({})
@@ -85,7 +56,7 @@ class Daemon:
         self.paused = False
         self.gpus = gpu_count()
         self.slots = max(1, self.gpus)  # heavy jobs at once: one per GPU
-        self.children: dict[int, tuple[multiprocessing.Process, int]] = {}  # job → (proc, slot)
+        self.children: dict[int, tuple[Child, int]] = {}  # job → (proc, slot)
         self.threads: dict[int, threading.Thread] = {}
         self.started = now_iso()
         self.scheduler = None  # daemon.schedule's, set once the socket answers
@@ -146,12 +117,11 @@ class Daemon:
         return {"ok": True, "job": job.to_dict(), "queued": queued}
 
     def state(self) -> dict:
-        from daemon.schedule import next_runs
-
+        next_runs = schedule.next_runs(self.scheduler) if self.scheduler else {}
         return {"state": "paused" if self.paused else "running", "pid": os.getpid(),
                 "since": self.started, "gpus": self.gpus, "heavy_slots": self.slots,
                 "campaign_window": self.config.settings.daemon.campaign_window or None,
-                "next_runs": next_runs(self.scheduler) if self.scheduler else {}}  # fmt: skip
+                "next_runs": next_runs}  # fmt: skip
 
     # --- the work loop -------------------------------------------------------------------
 
@@ -197,16 +167,14 @@ class Daemon:
     def _start_child(self, job) -> None:
         used = {slot for _, slot in self.children.values()}
         slot = min(set(range(self.slots)) - used)
-        context = multiprocessing.get_context("spawn")
-        receiver, sender = context.Pipe(duplex=False)
         path = self._log_path(self.db, job)
         gpu = slot if self.gpus else None
-        child = context.Process(target=_child, name=f"forged-{job.kind}",
-                                args=(str(self.config.home), job.id, job.kind, job.args, gpu,
-                                      str(path), sender))  # fmt: skip
-        child.start()
-        sender.close()
-        child.receiver = receiver
+        # A daemon killed with -9 takes its jobs with it; SIGTERM: the step in progress
+        # checkpoints, then Stopped unwinds the job; the job's GPU is set before torch loads.
+        child = Child(run_job_in_child, (str(self.config.home), job.id, job.kind, job.args, gpu),
+                      path, name=f"forged-{job.kind}", on_sigterm="raise",
+                      env={} if gpu is None else {"CUDA_VISIBLE_DEVICES": str(gpu)},
+                      expected=(Stopped, ForgeError))  # fmt: skip
         self.children[job.id] = (child, slot)
 
     def _run_light(self, job) -> None:
@@ -219,7 +187,7 @@ class Daemon:
                 out.write(f"{now_iso(local=True)} done: {json.dumps(result, default=str)}\n")
             log.info("job %d (%s) done", job.id, job.kind)
         except Exception as exc:  # a bug in the job must not leave it running for ever
-            why = exc.message if isinstance(exc, ForgeError) else f"{type(exc).__name__}: {exc}"
+            why = raised(exc).reason()
             job = jobs.failed(db, job.id, why)
             with path.open("a") as out:
                 out.write(f"{now_iso(local=True)} failed: {exc}\n")
@@ -232,19 +200,19 @@ class Daemon:
         for job_id, (child, _) in list(self.children.items()):
             if child.is_alive():
                 continue
-            outcome = child.receiver.recv() if child.receiver.poll() else None
+            outcome = child.outcome()
             child.join()
             del self.children[job_id]
             if jobs.get(self.db, job_id).status == "cancelled":
                 continue
-            if outcome is not None and outcome[0] == "ok":
-                jobs.done(self.db, job_id, outcome[1])
+            if isinstance(outcome, Returned):
+                jobs.done(self.db, job_id, outcome.value)
                 log.info("job %d done", job_id)
-            elif outcome is not None and outcome[0] == "stopped":
+            elif isinstance(outcome, Raised) and outcome.stopped:
                 jobs.requeue(self.db, job_id)
                 log.info("job %d stopped at a checkpoint; queued again", job_id)
             else:
-                why = outcome[1] if outcome else f"the job's process died (exit {child.exitcode})"
+                why = outcome.reason() if outcome else f"the job's process died ({child.died()})"
                 job = jobs.failed(self.db, job_id, why)
                 again = f"retry after {job.not_before}" if job.status == "queued" else "gave up"
                 log.warning("job %d failed (%s): %s", job_id, again, why)
@@ -282,15 +250,11 @@ def main() -> int:
         config = load_config()
         config.ensure_dirs()
         pid_file = config.home / PID_FILE
-        from daemon.control import serve
-
         daemon = Daemon(config, notifier)
         # Before the socket answers: whoever sees it answer may already send SIGTERM.
         signal.signal(signal.SIGTERM, lambda *_: daemon.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: daemon.stopping.set())
         server = serve(config.home / SOCKET, daemon.dispatch)
-        from daemon import schedule
-
         daemon.scheduler = schedule.start(config)
     except ForgeError as exc:
         print(f"forged: {exc}", file=sys.stderr)

@@ -12,6 +12,9 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from appliance.config import Config, load_config
+from appliance.ops import jobs
+from appliance.packages.ingest import is_complete
+from appliance.store import open_db
 
 log = logging.getLogger("forged")
 STORE = "scheduler.db"
@@ -19,9 +22,6 @@ STORE = "scheduler.db"
 
 def queue(home: str, kind: str) -> None:
     """What a schedule does: queue `kind` (module-level, so the job store can name it)."""
-    from appliance.ops import jobs
-    from appliance.store import open_db
-
     os.environ["FORGE_HOME"] = home
     config = load_config()
     db = open_db(config, migrate=False)
@@ -37,8 +37,6 @@ def queue(home: str, kind: str) -> None:
 
 def _waiting(config: Config) -> bool:
     """Whether ingest/ holds a complete package (a copy in progress is left alone)."""
-    from appliance.packages.ingest import is_complete
-
     folder = config.dir("ingest")
     quiet = config.settings.ingest.quiet_seconds
     return folder.is_dir() and any(

@@ -59,6 +59,7 @@ LAYERS: dict[str, int] = {
     "appliance.errors": 1,
     "appliance.clock": 1,
     "appliance.childproc": 1,
+    "appliance.records": 1,
 }
 
 # (importing module, imported module): why a lower layer reaches up. Never more than
@@ -274,3 +275,12 @@ def test_the_store_imports_only_config_and_errors():
         and e.target not in allowed
     ]
     assert not stray, "the store depends on a feature:\n" + "\n".join(stray)
+
+
+def test_the_base_layer_imports_nothing_above_it_and_is_in_no_cycle():
+    """store, sandbox, config, errors, clock, childproc: everything else may rely on them
+    because they rely on nothing above them, not even through an import inside a function."""
+    up = [f"{e.path}:{e.line} imports {e.target}" for e in upward() if layer_of(e.source) == 1]
+    assert not up, "the base layer reaches up:\n" + "\n".join(up)
+    base_cycles = [c for c in cycles() if any(layer_of(m) == 1 for m in c)]
+    assert not base_cycles, "cycles through the base layer: " + str(base_cycles)

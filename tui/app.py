@@ -15,6 +15,7 @@ from textual.screen import Screen
 
 from appliance.config import Config
 from appliance.errors import ForgeError
+from appliance.store import open_db
 from tui.data import Reader
 from tui.screens.adapters import AdaptersScreen
 from tui.screens.base import ForgeScreen, read_errors
@@ -127,7 +128,5 @@ class ForgeApp(App):
 
 def run(config: Config) -> None:
     """`forge tui`: the dashboard on this terminal until q."""
-    from appliance.store import open_db
-
     open_db(config).close()  # a fresh FORGE_HOME gets its schema; the dashboard only reads
     ForgeApp(config).run()

@@ -10,14 +10,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+from appliance.config import load_config
+from appliance.status import gather
+from tui.app import ForgeApp
+from tui.data import Reader
+from tui.demo import RESOURCES, seed
+
 SIZE = (140, 44)
 
 
 def fixed_gather(config, db) -> dict:
     """`forge status` data with the demo's fixed resources, so the pictures are stable."""
-    from appliance.status import gather
-    from tui.demo import RESOURCES
-
     return gather(config, db, resources=RESOURCES)
 
 
@@ -49,10 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="forge-demo-") as tmp:
         os.environ["FORGE_HOME"] = str(Path(tmp) / "forge")
         os.environ.pop("FORGE_CONFIG", None)
-        from appliance.config import load_config
-        from tui.app import ForgeApp
-        from tui.data import Reader
-        from tui.demo import seed
 
         config = load_config()
         seed(config)

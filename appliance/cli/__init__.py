@@ -9,10 +9,29 @@ printed as a message with its fix, never as a traceback. Exit codes: 0 success,
 from __future__ import annotations
 
 import sys
+import tempfile
+import traceback
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
+from appliance.cli import (
+    backup,
+    campaign,
+    daemon_jobs,
+    dashboard,
+    datasets,
+    evaluation,
+    harness,
+    models,
+    packages,
+    registry,
+    sandbox,
+    state,
+    training,
+)
+from appliance.config import load_config
 from appliance.errors import ForgeError
 
 
@@ -38,14 +57,8 @@ class ForgeGroup(click.Group):
 
 
 def _save_traceback() -> str:
-    import tempfile
-    import traceback
-    from datetime import UTC, datetime
-
     text = traceback.format_exc()
     try:
-        from appliance.config import load_config
-
         folder = load_config().dir("runs")
         folder.mkdir(parents=True, exist_ok=True)
     except Exception:  # config itself may be what broke
@@ -66,8 +79,6 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from appliance.cli import campaign, datasets, harness, models, packages, state, training
-
     cli.add_command(packages.package)
     cli.add_command(packages.ingest)
     cli.add_command(state.init)
@@ -80,29 +91,19 @@ def _register() -> None:
     cli.add_command(training.train)
     cli.add_command(training.adapters)
 
-    from appliance.cli import registry
-
     cli.add_command(registry.rollback)
-
-    from appliance.cli import evaluation
 
     cli.add_command(evaluation.eval_)
     cli.add_command(evaluation.promote)
     cli.add_command(evaluation.decisions)
     cli.add_command(evaluation.cycle)
 
-    from appliance.cli import backup
-
     cli.add_command(backup.backup)
     cli.add_command(backup.restore)
-
-    from appliance.cli import daemon_jobs, dashboard
 
     cli.add_command(dashboard.tui)
     cli.add_command(daemon_jobs.job)
     cli.add_command(daemon_jobs.daemon)
-
-    from appliance.cli import sandbox
 
     cli.add_command(sandbox.sandbox)
 

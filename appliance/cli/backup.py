@@ -9,6 +9,8 @@ from rich.markup import escape
 
 from appliance.cli.output import console, emit_json, human_bytes
 from appliance.config import load_config
+from appliance.store.backup import backups, make_backup
+from appliance.store.backup import restore as put_back
 
 
 @click.command()
@@ -17,8 +19,6 @@ from appliance.config import load_config
 def backup(list_: bool, as_json: bool) -> None:
     """Copy the database into FORGE_HOME/backups/ while Forge runs (SQLite's backup API),
     verified before it is kept. Keeps the newest of each of the last 7 days and 4 weeks."""
-    from appliance.store.backup import backups, make_backup
-
     config = load_config()
     config.ensure_dirs()
     if list_:
@@ -47,8 +47,6 @@ def restore(file: Path, as_json: bool) -> None:
     """Put backup FILE in place of the database. Refused while forged runs and for a file
     that is not a sound Forge database; the database it replaces is kept in backups/ as
     forge-…-pre-restore.db. All or nothing."""
-    from appliance.store.backup import restore as put_back
-
     config = load_config()
     config.ensure_dirs()
     restored, previous = put_back(config, file)

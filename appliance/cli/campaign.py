@@ -6,8 +6,12 @@ import click
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from appliance.campaign.run import run_campaign
+from appliance.campaign.store import summary
 from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json, err_console
+from appliance.packages import corpus
+from appliance.packages.corpus import find_package
 
 
 @click.group()
@@ -33,10 +37,6 @@ def run(package_name: str, commits, samples, as_json: bool) -> None:
     Resumable: units already recorded are skipped; an interrupted run loses at most
     the unit in progress. Exit 0 when every unit ran (whatever the models did).
     """
-    from appliance.campaign.run import run_campaign  # lazy: forge --help
-    from appliance.campaign.store import summary  # lazy: forge --help
-    from appliance.packages.corpus import find_package  # lazy: forge --help
-
     config, db = open_forge(sandbox=True)
     package_id = find_package(db, package_name).id
     counts: dict[str, int] = {}
@@ -101,9 +101,6 @@ def _print_summary(name: str, state: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def show(package_name, as_json: bool) -> None:
     """Per package: commits done, triples, resolved rate, outcomes, model calls per stage."""
-    from appliance.campaign.store import summary  # lazy: forge --help
-    from appliance.packages import corpus  # lazy: forge --help
-
     config, db = open_forge()
     found = [corpus.find_package(db, package_name)] if package_name else corpus.packages(db)
     data = [{"package": p.name, "version": p.version} | summary(db, p.id) for p in found]

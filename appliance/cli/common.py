@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from appliance.config import Config, load_config
+from appliance.sandbox import check_sandbox
+from appliance.store import open_db
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -14,14 +16,8 @@ def open_forge(*, sandbox: bool = False) -> tuple[Config, sqlite_utils.Database]
     """The configuration and FORGE_HOME's database (its folders made, migrated). With
     `sandbox`, then SandboxError unless the sandbox can confine a run: nothing is graded,
     rather than every commit failing the same way."""
-    # Imported when a command runs, as each command's own imports are: `forge --help`
-    # loads no database or sandbox code.
-    from appliance.store import open_db
-
     config = load_config()
     db = open_db(config)
     if sandbox:
-        from appliance.sandbox import check_sandbox
-
         check_sandbox(config)
     return config, db

@@ -15,7 +15,8 @@ from rich.markup import escape
 from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json, err_console
 from appliance.errors import ForgeError, UsageError
-from appliance.ops.work import KINDS
+from appliance.ops import actions, jobs
+from appliance.ops.work import KINDS, run_job
 
 BOOLEANS = {"true": True, "false": False, "yes": True, "no": False}
 
@@ -49,8 +50,6 @@ def job() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def list_(status: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Jobs, newest first: kind, status, attempts, progress, error."""
-    from appliance.ops import jobs
-
     _, db = open_forge()
     found = jobs.jobs(db, status or jobs.STATUSES, limit)
     if as_json:
@@ -81,16 +80,12 @@ def list_(status: tuple[str, ...], limit: int, as_json: bool) -> None:
 def run(kind: str, pairs: tuple[str, ...], wait: bool, as_json: bool) -> None:
     """Run a job of KIND now: queued with forged when it runs (at the front of what is
     due), else run here in the foreground. Exit 1 when the job failed."""
-    from appliance.ops import actions
-
     config, db = open_forge()
     args = _args(pairs)
     if kind == "promote" and not {"stage", "version"} <= set(args):
         raise UsageError("a promote job needs --arg stage=STAGE --arg version=N")
     answer = actions.queue_job(config, kind, args)
     if answer is None:
-        from appliance.ops.work import run_job
-
         err_console.print(f"no daemon runs: running {kind} in the foreground")
         result = run_job(str(config.home), kind, args)
         if as_json:
@@ -122,8 +117,6 @@ def run(kind: str, pairs: tuple[str, ...], wait: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def cancel(job_id: int, as_json: bool) -> None:
     """Cancel a queued or running job (a running one stops at its next checkpoint)."""
-    from appliance.ops import actions, jobs
-
     config, db = open_forge()
     answer = actions.ask(config, "cancel", id=job_id)
     cancelled = jobs.get(db, job_id) if answer else jobs.cancel(db, job_id)
@@ -139,8 +132,6 @@ def cancel(job_id: int, as_json: bool) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job finishes.")
 def log(job_id: int, lines: int, follow: bool) -> None:
     """The log of a job's run (runs/jobs/job-N.log): its last lines, or followed."""
-    from appliance.ops import jobs
-
     config, db = open_forge()
     found = jobs.get(db, job_id)
     if not found.log:
@@ -169,8 +160,6 @@ def daemon() -> None:
 
 
 def _toggle(command: str) -> None:
-    from appliance.ops import actions
-
     config, _ = open_forge()
     answer = actions.ask_daemon(config, command, f"there is nothing to {command}")
     console.print(f"forged is {answer['daemon']['state']}")

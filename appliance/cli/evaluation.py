@@ -13,8 +13,16 @@ import click
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from appliance import registry
 from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json, err_console
+from appliance.config import FORGE_ROOT
+from appliance.cycle.loop import run_cycle
+from appliance.cycle.profile import with_profile
+from appliance.errors import ForgeError, UsageError
+from appliance.evaluation.store import decisions as stored
+from appliance.ops import actions
+from appliance.sandbox import check_sandbox
 
 REJECTED = 3
 
@@ -48,7 +56,7 @@ def _progress(disable: bool) -> Progress:
 
 
 def _evaluate(config, db, stage: str, version, quiet: bool):
-    from appliance.evaluation.compare import evaluate
+    from appliance.evaluation.compare import evaluate  # scipy, statsmodels: ~1 s on --help
 
     with _progress(quiet) as progress:
         task = progress.add_task(f"{stage}: preparing the evaluation set", total=None)
@@ -62,9 +70,6 @@ def _evaluate(config, db, stage: str, version, quiet: bool):
 def _through_daemon(config, db, kind: str, args: dict, quiet: bool) -> dict | None:
     """Run `kind` as forged's job when the daemon runs, following its progress: the job's
     result; None when no daemon runs (the caller works in the foreground)."""
-    from appliance.errors import ForgeError
-    from appliance.ops import actions
-
     answer = actions.queue_job(config, kind, args)
     if answer is None:
         return None
@@ -131,9 +136,6 @@ def promote(stage: str, version: int, force: bool, as_json: bool) -> None:
     the gate and records that it did. The serving pool uses the new version from the
     next request.
     """
-    from appliance import registry
-    from appliance.ops import actions
-
     config, db = open_forge()
     registry.get(db, stage, version)  # a clear error for an unknown version, before any work
     if force:
@@ -174,8 +176,6 @@ def promote(stage: str, version: int, force: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def decisions(stage, limit: int, as_json: bool) -> None:
     """The gate's stored decisions (newest first), each with its report."""
-    from appliance.evaluation.store import decisions as stored
-
     _, db = open_forge()
     found = stored(db, stage, limit)
     if as_json:
@@ -208,12 +208,6 @@ def cycle(demo: bool, source, commits, as_json: bool) -> None:
     appliance/cycle/demo.toml, under any keys set in forge.toml. Exit 0 when every step
     ran, 1 when one failed (the others still ran).
     """
-    from appliance.config import FORGE_ROOT
-    from appliance.cycle.loop import run_cycle
-    from appliance.cycle.profile import with_profile
-    from appliance.errors import UsageError
-    from appliance.sandbox import check_sandbox
-
     config, db = open_forge()
     keep = False
     if demo:

@@ -11,6 +11,11 @@ from rich.status import Status
 from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json, err_console
 from appliance.errors import UsageError
+from appliance.harness.checkout import sweep
+from appliance.harness.edits import EditNotApplied, load_edits
+from appliance.harness.grading import PatchVerdict, grade_patch
+from appliance.harness.results import gold_for, grade_commits, save_patch
+from appliance.harness.spec import commit_specs
 
 EXIT_NOT_RESOLVED = 3
 EXIT_INFRA = 4
@@ -49,10 +54,6 @@ def check(package_name: str, commits, limit, force: bool, jobs: int, as_json: bo
     counts and whether the commit is a usable task. Results are stored and reused.
     Exit 0 when every commit was graded, 4 when some hit an infrastructure failure.
     """
-    from appliance.harness.checkout import sweep
-    from appliance.harness.results import grade_commits
-    from appliance.harness.spec import commit_specs
-
     config, db = open_forge(sandbox=True)
     sweep(config)
     specs = commit_specs(config, db, package_name, list(commits) or None)
@@ -135,11 +136,6 @@ def run(package_name: str, sha: str, patch_file: Path, as_json: bool) -> None:
     hooks, code reaching into pytest) are flagged. Exit 0: resolved; 3: not resolved
     (tests fail, tampered, or the patch does not apply); 4: infrastructure failure.
     """
-    from appliance.harness.edits import EditNotApplied, load_edits
-    from appliance.harness.grading import PatchVerdict, grade_patch
-    from appliance.harness.results import gold_for, save_patch
-    from appliance.harness.spec import commit_specs
-
     if not patch_file.is_file():
         raise UsageError(f"{patch_file} does not exist or is not a file", "give the patch's path")
     if patch_file.stat().st_size > MAX_PATCH_BYTES:

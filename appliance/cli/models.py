@@ -13,6 +13,16 @@ from rich.table import Table
 
 from appliance.cli.output import console, emit_json, err_console, human_bytes
 from appliance.config import load_config
+from appliance.models.importing import import_base
+from appliance.models.manifest import (
+    GGUF_MAGIC,
+    ModelFileError,
+    check_model_file,
+    gguf_architecture,
+    read_manifest,
+    sha256_of,
+)
+from appliance.serving.placement import CPU, detect_gpus, plan
 
 NO_DAEMON_POOL = "none in this process; a running daemon's pool is not visible from the CLI yet"
 
@@ -23,21 +33,11 @@ def models() -> None:
 
 
 def _manifest():
-    from appliance.models.manifest import read_manifest
-
     return read_manifest(load_config().models_manifest)
 
 
 def _base_row(base, placement) -> dict:
     """What `forge models list` shows of one base; a problem with its file is reported."""
-    from appliance.models.manifest import (
-        GGUF_MAGIC,
-        ModelFileError,
-        check_model_file,
-        gguf_architecture,
-        sha256_of,
-    )
-
     path = base.path
     exists = path.is_file()
     is_gguf = False
@@ -85,8 +85,6 @@ def list_models(as_json: bool) -> None:
     Each base's file is checked (present, a GGUF, its sha256, a supported architecture);
     problems are listed, and the exit status is 1 when any base has one.
     """
-    from appliance.serving.placement import CPU, detect_gpus, plan
-
     manifest = _manifest()
     gpus = detect_gpus()
     placements = plan(manifest.bases, gpus)
@@ -177,7 +175,7 @@ def bench(tokens: int, repeat: int, as_json: bool) -> None:
     Greedy decoding of the same prompt; runs take turns; medians of --repeat runs.
     Nothing is written to the call log.
     """
-    from appliance.serving.bench import measure_manifest
+    from appliance.serving.bench import measure_manifest  # gguf: kept off forge --help
 
     manifest = _manifest()
     quiet = as_json or not err_console.is_terminal
@@ -233,8 +231,6 @@ def import_(gguf: Path, role: str, name, as_json: bool) -> None:
     """Import a GGUF base model: check it, copy it into models/, write its training base
     (the dequantized checkpoint adapters are trained on) beside it, and record it in
     models.toml for ROLE. A failure changes nothing."""
-    from appliance.models.importing import import_base
-
     config = load_config()
     with Status("importing: checking, copying, dequantizing…", console=err_console):
         imported = import_base(config, gguf, role, name)

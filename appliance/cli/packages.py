@@ -15,7 +15,13 @@ from rich.status import Status
 from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json, err_console
 from appliance.config import load_config
+from appliance.datasets.versions import rows_made_from
 from appliance.errors import ForgeError, UsageError
+from appliance.ops import actions
+from appliance.packages.build import BuildOptions, build_package
+from appliance.packages.ingest import ingest as run_ingest
+from appliance.packages.split import set_split
+from appliance.packages.validate import validate as run_validation
 
 
 @click.group()
@@ -172,8 +178,6 @@ def build(
     share one pinned set; at most --max-requirement-sets sets), and reports how many
     commits each filter removed.
     """
-    from appliance.packages.build import BuildOptions, build_package  # lazy: forge --help
-
     config = load_config()
     argv = _test_argv(test_command, find_links, index_url)
     opts = BuildOptions(
@@ -266,8 +270,6 @@ def validate(directory: Path, as_json: bool) -> None:
     Prints one line per broken rule (what, where, what to do). Exits 0 only when every
     check passes.
     """
-    from appliance.packages.validate import validate as run_validation  # lazy: forge --help
-
     config = load_config()
     with Status(f"validating {directory}", console=err_console):
         report = run_validation(directory, config)
@@ -304,9 +306,6 @@ def split_(name: str, split: str, as_json: bool) -> None:
     """Put the ingested package NAME (or NAME-VERSION; every version of it moves) in the
     train or the eval split. Campaigns and datasets use train packages, evaluation the eval
     ones; a package datasets already hold rows from cannot become eval."""
-    from appliance.datasets.versions import rows_made_from  # lazy: forge --help
-    from appliance.packages.split import set_split  # lazy: forge --help
-
     _, db = open_forge()
     change = set_split(db, name, split, functools.partial(rows_made_from, db))
     if as_json:
@@ -332,9 +331,6 @@ def ingest(directory: Path | None, keep: bool, as_json: bool) -> None:
     ingest folder; rejected ones move to quarantine/ with REJECTED.txt (with --keep both
     stay put). Exits 1 when any package was rejected.
     """
-    from appliance.datasets.versions import rows_made_from  # lazy: forge --help
-    from appliance.packages.ingest import ingest as run_ingest  # lazy: forge --help
-
     config, db = open_forge()
     colours = {
         "accepted": "green",
@@ -378,8 +374,6 @@ def ingest(directory: Path | None, keep: bool, as_json: bool) -> None:
 def _ingest_by_daemon(config, db) -> list[dict] | None:
     """FORGE_HOME/ingest/ taken by forged's ingest job now (so it never races the
     daemon's own); None when no daemon runs."""
-    from appliance.ops import actions  # lazy: forge --help
-
     answer = actions.ask(config, "ingest")
     if answer is None:
         return None

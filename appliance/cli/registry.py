@@ -10,6 +10,7 @@ from rich.markup import escape
 from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json
 from appliance.errors import UsageError
+from appliance.ops import actions
 
 
 def _target(value: str | None, stage: str) -> tuple[int | None, bool]:
@@ -34,8 +35,6 @@ def rollback(stage: str, to: str | None, as_json: bool) -> None:
     """Take STAGE's active adapter out of service: back to the version in service before
     it (skipping any no longer servable), or the base when none was. Instant: the next
     model call uses it; no file is touched. --to vN picks any servable version."""
-    from appliance.ops import actions
-
     version, to_base = _target(to, stage)
     config, db = open_forge()
     result = actions.rollback(config, db, stage, version, to_base)

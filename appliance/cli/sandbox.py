@@ -26,6 +26,7 @@ def build(tag: str | None, as_json: bool) -> None:
     """Make the docker sandbox image from this machine's own files (its Python, git, a shell
     and their libraries) with `docker import`: no registry is needed. Does nothing when an
     image with the same contents already has the tag. Prints what to put in forge.toml."""
+    # The docker SDK (~0.1 s) is loaded only by the command that needs it, not by --help.
     from appliance.sandbox.image import DEFAULT_TAG, build_image, forge_toml
 
     tag = tag or DEFAULT_TAG

@@ -8,14 +8,15 @@ from rich.markup import escape
 from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json, human_bytes
 from appliance.config import load_config
+from appliance.doctor import run_checks
+from appliance.status import gather
+from appliance.store import open_db
+from appliance.store.migrations import migrate
 
 
 @click.command()
 def init() -> None:
     """Create FORGE_HOME's folders and database (install.sh runs this; safe to repeat)."""
-    from appliance.store import open_db
-    from appliance.store.migrations import migrate
-
     config = load_config()
     config.ensure_dirs()
     db = open_db(config, migrate=False)
@@ -32,8 +33,6 @@ def status(as_json: bool) -> None:
     """What the appliance holds and does: corpus, quarantine, last ingest, the daemon and
     its jobs (running with progress, queued, recent failures), active adapters, database,
     CPU, memory, disk and GPUs."""
-    from appliance.status import gather
-
     config, db = open_forge()
     data = gather(config, db)
     if as_json:
@@ -134,8 +133,6 @@ def doctor(as_json: bool) -> None:
 
     Exits 1 when anything is wrong, after saying what and how to fix it.
     """
-    from appliance.doctor import run_checks
-
     checks = run_checks(load_config())
     failed = [c for c in checks if not c.ok]
     if as_json:

@@ -8,6 +8,8 @@ from rich.status import Status
 
 from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json, err_console
+from appliance.registry import versions
+from appliance.training.job import train_stage
 
 
 @click.command()
@@ -18,8 +20,6 @@ from appliance.cli.output import console, emit_json, err_console
 def train(stage: str, dpo: bool, max_steps, as_json: bool) -> None:
     """Train a LoRA adapter for STAGE on its latest dataset version and register it as a
     candidate STAGE-vN. A killed run resumes from its checkpoints when started again."""
-    from appliance.training.job import train_stage
-
     config, db = open_forge()
     with (
         Status(f"training {stage} (log under FORGE_HOME/runs/train/)…", console=err_console)
@@ -52,8 +52,6 @@ class _Null:
 def adapters(stage, as_json: bool) -> None:
     """Adapter versions (STAGE-v1, STAGE-v2, …): status (candidate, active, inactive,
     rejected), whether they can be served on the current base, dataset and final loss."""
-    from appliance.registry import versions
-
     _, db = open_forge()
     found = versions(db, stage)
     if as_json:

@@ -41,8 +41,7 @@ from appliance.errors import ForgeError, SandboxError
 from appliance.harness.envs import Environment
 from appliance.harness.spec import CommitSpec
 from appliance.packages import gitsafe
-from appliance.packages.environment import base_python
-from appliance.sandbox import Bind, SandboxRequest, run_sandboxed
+from appliance.sandbox import Bind, Limits, SandboxRequest, base_python, run_sandboxed
 
 WORKTREE = Path("/sandbox/repo")  # where every run sees its worktree
 BUILDER = Path(__file__).resolve().parent / "project" / "build_project.py"
@@ -288,7 +287,7 @@ def _build(config: Config, spec: CommitSpec, work: Path, env: Environment, final
             Bind(BUILDER.parent),
         ),
         env=build_env(spec, env, venv),
-        limits=config.settings.sandbox.limits(timeout),
+        limits=Limits.from_settings(config.settings.sandbox, timeout),
     )
     try:
         result = run_sandboxed(request, config)

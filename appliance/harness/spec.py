@@ -22,9 +22,10 @@ from appliance.config import Config
 from appliance.errors import UsageError
 from appliance.packages import gitsafe
 from appliance.packages.corpus import CorpusCommit, RepoPackage, commits_of, find_package
-from appliance.packages.environment import base_python, wheel_hashes
+from appliance.packages.environment import wheel_hashes
 from appliance.packages.manifest import Manifest
 from appliance.packages.testfiles import is_test_path
+from appliance.sandbox import base_python
 
 
 @dataclass(frozen=True)

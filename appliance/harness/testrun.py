@@ -40,7 +40,7 @@ from appliance.harness.stream import (
     read_stream,
     witness_channel,
 )
-from appliance.sandbox import Bind, SandboxRequest, SandboxResult, run_sandboxed
+from appliance.sandbox import Bind, Limits, SandboxRequest, SandboxResult, run_sandboxed
 
 REPORT = "report.xml"
 TAIL_LINES = 40
@@ -204,7 +204,7 @@ def _request(
             "PYTHONHASHSEED": "0",
             **witness.env,
         },
-        limits=config.settings.sandbox.limits(spec.test_timeout_s),
+        limits=Limits.from_settings(config.settings.sandbox, spec.test_timeout_s),
     )
 
 

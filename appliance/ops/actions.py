@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from appliance import registry
 from appliance.config import Config
 from appliance.errors import ForgeError
 from appliance.ops import control, jobs
@@ -55,8 +56,6 @@ def _version(adapter) -> dict:
 
 
 def rollback_now(db, stage: str, to: int | None = None, to_base: bool = False) -> dict:
-    from appliance import registry
-
     before, after = registry.rollback(db, stage, to, to_base=to_base)
     old, new = _version(before), _version(after)
     return {"stage": stage, "from": old["name"], "to": new["name"],
@@ -64,8 +63,6 @@ def rollback_now(db, stage: str, to: int | None = None, to_base: bool = False) -
 
 
 def force_promote_now(db, stage: str, version: int) -> dict:
-    from appliance import registry
-
     before = registry.active(db, stage)
     registry.promote(db, stage, version, forced=True, note="--force: the gate was skipped")
     return {"stage": stage, "version": f"{stage}-v{version}", "promoted": True, "forced": True,
@@ -114,7 +111,7 @@ def wait(
 
 def report_lines(evaluation: dict) -> list[str]:
     """An evaluation (Evaluation.to_dict()) as the lines `forge eval` prints."""
-    from appliance.evaluation.gate import GateDecision
+    from appliance.evaluation.gate import GateDecision  # statsmodels: not on forge --help
 
     head = (f"{evaluation['candidate']} vs {evaluation['baseline']} on "
             f"{evaluation['examples']} examples — {evaluation['note']}")  # fmt: skip
@@ -125,8 +122,7 @@ def gate_promote_now(config: Config, db, stage: str, version: int, on_progress=N
     """Evaluate `version` against the version in service and promote it if the gate says
     so; a candidate it turns down is marked rejected. The work of `forge promote` (in the
     foreground, or as the daemon's promote job)."""
-    from appliance import registry
-    from appliance.evaluation.compare import evaluate
+    from appliance.evaluation.compare import evaluate  # scipy, statsmodels: as above
 
     registry.get(db, stage, version)  # a clear error for an unknown version, before any work
     before = registry.active(db, stage)

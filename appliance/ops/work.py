@@ -8,12 +8,20 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
+from appliance.childproc import Stopped
 from appliance.clock import now_iso
-from appliance.config import load_config
+from appliance.config import FORGE_ROOT, load_config
+from appliance.cycle.loop import run_cycle
+from appliance.cycle.profile import with_profile
+from appliance.datasets.versions import rows_made_from
 from appliance.errors import ForgeError
 from appliance.ops import actions, jobs
+from appliance.packages.ingest import ingest
+from appliance.sandbox import check_sandbox
 from appliance.store import open_db
+from appliance.store.backup import make_backup
 
 # kind → heavy (loads a model). The cycle's parts are its own idempotent steps.
 KINDS = {"ingest": False, "backup": False, "cycle": True, "campaign": True, "train": True,
@@ -55,31 +63,37 @@ class JobProgress:
         self._write({"step": step.name, "text": step.status}, force=True)
 
 
+def run_job_in_child(home: str, job_id: int, kind: str, args: dict, gpu) -> Any:
+    """run_job in a heavy job's child process (forged's childproc.Child), with the lines
+    of its start and end in its log."""
+    print(f"{now_iso(local=True)} job {job_id} ({kind}) started in process {os.getpid()}"
+          + (f" on GPU {gpu}" if gpu is not None else ""), flush=True)  # fmt: skip
+    try:
+        result = run_job(home, kind, args, job_id)
+    except Stopped as exc:
+        print(f"{now_iso(local=True)} job {job_id} stopped: {exc.message}", flush=True)
+        raise
+    except ForgeError as exc:
+        print(f"{now_iso(local=True)} job {job_id} failed: {exc}", flush=True)
+        raise
+    print(f"{now_iso(local=True)} job {job_id} done", flush=True)
+    return result
+
+
 def run_job(home: str, kind: str, args: dict, job_id: int | None = None) -> dict:
     """One job's work (in a child process for heavy ones): its result, as JSON data."""
     os.environ["FORGE_HOME"] = home
     config = load_config()
     db = open_db(config)
     if kind == "ingest":
-        from appliance.datasets.versions import rows_made_from  # each kind loads what it runs
-        from appliance.packages.ingest import ingest  # each kind loads what it runs
-
         results = ingest(config, db, trained_rows=functools.partial(rows_made_from, db))
         return {"results": [r.to_dict() for r in results]}
     if kind == "backup":
-        from appliance.store.backup import make_backup
-
         return make_backup(config).to_dict()
     progress = JobProgress(db, job_id) if job_id is not None else None
     if kind in CYCLE_PARTS:
-        from appliance.cycle.loop import run_cycle
-        from appliance.sandbox import check_sandbox
-
         source, keep = (Path(args["source"]), False) if args.get("source") else (None, False)
         if args.get("demo"):
-            from appliance.config import FORGE_ROOT
-            from appliance.cycle.profile import with_profile
-
             config = with_profile(config)
             source, keep = FORGE_ROOT / "repo_packages" / "demo", True
         check_sandbox(config)

@@ -23,7 +23,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +31,7 @@ from uv import find_uv_bin
 
 from appliance.config import Config
 from appliance.errors import ForgeError, SandboxError
-from appliance.sandbox import Bind, SandboxRequest, run_sandboxed
+from appliance.sandbox import Bind, Limits, SandboxRequest, base_python, run_sandboxed
 
 WHEEL_STORE = ".wheel-store"  # beside uv's cache: <sha256>/<wheel file name>
 
@@ -43,12 +42,6 @@ class EnvironmentFailed(ForgeError):
     def __init__(self, what: str, output: str) -> None:
         super().__init__(f"{what}: {output.strip()[-3000:]}")
         self.output = output
-
-
-def base_python() -> str:
-    """The interpreter environments are made from: the real binary, not Forge's venv link,
-    so an environment needs only that Python's installation (which the sandbox shows)."""
-    return os.path.realpath(sys.executable)
 
 
 def _uv(
@@ -244,7 +237,7 @@ def compile_bytecode(env_dir: Path, config: Config, *, timeout: float) -> None:
         argv=(base_python(), "-I", "-S", "-m", "compileall", "-q", "-q", "-j", "0", *site_dirs),
         cwd=env_dir,
         binds=(Bind(env_dir, writable=True),),
-        limits=config.settings.sandbox.limits(timeout),
+        limits=Limits.from_settings(config.settings.sandbox, timeout),
     )
     try:
         result = run_sandboxed(request, config)

@@ -8,8 +8,9 @@ says so and refuses; it never falls back to another backend or to running unconf
 from __future__ import annotations
 
 from appliance.config import Config
-from appliance.sandbox.bwrap import BwrapBackend, bwrap_path, interpreter_prefix
+from appliance.sandbox.bwrap import BwrapBackend, bwrap_path
 from appliance.sandbox.identity import sandbox_ids
+from appliance.sandbox.interpreter import base_python, interpreter_prefix
 from appliance.sandbox.spec import (
     LIMITS,
     Backend,
@@ -25,6 +26,7 @@ _checked: set[tuple] = set()
 def backend_for(config: Config) -> Backend:
     settings = config.settings.sandbox
     if settings.backend == "docker":
+        # The docker SDK (requests, ~0.1 s) is loaded only where the docker backend is used.
         from appliance.sandbox.docker import DockerBackend
 
         return DockerBackend(settings.docker_image, ids=sandbox_ids(settings))
@@ -58,6 +60,7 @@ __all__ = [
     "SandboxRequest",
     "SandboxResult",
     "backend_for",
+    "base_python",
     "bwrap_path",
     "check_sandbox",
     "interpreter_prefix",

@@ -26,13 +26,13 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from appliance.errors import SandboxError
 from appliance.sandbox import seccomp
 from appliance.sandbox.identity import forge_is_root, handed_over, sandbox_ids
+from appliance.sandbox.interpreter import interpreter_prefix
 from appliance.sandbox.spec import SandboxRequest, SandboxResult
 from appliance.sandbox.supervise import supervise
 
@@ -54,11 +54,6 @@ TMPFS = ("/tmp", "/dev/shm")
 
 def bwrap_path() -> str | None:
     return shutil.which("bwrap")
-
-
-def interpreter_prefix() -> Path:
-    """The installation of the Python that Forge's environments are made from."""
-    return Path(os.path.realpath(sys.base_prefix))
 
 
 def _system_args() -> list[str]:

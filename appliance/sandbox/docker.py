@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import SandboxError
-from appliance.packages.environment import base_python
 from appliance.sandbox import seccomp
 from appliance.sandbox.identity import handed_over
+from appliance.sandbox.interpreter import base_python
 from appliance.sandbox.spec import Limits, SandboxRequest, SandboxResult
 from appliance.sandbox.supervise import DISK_CHECK_S, DISK_WALK_SHARE
 from appliance.sandbox.usage import disk_bytes
@@ -34,6 +34,10 @@ try:  # the SDK is a dependency, but a broken install must be a clear error, not
 except ImportError:  # pragma: no cover - exercised by monkeypatching docker_sdk to None
     docker_sdk = None
 
+# What `forge sandbox image build` (sandbox.image) labels its image with: the digest of
+# its contents, and the interpreter and platform it was built from.
+LABEL_DIGEST = "org.forge.sandbox.digest"
+LABEL_FROM = "org.forge.sandbox.built-from"
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 OUTPUT_KEEP = 1 << 20  # bytes of output kept in the result; longer output keeps head and tail
 OUTPUT_HALF = OUTPUT_KEEP // 2
@@ -431,8 +435,6 @@ class DockerBackend:
 
 
 def _built_from(image: Any) -> dict[str, str]:
-    from appliance.sandbox.image import LABEL_FROM
-
     try:
         found = json.loads((getattr(image, "labels", None) or {}).get(LABEL_FROM, "{}"))
     except json.JSONDecodeError:

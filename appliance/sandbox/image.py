@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import SandboxError
-from appliance.packages.environment import base_python
 from appliance.records import as_json
+from appliance.sandbox.docker import LABEL_DIGEST, LABEL_FROM, connect_engine
+from appliance.sandbox.interpreter import base_python
 
 DEFAULT_TAG = "forge-sandbox:latest"
-LABEL_DIGEST = "org.forge.sandbox.digest"
-LABEL_FROM = "org.forge.sandbox.built-from"
 FORMAT = 1  # bump when what goes into the image changes in a way the file list does not show
 
 # Programs a test suite commonly starts; each is taken with every library it loads.
@@ -301,8 +300,6 @@ def _labels(plan: ImagePlan) -> list[str]:
 
 
 def _engine(client_factory: Callable[[], Any] | None) -> Any:
-    from appliance.sandbox.docker import connect_engine
-
     return connect_engine(client_factory)
 
 

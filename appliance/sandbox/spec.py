@@ -40,6 +40,22 @@ class Limits:
     # size of the private /dev/shm (counted with memory, as /tmp is)
     shm_mb: int = _SETTINGS.shm_mb
 
+    @classmethod
+    def from_settings(cls, settings: SandboxSettings, wall_s: float) -> Limits:
+        """The limits of a run of `wall_s` seconds under forge.toml's [sandbox]."""
+        return cls(
+            wall_s=wall_s,
+            cpu_s=settings.cpu_s or wall_s,
+            memory_mb=settings.memory_mb,
+            processes=settings.processes,
+            file_size_mb=settings.file_size_mb,
+            open_files=settings.open_files,
+            output_bytes=settings.output_mb << 20,
+            tmp_mb=settings.tmp_mb,
+            disk_mb=settings.disk_mb,
+            shm_mb=settings.shm_mb,
+        )
+
 
 @dataclass(frozen=True)
 class Bind:

@@ -230,3 +230,22 @@ def test_the_socket_refuses_users_outside_the_group(home):
         assert os.waitstatus_to_exitcode(status) == 3  # refused
     finally:
         stop(proc)
+
+
+def test_a_heavy_job_whose_process_dies_without_a_word_fails_and_the_daemon_goes_on(home):
+    """Its pipe's EOF is no outcome (it once raised EOFError in the work loop and took the
+    daemon down): the job fails with how the process ended, and is retried."""
+    from appliance.childproc import Child
+    from daemon.forged import Daemon
+
+    config, db = home
+    daemon = Daemon(config)
+    job, _ = jobs.enqueue(db, "cycle", {}, key="cycle", heavy=True)
+    jobs.claim(daemon.db)
+    child = Child(os._exit, (3,), config.home / "job.log", name="forged-cycle")
+    daemon.children[job.id] = (child, 0)
+    child.join()
+    daemon._reap()
+    job = jobs.get(db, job.id)
+    assert not daemon.children
+    assert job.error == "the job's process died (exit 3)" and job.status == "queued"

@@ -27,10 +27,9 @@ from docker.models.containers import _create_container_args
 
 from appliance.cli import cli
 from appliance.errors import SandboxError
-from appliance.packages.environment import base_python
 from appliance.sandbox import backend_for as configured_backend
+from appliance.sandbox import base_python, seccomp
 from appliance.sandbox import docker as docker_backend
-from appliance.sandbox import seccomp
 from appliance.sandbox.docker import DockerBackend
 from appliance.sandbox.identity import sandbox_ids
 from appliance.sandbox.image import (
@@ -490,7 +489,7 @@ def run_in(config, tmp_path, script: str, **limits):
         argv=(PYTHON, "-c", script),
         cwd=work,
         binds=(Bind(work, writable=True),),
-        limits=dataclasses.replace(config.settings.sandbox.limits(30.0), **limits),
+        limits=dataclasses.replace(Limits.from_settings(config.settings.sandbox, 30.0), **limits),
     )
     return backend.run(request), work
 

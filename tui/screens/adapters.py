@@ -13,6 +13,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
+from appliance.ops.actions import report_lines
 from appliance.stages import STAGES
 from tui import steering
 from tui.data import AdapterRow, StageSummary, StageView
@@ -31,8 +32,6 @@ class AdaptersData:
 
 def gate_lines(decision: dict | None) -> list[str]:
     """A stored gate decision as `forge eval` prints it."""
-    from appliance.ops.actions import report_lines
-
     if decision is None:
         return []
     report = decision["report"]

@@ -13,6 +13,7 @@ from textual.widgets import DataTable
 from tui.data import OUTCOMES, CampaignCommit, CampaignSummary
 from tui.render import DASH, OUTCOME_STYLES, rate
 from tui.screens.base import ForgeScreen
+from tui.screens.commit import CommitScreen
 from tui.widgets.tables import fill, selected_key
 
 
@@ -137,8 +138,6 @@ class CampaignsScreen(ForgeScreen):
             self.query_one("#commit-table", DataTable).focus()
 
     def action_open_commit(self) -> None:
-        from tui.screens.commit import CommitScreen
-
         data = getattr(self, "data", None)
         sha = selected_key(self.query_one("#commit-table", DataTable))
         if data is None or data.package_id is None or sha is None:
