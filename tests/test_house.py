@@ -26,7 +26,6 @@ LONG_TODAY: dict[str, int] = {
     "appliance/harness/edits.py::apply_search_replace": 98,
     "appliance/store/migrations.py::m004_index": 96,
     "appliance/packages/wheels.py::check_wheel": 96,
-    "appliance/campaign/run.py::Worker.__call__": 91,
     "appliance/packages/validate.py::_check_git": 87,
 }
 

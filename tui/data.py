@@ -14,10 +14,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance import registry
+from appliance.campaign import store as campaign_store
+from appliance.campaign.store import StageRecord
 from appliance.config import Config
 from appliance.errors import ForgeError
+from appliance.evaluation.metrics import METRICS
+from appliance.evaluation.store import decisions
 from appliance.ops import jobs
+from appliance.ops.control import request
 from appliance.stages import STAGES
+from appliance.status import gather as forge_status
 from appliance.store import open_db
 
 OUTCOMES = ("resolved", "failed", "not_applied", "tampered", "infra")
@@ -87,7 +94,7 @@ class Sample:
     temperature: float
     outcome: str
     reason: str
-    stages: dict  # stage -> {output, error, adapter, call_id, ...}
+    stages: dict[str, StageRecord]  # stage -> its output, error, adapter, call id
     grading: dict  # verdict, fail_to_pass {test: outcome}, pass_to_pass_broken, run
     diff: str
     created_at: str
@@ -152,9 +159,7 @@ class Reader:
         gather: Callable[[Config, object], dict] | None = None,
     ) -> None:
         self.config = config
-        if gather is None:
-            from appliance.status import gather
-        self._gather = gather
+        self._gather = forge_status if gather is None else gather
 
     @contextmanager
     def db(self) -> Iterator:
@@ -173,8 +178,6 @@ class Reader:
 
     def daemon_running(self) -> bool:
         """Whether forged answers on its control socket."""
-        from appliance.ops.control import request
-
         try:
             return bool(request(self.config, "ping", timeout=2))
         except ForgeError:
@@ -226,15 +229,13 @@ class Reader:
     # --- campaigns ---------------------------------------------------------------------
 
     def campaigns(self) -> tuple[CampaignSummary, ...]:
-        from appliance.campaign.store import summary
-
         with self.db() as db:
             rows = db.execute(
                 "SELECT id, name, version, split FROM packages ORDER BY name, version"
             ).fetchall()
             out = []
             for package_id, name, version, split in rows:
-                s = summary(db, package_id)
+                s = campaign_store.summary(db, package_id)
                 out.append(
                     CampaignSummary(
                         package_id,
@@ -252,46 +253,41 @@ class Reader:
     def campaign_commits(self, package_id: int) -> tuple[CampaignCommit, ...]:
         with self.db() as db:
             rows = db.execute(
-                "SELECT c.sha, c.message, g.usable, t.outcome, COUNT(t.id) "
-                "FROM commits c "
+                "SELECT c.sha, c.message, g.usable FROM commits c "
                 "LEFT JOIN gold_results g ON g.package_id = c.package_id AND g.sha = c.sha "
-                "LEFT JOIN triples t ON t.package_id = c.package_id AND t.sha = c.sha "
-                "WHERE c.package_id = ? GROUP BY c.id, t.outcome ORDER BY c.id",
+                "WHERE c.package_id = ? ORDER BY c.id",
                 [package_id],
             ).fetchall()
-        commits: dict[str, dict] = {}
-        for sha, message, usable, outcome, count in rows:
-            entry = commits.setdefault(
-                sha,
-                {
-                    "message": message,
-                    "usable": None if usable is None else bool(usable),
-                    "outcomes": dict.fromkeys(OUTCOMES, 0),
-                },
+            triples = campaign_store.outcomes_by_commit(db, package_id)
+        commits = []
+        for sha, message, usable in rows:
+            outcomes = dict.fromkeys(OUTCOMES, 0) | triples.get(sha, {})
+            commits.append(
+                CampaignCommit(
+                    sha,
+                    message.splitlines()[0] if message else "",
+                    None if usable is None else bool(usable),
+                    sum(outcomes.values()),
+                    outcomes,
+                )
             )
-            if outcome is not None:
-                entry["outcomes"][outcome] = count
-        return tuple(
-            CampaignCommit(
-                sha,
-                e["message"].splitlines()[0] if e["message"] else "",
-                e["usable"],
-                sum(e["outcomes"].values()),
-                e["outcomes"],
-            )
-            for sha, e in commits.items()
-        )
+        return tuple(commits)
 
     def samples(self, package_id: int, sha: str) -> tuple[Sample, ...]:
         with self.db() as db:
-            rows = db.execute(
-                "SELECT sample, temperature, outcome, reason, stages, grading, diff, created_at "
-                "FROM triples WHERE package_id = ? AND sha = ? ORDER BY sample",
-                [package_id, sha],
-            ).fetchall()
+            found = campaign_store.triples(db, package_id, sha)
         return tuple(
-            Sample(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]), r[6], r[7])
-            for r in rows
+            Sample(
+                t.sample,
+                t.temperature,
+                t.outcome,
+                t.reason,
+                {s.stage: s for s in t.stages},
+                t.grading,
+                t.diff,
+                t.created_at,
+            )
+            for t in found
         )
 
     # --- adapters ----------------------------------------------------------------------
@@ -320,10 +316,6 @@ class Reader:
         )
 
     def stage(self, stage: str) -> StageView:
-        from appliance import registry
-        from appliance.evaluation.metrics import METRICS
-        from appliance.evaluation.store import decisions
-
         primary = METRICS[stage][0][0]
         with self.db() as db:
             entries = registry.versions(db, stage)
@@ -360,15 +352,11 @@ class Reader:
     def rollback_preview(self, stage: str) -> tuple[str, str]:
         """(from, to) a plain rollback of `stage` would do, by the registry's own rule,
         changing nothing. Raises the registry's refusal (e.g. nothing active) as it would."""
-        from appliance import registry
-
         with self.db() as db:
             before, after = registry.rollback_target(db, stage)
         return (before.name if before else "base", after.name if after else "base")
 
     def decision_for(self, stage: str, candidate: str) -> dict | None:
-        from appliance.evaluation.store import decisions
-
         with self.db() as db:
             found = decisions(db, stage, limit=500)
         return next((d for d in found if d["candidate"] == candidate), None)

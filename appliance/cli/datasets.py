@@ -9,6 +9,11 @@ from rich.markup import escape
 
 from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json
+from appliance.datasets.versions import KINDS, _check_stage, rows_of, versions
+from appliance.datasets.versions import build as build_version
+from appliance.datasets.versions import export as export_rows
+from appliance.errors import UsageError
+from appliance.stages import STAGES
 
 KIND = click.Choice(["sft", "dpo"])
 
@@ -32,10 +37,6 @@ def build(stages, as_json: bool) -> None:
     """Add what the campaigns produced since the last version, as a new version per stage
     and kind (all stages unless named). A version that fails its quality gates is kept
     and marked; training refuses it."""
-    from appliance.datasets.versions import KINDS
-    from appliance.datasets.versions import build as build_version
-    from appliance.stages import STAGES
-
     config, db = open_forge()
     made = []
     for stage in stages or STAGES:
@@ -58,8 +59,6 @@ def build(stages, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def list_(as_json: bool) -> None:
     """Every dataset version of every stage."""
-    from appliance.datasets.versions import versions
-
     _, db = open_forge()
     found = versions(db)
     if as_json:
@@ -80,9 +79,6 @@ def list_(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def show(stage: str, kind: str, number, show_rows: int, as_json: bool) -> None:
     """One dataset version: its gates and some of its rows with their provenance."""
-    from appliance.datasets.versions import _check_stage, rows_of, versions
-    from appliance.errors import UsageError
-
     _check_stage(stage, kind)
     _, db = open_forge()
     found = [v for v in versions(db, stage) if v.kind == kind]
@@ -93,14 +89,14 @@ def show(stage: str, kind: str, number, show_rows: int, as_json: bool) -> None:
     v = found[-1]
     rows = rows_of(db, stage, kind, v.version)
     if as_json:
-        emit_json(v.to_dict() | {"rows_shown": rows[:show_rows]})
+        emit_json(v.to_dict() | {"rows_shown": [r.to_dict() for r in rows[:show_rows]]})
         return
     console.print(_line(v))
     for reason in v.reasons:
         console.print(f"    {escape(reason)}")
     for row in rows[:show_rows]:
-        answer = row.get("completion") or row.get("chosen")
-        console.print(f"  [{escape(row['task'])}] {escape(row['source'])}: {escape(answer[:100])}")
+        answer = row.completion or row.chosen
+        console.print(f"  [{escape(row.task)}] {escape(row.source)}: {escape(answer[:100])}")
 
 
 @datasets.command()
@@ -110,8 +106,6 @@ def show(stage: str, kind: str, number, show_rows: int, as_json: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def export(stage: str, kind: str, number, output: Path) -> None:
     """Write a dataset version to a JSONL file (one row per line, with provenance)."""
-    from appliance.datasets.versions import export as export_rows
-
     config, db = open_forge()
     count = export_rows(config, db, stage, kind, number, output)
     console.print(f"wrote {count} rows to {escape(str(output))}")
