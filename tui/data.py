@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance import registry
 from appliance.campaign import store as campaign_store
 from appliance.campaign.store import StageRecord
 from appliance.config import Config
@@ -316,6 +315,10 @@ class Reader:
         )
 
     def stage(self, stage: str) -> StageView:
+        # The registry (and the training code it reaches) loads when an adapter screen
+        # first asks, not when the dashboard starts.
+        from appliance import registry
+
         primary = METRICS[stage][0][0]
         with self.db() as db:
             entries = registry.versions(db, stage)
@@ -352,6 +355,8 @@ class Reader:
     def rollback_preview(self, stage: str) -> tuple[str, str]:
         """(from, to) a plain rollback of `stage` would do, by the registry's own rule,
         changing nothing. Raises the registry's refusal (e.g. nothing active) as it would."""
+        from appliance import registry  # loaded on first use (see stage)
+
         with self.db() as db:
             before, after = registry.rollback_target(db, stage)
         return (before.name if before else "base", after.name if after else "base")

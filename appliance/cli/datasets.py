@@ -9,11 +9,7 @@ from rich.markup import escape
 
 from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json
-from appliance.datasets.versions import KINDS, _check_stage, rows_of, versions
-from appliance.datasets.versions import build as build_version
-from appliance.datasets.versions import export as export_rows
 from appliance.errors import UsageError
-from appliance.stages import STAGES
 
 KIND = click.Choice(["sft", "dpo"])
 
@@ -37,6 +33,12 @@ def build(stages, as_json: bool) -> None:
     """Add what the campaigns produced since the last version, as a new version per stage
     and kind (all stages unless named). A version that fails its quality gates is kept
     and marked; training refuses it."""
+    # Imported when the command runs: `forge` starts without the dataset code (it pulls
+    # in the harness and the sandbox).
+    from appliance.datasets.versions import KINDS
+    from appliance.datasets.versions import build as build_version
+    from appliance.stages import STAGES
+
     config, db = open_forge()
     made = []
     for stage in stages or STAGES:
@@ -59,6 +61,9 @@ def build(stages, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def list_(as_json: bool) -> None:
     """Every dataset version of every stage."""
+    # Imported when the command runs (see build).
+    from appliance.datasets.versions import versions
+
     _, db = open_forge()
     found = versions(db)
     if as_json:
@@ -79,6 +84,9 @@ def list_(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def show(stage: str, kind: str, number, show_rows: int, as_json: bool) -> None:
     """One dataset version: its gates and some of its rows with their provenance."""
+    # Imported when the command runs (see build).
+    from appliance.datasets.versions import _check_stage, rows_of, versions
+
     _check_stage(stage, kind)
     _, db = open_forge()
     found = [v for v in versions(db, stage) if v.kind == kind]
@@ -106,6 +114,9 @@ def show(stage: str, kind: str, number, show_rows: int, as_json: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def export(stage: str, kind: str, number, output: Path) -> None:
     """Write a dataset version to a JSONL file (one row per line, with provenance)."""
+    # Imported when the command runs (see build).
+    from appliance.datasets.versions import export as export_rows
+
     config, db = open_forge()
     count = export_rows(config, db, stage, kind, number, output)
     console.print(f"wrote {count} rows to {escape(str(output))}")

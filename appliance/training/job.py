@@ -17,13 +17,10 @@ from appliance.config import Config
 from appliance.datasets.rows import DatasetRow
 from appliance.datasets.versions import latest, training_mix
 from appliance.errors import UsageError
-from appliance.models.hf_base import make_training_base
 from appliance.models.importing import training_base_dir
 from appliance.models.manifest import read_manifest, sha256_of
 from appliance.stages import STAGE_ROLES, STAGES
 from appliance.store import transaction
-from appliance.training.export_gguf import export_adapter
-from appliance.training.runner import run_in_child
 
 # The table adapters: m007_adapters and m008_registry in appliance/store/migrations.py.
 
@@ -80,6 +77,12 @@ def train_stage(
     max_steps: int | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> AdapterVersion:
+    # Loaded only when a job trains: the registry imports this module, and every process
+    # that resolves an adapter would load the GGUF writer and the child runner.
+    from appliance.models.hf_base import make_training_base
+    from appliance.training.export_gguf import export_adapter
+    from appliance.training.runner import run_in_child
+
     if stage not in STAGES:
         raise UsageError(f"unknown stage {stage!r}", f"stages: {', '.join(STAGES)}")
     kind = "dpo" if dpo else "sft"
