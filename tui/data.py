@@ -240,11 +240,11 @@ class Reader:
                         package_id,
                         f"{name}-{version}",
                         split,
-                        s["commits"],
-                        s["triples"],
-                        s["resolved_rate"],
-                        s["outcomes"],
-                        s["synthetic_pairs"],
+                        s.commits,
+                        s.triples,
+                        s.resolved_rate,
+                        s.outcomes,
+                        s.synthetic_pairs,
                     )
                 )
         return tuple(out)

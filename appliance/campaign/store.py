@@ -236,7 +236,29 @@ def synthetic_pair(
     return SyntheticPair(package_id, sha, stage, json.loads(given), json.loads(target))
 
 
-def summary(db: sqlite_utils.Database, package_id: int) -> dict:
+@dataclass(frozen=True)
+class CampaignState:
+    """A package's campaign so far: what `forge campaign show` and the dashboard show."""
+
+    commits: int  # commits with at least one triple
+    triples: int
+    resolved_rate: float | None  # of the graded triples (infra left out); None if none
+    outcomes: dict[str, int]  # every outcome of OUTCOMES, in that order
+    stage_calls: dict[str, int]  # stage -> triples with a logged call for it
+    synthetic_pairs: int
+
+    def to_dict(self) -> dict:
+        return {
+            "commits": self.commits,
+            "triples": self.triples,
+            "resolved_rate": self.resolved_rate,
+            "outcomes": self.outcomes,
+            "stage_calls": self.stage_calls,
+            "synthetic_pairs": self.synthetic_pairs,
+        }
+
+
+def summary(db: sqlite_utils.Database, package_id: int) -> CampaignState:
     rows = db.execute(
         "SELECT sha, outcome, stages FROM triples WHERE package_id = ?", [package_id]
     ).fetchall()
@@ -251,11 +273,11 @@ def summary(db: sqlite_utils.Database, package_id: int) -> dict:
         "SELECT COUNT(*) FROM synthetic_pairs WHERE package_id = ?", [package_id]
     ).fetchone()
     graded = len(rows) - outcomes["infra"]
-    return {
-        "commits": len({sha for sha, _, _ in rows}),
-        "triples": len(rows),
-        "resolved_rate": outcomes["resolved"] / graded if graded else None,
-        "outcomes": outcomes,
-        "stage_calls": calls,
-        "synthetic_pairs": pairs,
-    }
+    return CampaignState(
+        commits=len({sha for sha, _, _ in rows}),
+        triples=len(rows),
+        resolved_rate=outcomes["resolved"] / graded if graded else None,
+        outcomes=outcomes,
+        stage_calls=calls,
+        synthetic_pairs=pairs,
+    )
