@@ -8,15 +8,17 @@ tests and the screenshot script render a fixed snapshot of the box's resources.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.campaign.store import summary
+from appliance.campaign import store as campaign_store
+from appliance.campaign.store import StageRecord
 from appliance.config import Config
 from appliance.errors import ForgeError
+from appliance.evaluation.metrics import METRICS
+from appliance.evaluation.store import decisions
 from appliance.harness.results import GoldCounts, gold_counts, gold_usable
 from appliance.ops import jobs
 from appliance.ops.control import request
@@ -85,7 +87,7 @@ class Sample:
     temperature: float
     outcome: str
     reason: str
-    stages: dict  # stage -> {output, error, adapter, call_id, ...}
+    stages: dict[str, StageRecord]  # stage -> its output, error, adapter, call id
     grading: dict  # verdict, fail_to_pass {test: outcome}, pass_to_pass_broken, run
     diff: str
     created_at: str
@@ -223,17 +225,17 @@ class Reader:
         with self.db() as db:
             out = []
             for package in corpus.packages(db):
-                s = summary(db, package.id)
+                s = campaign_store.summary(db, package.id)
                 out.append(
                     CampaignSummary(
                         package.id,
                         package.label,
                         package.split,
-                        s["commits"],
-                        s["triples"],
-                        s["resolved_rate"],
-                        s["outcomes"],
-                        s["synthetic_pairs"],
+                        s.commits,
+                        s.triples,
+                        s.resolved_rate,
+                        s.outcomes,
+                        s.synthetic_pairs,
                     )
                 )
         return tuple(out)
@@ -242,37 +244,36 @@ class Reader:
         with self.db() as db:
             commits = corpus.commits_of(db, package_id)
             usable = gold_usable(db, package_id)
-            outcomes: dict[str, dict[str, int]] = {
-                c.sha: dict.fromkeys(OUTCOMES, 0) for c in commits
-            }
-            for sha, outcome, count in db.execute(
-                "SELECT sha, outcome, COUNT(*) FROM triples WHERE package_id = ? "
-                "GROUP BY sha, outcome ORDER BY sha, outcome",
-                [package_id],
-            ).fetchall():
-                if sha in outcomes:
-                    outcomes[sha][outcome] = count
-        return tuple(
-            CampaignCommit(
-                c.sha,
-                c.message.splitlines()[0] if c.message else "",
-                usable.get(c.sha),
-                sum(outcomes[c.sha].values()),
-                outcomes[c.sha],
+            triples = campaign_store.outcomes_by_commit(db, package_id)
+        found = []
+        for c in commits:
+            outcomes = dict.fromkeys(OUTCOMES, 0) | triples.get(c.sha, {})
+            found.append(
+                CampaignCommit(
+                    c.sha,
+                    c.message.splitlines()[0] if c.message else "",
+                    usable.get(c.sha),
+                    sum(outcomes.values()),
+                    outcomes,
+                )
             )
-            for c in commits
-        )
+        return tuple(found)
 
     def samples(self, package_id: int, sha: str) -> tuple[Sample, ...]:
         with self.db() as db:
-            rows = db.execute(
-                "SELECT sample, temperature, outcome, reason, stages, grading, diff, created_at "
-                "FROM triples WHERE package_id = ? AND sha = ? ORDER BY sample",
-                [package_id, sha],
-            ).fetchall()
+            found = campaign_store.triples(db, package_id, sha)
         return tuple(
-            Sample(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]), r[6], r[7])
-            for r in rows
+            Sample(
+                t.sample,
+                t.temperature,
+                t.outcome,
+                t.reason,
+                {s.stage: s for s in t.stages},
+                t.grading,
+                t.diff,
+                t.created_at,
+            )
+            for t in found
         )
 
     # --- adapters ----------------------------------------------------------------------
@@ -301,9 +302,9 @@ class Reader:
         )
 
     def stage(self, stage: str) -> StageView:
+        # The registry (and the training code it reaches) loads when an adapter screen
+        # first asks, not when the dashboard starts.
         from appliance import registry
-        from appliance.evaluation.metrics import METRICS
-        from appliance.evaluation.store import decisions
 
         primary = METRICS[stage][0][0]
         with self.db() as db:
@@ -341,15 +342,13 @@ class Reader:
     def rollback_preview(self, stage: str) -> tuple[str, str]:
         """(from, to) a plain rollback of `stage` would do, by the registry's own rule,
         changing nothing. Raises the registry's refusal (e.g. nothing active) as it would."""
-        from appliance import registry
+        from appliance import registry  # loaded on first use (see stage)
 
         with self.db() as db:
             before, after = registry.rollback_target(db, stage)
         return (before.name if before else "base", after.name if after else "base")
 
     def decision_for(self, stage: str, candidate: str) -> dict | None:
-        from appliance.evaluation.store import decisions
-
         with self.db() as db:
             found = decisions(db, stage, limit=500)
         return next((d for d in found if d["candidate"] == candidate), None)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from appliance import index
 from appliance.campaign import store, truth
 from appliance.campaign.executor import Executor, LocalExecutor
+from appliance.campaign.store import StageRecord, Triple
 from appliance.config import Config
 from appliance.harness.grading import grade_patch
 from appliance.harness.results import gold_for
@@ -23,9 +24,11 @@ from appliance.harness.spec import CommitSpec, commit_specs, package_specs
 from appliance.packages.corpus import find_package
 from appliance.packages.split import trainable
 from appliance.registry import resolver
+from appliance.serving.pool import ModelPool
 from appliance.stages import STAGE_ROLES
 from appliance.stages.context import ContextBuilder
-from appliance.stages.pipeline import StageSettings, run_pipeline
+from appliance.stages.pipeline import PipelineResult, StageSettings, run_pipeline
+from appliance.store import open_db
 
 
 @dataclass(frozen=True)
@@ -81,13 +84,32 @@ def _seed(sha: str, sample: int) -> int:
     return int(hashlib.sha256(f"{sha}:{sample}".encode()).hexdigest()[:8], 16)
 
 
+class _Laps:
+    """Where a unit's time went: seconds per phase, each lap ending the one before."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._clock = time.monotonic()
+
+    def __call__(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._clock, 3)
+        self._clock = now
+
+
+@dataclass(frozen=True)
+class _Graded:
+    outcome: str
+    reason: str
+    grading: dict  # PatchVerdict.to_dict(); {} when nothing was graded
+    diff: str
+    changed: tuple[str, ...]
+
+
 class Worker:
     """Runs units: one model pool, one database connection, indexes reused per commit."""
 
     def __init__(self, config: Config) -> None:
-        from appliance.serving.pool import ModelPool
-        from appliance.store import open_db
-
         self.config = config
         self.db = open_db(config)
         self.pool = ModelPool.from_config(config)
@@ -102,15 +124,7 @@ class Worker:
         spec = self.spec(unit)
         if (unit.sha, unit.sample) in store.done_units(self.db, spec.package_id):
             return UnitResult(unit.sha, unit.sample, "skipped", "already recorded", {})
-        seconds: dict[str, float] = {}
-        clock = time.monotonic()
-
-        def lap(name: str) -> None:
-            nonlocal clock
-            now = time.monotonic()
-            seconds[name] = round(seconds.get(name, 0.0) + now - clock, 3)
-            clock = now
-
+        lap = _Laps()
         gold, _ = gold_for(self.config, self.db, spec)
         lap("harness_gold")
         snapshot = index.index_commit(self.db, spec.repo, spec.parent, package_id=spec.package_id)
@@ -120,8 +134,31 @@ class Worker:
             lambda text: self.pool.count_tokens(STAGE_ROLES["scope"], text),
         )
         lap("indexing")
+        result = self._stages(unit, spec, builder)
+        lap("model_calls")
+        real = truth.commit_truth(spec)
+        if unit.sample == 0 or not store.has_pairs(self.db, spec.package_id, spec.sha):
+            self._record_pairs(spec, snapshot, builder, real)
+        graded = self._grade(spec, gold, result)
+        lap("sandbox")
+        before = {
+            p: index.file_text(self.db, snapshot.id, p)
+            for p in graded.changed
+            if p in builder.files
+        }
+        plan = result.stages.get("plan")
+        aligned = truth.alignment(
+            real,
+            plan.output if plan else None,
+            graded.changed,
+            truth.symbols_of_diff(graded.diff, before),
+        )
+        store.record_triple(self.db, _triple(unit, spec, result, graded, aligned, lap.seconds))
+        return UnitResult(unit.sha, unit.sample, graded.outcome, graded.reason, lap.seconds)
+
+    def _stages(self, unit: Unit, spec: CommitSpec, builder: ContextBuilder) -> PipelineResult:
         settings = self.config.settings.campaign
-        result = run_pipeline(
+        return run_pipeline(
             self.pool,
             builder,
             spec.message,
@@ -133,70 +170,57 @@ class Worker:
             ),
             adapters=resolver(self.config, self.db),  # each stage's active version, now
         )
-        lap("model_calls")
-        real = truth.commit_truth(spec)
-        if unit.sample == 0 or not _has_pairs(self.db, spec):
-            candidates = builder.candidates(spec.message, hints=real.files)
-            symbol_ids = [
-                f"{s.path}::{s.qualname}"
-                for s in index.symbols(self.db, snapshot.id, [p for p, _ in candidates])
-            ]
-            store.record_pairs(
-                self.db,
-                spec.package_id,
-                spec.sha,
-                truth.synthetic_pairs(spec, real, candidates, symbol_ids, set(builder.files)),
-            )
+
+    def _record_pairs(self, spec: CommitSpec, snapshot, builder: ContextBuilder, real) -> None:
+        """The pairs the real commit implies for each stage, recorded once per commit."""
+        candidates = builder.candidates(spec.message, hints=real.files)
+        symbol_ids = [
+            f"{s.path}::{s.qualname}"
+            for s in index.symbols(self.db, snapshot.id, [p for p, _ in candidates])
+        ]
+        pairs = truth.synthetic_pairs(spec, real, candidates, symbol_ids, set(builder.files))
+        store.record_pairs(
+            self.db,
+            [
+                store.SyntheticPair(spec.package_id, spec.sha, stage, given, target)
+                for stage, (given, target) in pairs.items()
+            ],
+        )
+
+    def _grade(self, spec: CommitSpec, gold, result: PipelineResult) -> _Graded:
+        """The code stage's edits applied to the parent and graded by the commit's tests."""
         if not result.edits:
-            outcome, reason, grading, diff, changed = "not_applied", "no edits", {}, "", ()
             code = result.stages.get("code")
             if code is not None and code.error:
                 reason = f"the code stage gave no edits ({code.error})"
             else:
                 reason = "the code stage gave no edits"
-        else:
-            verdict = grade_patch(self.config, spec, gold, "search_replace", result.edits)
-            outcome, reason = verdict.verdict, verdict.reason
-            grading, diff, changed = verdict.to_dict(), verdict.diff, verdict.changed
-        lap("sandbox")
-        before = {
-            p: index.file_text(self.db, snapshot.id, p) for p in changed if p in builder.files
-        }
-        aligned = truth.alignment(
-            real,
-            (result.stages.get("plan").output if result.stages.get("plan") else None),
-            changed,
-            truth.symbols_of_diff(diff, before),
+            return _Graded("not_applied", reason, {}, "", ())
+        verdict = grade_patch(self.config, spec, gold, "search_replace", result.edits)
+        return _Graded(
+            verdict.verdict, verdict.reason, verdict.to_dict(), verdict.diff, verdict.changed
         )
-        store.record_triple(
-            self.db,
-            spec.package_id,
-            {
-                "sha": spec.sha,
-                "sample": unit.sample,
-                "snapshot_sha": spec.parent,
-                "temperature": unit.temperature,
-                "seed": unit.seed,
-                "stages": {name: r.to_dict() for name, r in result.stages.items()},
-                "call_ids": result.call_ids,
-                "edits": [e.__dict__ for e in result.edits],
-                "diff": diff,
-                "outcome": outcome,
-                "reason": reason,
-                "grading": grading,
-                "alignment": aligned,
-                "seconds": seconds,
-            },
-        )
-        return UnitResult(unit.sha, unit.sample, outcome, reason, seconds)
 
 
-def _has_pairs(db, spec: CommitSpec) -> bool:
-    return bool(
-        db.execute(
-            "SELECT 1 FROM synthetic_pairs WHERE package_id = ? AND sha = ?",
-            [spec.package_id, spec.sha],
-        ).fetchone()
+def _triple(unit, spec, result: PipelineResult, graded: _Graded, aligned, seconds) -> Triple:
+    return Triple(
+        package_id=spec.package_id,
+        sha=spec.sha,
+        sample=unit.sample,
+        snapshot_sha=spec.parent,
+        temperature=unit.temperature,
+        seed=unit.seed,
+        stages=tuple(
+            StageRecord(r.stage, r.output, r.call_id, r.adapter, r.error, r.context.to_dict())
+            for r in result.stages.values()
+        ),
+        edits=tuple(result.edits),
+        diff=graded.diff,
+        outcome=graded.outcome,
+        reason=graded.reason,
+        grading=graded.grading,
+        alignment=aligned,
+        seconds=seconds,
     )
 
 

@@ -1,30 +1,114 @@
 """Campaign records in the database: triples (one per package, commit, sample) and the
 synthetic pairs per commit and stage. A unit is recorded in one transaction when it is
-complete, and the unique keys make a repeated record impossible."""
+complete, and the unique keys make a repeated record impossible.
+
+This module owns the tables `triples` and `synthetic_pairs` (m005_campaigns,
+m012_tampered_verdict and m014_answers_in_the_call_log in appliance/store/migrations.py):
+only its SQL names them, and they cross every border as the frozen records below.
+A stage's answer is stored once, in the call log (`model_calls.output`, read with
+appliance.serving.calllog); the triple keeps the call's id.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import sqlite_utils
 
 from appliance.clock import now_iso
+from appliance.harness.edits import SearchReplace
 from appliance.store import transaction
 
-# The tables triples and synthetic_pairs: m005_campaigns and m012_tampered_verdict in
-# appliance/store/migrations.py.
+OUTCOMES = ("resolved", "failed", "not_applied", "tampered", "infra")
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """One stage of a triple: its parsed output, the call that answered (the answer itself
+    is that call's output in the call log), its adapter, its error and its context."""
+
+    stage: str
+    output: dict | None
+    call_id: int | None
+    adapter: str | None
+    error: str | None
+    context: dict  # the ContextPackage as stored (ContextPackage.to_dict())
+
+    def to_dict(self) -> dict:
+        return {
+            "stage": self.stage,
+            "output": self.output,
+            "call_id": self.call_id,
+            "adapter": self.adapter,
+            "error": self.error,
+            "context": self.context,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StageRecord:
+        # Rows from before m014 whose call was never logged still hold a "raw" answer;
+        # nothing reads it.
+        return cls(
+            data["stage"],
+            data.get("output"),
+            data.get("call_id"),
+            data.get("adapter"),
+            data.get("error"),
+            data.get("context", {}),
+        )
+
+
+@dataclass(frozen=True)
+class Triple:
+    """One sample of one commit: the five stages, the graded edits, the alignment."""
+
+    package_id: int
+    sha: str
+    sample: int
+    snapshot_sha: str  # the parent commit: all the stages could see
+    temperature: float
+    seed: int
+    stages: tuple[StageRecord, ...]
+    edits: tuple[SearchReplace, ...]
+    diff: str
+    outcome: str  # one of OUTCOMES
+    reason: str
+    grading: dict  # the graded run's verdict as PatchVerdict.to_dict() gives it; {} if none
+    alignment: dict  # truth.alignment: plan and edits against the real commit
+    seconds: dict  # phase -> seconds
+    created_at: str = ""  # set by the store
+
+    @property
+    def call_ids(self) -> list[int]:
+        return [s.call_id for s in self.stages if s.call_id is not None]
+
+    def stage(self, name: str) -> StageRecord | None:
+        return next((s for s in self.stages if s.stage == name), None)
+
+
+@dataclass(frozen=True)
+class SyntheticPair:
+    """What the real commit says one stage should answer, given its input."""
+
+    package_id: int
+    sha: str
+    stage: str
+    input: dict
+    target: dict
 
 
 def done_units(db: sqlite_utils.Database, package_id: int) -> set[tuple[str, int]]:
     return {
-        (row[0], row[1])
-        for row in db.execute(
+        (sha, sample)
+        for sha, sample in db.execute(
             "SELECT sha, sample FROM triples WHERE package_id = ?", [package_id]
         ).fetchall()
     }
 
 
-def record_triple(db: sqlite_utils.Database, package_id: int, triple: dict) -> bool:
+def record_triple(db: sqlite_utils.Database, triple: Triple) -> bool:
     """Insert one triple; False when (package, commit, sample) was already recorded."""
     with transaction(db) as conn:
         cursor = conn.execute(
@@ -32,61 +116,168 @@ def record_triple(db: sqlite_utils.Database, package_id: int, triple: dict) -> b
             "seed, stages, call_ids, edits, diff, outcome, reason, grading, alignment, seconds, "
             "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                package_id,
-                triple["sha"],
-                triple["sample"],
-                triple["snapshot_sha"],
-                triple["temperature"],
-                triple["seed"],
-                json.dumps(triple["stages"]),
-                json.dumps(triple["call_ids"]),
-                json.dumps(triple["edits"]),
-                triple["diff"],
-                triple["outcome"],
-                triple["reason"],
-                json.dumps(triple["grading"]),
-                json.dumps(triple["alignment"]),
-                json.dumps(triple["seconds"]),
+                triple.package_id,
+                triple.sha,
+                triple.sample,
+                triple.snapshot_sha,
+                triple.temperature,
+                triple.seed,
+                json.dumps({s.stage: s.to_dict() for s in triple.stages}),
+                json.dumps(triple.call_ids),
+                json.dumps([e.__dict__ for e in triple.edits]),
+                triple.diff,
+                triple.outcome,
+                triple.reason,
+                json.dumps(triple.grading),
+                json.dumps(triple.alignment),
+                json.dumps(triple.seconds),
                 now_iso(),
             ],
         )
         return cursor.rowcount == 1
 
 
-def record_pairs(db: sqlite_utils.Database, package_id: int, sha: str, pairs: dict) -> int:
-    """Insert the commit's synthetic pairs (stage -> (input, target)); existing ones stay."""
+_TRIPLE_COLUMNS = (
+    "package_id, sha, sample, snapshot_sha, temperature, seed, stages, edits, diff, outcome, "
+    "reason, grading, alignment, seconds, created_at"
+)
+
+
+def triples(db: sqlite_utils.Database, package_id: int, sha: str | None = None) -> list[Triple]:
+    """The package's triples (of one commit with `sha`), by commit and sample."""
+    where, args = ("package_id = ?", [package_id])
+    if sha is not None:
+        where, args = (f"{where} AND sha = ?", [*args, sha])
+    rows = db.execute(
+        f"SELECT {_TRIPLE_COLUMNS} FROM triples WHERE {where} ORDER BY sha, sample", args
+    ).fetchall()
+    return [_triple(*row) for row in rows]
+
+
+def _triple(
+    package_id,
+    sha,
+    sample,
+    snapshot_sha,
+    temperature,
+    seed,
+    stages,
+    edits,
+    diff,
+    outcome,
+    reason,
+    grading,
+    alignment,
+    seconds,
+    created_at,
+) -> Triple:
+    return Triple(
+        package_id=package_id,
+        sha=sha,
+        sample=sample,
+        snapshot_sha=snapshot_sha,
+        temperature=temperature,
+        seed=seed,
+        stages=tuple(StageRecord.from_dict(s) for s in json.loads(stages).values()),
+        edits=tuple(SearchReplace(**e) for e in json.loads(edits)),
+        diff=diff,
+        outcome=outcome,
+        reason=reason,
+        grading=json.loads(grading),
+        alignment=json.loads(alignment),
+        seconds=json.loads(seconds),
+        created_at=created_at,
+    )
+
+
+def outcomes_by_commit(db: sqlite_utils.Database, package_id: int) -> dict[str, dict[str, int]]:
+    """sha -> outcome -> triples, for the package's commits with at least one triple."""
+    found: dict[str, dict[str, int]] = {}
+    for sha, outcome, count in db.execute(
+        "SELECT sha, outcome, COUNT(*) FROM triples WHERE package_id = ? GROUP BY sha, outcome",
+        [package_id],
+    ).fetchall():
+        found.setdefault(sha, {})[outcome] = count
+    return found
+
+
+def record_pairs(db: sqlite_utils.Database, pairs: Iterable[SyntheticPair]) -> int:
+    """Insert a commit's synthetic pairs; existing ones stay. Returns how many were new."""
     added = 0
     with transaction(db) as conn:
-        for stage, (given, target) in pairs.items():
+        for pair in pairs:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO synthetic_pairs (package_id, sha, stage, input, target, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                [package_id, sha, stage, json.dumps(given), json.dumps(target), now_iso()],
-            )
+                [pair.package_id, pair.sha, pair.stage, json.dumps(pair.input),
+                 json.dumps(pair.target), now_iso()],
+            )  # fmt: skip
             added += cursor.rowcount
     return added
 
 
-def summary(db: sqlite_utils.Database, package_id: int) -> dict:
+def has_pairs(db: sqlite_utils.Database, package_id: int, sha: str) -> bool:
+    found = db.execute(
+        "SELECT 1 FROM synthetic_pairs WHERE package_id = ? AND sha = ?", [package_id, sha]
+    ).fetchone()
+    return found is not None
+
+
+def synthetic_pair(
+    db: sqlite_utils.Database, package_id: int, sha: str, stage: str
+) -> SyntheticPair | None:
+    found = db.execute(
+        "SELECT input, target FROM synthetic_pairs WHERE package_id = ? AND sha = ? AND stage = ?",
+        [package_id, sha, stage],
+    ).fetchone()
+    if found is None:
+        return None
+    given, target = found
+    return SyntheticPair(package_id, sha, stage, json.loads(given), json.loads(target))
+
+
+@dataclass(frozen=True)
+class CampaignState:
+    """A package's campaign so far: what `forge campaign show` and the dashboard show."""
+
+    commits: int  # commits with at least one triple
+    triples: int
+    resolved_rate: float | None  # of the graded triples (infra left out); None if none
+    outcomes: dict[str, int]  # every outcome of OUTCOMES, in that order
+    stage_calls: dict[str, int]  # stage -> triples with a logged call for it
+    synthetic_pairs: int
+
+    def to_dict(self) -> dict:
+        return {
+            "commits": self.commits,
+            "triples": self.triples,
+            "resolved_rate": self.resolved_rate,
+            "outcomes": self.outcomes,
+            "stage_calls": self.stage_calls,
+            "synthetic_pairs": self.synthetic_pairs,
+        }
+
+
+def summary(db: sqlite_utils.Database, package_id: int) -> CampaignState:
     rows = db.execute(
         "SELECT sha, outcome, stages FROM triples WHERE package_id = ?", [package_id]
     ).fetchall()
-    outcomes = dict.fromkeys(("resolved", "failed", "not_applied", "tampered", "infra"), 0)
+    outcomes = dict.fromkeys(OUTCOMES, 0)
     calls: dict[str, int] = {}
     for _, outcome, stages in rows:
         outcomes[outcome] += 1
         for stage, result in json.loads(stages).items():
             if result.get("call_id") is not None:
                 calls[stage] = calls.get(stage, 0) + 1
-    pairs = db.execute(
+    (pairs,) = db.execute(
         "SELECT COUNT(*) FROM synthetic_pairs WHERE package_id = ?", [package_id]
-    ).fetchone()[0]
+    ).fetchone()
     graded = len(rows) - outcomes["infra"]
-    return {
-        "commits": len({row[0] for row in rows}),
-        "triples": len(rows),
-        "resolved_rate": outcomes["resolved"] / graded if graded else None,
-        "outcomes": outcomes,
-        "stage_calls": calls,
-        "synthetic_pairs": pairs,
-    }
+    return CampaignState(
+        commits=len({sha for sha, _, _ in rows}),
+        triples=len(rows),
+        resolved_rate=outcomes["resolved"] / graded if graded else None,
+        outcomes=outcomes,
+        stage_calls=calls,
+        synthetic_pairs=pairs,
+    )

@@ -7,7 +7,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from appliance.campaign.run import run_campaign
-from appliance.campaign.store import summary
+from appliance.campaign.store import CampaignState, summary
 from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json, err_console
 from appliance.packages import corpus
@@ -73,7 +73,7 @@ def run(package_name: str, commits, samples, as_json: bool) -> None:
             )
     state = summary(db, package_id)
     if as_json:
-        emit_json({"package": package_name, "ran": results, "summary": state})
+        emit_json({"package": package_name, "ran": results, "summary": state.to_dict()})
         return
     console.print(
         f"ran {len(results)} sample(s): "
@@ -82,17 +82,17 @@ def run(package_name: str, commits, samples, as_json: bool) -> None:
     _print_summary(package_name, state)
 
 
-def _print_summary(name: str, state: dict) -> None:
-    rate = state["resolved_rate"]
+def _print_summary(name: str, state: CampaignState) -> None:
+    rate = state.resolved_rate
     console.print(
-        f"[bold]{escape(name)}[/]: {state['commits']} commits, {state['triples']} triples, "
+        f"[bold]{escape(name)}[/]: {state.commits} commits, {state.triples} triples, "
         f"resolved {'-' if rate is None else f'{rate:.0%}'}, "
-        f"{state['synthetic_pairs']} synthetic pairs"
+        f"{state.synthetic_pairs} synthetic pairs"
     )
-    console.print("  outcomes: " + ", ".join(f"{k} {v}" for k, v in state["outcomes"].items()))
-    if state["stage_calls"]:
+    console.print("  outcomes: " + ", ".join(f"{k} {v}" for k, v in state.outcomes.items()))
+    if state.stage_calls:
         console.print(
-            "  model calls: " + ", ".join(f"{k} {v}" for k, v in state["stage_calls"].items())
+            "  model calls: " + ", ".join(f"{k} {v}" for k, v in state.stage_calls.items())
         )
 
 
@@ -103,11 +103,13 @@ def show(package_name, as_json: bool) -> None:
     """Per package: commits done, triples, resolved rate, outcomes, model calls per stage."""
     config, db = open_forge()
     found = [corpus.find_package(db, package_name)] if package_name else corpus.packages(db)
-    data = [{"package": p.name, "version": p.version} | summary(db, p.id) for p in found]
+    states = [(p.name, p.version, summary(db, p.id)) for p in found]
     if as_json:
-        emit_json(data)
+        emit_json(
+            [{"package": name, "version": version} | s.to_dict() for name, version, s in states]
+        )
         return
-    if not data:
+    if not states:
         console.print("no packages in the corpus")
-    for item in data:
-        _print_summary(f"{item['package']} {item['version']}", item)
+    for name, version, state in states:
+        _print_summary(f"{name} {version}", state)

@@ -89,14 +89,14 @@ def show(stage: str, kind: str, number, show_rows: int, as_json: bool) -> None:
     v = found[-1]
     rows = rows_of(db, stage, kind, v.version)
     if as_json:
-        emit_json(v.to_dict() | {"rows_shown": rows[:show_rows]})
+        emit_json(v.to_dict() | {"rows_shown": [r.to_dict() for r in rows[:show_rows]]})
         return
     console.print(_line(v))
     for reason in v.reasons:
         console.print(f"    {escape(reason)}")
     for row in rows[:show_rows]:
-        answer = row.get("completion") or row.get("chosen")
-        console.print(f"  [{escape(row['task'])}] {escape(row['source'])}: {escape(answer[:100])}")
+        answer = row.completion or row.chosen
+        console.print(f"  [{escape(row.task)}] {escape(row.source)}: {escape(answer[:100])}")
 
 
 @datasets.command()

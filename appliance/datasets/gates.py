@@ -12,6 +12,8 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
+from appliance.datasets.rows import DatasetRow
+
 _RUN = re.compile(r"(.{8,80}?)\1{4,}", re.DOTALL)
 
 
@@ -41,16 +43,12 @@ def is_invalid_json(text: str) -> bool:
         return True
 
 
-def answer_of(row: dict) -> str:
-    return row["completion"] if row["kind"] == "sft" else row["chosen"]
-
-
-def measure(rows: Sequence[dict]) -> dict[str, float]:
+def measure(rows: Sequence[DatasetRow]) -> dict[str, float]:
     """Rates (0..1) of each problem over `rows`; 0 for an empty dataset."""
     total = len(rows) or 1
-    answers = [answer_of(r) for r in rows]
+    answers = [r.answer for r in rows]
     return {
-        "token_limit": sum(1 for r in rows if r.get("finish_reason") == "length") / total,
+        "token_limit": sum(1 for r in rows if r.finish_reason == "length") / total,
         "runaway": sum(1 for a in answers if is_runaway(a)) / total,
         "invalid_json": sum(1 for a in answers if is_invalid_json(a)) / total,
         "empty": sum(1 for a in answers if is_empty(a)) / total,

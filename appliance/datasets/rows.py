@@ -5,6 +5,9 @@ the answer to learn: the answer of a sample that resolved its task, or the real 
 answer (its synthetic pair). DPO rows pair answers to the same prompt of the same task:
 a resolved sample's answer (or, failing that, the real commit's, or a sample much better
 aligned with the real commit) over a worse sample's. Rows never pair across tasks.
+
+A row is a frozen `DatasetRow` from here to the trainer's input; triples and synthetic
+pairs come from appliance.campaign.store, the logged calls from appliance.serving.calllog.
 """
 
 from __future__ import annotations
@@ -15,8 +18,13 @@ import json
 import subprocess
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from appliance.campaign import store as campaign_store
 from appliance.config import FORGE_ROOT
+from appliance.packages import corpus
+from appliance.serving import calllog
+from appliance.serving.calllog import ModelCall
 
 GOOD = "resolved"
 # infra says nothing about the answers. A tampered answer (its run rewrote what its tests
@@ -43,24 +51,103 @@ def forge_revision() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def row_key(row: dict) -> str:
-    answer = [row.get("completion")] if row["kind"] == "sft" else [row["chosen"], row["rejected"]]
-    data = json.dumps([row["stage"], row["kind"], row["prompt"], *answer])
-    return hashlib.sha256(data.encode()).hexdigest()
+@dataclass(frozen=True)
+class Provenance:
+    """Where a row comes from: the task and sample, the logged call, base, adapter, code."""
+
+    task: str
+    sample: int
+    call_id: int
+    base_sha256: str
+    adapter: str | None
+    forge_revision: str
+    params: dict  # the call's generation parameters, as logged
+
+    def to_dict(self) -> dict:
+        return {
+            "task": self.task,
+            "sample": self.sample,
+            "call_id": self.call_id,
+            "base_sha256": self.base_sha256,
+            "adapter": self.adapter,
+            "forge_revision": self.forge_revision,
+            "params": self.params,
+        }
 
 
-def _calls(db, ids) -> dict[int, dict]:
-    ids = [i for i in ids if i is not None]
-    if not ids:
-        return {}
-    marks = ",".join("?" * len(ids))
-    rows = db.execute(
-        "SELECT id, messages, prompt, output, finish_reason, params, base_sha256, adapter "
-        f"FROM model_calls WHERE id IN ({marks})",
-        ids,
-    ).fetchall()
-    keys = ("id", "messages", "prompt", "output", "finish_reason", "params", "base", "adapter")
-    return {r[0]: dict(zip(keys, r, strict=True)) for r in rows}
+@dataclass(frozen=True)
+class DatasetRow:
+    """One SFT row (messages → completion) or DPO row (messages → chosen over rejected).
+
+    `to_dict` / `from_dict` are the one conversion to and from the stored shape (a
+    dataset_rows row and a line of the JSONL file)."""
+
+    stage: str
+    kind: str  # sft | dpo
+    task: str  # NAME@SHA: rows never pair across tasks
+    source: str  # why the row exists: "resolved sample", "real commit", ...
+    messages: list  # the chat messages exactly as the model saw them
+    prompt: str  # the rendered prompt the model received
+    finish_reason: str
+    provenance: Provenance
+    completion: str | None = None  # sft
+    chosen: str | None = None  # dpo
+    rejected: str | None = None  # dpo
+
+    @property
+    def answer(self) -> str:
+        """What training would teach: the completion, or the chosen answer."""
+        return self.completion if self.kind == "sft" else self.chosen
+
+    @property
+    def key(self) -> str:
+        """The row's identity for deduplication: stage, kind, prompt and answer(s)."""
+        answer = [self.completion] if self.kind == "sft" else [self.chosen, self.rejected]
+        data = json.dumps([self.stage, self.kind, self.prompt, *answer])
+        return hashlib.sha256(data.encode()).hexdigest()
+
+    def to_dict(self) -> dict:
+        if self.kind == "sft":
+            answer = {"completion": self.completion}
+        else:
+            answer = {"chosen": self.chosen, "rejected": self.rejected}
+        return {
+            "stage": self.stage,
+            "kind": self.kind,
+            "task": self.task,
+            "source": self.source,
+            "messages": self.messages,
+            "prompt": self.prompt,
+            "finish_reason": self.finish_reason,
+            **answer,
+            "provenance": self.provenance.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DatasetRow:
+        return cls(
+            stage=data["stage"],
+            kind=data["kind"],
+            task=data["task"],
+            source=data["source"],
+            messages=data["messages"],
+            prompt=data["prompt"],
+            finish_reason=data["finish_reason"],
+            provenance=Provenance(**data["provenance"]),
+            completion=data.get("completion"),
+            chosen=data.get("chosen"),
+            rejected=data.get("rejected"),
+        )
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One sample's answer for the stage: its call, how it did, how well it aligned."""
+
+    sample: int
+    outcome: str
+    call_id: int
+    alignment: float
 
 
 def _alignment_score(alignment: dict) -> float:
@@ -69,98 +156,95 @@ def _alignment_score(alignment: dict) -> float:
     return sum(known) / len(known) if known else 0.0
 
 
-def candidate_rows(db, stage: str, trainable: Callable[[str | None, str], bool]) -> list[dict]:
+def candidate_rows(
+    db, stage: str, trainable: Callable[[str | None, str], bool]
+) -> list[DatasetRow]:
     """Every SFT and DPO row the campaign data implies for `stage`, best sources first
     within each task (the per-task cap keeps the first ones). `trainable(split, sha)` says
     whether a commit may be trained on: eval packages and held-out commits may not."""
-    triples = db.execute(
-        "SELECT t.package_id, p.name, t.sha, t.sample, t.outcome, t.stages, t.alignment, "
-        "p.split, t.grading FROM triples t JOIN packages p ON p.id = t.package_id "
-        "WHERE p.split IS NOT 'eval' ORDER BY t.package_id, t.sha, t.sample"
-    ).fetchall()
-    by_task: dict[tuple, list] = defaultdict(list)
-    for package_id, name, sha, sample, outcome, stages, alignment, split, grading in triples:
-        if not trainable(split, sha):
-            continue
-        if outcome == GOOD and json.loads(grading).get("flags"):
-            outcome = FLAGGED
-        result = json.loads(stages).get(stage)
-        if result is None or result.get("call_id") is None:
-            continue
-        by_task[(package_id, name, sha)].append(
-            {"sample": sample, "outcome": outcome, "call_id": result["call_id"],
-             "alignment": _alignment_score(json.loads(alignment))}
-        )  # fmt: skip
-    calls = _calls(db, [s["call_id"] for samples in by_task.values() for s in samples])
+    packages = sorted((p for p in corpus.packages(db) if p.split != "eval"), key=lambda p: p.id)
+    by_task: dict[tuple, list[_Attempt]] = defaultdict(list)
+    for package in packages:
+        package_id, name = package.id, package.name
+        for triple in campaign_store.triples(db, package_id):
+            if not trainable(package.split, triple.sha):
+                continue
+            outcome = triple.outcome
+            if outcome == GOOD and triple.grading.get("flags"):
+                outcome = FLAGGED
+            result = triple.stage(stage)
+            if result is None or result.call_id is None:
+                continue
+            by_task[(package_id, name, triple.sha)].append(
+                _Attempt(triple.sample, outcome, result.call_id, _alignment_score(triple.alignment))
+            )
+    calls = calllog.calls(db, [a.call_id for attempts in by_task.values() for a in attempts])
     rows = []
-    for (package_id, name, sha), samples in by_task.items():
-        truth = db.execute(
-            "SELECT target FROM synthetic_pairs WHERE package_id = ? AND sha = ? AND stage = ?",
-            [package_id, sha, stage],
-        ).fetchone()
-        real = json.dumps(json.loads(truth[0])) if truth else None
-        rows.extend(_task_rows(stage, f"{name}@{sha}", samples, calls, real))
+    for (package_id, name, sha), attempts in by_task.items():
+        pair = campaign_store.synthetic_pair(db, package_id, sha, stage)
+        real = json.dumps(pair.target) if pair else None
+        rows.extend(_task_rows(stage, f"{name}@{sha}", attempts, calls, real))
     return rows
 
 
-def _row(stage, kind, task, call, sample, source, **answer) -> dict:
-    return {
-        "stage": stage,
-        "kind": kind,
-        "task": task,
-        "source": source,
-        "messages": json.loads(call["messages"]),
-        "prompt": call["prompt"],
-        "finish_reason": answer.pop("finish_reason", "stop"),
+def _row(stage, kind, task, call: ModelCall, attempt: _Attempt, source, **answer) -> DatasetRow:
+    return DatasetRow(
+        stage=stage,
+        kind=kind,
+        task=task,
+        source=source,
+        messages=call.messages,
+        prompt=call.prompt,
+        finish_reason=answer.pop("finish_reason", "stop"),
+        provenance=Provenance(
+            task=task,
+            sample=attempt.sample,
+            call_id=call.id,
+            base_sha256=call.base_sha256,
+            adapter=call.adapter,
+            forge_revision=forge_revision(),
+            params=call.params,
+        ),
         **answer,
-        "provenance": {
-            "task": task,
-            "sample": sample["sample"],
-            "call_id": call["id"],
-            "base_sha256": call["base"],
-            "adapter": call["adapter"],
-            "forge_revision": forge_revision(),
-            "params": json.loads(call["params"]),
-        },
-    }
+    )
 
 
-def _task_rows(stage, task, samples, calls, real) -> list[dict]:
-    samples = [s for s in samples if s["call_id"] in calls]
-    good = [s for s in samples if s["outcome"] == GOOD]
-    bad = [s for s in samples if s["outcome"] in BAD]
+def _task_rows(
+    stage, task, attempts: list[_Attempt], calls: dict[int, ModelCall], real: str | None
+) -> list[DatasetRow]:
+    attempts = [a for a in attempts if a.call_id in calls]
+    good = [a for a in attempts if a.outcome == GOOD]
+    bad = [a for a in attempts if a.outcome in BAD]
     rows = []
-    for s in good:  # what worked, as the model saw it
-        call = calls[s["call_id"]]
+    for a in good:  # what worked, as the model saw it
+        call = calls[a.call_id]
         rows.append(
-            _row(stage, "sft", task, call, s, "resolved sample", completion=call["output"],
-                 finish_reason=call["finish_reason"])
+            _row(stage, "sft", task, call, a, "resolved sample", completion=call.output,
+                 finish_reason=call.finish_reason)
         )  # fmt: skip
-    if real is not None and samples:  # the real commit's answer, in a context a model saw
-        first = samples[0]
-        rows.append(_row(stage, "sft", task, calls[first["call_id"]], first, "real commit",
+    if real is not None and attempts:  # the real commit's answer, in a context a model saw
+        first = attempts[0]
+        rows.append(_row(stage, "sft", task, calls[first.call_id], first, "real commit",
                          completion=real))  # fmt: skip
-    for s in bad:
-        call = calls[s["call_id"]]
+    for a in bad:
+        call = calls[a.call_id]
         if good:
-            chosen, source = calls[good[0]["call_id"]]["output"], "resolved over not resolved"
+            chosen, source = calls[good[0].call_id].output, "resolved over not resolved"
         elif real is not None:
             chosen, source = real, "real commit over sample"
         else:
             continue
-        if chosen != call["output"]:
-            rows.append(_row(stage, "dpo", task, call, s, source, chosen=chosen,
-                             rejected=call["output"]))  # fmt: skip
-    ranked = sorted(
-        (s for s in bad if s["outcome"] not in REJECTED_ONLY), key=lambda s: -s["alignment"]
-    )
+        if chosen != call.output:
+            rows.append(_row(stage, "dpo", task, call, a, source, chosen=chosen,
+                             rejected=call.output))  # fmt: skip
+    ranked = sorted((a for a in bad if a.outcome not in REJECTED_ONLY), key=lambda a: -a.alignment)
     if not good and len(ranked) >= 2:
         top, low = ranked[0], ranked[-1]
-        if top["alignment"] - low["alignment"] >= ALIGNMENT_MARGIN:
-            chosen, rejected = calls[top["call_id"]]["output"], calls[low["call_id"]]["output"]
+        if top.alignment - low.alignment >= ALIGNMENT_MARGIN:
+            chosen, rejected = calls[top.call_id].output, calls[low.call_id].output
             if chosen != rejected:
                 source = "better aligned sample"
-                call = calls[low["call_id"]]
+                call = calls[low.call_id]
                 rows.append(
                     _row(stage, "dpo", task, call, low, source, chosen=chosen, rejected=rejected)
                 )

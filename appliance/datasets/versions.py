@@ -23,9 +23,9 @@ from pathlib import Path
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.datasets import gates
-from appliance.datasets.rows import candidate_rows, row_key
+from appliance.datasets.rows import DatasetRow, candidate_rows
 from appliance.errors import ForgeError, UsageError
-from appliance.evaluation.heldout import trainable
+from appliance.packages.split import trainable
 from appliance.stages import STAGES
 from appliance.store import transaction
 
@@ -85,15 +85,24 @@ def latest(db, stage: str, kind: str) -> DatasetVersion | None:
     return found[-1] if found else None
 
 
-def rows_of(db, stage: str, kind: str, version: int) -> list[dict]:
+def rows_of(db, stage: str, kind: str, version: int) -> list[DatasetRow]:
     return [
-        json.loads(r[0])
-        for r in db.execute(
+        _stored(row)
+        for (row,) in db.execute(
             "SELECT row FROM dataset_rows WHERE stage = ? AND kind = ? AND first_version <= ? "
             "ORDER BY id",
             [stage, kind, version],
         ).fetchall()
     ]
+
+
+def _stored(text: str) -> DatasetRow:
+    """A row back from its stored JSON (dataset_rows.row, a JSONL line)."""
+    return DatasetRow.from_dict(json.loads(text))
+
+
+def _jsonl(rows: list[DatasetRow]) -> str:
+    return "".join(json.dumps(row.to_dict(), sort_keys=True) + "\n" for row in rows)
 
 
 def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
@@ -102,12 +111,12 @@ def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
     _check_stage(stage, kind)
     cap = config.settings.datasets.per_task_cap
     keep = functools.partial(trainable, config)
-    candidates = [r for r in candidate_rows(db, stage, keep) if r["kind"] == kind]
+    candidates = [r for r in candidate_rows(db, stage, keep) if r.kind == kind]
     with transaction(db) as conn:
-        known = {r[0] for r in conn.execute("SELECT key FROM dataset_rows").fetchall()}
+        known = {key for (key,) in conn.execute("SELECT key FROM dataset_rows").fetchall()}
         per_task = Counter(
-            r[0]
-            for r in conn.execute(
+            task
+            for (task,) in conn.execute(
                 "SELECT task FROM dataset_rows WHERE stage = ? AND kind = ?", [stage, kind]
             ).fetchall()
         )
@@ -121,11 +130,11 @@ def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
         version = before + 1
         new = []
         for row in candidates:
-            key = row_key(row)
-            if key in known or per_task[row["task"]] >= cap:
+            key = row.key
+            if key in known or per_task[row.task] >= cap:
                 continue
             known.add(key)
-            per_task[row["task"]] += 1
+            per_task[row.task] += 1
             new.append((key, row))
         if not new:
             return None
@@ -134,11 +143,11 @@ def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
             conn.execute(
                 "INSERT INTO dataset_rows (stage, kind, key, task, first_version, row, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [stage, kind, key, row["task"], version, json.dumps(row), now],
+                [stage, kind, key, row.task, version, json.dumps(row.to_dict()), now],
             )
         all_rows = [
-            json.loads(r[0])
-            for r in conn.execute(
+            _stored(row)
+            for (row,) in conn.execute(
                 "SELECT row FROM dataset_rows WHERE stage = ? AND kind = ? ORDER BY id",
                 [stage, kind],
             ).fetchall()
@@ -159,7 +168,7 @@ def _write_jsonl(config: Config, stage: str, kind: str, version: int, rows) -> t
     folder = config.dir("datasets") / stage
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{kind}-v{version}.jsonl"
-    data = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode()
+    data = _jsonl(rows).encode()
     tmp = final.with_suffix(".jsonl.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
@@ -181,13 +190,13 @@ def export(config: Config, db, stage: str, kind: str, version: int | None, out: 
             "build one with forge datasets build",
         )
     rows = rows_of(db, stage, kind, chosen.version)
-    out.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    out.write_text(_jsonl(rows))
     return len(rows)
 
 
 def training_mix(
     db, stage: str, kind: str, version: DatasetVersion, replay: float, seed: int = 0
-) -> list[dict]:
+) -> list[DatasetRow]:
     """The rows a training run on `version` uses: its new rows plus a replay share of
     earlier versions' rows (`replay` of the mix). Refuses a version that failed its gates."""
     if version.status != "ok":
@@ -201,8 +210,8 @@ def training_mix(
         "AND first_version <= ? ORDER BY id",
         [stage, kind, version.version],
     ).fetchall()
-    new = [json.loads(r) for r, v in rows if v == version.version]
-    old = [json.loads(r) for r, v in rows if v < version.version]
+    new = [_stored(r) for r, v in rows if v == version.version]
+    old = [_stored(r) for r, v in rows if v < version.version]
     wanted = min(len(old), round(len(new) * replay / (1 - replay))) if old else 0
     return new + random.Random(seed).sample(old, wanted)
 

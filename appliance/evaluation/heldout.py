@@ -17,15 +17,13 @@ from appliance.config import Config
 from appliance.harness.results import gold_for
 from appliance.harness.spec import CommitSpec, package_specs
 from appliance.packages import corpus
-from appliance.packages.split import held_out, trainable
+from appliance.packages.split import held_out
 
 __all__ = [
     "EVAL_PACKAGES",
     "HELD_OUT_COMMITS",
     "EvaluationSet",
     "evaluation_set",
-    "held_out",  # the holdout lives with the corpus (appliance.packages.split)
-    "trainable",
 ]
 
 EVAL_PACKAGES = "eval_packages"

@@ -1,5 +1,9 @@
 """The call log: one database row per model call, written as the call ends.
 
+This module owns the table `model_calls` (m003_model_calls in appliance/store/migrations.py):
+it alone writes it (`CallLog`) and reads it (`calls`); a call crosses every border as a
+frozen `ModelCall`. The pool imports this module, never the other way round.
+
 The pool is used from several threads and a SQLite connection belongs to one, so each
 thread that logs gets its own connection to the same database file.
 """
@@ -8,11 +12,34 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.clock import now_iso
-from appliance.serving.pool import ModelCall
 from appliance.store import connect
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One row of the call log: made by the pool as the call ends, or read back by id."""
+
+    kind: str  # chat | completion | judge
+    role: str
+    base: str
+    base_sha256: str
+    adapter: str | None
+    prompt: str
+    params: dict
+    messages: list | None = None
+    output: str = ""
+    finish_reason: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+    extra: dict = field(default_factory=dict)
+    id: int | None = None  # the row's id, once logged
 
 
 class CallLog:
@@ -51,3 +78,58 @@ class CallLog:
             ],
         )
         return cursor.lastrowid
+
+
+_COLUMNS = (
+    "id, kind, role, base, base_sha256, adapter, messages, prompt, params, output, "
+    "finish_reason, prompt_tokens, completion_tokens, duration_s, error, extra"
+)
+
+
+def calls(db, ids: Iterable[int | None]) -> dict[int, ModelCall]:
+    """The logged calls with these ids (None and unknown ids left out), by id."""
+    wanted = sorted({i for i in ids if i is not None})
+    if not wanted:
+        return {}
+    marks = ",".join("?" * len(wanted))
+    rows = db.execute(f"SELECT {_COLUMNS} FROM model_calls WHERE id IN ({marks})", wanted)
+    found = [_call(*row) for row in rows.fetchall()]
+    return {call.id: call for call in found}
+
+
+def _call(
+    call_id,
+    kind,
+    role,
+    base,
+    base_sha256,
+    adapter,
+    messages,
+    prompt,
+    params,
+    output,
+    finish_reason,
+    prompt_tokens,
+    completion_tokens,
+    duration_s,
+    error,
+    extra,
+) -> ModelCall:
+    return ModelCall(
+        kind=kind,
+        role=role,
+        base=base,
+        base_sha256=base_sha256,
+        adapter=adapter,
+        prompt=prompt,
+        params=json.loads(params),
+        messages=json.loads(messages) if messages is not None else None,
+        output=output,
+        finish_reason=finish_reason,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        duration_s=duration_s,
+        error=error,
+        extra=json.loads(extra),
+        id=call_id,
+    )

@@ -13,18 +13,20 @@ log records.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from appliance.errors import ForgeError, UsageError
-from appliance.models.manifest import BaseModelFile, ModelsManifest, verify_base
+from appliance.models.manifest import BaseModelFile, ModelsManifest, read_manifest, verify_base
+from appliance.serving.calllog import CallLog, ModelCall
 from appliance.serving.placement import CPU, Placement, detect_gpus, plan
 
 MAX_ADAPTERS = 16  # adapters kept loaded per base; older ones are freed (llama.cpp memory)
@@ -99,27 +101,6 @@ class Judgement:
     call_id: int | None = None
 
 
-@dataclass
-class ModelCall:
-    """One row of the call log (see appliance.serving.calllog)."""
-
-    kind: str  # chat | completion | judge
-    role: str
-    base: str
-    base_sha256: str
-    adapter: str | None
-    prompt: str
-    params: dict
-    messages: list | None = None
-    output: str = ""
-    finish_reason: str = ""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    duration_s: float = 0.0
-    error: str | None = None
-    extra: dict = field(default_factory=dict)
-
-
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max()
     return shifted - np.log(np.exp(shifted).sum())
@@ -129,6 +110,7 @@ class LoadedBase:
     """One base model in one llama.cpp context, and the adapters loaded onto it."""
 
     def __init__(self, spec: BaseModelFile, placement: Placement) -> None:
+        # llama.cpp loads only in a process that serves a model (not the CLI's others)
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -193,6 +175,8 @@ class LoadedBase:
         key = (path, st.st_size, st.st_mtime_ns)
         if key in self.verified:
             return key
+        # An upward import (services → training), on the first use of an adapter file:
+        # the GGUF reader that checks it fits lives with the exporter that writes it.
         from appliance.training.export_gguf import AdapterMismatch, check_adapter_matches
 
         try:
@@ -350,9 +334,6 @@ class ModelPool:
 
     @classmethod
     def from_config(cls, config, *, log: bool = True) -> ModelPool:
-        from appliance.models.manifest import read_manifest
-        from appliance.serving.calllog import CallLog
-
         manifest = read_manifest(config.models_manifest)
         return cls(manifest, log=CallLog(config.db_path) if log else None)
 
@@ -432,8 +413,9 @@ class ModelPool:
                         "use single-token answers such as A and B",
                     )
                 ids[choice] = pieces[0]
-            call = self._call("judge", role, base, adapter, prompt, {"choices": list(choices)})
-            call.messages = list(messages)
+            call = self._call(
+                "judge", role, base, adapter, prompt, {"choices": list(choices)}, messages
+            )
             started = time.monotonic()
             try:
                 base.use(adapter)
@@ -444,13 +426,16 @@ class ModelPool:
                 raise
             scores = {c: float(logprobs[i]) for c, i in ids.items()}
             ranked = sorted(scores, key=scores.get, reverse=True)
-            call.output = ranked[0]
-            call.prompt_tokens = len(tokens)
-            call.extra = {"logprobs": scores}
-            call_id = self._record(call, started)
+            _, call_id = self._record(
+                call, started, output=ranked[0], prompt_tokens=len(tokens),
+                extra={"logprobs": scores},
+            )  # fmt: skip
         return Judgement(ranked[0], scores[ranked[0]] - scores[ranked[1]], scores, call_id)
 
-    def _call(self, kind, role, base: LoadedBase, adapter, prompt, params: dict) -> ModelCall:
+    def _call(
+        self, kind, role, base: LoadedBase, adapter, prompt, params: dict, messages=None
+    ) -> ModelCall:
+        """The call as it starts: what was asked, of which base and adapter."""
         return ModelCall(
             kind=kind,
             role=role,
@@ -459,17 +444,20 @@ class ModelPool:
             adapter=adapter.name if adapter else None,
             prompt=prompt,
             params=params,
+            messages=list(messages) if messages is not None else None,
         )
 
-    def _record(self, call: ModelCall, started: float, error: BaseException | None = None):
-        call.duration_s = time.monotonic() - started
+    def _record(
+        self, call: ModelCall, started: float, error: BaseException | None = None, **ended
+    ) -> tuple[ModelCall, int | None]:
+        """The call as it ended (its duration, error, output...), logged: (it, its id)."""
         if error is not None:
-            call.error = f"{type(error).__name__}: {error}"
-        return self.log(call) if self.log else None
+            ended["error"] = f"{type(error).__name__}: {error}"
+        call = dataclasses.replace(call, duration_s=time.monotonic() - started, **ended)
+        return call, (self.log(call) if self.log else None)
 
     def _complete(self, base, role, kind, prompt, has_bos, adapter, params, messages):
-        call = self._call(kind, role, base, adapter, prompt, params.to_dict())
-        call.messages = list(messages) if messages is not None else None
+        call = self._call(kind, role, base, adapter, prompt, params.to_dict(), messages)
         started = time.monotonic()
         try:
             base.use(adapter)
@@ -482,9 +470,10 @@ class ModelPool:
         for stop in params.stop:
             if stop in text:
                 text = text[: text.index(stop)]
-        call.output, call.finish_reason = text, finish
-        call.prompt_tokens, call.completion_tokens = len(tokens), len(out)
-        call_id = self._record(call, started)
+        call, call_id = self._record(
+            call, started, output=text, finish_reason=finish, prompt_tokens=len(tokens),
+            completion_tokens=len(out),
+        )  # fmt: skip
         return Completion(
             text=text,
             finish_reason=finish,
@@ -531,8 +520,6 @@ def _check_schema(schema) -> None:
 
 
 def _params(params: Params | None, overrides: dict) -> Params:
-    import dataclasses
-
     params = params or Params()
     if "stop" in overrides and isinstance(overrides["stop"], str):
         overrides["stop"] = (overrides["stop"],)

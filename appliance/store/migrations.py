@@ -10,6 +10,7 @@ owner changes its table by adding a migration here.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -641,3 +642,29 @@ def m013_requirement_sets(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE packages ADD COLUMN requirement_sets TEXT NOT NULL DEFAULT '[]'")
     db.execute("UPDATE packages SET requirement_sets = '[' || requirements || ']'")
     db.execute("ALTER TABLE commits ADD COLUMN requirement_set INTEGER NOT NULL DEFAULT 0")
+
+
+@migration
+def m014_answers_in_the_call_log(db: sqlite_utils.Database) -> None:
+    # A stage's answer is stored once: as its call's output in model_calls. Until now each
+    # stage in triples.stages (JSON) also held a copy, "raw", beside its call_id. The copy
+    # goes wherever the call log holds that call with the same output; a stage whose call
+    # was never logged (or differs) keeps it, since nothing else would hold the answer.
+    # The rest of the JSON is written back as it was (json.dumps keeps the key order).
+    rows = db.execute("SELECT id, stages FROM triples ORDER BY id").fetchall()
+    for triple_id, text in rows:
+        stages = json.loads(text)
+        changed = False
+        for stage in stages.values():
+            if not isinstance(stage, dict) or "raw" not in stage:
+                continue
+            logged = db.execute(
+                "SELECT output FROM model_calls WHERE id = ?", [stage.get("call_id")]
+            ).fetchone()
+            if logged is not None and logged[0] == stage["raw"]:
+                del stage["raw"]
+                changed = True
+        if changed:
+            db.execute(
+                "UPDATE triples SET stages = ? WHERE id = ?", [json.dumps(stages), triple_id]
+            )

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from appliance.clock import now_iso
 from appliance.config import Config
+from appliance.datasets.rows import DatasetRow
 from appliance.datasets.versions import latest, training_mix
 from appliance.errors import UsageError
 from appliance.models.importing import training_base_dir
@@ -60,12 +61,11 @@ def adapters(db, stage: str | None = None) -> list[AdapterVersion]:
     ]  # fmt: skip
 
 
-def _trainer_rows(rows: list[dict], kind: str) -> list[dict]:
+def _trainer_rows(rows: list[DatasetRow], kind: str) -> list[dict]:
+    """The trainer child's input (training/batches.py and dpo.py say its shape)."""
     if kind == "sft":
-        return [{"messages": r["messages"], "completion": r["completion"]} for r in rows]
-    return [
-        {"prompt": r["messages"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows
-    ]
+        return [{"messages": r.messages, "completion": r.completion} for r in rows]
+    return [{"prompt": r.messages, "chosen": r.chosen, "rejected": r.rejected} for r in rows]
 
 
 def train_stage(
@@ -77,6 +77,8 @@ def train_stage(
     max_steps: int | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> AdapterVersion:
+    # Loaded only when a job trains: the registry imports this module, and every process
+    # that resolves an adapter would load the GGUF writer and the child runner.
     from appliance.models.hf_base import make_training_base
     from appliance.training.export_gguf import export_adapter
     from appliance.training.runner import run_in_child

@@ -64,8 +64,8 @@ def test_a_campaign_records_triples_with_outcomes_alignment_and_pairs(campaign_h
     pairs = db.execute("SELECT stage, COUNT(*) FROM synthetic_pairs GROUP BY stage").fetchall()
     assert dict(pairs) == dict.fromkeys(["code", "plan", "precision", "scope", "task_analysis"], 2)
     state = summary(db, 1)
-    assert state["triples"] == 2 and state["commits"] == 2
-    assert state["stage_calls"]["task_analysis"] == 2
+    assert state.triples == 2 and state.commits == 2
+    assert state.stage_calls["task_analysis"] == 2
     # Running again does nothing: every unit is recorded.
     assert list(run_campaign(config, db, "demo", commits=2, samples=1)) == []
     from click.testing import CliRunner

@@ -10,7 +10,7 @@ import pytest
 from appliance.campaign.run import run_campaign
 from appliance.config import load_config
 from appliance.datasets import gates
-from appliance.datasets.rows import _task_rows, candidate_rows
+from appliance.datasets.rows import DatasetRow, Provenance, _Attempt, _task_rows, candidate_rows
 from appliance.datasets.versions import (
     DatasetRefused,
     build,
@@ -20,7 +20,8 @@ from appliance.datasets.versions import (
     versions,
 )
 from appliance.evaluation import heldout
-from appliance.evaluation.heldout import trainable
+from appliance.packages.split import trainable
+from appliance.serving.calllog import ModelCall
 from appliance.store import transaction
 from tests.harness.conftest import DEMO, ingest_package, make_home
 
@@ -52,19 +53,19 @@ def test_rows_carry_the_logged_prompt_and_provenance(home):
     version = build(config, db, "code", "sft")
     assert version.version == 1 and version.status == "ok"
     rows = rows_of(db, "code", "sft", 1)
-    assert {r["task"].split("@")[0] for r in rows} == {"demo"}
+    assert {r.task.split("@")[0] for r in rows} == {"demo"}
     for row in rows:
         call = db.execute(
             "SELECT prompt, messages, base_sha256 FROM model_calls WHERE id = ?",
-            [row["provenance"]["call_id"]],
+            [row.provenance.call_id],
         ).fetchone()
-        assert row["prompt"] == call[0] and row["messages"] == json.loads(call[1])
-        prov = row["provenance"]
-        assert prov["base_sha256"] == call[2] and prov["forge_revision"] != ""
-        assert {"temperature", "seed", "max_tokens"} <= set(prov["params"])
-        json.loads(row["completion"])  # the real commit's edits, as the stage answers
+        assert row.prompt == call[0] and row.messages == json.loads(call[1])
+        prov = row.provenance
+        assert prov.base_sha256 == call[2] and prov.forge_revision != ""
+        assert {"temperature", "seed", "max_tokens"} <= set(prov.params)
+        json.loads(row.completion)  # the real commit's edits, as the stage answers
     # The real commit's answer: one SFT row per task (no sample resolved with SmolLM2).
-    assert len({r["task"] for r in rows}) == 2
+    assert len({r.task for r in rows}) == 2
 
 
 def test_dpo_rows_pair_within_a_task(home):
@@ -73,16 +74,16 @@ def test_dpo_rows_pair_within_a_task(home):
     rows = rows_of(db, "code", "dpo", version.version)
     assert rows
     for row in rows:
-        assert row["chosen"] != row["rejected"]
+        assert row.chosen != row.rejected
         call = db.execute(
-            "SELECT output FROM model_calls WHERE id = ?", [row["provenance"]["call_id"]]
+            "SELECT output FROM model_calls WHERE id = ?", [row.provenance.call_id]
         ).fetchone()
-        assert call[0] == row["rejected"]  # the sample's own answer, to its own prompt
-        sha = row["task"].split("@")[1]
+        assert call[0] == row.rejected  # the sample's own answer, to its own prompt
+        sha = row.task.split("@")[1]
         target = db.execute(
             "SELECT target FROM synthetic_pairs WHERE sha = ? AND stage = 'code'", [sha]
         ).fetchone()[0]
-        assert json.loads(row["chosen"]) == json.loads(target)  # same task, never another
+        assert json.loads(row.chosen) == json.loads(target)  # same task, never another
 
 
 def test_a_resolved_sample_that_edited_test_infrastructure_is_never_learned(home):
@@ -102,16 +103,14 @@ def test_a_resolved_sample_that_edited_test_infrastructure_is_never_learned(home
             db.execute(
                 "UPDATE triples SET outcome = 'resolved', grading = '{}' WHERE id = ?", [triple_id]
             )
-        mine = [
-            r for r in candidate_rows(db, "code", keep) if r["provenance"]["call_id"] == call_id
-        ]
-        assert "resolved sample" in [r["source"] for r in mine if r["kind"] == "sft"]  # unflagged
+        mine = [r for r in candidate_rows(db, "code", keep) if r.provenance.call_id == call_id]
+        assert "resolved sample" in [r.source for r in mine if r.kind == "sft"]  # unflagged
         with transaction(db):
             db.execute("UPDATE triples SET grading = ? WHERE id = ?", [flagged, triple_id])
-        rows = [r for r in candidate_rows(db, "code", keep) if r["task"].endswith(sha)]
-        assert all(r["source"] != "resolved sample" for r in rows)
-        assert all(r.get("chosen") != output for r in rows if r["kind"] == "dpo")
-        assert any(r.get("rejected") == output for r in rows if r["kind"] == "dpo")
+        rows = [r for r in candidate_rows(db, "code", keep) if r.task.endswith(sha)]
+        assert all(r.source != "resolved sample" for r in rows)
+        assert all(r.chosen != output for r in rows if r.kind == "dpo")
+        assert any(r.rejected == output for r in rows if r.kind == "dpo")
     finally:
         with transaction(db):
             db.execute(
@@ -123,11 +122,11 @@ def test_eval_packages_and_held_out_commits_never_reach_a_dataset(home):
     config, db = home
     keep = functools.partial(trainable, config)
     rows = candidate_rows(db, "precision", keep)
-    tasks = {r["task"] for r in rows}
+    tasks = {r.task for r in rows}
     assert len(tasks) == 2
     # A commit held out for evaluation gives no row, whatever the campaign recorded.
     held = sorted(tasks)[0].split("@")[1]
-    assert {r["task"] for r in candidate_rows(db, "precision", lambda split, sha: sha != held)} == (
+    assert {r.task for r in candidate_rows(db, "precision", lambda split, sha: sha != held)} == (
         tasks - {sorted(tasks)[0]}
     )
     assert all(not heldout.held_out(t.split("@")[1], 0.2) for t in tasks)  # campaign skipped
@@ -149,7 +148,7 @@ def test_per_task_cap_and_deduplication(home):
     for stage in ("scope", "code"):
         for kind in ("sft", "dpo"):
             rows = rows_of(db, stage, kind, 99)
-            tasks = [r["task"] for r in rows]
+            tasks = [r.task for r in rows]
             assert max((tasks.count(t) for t in set(tasks)), default=0) <= 2
     assert build(config, db, "code", "sft") is None  # nothing new: no new version
     keys = db.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM dataset_rows").fetchone()
@@ -164,7 +163,7 @@ def test_versions_accumulate_and_runs_mix_in_replay(home):
     second = build(config, db, "task_analysis", "sft")
     assert second.version == first.version + 1
     after = rows_of(db, "task_analysis", "sft", second.version)
-    assert [r["task"] for r in after[: len(before)]] == [r["task"] for r in before]
+    assert [r.task for r in after[: len(before)]] == [r.task for r in before]
     assert second.rows == len(after) == len(before) + second.new_rows
     mix = training_mix(db, "task_analysis", "sft", second, replay=0.2)
     assert mix[: second.new_rows] == after[len(before) :]
@@ -187,11 +186,11 @@ def test_replay_share_is_what_was_asked(tmp_path):
         def fetchall(self):
             return self.rows
 
-    rows = [(json.dumps({"n": i}), 1 if i < 200 else 2) for i in range(300)]
+    rows = [(json.dumps(_sft_row(f"demo@{i}").to_dict()), 1 if i < 200 else 2) for i in range(300)]
     version = DatasetVersion("scope", "sft", 2, 300, 100, "ok", {}, [], "", "", "")
     for replay in (0.1, 0.15, 0.2):
         mix = training_mix(Rows(rows), "scope", "sft", version, replay=replay)
-        share = sum(1 for r in mix if r["n"] < 200) / len(mix)
+        share = sum(1 for r in mix if int(r.task.split("@")[1]) < 200) / len(mix)
         assert abs(share - replay) < 0.01
 
 
@@ -202,12 +201,11 @@ def test_a_dataset_failing_its_gates_is_kept_marked_and_refused(home, tmp_path, 
         "SELECT id, messages, prompt, output, finish_reason FROM model_calls LIMIT 12"
     ).fetchall()
     raw = [
-        {"stage": "precision", "kind": "sft", "task": f"demo@call{i}", "source": "raw output",
-         "messages": json.loads(m), "prompt": p, "completion": o, "finish_reason": f,
-         "provenance": {"call_id": i}}
+        _sft_row(f"demo@call{i}", source="raw output", messages=json.loads(m), prompt=p,
+                 completion=o, finish_reason=f)
         for i, m, p, o, f in calls
     ]  # fmt: skip
-    assert sum(r["finish_reason"] == "length" for r in raw) / len(raw) >= 0.1
+    assert sum(r.finish_reason == "length" for r in raw) / len(raw) >= 0.1
     monkeypatch.setattr(
         "appliance.datasets.versions.candidate_rows", lambda db, stage, trainable: raw
     )
@@ -223,13 +221,13 @@ def test_a_dataset_failing_its_gates_is_kept_marked_and_refused(home, tmp_path, 
 
 
 def test_gates_measure_each_problem():
-    good = {"kind": "sft", "completion": '{"files": ["a.py"]}', "finish_reason": "stop"}
+    good = '{"files": ["a.py"]}'
     rows = [
-        good,
-        dict(good, finish_reason="length"),
-        dict(good, completion='{"files": []}'),
-        dict(good, completion="not json"),
-        dict(good, completion='{"summary": "' + "again and again " * 10 + '"}'),
+        _sft_row("t@1", completion=good),
+        _sft_row("t@2", completion=good, finish_reason="length"),
+        _sft_row("t@3", completion='{"files": []}'),
+        _sft_row("t@4", completion="not json"),
+        _sft_row("t@5", completion='{"summary": "' + "again and again " * 10 + '"}'),
     ]
     rates = gates.measure(rows)
     assert rates == {"token_limit": 0.2, "runaway": 0.2, "invalid_json": 0.2, "empty": 0.2}
@@ -240,26 +238,46 @@ def test_gates_measure_each_problem():
 
 def test_pairing_never_crosses_tasks_and_prefers_resolved_answers():
     calls = {
-        i: {"id": i, "messages": "[]", "prompt": f"p{i}", "output": f'{{"o": {i}}}',
-            "finish_reason": "stop", "params": "{}", "base": "b", "adapter": None}
+        i: ModelCall("chat", "coder", "b", "b", None, f"p{i}", {}, [], f'{{"o": {i}}}', "stop",
+                     id=i)
         for i in range(1, 5)
     }  # fmt: skip
-    samples = [
-        {"sample": 0, "outcome": "resolved", "call_id": 1, "alignment": 1.0},
-        {"sample": 1, "outcome": "failed", "call_id": 2, "alignment": 0.0},
-    ]
+    samples = [_Attempt(0, "resolved", 1, 1.0), _Attempt(1, "failed", 2, 0.0)]
     rows = _task_rows("code", "demo@abc", samples, calls, real='{"o": "real"}')
-    sft = [r for r in rows if r["kind"] == "sft"]
-    dpo = [r for r in rows if r["kind"] == "dpo"]
-    assert [r["source"] for r in sft] == ["resolved sample", "real commit"]
-    assert len(dpo) == 1 and dpo[0]["chosen"] == '{"o": 1}' and dpo[0]["rejected"] == '{"o": 2}'
-    assert dpo[0]["prompt"] == "p2" and {r["task"] for r in rows} == {"demo@abc"}
-    misaligned = [
-        {"sample": 0, "outcome": "failed", "call_id": 3, "alignment": 1.0},
-        {"sample": 1, "outcome": "not_applied", "call_id": 4, "alignment": 0.0},
-    ]
+    sft = [r for r in rows if r.kind == "sft"]
+    dpo = [r for r in rows if r.kind == "dpo"]
+    assert [r.source for r in sft] == ["resolved sample", "real commit"]
+    assert len(dpo) == 1 and dpo[0].chosen == '{"o": 1}' and dpo[0].rejected == '{"o": 2}'
+    assert dpo[0].prompt == "p2" and {r.task for r in rows} == {"demo@abc"}
+    misaligned = [_Attempt(0, "failed", 3, 1.0), _Attempt(1, "not_applied", 4, 0.0)]
     rows = _task_rows("code", "demo@def", misaligned, calls, real=None)
-    assert [(r["source"], r["chosen"]) for r in rows] == [("better aligned sample", '{"o": 3}')]
+    assert [(r.source, r.chosen) for r in rows] == [("better aligned sample", '{"o": 3}')]
+
+
+def test_a_row_goes_to_its_stored_shape_and_back_unchanged():
+    # The stored shape's keys, in the order dataset_rows.row has always held them.
+    sft = _sft_row("demo@abc")
+    assert list(sft.to_dict()) == ["stage", "kind", "task", "source", "messages", "prompt",
+                                   "finish_reason", "completion", "provenance"]  # fmt: skip
+    dpo = DatasetRow("code", "dpo", "demo@abc", "real commit over sample", [], "p", "stop",
+                     sft.provenance, chosen="a", rejected="b")  # fmt: skip
+    assert list(dpo.to_dict())[-3:] == ["chosen", "rejected", "provenance"]
+    assert list(sft.to_dict()["provenance"]) == ["task", "sample", "call_id", "base_sha256",
+                                                 "adapter", "forge_revision", "params"]  # fmt: skip
+    for row in (sft, dpo):
+        assert DatasetRow.from_dict(json.loads(json.dumps(row.to_dict()))) == row
+
+
+def _sft_row(task: str, **fields) -> DatasetRow:
+    given = {
+        "source": "real commit",
+        "messages": [{"role": "user", "content": "q"}],
+        "prompt": "q",
+        "finish_reason": "stop",
+        "completion": '{"files": ["a.py"]}',
+    }
+    provenance = Provenance(task, 0, 1, "b", None, "r", {})
+    return DatasetRow("scope", "sft", task, provenance=provenance, **(given | fields))
 
 
 def test_export_and_cli(home, tmp_path):

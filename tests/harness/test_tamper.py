@@ -7,6 +7,7 @@ built from a real git repository); on the old harness each gave "resolved".
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -367,38 +368,36 @@ def test_records_that_are_not_the_witnesss():
 
 
 def test_tampered_samples_are_only_ever_rejected_sides():
-    from appliance.datasets.rows import _task_rows
+    from appliance.datasets.rows import _Attempt, _task_rows
+    from appliance.serving.calllog import ModelCall
 
     calls = {
-        i: {"id": i, "messages": "[]", "prompt": f"p{i}", "output": f'{{"o": {i}}}',
-            "finish_reason": "stop", "params": "{}", "base": "b", "adapter": None}
+        i: ModelCall("chat", "coder", "b", "b", None, f"p{i}", {}, [], f'{{"o": {i}}}', "stop",
+                     id=i)
         for i in range(1, 5)
     }  # fmt: skip
-    samples = [
-        {"sample": 0, "outcome": "resolved", "call_id": 1, "alignment": 0.0},
-        {"sample": 1, "outcome": "tampered", "call_id": 2, "alignment": 1.0},
-    ]
+    samples = [_Attempt(0, "resolved", 1, 0.0), _Attempt(1, "tampered", 2, 1.0)]
     rows = _task_rows("code", "demo@abc", samples, calls, real=None)
-    assert [r["source"] for r in rows if r["kind"] == "sft"] == ["resolved sample"]
-    (dpo,) = [r for r in rows if r["kind"] == "dpo"]
-    assert dpo["chosen"] == '{"o": 1}' and dpo["rejected"] == '{"o": 2}'
+    assert [r.source for r in rows if r.kind == "sft"] == ["resolved sample"]
+    (dpo,) = [r for r in rows if r.kind == "dpo"]
+    assert dpo.chosen == '{"o": 1}' and dpo.rejected == '{"o": 2}'
     # With no resolved sample: the real commit over it, never it over a worse-aligned one.
     samples = [
-        {"sample": 0, "outcome": "tampered", "call_id": 2, "alignment": 1.0},
-        {"sample": 1, "outcome": "failed", "call_id": 3, "alignment": 0.0},
-        {"sample": 2, "outcome": "tampered", "call_id": 4, "alignment": 0.0},
+        _Attempt(0, "tampered", 2, 1.0),
+        _Attempt(1, "failed", 3, 0.0),
+        _Attempt(2, "tampered", 4, 0.0),
     ]
     rows = _task_rows("code", "demo@def", samples, calls, real='{"o": "real"}')
-    assert all(r["completion"] == '{"o": "real"}' for r in rows if r["kind"] == "sft")
-    dpo = [r for r in rows if r["kind"] == "dpo"]
-    assert {r["chosen"] for r in dpo} == {'{"o": "real"}'}
-    assert {r["rejected"] for r in dpo} == {'{"o": 2}', '{"o": 3}', '{"o": 4}'}
+    assert all(r.completion == '{"o": "real"}' for r in rows if r.kind == "sft")
+    dpo = [r for r in rows if r.kind == "dpo"]
+    assert {r.chosen for r in dpo} == {'{"o": "real"}'}
+    assert {r.rejected for r in dpo} == {'{"o": 2}', '{"o": 3}', '{"o": 4}'}
     rows = _task_rows("code", "demo@ghi", samples, calls, real=None)
     assert rows == []  # a tampered answer is never the better-aligned chosen side
 
 
 def test_the_migration_keeps_rows_and_admits_tampered(tmp_path):
-    from appliance.campaign.store import record_triple
+    from appliance.campaign.store import Triple, record_triple
     from appliance.store.db import connect
     from appliance.store.migrations import MIGRATIONS, migrate
 
@@ -413,10 +412,8 @@ def test_the_migration_keeps_rows_and_admits_tampered(tmp_path):
         "test_timeout_s, requirements, ingested_at) VALUES (1, 'x', '1', 'm', 'p', '[]', 1, "
         "'[]', 'now')"
     )
-    triple = {"sha": "a", "sample": 0, "snapshot_sha": "p", "temperature": 0.2, "seed": 1,
-              "stages": {}, "call_ids": [], "edits": [], "diff": "", "outcome": "failed",
-              "reason": "r", "grading": {}, "alignment": {}, "seconds": {}}  # fmt: skip
-    record_triple(db, 1, triple)
+    triple = Triple(1, "a", 0, "p", 0.2, 1, (), (), "", "failed", "r", {}, {}, {})
+    record_triple(db, triple)
     db.execute(
         "INSERT INTO patch_gradings (package_id, sha, patch_sha256, verdict, reason, result, "
         "diff, graded_at) VALUES (1, 'a', 'h', 'failed', 'r', '{}', '', 'now')"
@@ -424,9 +421,9 @@ def test_the_migration_keeps_rows_and_admits_tampered(tmp_path):
     assert "m012_tampered_verdict" in migrate(db)
     assert db.execute("SELECT outcome FROM triples").fetchall() == [("failed",)]
     assert db.execute("SELECT verdict FROM patch_gradings").fetchall() == [("failed",)]
-    assert record_triple(db, 1, {**triple, "sample": 1, "outcome": "tampered"})
+    assert record_triple(db, dataclasses.replace(triple, sample=1, outcome="tampered"))
     db.execute(
         "INSERT INTO patch_gradings (package_id, sha, patch_sha256, verdict, reason, result, "
         "diff, graded_at) VALUES (1, 'a', 'h', 'tampered', 'r', '{}', '', 'now')"
     )
-    assert record_triple(db, 1, {**triple, "sample": 0}) is False  # the unique key survived
+    assert record_triple(db, triple) is False  # the unique key survived

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from appliance.campaign.store import triples
 from appliance.cli import cli
+from appliance.serving.calllog import calls
 from appliance.store import connect, migrations, open_db
 from appliance.store.migrations import MIGRATIONS
 
@@ -50,6 +52,7 @@ FROZEN = {
     "m011_job_results": "320d8f2ec0a7fa2e",
     "m012_tampered_verdict": "a9beee5543c568da",
     "m013_requirement_sets": "bcfca5e85106d68d",
+    "m014_answers_in_the_call_log": "b4df456c3be0b0f3",
 }
 SHIPPED = [name for name in FROZEN if name.startswith("m")]
 FORGE_PACKAGES = ("appliance", "daemon", "tui", "bench")
@@ -219,3 +222,68 @@ def test_a_database_made_by_the_last_release_migrates_and_keeps_its_rows(forge_h
         "train",
         35,
     )
+
+
+def _old_triple(db, sample: int, stages: dict) -> None:
+    db.execute(
+        "INSERT INTO triples (package_id, sha, sample, snapshot_sha, temperature, seed, stages, "
+        "call_ids, edits, diff, outcome, reason, grading, alignment, seconds, created_at) "
+        "VALUES (1, 'abc', ?, 'p', 0.2, 7, ?, '[]', '[]', '', 'failed', 'r', '{}', '{}', '{}', "
+        "'then')",
+        [sample, json.dumps(stages)],
+    )
+
+
+def test_m014_leaves_each_answer_in_the_call_log_only(forge_home):
+    """A triple of the last release copied each stage's answer ("raw") beside its call id;
+    m014 drops the copy where the call log holds that answer, and only there."""
+    shutil.copyfile(OLD_DB, forge_home.db_path)
+    old = connect(forge_home.db_path, migrate=False)
+    for call_id, output in ((1, '{"files": ["a.py"]}'), (2, '{"summary": "é"}')):
+        old.execute(
+            "INSERT INTO model_calls (id, at, kind, role, base, base_sha256, prompt, params, "
+            "output, finish_reason, prompt_tokens, completion_tokens, duration_s) "
+            "VALUES (?, 'then', 'chat', 'coder', 'b', 'h', 'p', '{}', ?, 'stop', 1, 1, 0.1)",
+            [call_id, output],
+        )
+    context = {
+        "stage": "scope",
+        "sha": "p",
+        "budget": 9,
+        "tokens": 1,
+        "left_out": 0,
+        "items": [{"kind": "tree", "path": "", "why": "w", "tokens": 1, "text": "t"}],
+    }
+
+    def stage(name, raw, call_id):
+        return {"stage": name, "output": None, "raw": raw, "call_id": call_id, "adapter": None,
+                "error": "unusable answer: x", "context": context}  # fmt: skip
+
+    _old_triple(
+        old,
+        0,
+        {
+            "scope": stage("scope", '{"files": ["a.py"]}', 1),
+            "task_analysis": stage("task_analysis", '{"summary": "é"}', 2),
+        },
+    )
+    # Not logged, or logged with another output: the copy is the only one, it stays.
+    unlogged = {"scope": stage("scope", "lost", None), "plan": stage("plan", "other", 1)}
+    _old_triple(old, 1, unlogged)
+    old.conn.commit()
+    old.close()
+
+    db = open_db(forge_home)
+    (first,), (second,) = db.execute("SELECT stages FROM triples ORDER BY sample").fetchall()
+    moved = {
+        name: stage(name, "", call_id) for name, call_id in (("scope", 1), ("task_analysis", 2))
+    }
+    for entry in moved.values():
+        del entry["raw"]
+    assert first == json.dumps(moved)  # byte for byte, less the copies
+    assert second == json.dumps(unlogged)
+    # The campaign's records read both shapes; the answer comes from the call log.
+    (migrated, kept) = triples(db, 1)
+    assert [s.call_id for s in migrated.stages] == [1, 2]
+    assert calls(db, migrated.call_ids)[2].output == '{"summary": "é"}'
+    assert [s.stage for s in kept.stages] == ["scope", "plan"] and kept.call_ids == [1]

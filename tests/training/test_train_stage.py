@@ -56,8 +56,8 @@ def test_train_registers_a_candidate_that_changes_the_stage_output(home):
     pool = ModelPool.from_config(config, log=False)
     base = pool.base_for("reasoning")
     with base.lock:
-        prompt, has_bos = base.render(row["messages"])
-        tokens = base.tokenize(prompt, has_bos) + base.tokenize(row["completion"])[:8]
+        prompt, has_bos = base.render(row.messages)
+        tokens = base.tokenize(prompt, has_bos) + base.tokenize(row.completion)[:8]
         base.use(None)
         plain = base.last_logprobs(tokens)
         base.use(Adapter(adapter["name"], path))

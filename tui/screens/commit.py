@@ -115,12 +115,12 @@ def sample_detail(sample: Sample) -> Group:
     for stage in [s for s in STAGES if s in sample.stages] + sorted(
         set(sample.stages) - set(STAGES)
     ):
-        result = sample.stages[stage] or {}
-        head = Text.assemble((stage, "bold cyan"), f"  adapter {result.get('adapter') or 'base'}")
-        if result.get("error"):
-            head.append(f"  error: {result['error']}", style="red")
+        result = sample.stages[stage]
+        head = Text.assemble((stage, "bold cyan"), f"  adapter {result.adapter or 'base'}")
+        if result.error:
+            head.append(f"  error: {result.error}", style="red")
         parts.append(head)
-        output = result.get("output")
+        output = result.output
         if output is not None:
             shown = json.dumps(output, indent=2, ensure_ascii=False)
             if len(shown) > OUTPUT_CHARS:
