@@ -233,7 +233,7 @@ def import_(gguf: Path, role: str, name, as_json: bool) -> None:
     """Import a GGUF base model: check it, copy it into models/, write its training base
     (the dequantized checkpoint adapters are trained on) beside it, and record it in
     models.toml for ROLE. A failure changes nothing."""
-    from appliance.models.importing import import_base
+    from appliance.registry import import_base
 
     config = load_config()
     with Status("importing: checking, copying, dequantizing…", console=err_console):

@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from appliance import registry
 from appliance.config import Config
+from appliance.datasets.versions import latest
 from appliance.errors import ForgeError
+from appliance.evaluation.compare import evaluate_many
+from appliance.training.job import train_stage
 
 STEPS = ("ingest", "campaign", "datasets", "train", "evaluate")
 
@@ -168,8 +172,6 @@ def _datasets(config: Config, db, step: Step) -> None:
 def _train(config: Config, db, progress: Progress, step: Step) -> None:
     """Train each stage whose latest SFT dataset passed its gates, was not trained on yet,
     and brought at least `cycle.min_new_rows` new rows."""
-    from appliance.datasets.versions import latest
-    from appliance.training.job import adapters, train_stage
 
     trained, passed = [], []
     for stage in config.settings.cycle.stages:
@@ -177,7 +179,7 @@ def _train(config: Config, db, progress: Progress, step: Step) -> None:
         why = None
         if dataset is None:
             why = "no dataset"
-        elif any(a.dataset == dataset.name for a in adapters(db, stage)):
+        elif any(a.dataset == dataset.name for a in registry.adapters(db, stage)):
             why = f"{dataset.name} already trained"
         elif dataset.status != "ok":
             why = f"{dataset.name} failed its quality gates: " + "; ".join(dataset.reasons)
@@ -199,15 +201,11 @@ def _train(config: Config, db, progress: Progress, step: Step) -> None:
 def _evaluate(config: Config, db, progress: Progress, step: Step, report: CycleReport) -> None:
     """Decide every candidate still undecided (this cycle's, or one an interrupted cycle
     trained), all stages together, then promote or reject each."""
-    from appliance import registry
-    from appliance.evaluation.compare import evaluate_many
-    from appliance.training.job import adapters
-
     waiting = {}
     for stage in config.settings.cycle.stages:
-        candidates = [a for a in adapters(db, stage) if a.status == "candidate"]
-        if candidates:
-            waiting[stage] = candidates[-1].version  # the newest; older ones stay candidates
+        newest = registry.newest_candidate(db, stage)  # older ones stay candidates
+        if newest is not None:
+            waiting[stage] = newest.version
     if not waiting:
         step.status = "skipped"
         step.detail = {"why": "no candidate to evaluate"}
@@ -222,7 +220,7 @@ def _evaluate(config: Config, db, progress: Progress, step: Step, report: CycleR
     # The decisions are stored, the registry not yet changed. Each promote or reject is one
     # transaction: one killed before its commit leaves the candidate for the next run.
     for ev in evaluations:
-        number = int(ev.candidate.rsplit("-v", 1)[1])
+        number = waiting[ev.stage]  # the version evaluate_many was given for the stage
         if ev.decision.verdict == "promote":
             registry.promote(db, ev.stage, number, decision_id=ev.decision_id)
             action = "promoted"

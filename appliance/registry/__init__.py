@@ -1,13 +1,13 @@
 """The adapter registry: which version of each stage is active, promote and rollback,
 what the model pool serves for a stage now, and the package train/eval split."""
 
-from appliance.registry.bases import invalidate_replaced
+from appliance.registry.bases import import_base, invalidate_replaced
 from appliance.registry.registry import (
-    RegisteredAdapter,
     RegistryRefused,
     active,
     get,
     history,
+    newest_candidate,
     promote,
     reject,
     rollback,
@@ -16,19 +16,36 @@ from appliance.registry.registry import (
 )
 from appliance.registry.serving import active_adapter, as_adapter, resolver
 from appliance.registry.split import SplitRefused, hashed_split, set_split
+from appliance.registry.store import (
+    AdapterEvent,
+    AdapterVersion,
+    RegisteredAdapter,
+    active_versions,
+    adapters,
+    next_version,
+    register_candidate,
+)
 
 __all__ = [
+    "AdapterEvent",
+    "AdapterVersion",
     "RegisteredAdapter",
     "RegistryRefused",
     "SplitRefused",
     "active",
     "active_adapter",
+    "active_versions",
+    "adapters",
     "as_adapter",
     "get",
     "hashed_split",
     "history",
+    "import_base",
     "invalidate_replaced",
+    "newest_candidate",
+    "next_version",
     "promote",
+    "register_candidate",
     "reject",
     "resolver",
     "rollback",

@@ -193,7 +193,8 @@ class LoadedBase:
         key = (path, st.st_size, st.st_mtime_ns)
         if key in self.verified:
             return key
-        from appliance.training.export_gguf import AdapterMismatch, check_adapter_matches
+        # gguf's reader is loaded only by a process that verifies an adapter.
+        from appliance.models.gguf_adapter import AdapterMismatch, check_adapter_matches
 
         try:
             check_adapter_matches(path, self.spec.path)
