@@ -172,7 +172,6 @@ def _datasets(config: Config, db, step: Step) -> None:
 def _train(config: Config, db, progress: Progress, step: Step) -> None:
     """Train each stage whose latest SFT dataset passed its gates, was not trained on yet,
     and brought at least `cycle.min_new_rows` new rows."""
-
     trained, passed = [], []
     for stage in config.settings.cycle.stages:
         dataset = latest(db, stage, "sft")

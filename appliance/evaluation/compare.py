@@ -47,7 +47,7 @@ class Evaluation:
         }
 
 
-def pick_candidate(db, stage: str, version: int | None):
+def pick_candidate(db, stage: str, version: int | None) -> registry.AdapterVersion:
     """The version to evaluate: the one named, else the newest candidate."""
     if stage not in STAGES:
         raise UsageError(f"unknown stage {stage!r}", f"stages are: {', '.join(STAGES)}")
