@@ -6,6 +6,7 @@ import shutil
 
 import sqlite_utils
 
+from appliance import registry
 from appliance.config import Config
 from appliance.errors import ForgeError
 from appliance.harness.results import GoldCounts, gold_counts
@@ -54,12 +55,7 @@ def gather(config: Config, db: sqlite_utils.Database, resources: dict | None = N
         "database": {"path": str(config.db_path), "bytes": db_bytes},
         "disk": {"free_bytes": disk.free, "total_bytes": disk.total},
         "daemon": _daemon(config),
-        "adapters": {
-            r[0]: r[1]
-            for r in db.execute(
-                "SELECT stage, stage || '-v' || version FROM adapters WHERE status = 'active'"
-            )
-        },
+        "adapters": {a.stage: a.name for a in registry.active_versions(db)},
         "jobs": _jobs(db),
         "resources": resources if resources is not None else snapshot(config.home),
     }
@@ -90,10 +86,8 @@ def _packages(db: sqlite_utils.Database) -> list[dict]:
 def _jobs(db) -> dict:
     """Counts per status, the running jobs with their progress, the queue, and the recent
     failures (read from the database, so they show with or without a daemon)."""
-    counts = {s: 0 for s in jobs.STATUSES}
-    counts.update(dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")))
     return {
-        "counts": counts,
+        "counts": jobs.counts(db),
         "running": [j.to_dict() for j in jobs.jobs(db, ("running",))],
         "queue": [j.to_dict() for j in reversed(jobs.jobs(db, ("queued",)))],
         "recent_failures": [j.to_dict() for j in jobs.recent_failures(db)],

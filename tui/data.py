@@ -8,22 +8,25 @@ tests and the screenshot script render a fixed snapshot of the box's resources.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance import registry
 from appliance.campaign import store as campaign_store
 from appliance.campaign.store import StageRecord
 from appliance.config import Config
 from appliance.errors import ForgeError
 from appliance.evaluation.metrics import METRICS
-from appliance.evaluation.store import decisions
+from appliance.evaluation.store import StoredDecision, decisions
 from appliance.harness.results import GoldCounts, gold_counts, gold_usable
 from appliance.ops import jobs
 from appliance.ops.control import request
 from appliance.packages import corpus
 from appliance.packages.corpus import IngestEvent, RepoPackage
+from appliance.registry import AdapterEvent
 from appliance.stages import STAGES
 from appliance.status import gather as gather_status
 from appliance.store import open_db
@@ -113,7 +116,7 @@ class AdapterRow:
     dataset: str
     created_at: str
     train_loss: float | None
-    decision: dict | None  # the newest gate decision with this version as the candidate
+    decision: StoredDecision | None  # the newest with this version as the candidate
 
 
 @dataclass(frozen=True)
@@ -128,10 +131,11 @@ class StageSummary:
 class StageView:
     stage: str
     primary_metric: str
-    active: str
+    active: str  # 'scope-v2' or 'base'
+    active_version: int | None  # None: the base
     versions: tuple[AdapterRow, ...]
     chart: tuple[MetricPoint, ...]
-    history: tuple[dict, ...]  # registry.history, newest first
+    history: tuple[AdapterEvent, ...]  # registry.history, newest first
 
 
 @dataclass(frozen=True)
@@ -280,17 +284,9 @@ class Reader:
 
     def stages(self) -> tuple[StageSummary, ...]:
         with self.db() as db:
-            counts = {
-                (stage, status): n
-                for stage, status, n in db.execute(
-                    "SELECT stage, status, COUNT(*) FROM adapters GROUP BY stage, status"
-                ).fetchall()
-            }
-            active = dict(
-                db.execute(
-                    "SELECT stage, stage || '-v' || version FROM adapters WHERE status = 'active'"
-                ).fetchall()
-            )
+            found = registry.adapters(db)
+        counts = Counter((a.stage, a.status) for a in found)
+        active = {a.stage: a.name for a in found if a.status == "active"}
         return tuple(
             StageSummary(
                 stage,
@@ -302,18 +298,14 @@ class Reader:
         )
 
     def stage(self, stage: str) -> StageView:
-        # The registry (and the training code it reaches) loads when an adapter screen
-        # first asks, not when the dashboard starts.
-        from appliance import registry
-
         primary = METRICS[stage][0][0]
         with self.db() as db:
             entries = registry.versions(db, stage)
             found = decisions(db, stage, limit=500)  # newest first
             events = registry.history(db, stage)
-        newest: dict[str, dict] = {}
+        newest: dict[str, StoredDecision] = {}
         for decision in found:
-            newest.setdefault(decision["candidate"], decision)
+            newest.setdefault(decision.candidate, decision)
         rows = tuple(
             AdapterRow(
                 e.name,
@@ -329,11 +321,12 @@ class Reader:
             )
             for e in entries
         )
-        active = next((r.name for r in rows if r.status == "active"), "base")
+        active = next((r for r in rows if r.status == "active"), None)
         return StageView(
             stage,
             primary,
-            active,
+            active.name if active else "base",
+            active.version if active else None,
             rows,
             _chart(stage, primary, rows, found),
             tuple(reversed(events)),
@@ -342,16 +335,14 @@ class Reader:
     def rollback_preview(self, stage: str) -> tuple[str, str]:
         """(from, to) a plain rollback of `stage` would do, by the registry's own rule,
         changing nothing. Raises the registry's refusal (e.g. nothing active) as it would."""
-        from appliance import registry  # loaded on first use (see stage)
-
         with self.db() as db:
             before, after = registry.rollback_target(db, stage)
         return (before.name if before else "base", after.name if after else "base")
 
-    def decision_for(self, stage: str, candidate: str) -> dict | None:
+    def decision_for(self, stage: str, candidate: str) -> StoredDecision | None:
         with self.db() as db:
             found = decisions(db, stage, limit=500)
-        return next((d for d in found if d["candidate"] == candidate), None)
+        return next((d for d in found if d.candidate == candidate), None)
 
     # --- jobs and logs -----------------------------------------------------------------
 
@@ -394,15 +385,15 @@ def _train_loss(metrics: dict) -> float | None:
 def _chart(stage, primary, rows, found) -> tuple[MetricPoint, ...]:
     """The primary metric per version (the base first, if a decision measured it)."""
     points = []
-    base = next((d for d in reversed(found) if d["baseline"] == "base"), None)
+    base = next((d for d in reversed(found) if d.baseline == "base"), None)
     if base is not None:
-        metric = _metric(base["report"], primary)
+        metric = _metric(base.report, primary)
         if metric is not None:
             points.append(
                 MetricPoint("base", metric["baseline"], tuple(metric["baseline_interval"]))
             )
     for row in rows:
-        metric = _metric(row.decision["report"], primary) if row.decision else None
+        metric = _metric(row.decision.report, primary) if row.decision else None
         if metric is not None:
             points.append(
                 MetricPoint(

@@ -179,15 +179,14 @@ def decisions(stage, limit: int, as_json: bool) -> None:
     _, db = open_forge()
     found = stored(db, stage, limit)
     if as_json:
-        emit_json(found)
+        emit_json([d.to_dict() for d in found])
         return
     if not found:
         console.print("no gate decisions yet: forge eval STAGE or forge cycle makes them")
     for d in found:
-        report = d["report"]
-        console.print(f"#{d['id']} {d['created_at']}  {d['candidate']} vs {d['baseline']}: "
-                      f"[bold]{d['verdict']}[/]")  # fmt: skip
-        for reason in report.get("reasons", []):
+        console.print(f"#{d.id} {d.created_at}  {d.candidate} vs {d.baseline}: "
+                      f"[bold]{d.verdict}[/]")  # fmt: skip
+        for reason in d.report.get("reasons", []):
             console.print(f"    {escape(reason)}")
 
 

@@ -13,7 +13,6 @@ from rich.table import Table
 
 from appliance.cli.output import console, emit_json, err_console, human_bytes
 from appliance.config import load_config
-from appliance.models.importing import import_base
 from appliance.models.manifest import (
     GGUF_MAGIC,
     ModelFileError,
@@ -22,6 +21,7 @@ from appliance.models.manifest import (
     read_manifest,
     sha256_of,
 )
+from appliance.registry import import_base
 from appliance.serving.placement import CPU, detect_gpus, plan
 
 NO_DAEMON_POOL = "none in this process; a running daemon's pool is not visible from the CLI yet"

@@ -27,7 +27,7 @@ from appliance.errors import ForgeError
 from appliance.evaluation.compare import evaluate_many
 from appliance.packages import corpus
 from appliance.packages.ingest import ingest
-from appliance.training.job import adapters, train_stage
+from appliance.training.job import train_stage
 
 STEPS = ("ingest", "campaign", "datasets", "train", "evaluate")
 
@@ -176,7 +176,7 @@ def _train(config: Config, db, progress: Progress, step: Step) -> None:
         why = None
         if dataset is None:
             why = "no dataset"
-        elif any(a.dataset == dataset.name for a in adapters(db, stage)):
+        elif any(a.dataset == dataset.name for a in registry.adapters(db, stage)):
             why = f"{dataset.name} already trained"
         elif dataset.status != "ok":
             why = f"{dataset.name} failed its quality gates: " + "; ".join(dataset.reasons)
@@ -200,9 +200,9 @@ def _evaluate(config: Config, db, progress: Progress, step: Step, report: CycleR
     trained), all stages together, then promote or reject each."""
     waiting = {}
     for stage in config.settings.cycle.stages:
-        candidates = [a for a in adapters(db, stage) if a.status == "candidate"]
-        if candidates:
-            waiting[stage] = candidates[-1].version  # the newest; older ones stay candidates
+        newest = registry.newest_candidate(db, stage)  # older ones stay candidates
+        if newest is not None:
+            waiting[stage] = newest.version
     if not waiting:
         step.status = "skipped"
         step.detail = {"why": "no candidate to evaluate"}
@@ -217,7 +217,7 @@ def _evaluate(config: Config, db, progress: Progress, step: Step, report: CycleR
     # The decisions are stored, the registry not yet changed. Each promote or reject is one
     # transaction: one killed before its commit leaves the candidate for the next run.
     for ev in evaluations:
-        number = int(ev.candidate.rsplit("-v", 1)[1])
+        number = waiting[ev.stage]  # the version evaluate_many was given for the stage
         if ev.decision.verdict == "promote":
             registry.promote(db, ev.stage, number, decision_id=ev.decision_id)
             action = "promoted"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from appliance import registry
 from appliance.config import Config
 from appliance.errors import UsageError
 from appliance.evaluation import gate, metrics
@@ -17,6 +18,7 @@ from appliance.evaluation import store as records
 from appliance.evaluation.heldout import EvaluationSet, evaluation_set
 from appliance.evaluation.run import Arm, EvalRun, Evaluator
 from appliance.records import as_json
+from appliance.serving.pool import ModelPool
 from appliance.stages import STAGES
 
 
@@ -38,28 +40,25 @@ class Evaluation:
         return as_json(self, *fields, reused=reused) | self.decision.to_dict()
 
 
-def pick_candidate(db, stage: str, version: int | None):
+def pick_candidate(db, stage: str, version: int | None) -> registry.AdapterVersion:
     """The version to evaluate: the one named, else the newest candidate."""
-    from appliance import registry
-    from appliance.training.job import adapters
-
     if stage not in STAGES:
         raise UsageError(f"unknown stage {stage!r}", f"stages are: {', '.join(STAGES)}")
     if version is not None:
         return registry.get(db, stage, version)
-    waiting = [a for a in adapters(db, stage) if a.status == "candidate"]
-    if not waiting:
+    newest = registry.newest_candidate(db, stage)
+    if newest is None:
         raise UsageError(
             f"{stage} has no candidate adapter to evaluate",
             f"forge train {stage} makes one; forge adapters {stage} lists the versions",
         )
-    return waiting[-1]
+    return newest
 
 
 def compare_runs(db, stage: str, candidate: EvalRun, baseline: EvalRun, seed: int, resamples: int):
     """One MetricResult per metric, over the items both runs scored."""
-    ours = {(e, i, m): v for e, i, m, v in records.outcomes(db, candidate.id)}
-    theirs = {(e, i, m): v for e, i, m, v in records.outcomes(db, baseline.id)}
+    ours = {(o.example, o.item, o.metric): o.value for o in records.outcomes(db, candidate.id)}
+    theirs = {(o.example, o.item, o.metric): o.value for o in records.outcomes(db, baseline.id)}
     results = []
     for metric, kind in metrics.METRICS[stage]:
         keys = sorted(k for k in ours if k[2] == metric and k in theirs)
@@ -87,9 +86,6 @@ def evaluate_many(
 ) -> list[Evaluation]:
     """Evaluate each (stage, version) against the stage's active version, and decide them
     together (Benjamini–Hochberg across the stages)."""
-    from appliance import registry
-    from appliance.serving.pool import ModelPool
-
     settings = config.settings.evaluation
     chosen = [
         (stage, pick_candidate(db, stage, version), registry.active(db, stage))

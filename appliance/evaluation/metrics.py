@@ -7,7 +7,12 @@ bootstrap). An unusable answer predicts nothing: its items count as wrong.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from appliance.evaluation.store import StoredOutcome
 
 # stage -> (metric, kind); all are primary: none may regress
 METRICS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -60,10 +65,11 @@ def _labels(truth: list[dict], answer, key: str, wanted: str, recall: str) -> li
     return outcomes
 
 
-def summarise(stage: str, outcomes: list[tuple[str, str, str, float]]) -> dict[str, dict]:
-    """metric -> {"value", "n"} over (example, item, metric, value) rows."""
+def summarise(stage: str, outcomes: Iterable[StoredOutcome]) -> dict[str, dict]:
+    """metric -> {"value", "n"} over a run's stored outcomes."""
+    outcomes = list(outcomes)
     out = {}
     for metric, _ in METRICS[stage]:
-        values = [v for _, _, m, v in outcomes if m == metric]
+        values = [o.value for o in outcomes if o.metric == metric]
         out[metric] = {"value": sum(values) / len(values) if values else None, "n": len(values)}
     return out

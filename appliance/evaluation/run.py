@@ -19,6 +19,9 @@ from appliance.evaluation import store as records
 from appliance.evaluation.examples import GRADED, CommitExamples, Example
 from appliance.evaluation.heldout import EvaluationSet
 from appliance.harness.edits import SearchReplace
+from appliance.harness.grading import grade_patch
+from appliance.harness.results import gold_for
+from appliance.registry import active_adapter
 from appliance.serving.pool import Adapter, ModelPool
 from appliance.stages import STAGE_ROLES, schemas
 from appliance.stages.pipeline import StageSettings, _budget, run_stage
@@ -104,22 +107,21 @@ class Evaluator:
         examples = self.examples(stage)
         base_sha = self.pool.manifest.for_role(STAGE_ROLES[stage]).sha256
         key = examples_key(stage, [e.key for e in examples], self.settings)
-        row = records.open_run(
+        stored = records.open_run(
             self.db, stage, arm.name, arm.sha256, base_sha, key, self.set.source, len(examples)
         )
-        if row["status"] == "done":
-            return EvalRun(row["id"], stage, arm.name, row["source"], json.loads(row["summary"]),
-                           True)  # fmt: skip
-        done = records.done_examples(self.db, row["id"])
+        if stored.status == "done":
+            return EvalRun(stored.id, stage, arm.name, stored.source, stored.summary, True)
+        done = records.done_examples(self.db, stored.id)
         for i, example in enumerate(examples):
             if example.key not in done:
                 answer, detail, outcomes = self._answer(example, arm)
-                records.record_example(self.db, row["id"], example.key, answer, detail, outcomes)
+                records.record_example(self.db, stored.id, example.key, answer, detail, outcomes)
             if on_example:
                 on_example(i + 1, len(examples))
-        summary = metrics.summarise(stage, records.outcomes(self.db, row["id"]))
-        records.finish_run(self.db, row["id"], summary)
-        return EvalRun(row["id"], stage, arm.name, self.set.source, summary, False)
+        summary = metrics.summarise(stage, records.outcomes(self.db, stored.id))
+        records.finish_run(self.db, stored.id, summary)
+        return EvalRun(stored.id, stage, arm.name, self.set.source, summary, False)
 
     def _answer(self, example: Example, arm: Arm) -> tuple[str, dict, list[metrics.Outcome]]:
         result = self._call(example.stage, example.context, example.schema, arm.adapter,
@@ -131,8 +133,6 @@ class Evaluator:
         if example.stage == "plan":
             # The plan is judged by what the code stage makes of it, with the code stage's
             # adapter in service: the same for the candidate and the baseline.
-            from appliance.registry import active_adapter
-
             plan_files = [
                 s["file"] for s in (result.output or {}).get("steps", [])
                 if isinstance(s, dict) and s.get("file") in self._builder(example).files
@@ -160,9 +160,6 @@ class Evaluator:
                          task=example.spec.message, **fields)  # fmt: skip
 
     def _grade(self, example: Example, output: dict | None) -> tuple[bool, dict]:
-        from appliance.harness.grading import grade_patch
-        from appliance.harness.results import gold_for
-
         edits = [
             SearchReplace(e["path"], e["search"], e["replace"])
             for e in (output or {}).get("edits", [])

@@ -6,6 +6,8 @@ adapter on the same examples and settings is reused, never recomputed."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from appliance.clock import now_iso
 from appliance.store import transaction
@@ -14,7 +16,96 @@ from appliance.store import transaction
 # appliance/store/migrations.py.
 
 
-def open_run(db, stage, adapter, adapter_sha, base_sha, examples_key, source, n) -> dict:
+@dataclass(frozen=True)
+class StoredRun:
+    """An `eval_runs` row: one arm evaluated on one example set."""
+
+    id: int
+    stage: str
+    adapter: str  # 'scope-v2', or 'base'
+    adapter_sha256: str
+    base_sha256: str
+    examples_key: str
+    source: str
+    examples: int
+    status: str  # running | done
+    summary: dict | None  # metric -> {value, n}, once done
+    created_at: str
+    finished_at: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping) -> StoredRun:
+        summary = row["summary"]
+        return cls(
+            id=row["id"],
+            stage=row["stage"],
+            adapter=row["adapter"],
+            adapter_sha256=row["adapter_sha256"],
+            base_sha256=row["base_sha256"],
+            examples_key=row["examples_key"],
+            source=row["source"],
+            examples=row["examples"],
+            status=row["status"],
+            summary=None if summary is None else json.loads(summary),
+            created_at=row["created_at"],
+            finished_at=row["finished_at"],
+        )
+
+
+@dataclass(frozen=True)
+class StoredOutcome:
+    """One metric's value for one item of one example of a run."""
+
+    example: str
+    item: str  # "" for a per-example metric
+    metric: str
+    value: float
+
+
+@dataclass(frozen=True)
+class StoredDecision:
+    """A `gate_decisions` row with its report."""
+
+    id: int
+    stage: str
+    candidate: str  # scope-v3
+    baseline: str  # scope-v2, or 'base'
+    candidate_run: int | None
+    baseline_run: int | None
+    verdict: str  # promote | reject
+    report: dict  # the gate's decision, its metrics, the example source
+    created_at: str
+
+    @classmethod
+    def from_row(cls, row: Mapping) -> StoredDecision:
+        return cls(
+            id=row["id"],
+            stage=row["stage"],
+            candidate=row["candidate"],
+            baseline=row["baseline"],
+            candidate_run=row["candidate_run"],
+            baseline_run=row["baseline_run"],
+            verdict=row["verdict"],
+            report=json.loads(row["report"]),
+            created_at=row["created_at"],
+        )
+
+    def to_dict(self) -> dict:
+        """As `forge decisions --json` prints it: the table's columns, in its order."""
+        return {
+            "id": self.id,
+            "stage": self.stage,
+            "candidate": self.candidate,
+            "baseline": self.baseline,
+            "candidate_run": self.candidate_run,
+            "baseline_run": self.baseline_run,
+            "verdict": self.verdict,
+            "report": self.report,
+            "created_at": self.created_at,
+        }
+
+
+def open_run(db, stage, adapter, adapter_sha, base_sha, examples_key, source, n) -> StoredRun:
     """The run for these inputs: the finished or interrupted one, else a new one."""
     with transaction(db):
         db.execute(
@@ -23,18 +114,19 @@ def open_run(db, stage, adapter, adapter_sha, base_sha, examples_key, source, n)
             "VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
             [stage, adapter, adapter_sha, base_sha, examples_key, source, n, now_iso()],
         )
-    return next(
+    row = next(
         db.query(
             "SELECT * FROM eval_runs WHERE stage = ? AND adapter_sha256 = ? AND base_sha256 = ? "
             "AND examples_key = ?",
             [stage, adapter_sha, base_sha, examples_key],
         )
     )
+    return StoredRun.from_row(row)
 
 
 def done_examples(db, run_id: int) -> set[str]:
     rows = db.execute("SELECT example FROM eval_examples WHERE run_id = ?", [run_id])
-    return {r[0] for r in rows}
+    return {example for (example,) in rows}
 
 
 def record_example(db, run_id: int, example: str, answer: str, detail: dict, outcomes) -> None:
@@ -49,12 +141,13 @@ def record_example(db, run_id: int, example: str, answer: str, detail: dict, out
         )
 
 
-def outcomes(db, run_id: int) -> list[tuple[str, str, str, float]]:
-    return db.execute(
+def outcomes(db, run_id: int) -> list[StoredOutcome]:
+    rows = db.query(
         "SELECT example, item, metric, value FROM eval_outcomes WHERE run_id = ? "
         "ORDER BY example, item, metric",
         [run_id],
-    ).fetchall()
+    )
+    return [StoredOutcome(**row) for row in rows]
 
 
 def finish_run(db, run_id: int, summary: dict) -> None:
@@ -75,7 +168,8 @@ def record_decision(db, stage, candidate, baseline, runs, verdict, report: dict)
             [stage, candidate, baseline, runs[0], runs[1], verdict],
         ).fetchone()
         if same:
-            return same[0]
+            (decision_id,) = same
+            return decision_id
         cursor = db.execute(
             "INSERT INTO gate_decisions (stage, candidate, baseline, candidate_run, "
             "baseline_run, verdict, report, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -84,9 +178,10 @@ def record_decision(db, stage, candidate, baseline, runs, verdict, report: dict)
     return cursor.lastrowid
 
 
-def decisions(db, stage: str | None = None, limit: int = 50) -> list[dict]:
+def decisions(db, stage: str | None = None, limit: int = 50) -> list[StoredDecision]:
+    """The stored decisions (of `stage`), newest first."""
     where, args = ("WHERE stage = ?", [stage]) if stage else ("", [])
     rows = db.query(
         f"SELECT * FROM gate_decisions {where} ORDER BY id DESC LIMIT ?", [*args, limit]
     )
-    return [r | {"report": json.loads(r["report"])} for r in rows]
+    return [StoredDecision.from_row(row) for row in rows]

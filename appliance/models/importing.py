@@ -58,11 +58,10 @@ def _name_for(gguf: Path) -> str:
     return name or "base"
 
 
-def import_base(
-    config: Config, gguf: Path, role: str, name: str | None = None, *, db=None
-) -> ImportedBase:
-    """Import `gguf` as the base serving `role`; adapters trained on the base it replaces
-    become not servable (an active one leaves service), in `db` or FORGE_HOME's."""
+def import_base(config: Config, gguf: Path, role: str, name: str | None = None) -> ImportedBase:
+    """Import `gguf` as the base serving `role`. The adapters trained on the base it
+    replaces are the registry's to invalidate (registry.bases.import_base, one layer up,
+    does both): `invalidated` is left empty here."""
     gguf = Path(gguf)
     if not gguf.is_file():
         raise UsageError(f"{gguf} does not exist or is not a file", "give the GGUF's path")
@@ -104,23 +103,7 @@ def import_base(
         if copied:
             target.unlink(missing_ok=True)
         raise
-    invalidated = _invalidate_adapters(config, db)
-    return ImportedBase(name, target, sha, base, role, invalidated)
-
-
-def _invalidate_adapters(config: Config, db) -> tuple[str, ...]:
-    # After models.toml changed: should this fail, the registry repeats the check when it
-    # next resolves a stage's adapter, so serving never pairs an adapter with another base.
-    from appliance.registry import invalidate_replaced
-    from appliance.store import open_db
-
-    own = db is None
-    db = open_db(config) if own else db
-    try:
-        return tuple(a.name for a in invalidate_replaced(config, db))
-    finally:
-        if own:
-            db.close()
+    return ImportedBase(name, target, sha, base, role)
 
 
 def _record(manifest: Path, name: str, gguf: Path, sha: str, role: str, source: str) -> None:

@@ -226,3 +226,10 @@ def recent_failures(db, limit: int = 5) -> list[Job]:
         [limit],
     )
     return [_job(r) for r in rows]
+
+
+def counts(db) -> dict[str, int]:
+    """How many jobs have each status (every status, in STATUSES' order)."""
+    found = {s: 0 for s in STATUSES}
+    found.update(dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")))
+    return found

@@ -11,45 +11,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
-from appliance.clock import now_iso
 from appliance.errors import ForgeError, UsageError
+from appliance.registry.store import (
+    AdapterEvent,
+    AdapterVersion,
+    RegisteredAdapter,
+    adapters,
+    events,
+    log_event,
+    registered,
+    set_status,
+)
 from appliance.stages import STAGES
 from appliance.store import transaction
-from appliance.training.job import AdapterVersion, adapters
 
 STATUSES = ("candidate", "active", "inactive", "rejected")
 ACTIONS = ("promote", "rollback", "reject", "invalidate")
-# The adapters' servable columns, their checks and adapter_events: m008_registry in
-# appliance/store/migrations.py.
+# The tables are registry/store.py's; every change of status here goes through it.
 
 
 class RegistryRefused(ForgeError):
     """A promote, reject or rollback that cannot be done as asked; nothing was changed."""
-
-
-@dataclass(frozen=True)
-class RegisteredAdapter:
-    """An adapter version and whether it can be served on the base its stage uses now."""
-
-    adapter: AdapterVersion
-    servable: bool
-    unservable_reason: str | None
-
-    @property
-    def name(self) -> str:
-        return self.adapter.name
-
-    def to_dict(self) -> dict:
-        return self.adapter.to_dict() | {
-            "servable": self.servable,
-            "unservable_reason": self.unservable_reason,
-        }
-
-
-def name_of(stage: str, version: int | None) -> str:
-    return "base" if version is None else f"{stage}-v{version}"
 
 
 def check_stage(stage: str) -> None:
@@ -71,14 +54,7 @@ def write_transaction(db) -> Iterator:
 def versions(db, stage: str | None = None) -> list[RegisteredAdapter]:
     if stage is not None:
         check_stage(stage)
-    where, args = ("WHERE stage = ?", [stage]) if stage else ("", [])
-    flags = {
-        (r[0], r[1]): (bool(r[2]), r[3])
-        for r in db.execute(
-            f"SELECT stage, version, servable, unservable_reason FROM adapters {where}", args
-        ).fetchall()
-    }
-    return [RegisteredAdapter(a, *flags[(a.stage, a.version)]) for a in adapters(db, stage)]
+    return registered(db, stage)
 
 
 def _entry(db, stage: str, version: int) -> RegisteredAdapter:
@@ -103,29 +79,10 @@ def active(db, stage: str) -> AdapterVersion | None:
     return found[0] if found else None
 
 
-def log_event(
-    conn,
-    stage: str,
-    action: str,
-    from_version: int | None,
-    to_version: int | None,
-    *,
-    forced: bool = False,
-    decision_id: int | None = None,
-    note: str = "",
-) -> None:
-    conn.execute(
-        "INSERT INTO adapter_events (stage, action, from_version, to_version, forced, "
-        "decision_id, note, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [stage, action, from_version, to_version, int(forced), decision_id, note,
-         now_iso()],
-    )  # fmt: skip
-
-
-def _set_status(conn, stage: str, version: int, status: str) -> None:
-    conn.execute(
-        "UPDATE adapters SET status = ? WHERE stage = ? AND version = ?", [status, stage, version]
-    )
+def newest_candidate(db, stage: str) -> AdapterVersion | None:
+    """The stage's newest version still waiting for the gate; None when none waits."""
+    waiting = [a for a in adapters(db, stage) if a.status == "candidate"]
+    return waiting[-1] if waiting else None
 
 
 def _refuse_unservable(entry: RegisteredAdapter, verb: str) -> None:
@@ -164,8 +121,8 @@ def promote(
             )
         current = active(conn, stage)
         if current is not None:
-            _set_status(conn, stage, current.version, "inactive")
-        _set_status(conn, stage, version, "active")
+            set_status(conn, stage, current.version, "inactive")
+        set_status(conn, stage, version, "active")
         before = current.version if current else None
         log_event(
             conn, stage, "promote", before, version, forced=forced, decision_id=decision_id,
@@ -186,7 +143,7 @@ def reject(
                 "rejected",
                 f"to take an active version out of service: forge rollback {stage}",
             )
-        _set_status(conn, stage, version, "rejected")
+        set_status(conn, stage, version, "rejected")
         log_event(conn, stage, "reject", None, version, decision_id=decision_id, note=note)
     return get(db, stage, version)
 
@@ -195,10 +152,8 @@ def _in_service_before(conn, stage: str) -> list[int]:
     """The versions promoted and not rolled back since, oldest first: the last is the
     active one, the one below it what a plain rollback returns to (a stack of services)."""
     stack: list[int] = []
-    for action, from_version, to_version in conn.execute(
-        "SELECT action, from_version, to_version FROM adapter_events WHERE stage = ? ORDER BY id",
-        [stage],
-    ).fetchall():
+    for event in events(conn, stage):
+        action, from_version, to_version = event.action, event.from_version, event.to_version
         if action == "promote":
             stack.append(to_version)
         elif action == "rollback" and to_version is None:
@@ -269,9 +224,9 @@ def rollback(
     with write_transaction(db) as conn:
         current, target, notes = _choose_target(conn, stage, to, to_base)
         if current is not None:
-            _set_status(conn, stage, current.version, "inactive")
+            set_status(conn, stage, current.version, "inactive")
         if target is not None:
-            _set_status(conn, stage, target.adapter.version, "active")
+            set_status(conn, stage, target.adapter.version, "active")
         log_event(
             conn, stage, "rollback", current.version if current else None,
             target.adapter.version if target else None,
@@ -283,18 +238,7 @@ def rollback(
     )
 
 
-def history(db, stage: str) -> list[dict]:
+def history(db, stage: str) -> list[AdapterEvent]:
     """The stage's promotions, rejections, rollbacks and invalidations, oldest first."""
     check_stage(stage)
-    rows = db.execute(
-        "SELECT id, action, from_version, to_version, forced, decision_id, note, at "
-        "FROM adapter_events WHERE stage = ? ORDER BY id",
-        [stage],
-    ).fetchall()
-    return [
-        {"id": r[0], "stage": stage, "action": r[1], "from_version": r[2], "to_version": r[3],
-         # a rejection changes nothing in service: it has no "from"
-         "from": None if r[1] == "reject" else name_of(stage, r[2]), "to": name_of(stage, r[3]),
-         "forced": bool(r[4]), "decision_id": r[5], "note": r[6], "at": r[7]}
-        for r in rows
-    ]  # fmt: skip
+    return events(db, stage)

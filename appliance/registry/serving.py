@@ -4,17 +4,14 @@ so a promote or rollback is used by the very next request without a restart."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from appliance.config import Config
 from appliance.models.manifest import read_manifest
 from appliance.registry.bases import invalidate_replaced
 from appliance.registry.registry import active
+from appliance.registry.store import AdapterVersion
+from appliance.serving.pool import Adapter
 from appliance.stages import STAGE_ROLES
-from appliance.training.job import AdapterVersion
-
-if TYPE_CHECKING:
-    from appliance.serving.pool import Adapter
 
 
 def active_adapter(config: Config, db, stage: str) -> Adapter | None:
@@ -32,8 +29,6 @@ def active_adapter(config: Config, db, stage: str) -> Adapter | None:
 
 def as_adapter(config: Config, version: AdapterVersion) -> Adapter:
     """A registered version as the pool's Adapter (its file under FORGE_HOME)."""
-    from appliance.serving.pool import Adapter
-
     return Adapter(version.name, config.home / version.path)
 
 

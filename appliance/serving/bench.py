@@ -16,18 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import gguf
 import numpy as np
 
+from appliance.models.gguf_adapter import write_adapter_gguf
 from appliance.models.manifest import (
     BaseModelFile,
     ModelFileError,
     ModelsManifest,
+    gguf_architecture,
     verify_base,
 )
 from appliance.records import as_json
 from appliance.serving.placement import CPU, Placement
 from appliance.serving.pool import Adapter, ModelPool
-from appliance.training.export_gguf import write_adapter_gguf
 
 # The weights a stage adapter adapts: every block's attention and MLP projections.
 ADAPTED = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
@@ -45,10 +47,6 @@ def synthetic_adapter(base_gguf: Path, out: Path, rank: int = 8, seed: int = 0) 
     2·rank, like a trained stage adapter in size and cost; its values are small random
     numbers, so it changes the model's outputs a little.
     """
-    import gguf
-
-    from appliance.models.manifest import gguf_architecture
-
     base_gguf, out = Path(base_gguf), Path(out)
     if rank < 1:
         raise ValueError(f"rank must be 1 or more, not {rank}")

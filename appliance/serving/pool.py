@@ -175,9 +175,8 @@ class LoadedBase:
         key = (path, st.st_size, st.st_mtime_ns)
         if key in self.verified:
             return key
-        # An upward import (services → training), on the first use of an adapter file:
-        # the GGUF reader that checks it fits lives with the exporter that writes it.
-        from appliance.training.export_gguf import AdapterMismatch, check_adapter_matches
+        # gguf's reader is loaded only by a process that verifies an adapter.
+        from appliance.models.gguf_adapter import AdapterMismatch, check_adapter_matches
 
         try:
             check_adapter_matches(path, self.spec.path)

@@ -8,57 +8,21 @@ export → the adapter registered as a *candidate* `{stage}-v{N}`. Nothing is pr
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Callable
 
-from appliance.clock import now_iso
+from appliance import registry
 from appliance.config import Config
 from appliance.datasets.rows import DatasetRow
 from appliance.datasets.versions import latest, training_mix
 from appliance.errors import UsageError
+from appliance.models.hf_base import make_training_base
 from appliance.models.importing import training_base_dir
 from appliance.models.manifest import read_manifest, sha256_of
+from appliance.registry import AdapterVersion
 from appliance.stages import STAGE_ROLES, STAGES
 from appliance.store import transaction
-
-# The table adapters: m007_adapters and m008_registry in appliance/store/migrations.py.
-
-
-@dataclasses.dataclass(frozen=True)
-class AdapterVersion:
-    stage: str
-    version: int
-    kind: str
-    status: str
-    dataset: str
-    base: str
-    base_sha256: str
-    metrics: dict
-    path: str
-    sha256: str
-    created_at: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.stage}-v{self.version}"
-
-    def to_dict(self) -> dict:
-        return self.__dict__ | {"name": self.name}
-
-
-def adapters(db, stage: str | None = None) -> list[AdapterVersion]:
-    where, args = ("WHERE stage = ?", [stage]) if stage else ("", [])
-    rows = db.execute(
-        "SELECT stage, version, kind, status, dataset, base, base_sha256, metrics, path, sha256, "
-        f"created_at FROM adapters {where} ORDER BY stage, version",
-        args,
-    ).fetchall()
-    return [
-        AdapterVersion(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8], r[9],
-                       r[10])
-        for r in rows
-    ]  # fmt: skip
+from appliance.training.export_gguf import export_adapter
+from appliance.training.runner import run_in_child
 
 
 def _trainer_rows(rows: list[DatasetRow], kind: str) -> list[dict]:
@@ -77,12 +41,6 @@ def train_stage(
     max_steps: int | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> AdapterVersion:
-    # Loaded only when a job trains: the registry imports this module, and every process
-    # that resolves an adapter would load the GGUF writer and the child runner.
-    from appliance.models.hf_base import make_training_base
-    from appliance.training.export_gguf import export_adapter
-    from appliance.training.runner import run_in_child
-
     if stage not in STAGES:
         raise UsageError(f"unknown stage {stage!r}", f"stages: {', '.join(STAGES)}")
     kind = "dpo" if dpo else "sft"
@@ -106,10 +64,7 @@ def train_stage(
     kwargs = {"run_dir": run_dir, "base_dir": base_dir, "rows": rows, "settings": settings}
     result = run_in_child(function, kwargs, run_dir / "train.log")
     with transaction(db) as conn:  # the version number is taken under the write lock
-        number = (
-            conn.execute("SELECT MAX(version) FROM adapters WHERE stage = ?", [stage]).fetchone()[0]
-            or 0
-        ) + 1
+        number = registry.next_version(conn, stage)
         out = config.dir("adapters") / stage / f"{stage}-v{number}.gguf"
         out.parent.mkdir(parents=True, exist_ok=True)
         export_adapter(result.adapter_dir, base_dir, out)
@@ -126,12 +81,9 @@ def train_stage(
             "rows": len(rows),
             "run_dir": str(run_dir.relative_to(config.home)),
         }
-        conn.execute(
-            "INSERT INTO adapters (stage, version, kind, dataset, base, base_sha256, "
-            "hyperparameters, metrics, path, sha256, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [stage, number, kind, dataset.name, base.name, base.sha256,
-             settings.model_dump_json(), json.dumps(metrics), str(out.relative_to(config.home)),
-             sha256_of(out), now_iso()],
+        registry.register_candidate(
+            conn, stage=stage, version=number, kind=kind, dataset=dataset.name,
+            base=base.name, base_sha256=base.sha256, hyperparameters=settings.model_dump_json(),
+            metrics=metrics, path=str(out.relative_to(config.home)), sha256=sha256_of(out),
         )  # fmt: skip
-    return next(a for a in adapters(db, stage) if a.version == number)
+    return registry.get(db, stage, number)

@@ -67,7 +67,7 @@ def test_a_cycle_runs_the_whole_loop_and_decides_the_candidate(home):
     else:
         assert active is None and registry.get(db, "scope", 1).status == "rejected"
     (event,) = registry.history(db, "scope")
-    assert event["decision_id"] == decision["decision_id"]
+    assert event.decision_id == decision["decision_id"]
     saved = json.loads((config.home / report["report"]).read_text())
     assert saved["decisions"][0]["decision_id"] == decision["decision_id"]
 

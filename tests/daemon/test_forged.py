@@ -167,7 +167,7 @@ def test_socket_commands_rollback_promote_pause_cancel_and_the_cli_through_them(
         # The daemon's refusal reaches the operator with its hint and exit code.
         out = runner.invoke(cli, ["rollback", "poetry"])
         assert out.exit_code == 2 and "unknown stage" in out.output
-        events = [e["action"] for e in registry.history(db, "scope")]
+        events = [e.action for e in registry.history(db, "scope")]
         assert events == ["promote", "promote", "rollback"]
 
         # Paused: jobs are queued but not taken; cancel one; resume runs the other.

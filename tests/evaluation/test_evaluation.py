@@ -15,11 +15,11 @@ from appliance.campaign.run import plan_units
 from appliance.cli import cli
 from appliance.evaluation import heldout
 from appliance.evaluation.compare import evaluate
+from appliance.models.gguf_adapter import write_adapter_gguf
 from appliance.models.manifest import read_manifest, sha256_of
 from appliance.packages.split import held_out
 from appliance.serving.bench import synthetic_adapter
 from appliance.store import transaction
-from appliance.training.export_gguf import write_adapter_gguf
 from tests.harness.conftest import DEMO, ingest_package, make_home
 
 SETTINGS = """
@@ -193,9 +193,9 @@ def test_cli_promote_runs_the_gate_and_force_is_recorded(home):
     assert forced.exit_code == 0, forced.output
     assert json.loads(forced.output)["active"] == "scope-v1"
     events = registry.history(db, "scope")
-    assert [e["action"] for e in events] == ["reject", "promote"]
-    assert events[0]["decision_id"] == result["evaluation"]["decision_id"]
-    assert events[1]["forced"] and events[1]["decision_id"] is None
+    assert [e.action for e in events] == ["reject", "promote"]
+    assert events[0].decision_id == result["evaluation"]["decision_id"]
+    assert events[1].forced and events[1].decision_id is None
     again = runner.invoke(cli, ["eval", "scope", "--candidate", "v1"])
     assert again.exit_code == 2 and "in service" in again.output
     back = runner.invoke(cli, ["rollback", "scope", "--json"])

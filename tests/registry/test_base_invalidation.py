@@ -61,8 +61,8 @@ def test_importing_a_base_invalidates_the_adapters_of_the_one_it_replaces(home, 
     assert registry.active_adapter(config, db, "code") is None
     assert registry.active_adapter(config, db, "scope").name == "scope-v1"
     event = registry.history(db, "code")[-1]
-    assert (event["action"], event["from"], event["to"]) == ("invalidate", "code-v1", "base")
-    assert "coder role is now served by other-coder.q4_1" in event["note"]
+    assert (event.action, event.from_name, event.to_name) == ("invalidate", "code-v1", "base")
+    assert "coder role is now served by other-coder.q4_1" in event.note
     with pytest.raises(RegistryRefused, match="not servable"):
         registry.promote(db, "code", 2)
     assert kept.read_bytes() == b"an adapter file"  # files are never deleted
@@ -84,7 +84,7 @@ def test_a_hand_edited_models_toml_is_caught_when_a_stage_resolves(home):
     assert registry.get(db, "plan", 1).status == "inactive"
     [entry] = registry.versions(db, "plan")
     assert not entry.servable and entry.unservable_reason.startswith(BASE_REPLACED)
-    assert registry.history(db, "plan")[-1]["action"] == "invalidate"
+    assert registry.history(db, "plan")[-1].action == "invalidate"
 
 
 def test_adapters_of_a_base_serving_again_become_servable_again(home):

@@ -30,12 +30,12 @@ def test_promote_makes_one_active_and_the_previous_inactive(db):
     registry.promote(db, "scope", 2)
     assert statuses(db, "scope") == {1: "inactive", 2: "active"}
     events = registry.history(db, "scope")
-    assert [(e["action"], e["from"], e["to"]) for e in events] == [
+    assert [(e.action, e.from_name, e.to_name) for e in events] == [
         ("promote", "base", "scope-v1"),
         ("promote", "scope-v1", "scope-v2"),
     ]
-    assert events[0]["decision_id"] == 7 and events[0]["note"] == "gate passed"
-    assert not events[0]["forced"]
+    assert events[0].decision_id == 7 and events[0].note == "gate passed"
+    assert not events[0].forced
 
 
 def test_the_database_refuses_a_second_active_version(db):
@@ -76,14 +76,14 @@ def test_promote_refuses_unknown_active_unservable_and_rejected_versions(db):
     assert statuses(db, "code") == {1: "active", 2: "candidate", 3: "rejected"}
     registry.promote(db, "code", 3, forced=True, note="operator override")
     assert statuses(db, "code") == {1: "inactive", 2: "candidate", 3: "active"}
-    assert registry.history(db, "code")[-1]["forced"]
+    assert registry.history(db, "code")[-1].forced
 
 
 def test_reject_takes_candidates_only(db):
     add_adapter(db, "plan", 1)
     add_adapter(db, "plan", 2)
     assert registry.reject(db, "plan", 1, decision_id=3, note="worse").status == "rejected"
-    assert registry.history(db, "plan")[-1] | {"at": None} == {
+    assert registry.history(db, "plan")[-1].to_dict() | {"at": None} == {
         "id": 1, "stage": "plan", "action": "reject", "from_version": None, "to_version": 1,
         "from": None, "to": "plan-v1", "forced": False, "decision_id": 3, "note": "worse",
         "at": None,
@@ -111,7 +111,7 @@ def test_rollback_goes_back_one_service_at_a_time_then_to_the_base(db):
     with pytest.raises(RegistryRefused, match="nothing is active for scope") as info:
         registry.rollback(db, "scope")
     assert "--to vN" in info.value.hint
-    assert [e["to"] for e in registry.history(db, "scope")][-3:] == [
+    assert [e.to_name for e in registry.history(db, "scope")][-3:] == [
         "scope-v2", "scope-v1", "base"
     ]  # fmt: skip
 
@@ -132,7 +132,7 @@ def test_rollback_to_a_version_or_the_base(db):
     before, after = registry.rollback(db, "code", 3)  # the operator may pick a rejected one
     assert (before.name, after.name) == ("code-v2", "code-v3")
     event = registry.history(db, "code")[-1]
-    assert event["forced"] and "rejected" in event["note"]
+    assert event.forced and "rejected" in event.note
     # v2 was rolled back from: a plain rollback now goes to what was in service before it.
     assert registry.rollback(db, "code")[1].name == "code-v1"
     assert registry.rollback(db, "code", to_base=True)[1] is None
@@ -155,7 +155,7 @@ def test_rollback_skips_versions_no_longer_servable(db):
         "AND version = 2"
     )
     assert registry.rollback(db, "plan")[1].name == "plan-v1"
-    assert "skipped plan-v2 (not servable)" in registry.history(db, "plan")[-1]["note"]
+    assert "skipped plan-v2 (not servable)" in registry.history(db, "plan")[-1].note
     with pytest.raises(RegistryRefused, match="not servable"):
         registry.rollback(db, "plan", 2)
 
@@ -211,7 +211,7 @@ def test_rollback_target_says_what_rollback_would_do_and_changes_nothing(db):
     before, after = registry.rollback_target(db, "scope")
     assert (before.name, after.name) == ("scope-v2", "scope-v1")
     assert registry.active(db, "scope").version == 2  # unchanged
-    assert [e["action"] for e in registry.history(db, "scope")] == ["promote", "promote"]
+    assert [e.action for e in registry.history(db, "scope")] == ["promote", "promote"]
     assert registry.rollback(db, "scope")[1].name == after.name  # and rollback agrees
     with pytest.raises(registry.RegistryRefused, match="nothing is active"):
         registry.rollback_target(db, "plan")

@@ -127,7 +127,7 @@ def test_bench_measures_raw_pool_and_adapter(forge_home):
 def test_synthetic_adapter_is_a_lora_adapter_for_the_base(adapters, default_gguf):
     import gguf
 
-    from appliance.training.export_gguf import check_adapter_matches
+    from appliance.models.gguf_adapter import check_adapter_matches
 
     check_adapter_matches(adapters[0], default_gguf)  # raises if it does not fit
     reader = gguf.GGUFReader(adapters[0])

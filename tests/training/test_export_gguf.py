@@ -14,14 +14,10 @@ import pytest
 
 from appliance.errors import ForgeError
 from appliance.models.default_model import shipped_gguf
+from appliance.models.gguf_adapter import AdapterMismatch, check_adapter_matches
 from appliance.models.hf_base import make_training_base, read_base_info
 from appliance.models.manifest import sha256_of
-from appliance.training.export_gguf import (
-    AdapterMismatch,
-    AdapterNotExportable,
-    check_adapter_matches,
-    export_adapter,
-)
+from appliance.training.export_gguf import AdapterNotExportable, export_adapter
 from tests.conftest import OneTorchThread
 
 TEXT = "The lighthouse keeper's cat is named Quizzlebottom and it sleeps on the great lamp."

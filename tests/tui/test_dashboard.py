@@ -139,7 +139,7 @@ async def test_rollback_through_the_confirmation_changes_the_active_adapter(make
             last = registry.history(db, "scope")[-1]
         finally:
             db.conn.close()
-        assert (last["action"], last["from"], last["to"]) == ("rollback", "scope-v2", "scope-v1")
+        assert (last.action, last.from_name, last.to_name) == ("rollback", "scope-v2", "scope-v1")
         # the screen reads it back: v1 is the one marked in service now
         marked = [r[1] for r in rows(app.screen, "version-table") if r[0] == "●"]
         assert marked == ["v1"]

@@ -13,6 +13,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
+from appliance.evaluation.store import StoredDecision
 from appliance.ops.actions import report_lines
 from appliance.stages import STAGES
 from tui import steering
@@ -30,26 +31,25 @@ class AdaptersData:
     view: StageView
 
 
-def gate_lines(decision: dict | None) -> list[str]:
+def gate_lines(decision: StoredDecision | None) -> list[str]:
     """A stored gate decision as `forge eval` prints it."""
     if decision is None:
         return []
-    report = decision["report"]
     return report_lines(
         {
             "note": "",
             "examples": "?",
-            **report,
-            "candidate": decision["candidate"],
-            "baseline": decision["baseline"],
+            **decision.report,
+            "candidate": decision.candidate,
+            "baseline": decision.baseline,
         }
-    ) + [f"  decided {when(decision['created_at'])}"]
+    ) + [f"  decided {when(decision.created_at)}"]
 
 
 def _primary(row: AdapterRow, metric: str) -> str:
     if row.decision is None:
         return DASH
-    found = [m for m in row.decision["report"].get("metrics", []) if m["metric"] == metric]
+    found = [m for m in row.decision.report.get("metrics", []) if m["metric"] == metric]
     if not found:
         return DASH
     return f"{rate(found[0]['candidate'])} {interval(found[0]['candidate_interval'])}"
@@ -139,7 +139,7 @@ class AdaptersScreen(ForgeScreen):
                         r.dataset,
                         rate(r.train_loss, 3),
                         _primary(r, view.primary_metric),
-                        status(r.decision["verdict"]) if r.decision else DASH,
+                        status(r.decision.verdict) if r.decision else DASH,
                         when(r.created_at),
                     ),
                 )
@@ -148,7 +148,7 @@ class AdaptersScreen(ForgeScreen):
             # a stage newly picked opens on the version in service
             select=view.active if new_stage else None,
         )
-        active = view.active.rsplit("-", 1)[-1] if view.active != "base" else "base"
+        active = "base" if view.active_version is None else f"v{view.active_version}"
         self.query_one(MetricChart).show(view.primary_metric, view.chart, active)
         self._report()
 
@@ -188,8 +188,8 @@ class AdaptersScreen(ForgeScreen):
             parts.append(Text("\nrecent registry events", style="bold"))
             parts += [
                 Text(
-                    f"  {when(e['at'])} {e['action']} {e['from'] or ''} → {e['to']}"
-                    f"{' (forced)' if e['forced'] else ''}  {e['note']}"
+                    f"  {when(e.at)} {e.action} {e.from_name or ''} → {e.to_name}"
+                    f"{' (forced)' if e.forced else ''}  {e.note}"
                 )
                 for e in events
             ]
