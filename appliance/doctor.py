@@ -8,6 +8,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from uv import find_uv_bin
+
 from appliance.config import Config
 from appliance.errors import ForgeError
 from appliance.models.manifest import check_model_file, load_models
@@ -125,8 +127,6 @@ def _check_models(config: Config) -> list[Check]:
 
 def _check_uv() -> Check:
     try:
-        from uv import find_uv_bin
-
         out = subprocess.run(
             [find_uv_bin(), "--version"], capture_output=True, text=True, timeout=30
         )

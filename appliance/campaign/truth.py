@@ -7,6 +7,7 @@ Also the structural alignment of a model's plan and edits with the real commit.
 from __future__ import annotations
 
 import ast
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -68,7 +69,6 @@ def _changed_lines(diff: str) -> tuple[set[int], set[int]]:
 def _hunk_edits(path: str, before: str, after: str) -> list[SearchReplace]:
     """Search/replace edits turning `before` into `after`: one per changed region, widened
     with context lines until the search text is unique in `before`."""
-    import difflib
 
     if not before:
         return [SearchReplace(path, "", after)]

@@ -36,6 +36,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.version import InvalidVersion, Version
+
 from appliance.config import Config
 from appliance.errors import ForgeError, SandboxError
 from appliance.harness.envs import Environment
@@ -136,7 +138,6 @@ def installable(repo: Path, env: Environment) -> bool:
 def scm_version(repo: Path, sha: str) -> str:
     """The version setuptools-scm would give `sha` (guess-next-dev): the tag's version at a
     tag, the next patch version with `.devN+gSHA` past one, `0.1.devN` with no tag."""
-    from packaging.version import InvalidVersion, Version
 
     try:
         out = gitsafe.git(["describe", "--tags", "--long", sha], git_dir=repo).decode().strip()

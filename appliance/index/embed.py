@@ -54,6 +54,7 @@ class Embedder:
     dimensions = DIMENSIONS
 
     def __init__(self, path: Path | None = None, *, threads: int = 0, batch_size: int = 32):
+        # torch: loaded only by the process that trains or embeds, not by every importer
         import torch
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -76,6 +77,7 @@ class Embedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors of `texts`, in order: shape (len(texts), 384), float32."""
+        # torch: loaded only by the process that trains or embeds, not by every importer
         import torch
 
         out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
@@ -93,6 +95,7 @@ class Embedder:
         return out
 
     def _batch(self, texts: list[str]) -> np.ndarray:
+        # torch: loaded only by the process that trains or embeds, not by every importer
         import torch
 
         encoded = self.tokenizer(

@@ -92,6 +92,7 @@ def _existing_base(dest: Path, gguf_path: Path, sha256: str) -> Path:
 
 
 def _gguf_architecture(gguf_path: Path) -> str:
+    # gguf: loaded only when a GGUF file is read
     import gguf
 
     try:

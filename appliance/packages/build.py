@@ -28,6 +28,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+
 from appliance.errors import PackageBuildError
 from appliance.packages import gitsafe
 from appliance.packages.declared import Declaration, DeclarationError, Pick, read_declaration
@@ -84,6 +89,7 @@ class BuildResult:
 def _candidates(
     repo_path: str, since: datetime | None, progress: Callable[[int], None]
 ) -> list[CandidateCommit]:
+    # PyDriller (and GitPython): only on the connected side, when a package is built
     from pydriller import Repository
 
     found = []
@@ -225,7 +231,6 @@ def target_python(opts: BuildOptions) -> tuple[str, str]:
 
 def excludes_python(declaration: Declaration, full_version: str) -> str | None:
     """The refusal sentence when `declaration`'s requires-python excludes `full_version`."""
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
     if declaration.requires_python is None:
         return None
@@ -247,9 +252,6 @@ def satisfied_by(
     """Whether every requirement `declaration` makes (for the target Python) is met by
     `pins`: then the commit can share them. Projects in `overridden` (named by the
     operator's `-r`) are not the commit's to decide."""
-    from packaging.markers import default_environment
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
 
     pinned = {}
     for pin in pins:
@@ -581,8 +583,6 @@ def _as_of(git_dir: Path, sha: str, opts: BuildOptions) -> str | None:
 
 
 def _project(requirement: str) -> str:
-    from packaging.utils import canonicalize_name
-
     return canonicalize_name(re.split(r"[\s\[<>=!~;@(]", requirement.strip(), maxsplit=1)[0])
 
 

@@ -305,6 +305,7 @@ def _engine(client_factory: Callable[[], Any] | None) -> Any:
 
 def existing_digest(client: Any, tag: str) -> tuple[str, str] | None:
     """(image id, contents digest) of the image tagged `tag`, None when there is none."""
+    # the docker SDK: loaded only when the docker backend is used
     import docker.errors
 
     try:
@@ -322,6 +323,7 @@ def build_image(
 ) -> BuiltImage:
     """Make the sandbox image `tag` from this machine's files, unless an image with the same
     contents already carries that tag. `progress(step, done, total)` hears of the long parts."""
+    # the docker SDK: loaded only when the docker backend is used
     import docker.errors
     import requests.exceptions
 

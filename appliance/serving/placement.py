@@ -41,6 +41,7 @@ def nvml() -> Iterator[tuple[Any, list[tuple[int, Any]]]]:
     """(pynvml, [(index, handle), …]) while NVML is open; (None, []) when there is no
     driver or no GPU. appliance.resources reads utilisation and temperature through it."""
     try:
+        # NVML: loaded only where GPUs are probed (absent on a CPU box)
         import pynvml
 
         pynvml.nvmlInit()

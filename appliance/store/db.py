@@ -29,6 +29,7 @@ def sqlite_module() -> ModuleType:
     if hasattr(sqlite3.Connection, "enable_load_extension"):
         return sqlite3
     try:
+        # the fallback, only where the system sqlite3 cannot load extensions
         from pysqlite3 import dbapi2
     except ImportError as exc:  # pragma: no cover - depends on the machine's Python
         raise StoreError(

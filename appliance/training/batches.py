@@ -82,6 +82,7 @@ def join(prompt: list[int], completion: list[int], max_seq_len: int) -> EncodedR
 def pad_batch(rows: list[EncodedRow], pad_id: int, device) -> dict:
     """Left-padded tensors: every row's completion ends at the last position, so the loss
     needs logits only for the last `keep` positions (see lora.completion_loss)."""
+    # torch: loaded only by the process that trains or embeds, not by every importer
     import torch
 
     length = max(len(r.input_ids) for r in rows)

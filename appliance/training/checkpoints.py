@@ -60,6 +60,7 @@ def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
 def save_checkpoint(run_dir: Path, step: int, info: dict, state: dict, keep: int) -> Path:
     """Write step-`step` atomically (replacing one of the same step), then drop all but the
     newest `keep`."""
+    # torch: loaded only by the process that trains or embeds, not by every importer
     import torch
 
     root = checkpoint_dir(run_dir)
@@ -87,6 +88,7 @@ def save_checkpoint(run_dir: Path, step: int, info: dict, state: dict, keep: int
 
 
 def load_state(checkpoint: Checkpoint, device: str) -> dict:
+    # torch: loaded only by the process that trains or embeds, not by every importer
     import torch
 
     try:

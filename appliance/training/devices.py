@@ -47,6 +47,7 @@ def decide(
 
 def choose_device() -> DeviceChoice:
     """Decide for this machine's first CUDA device (or its CPU)."""
+    # torch: loaded only by the process that trains or embeds, not by every importer
     import torch
 
     cuda = torch.cuda.is_available()
@@ -59,6 +60,7 @@ def choose_device() -> DeviceChoice:
 @contextmanager
 def torch_threads(threads: int):
     """Run torch on `threads` CPU threads inside the block (0: leave torch's setting)."""
+    # torch: loaded only by the process that trains or embeds, not by every importer
     import torch
 
     before = torch.get_num_threads()

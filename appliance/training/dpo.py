@@ -82,6 +82,7 @@ def train_dpo(
 
 
 def _train(run_dir, base_dir, rows, settings, reference, on_step) -> TrainResult:
+    # torch: loaded only by the process that trains or embeds, not by every importer
     import torch
     from transformers import PrinterCallback
     from transformers.trainer_utils import get_last_checkpoint
@@ -133,6 +134,7 @@ def _train(run_dir, base_dir, rows, settings, reference, on_step) -> TrainResult
 def _policy(base_dir: Path, settings: TrainingSettings, reference, choice: DeviceChoice):
     """The model to train, its tokenizer, and the LoRA config for TRL to add a fresh
     adapter (None when the policy starts from the SFT adapter at `reference`)."""
+    # torch: loaded only by the process that trains or embeds, not by every importer
     from peft import PeftModel
 
     model, tokenizer = load_base(base_dir, choice)
@@ -146,6 +148,7 @@ def _policy(base_dir: Path, settings: TrainingSettings, reference, choice: Devic
 
 
 def _dpo_config(trainer_dir: Path, settings: TrainingSettings, choice: DeviceChoice):
+    # torch: loaded only by the process that trains or embeds, not by every importer
     from trl import DPOConfig
 
     return DPOConfig(
@@ -178,6 +181,7 @@ def _dpo_config(trainer_dir: Path, settings: TrainingSettings, choice: DeviceCho
 
 def _dataset(rows: list[dict]):
     """The rows as TRL's conversational preference dataset."""
+    # torch: loaded only by the process that trains or embeds, not by every importer
     from datasets import Dataset
 
     return Dataset.from_list(
@@ -195,6 +199,7 @@ def _dataset(rows: list[dict]):
 def _watch(metrics: Path, on_step: Callable[[StepRecord], None] | None):
     """A TrainerCallback that logs each step to `metrics` and `on_step`, stops on a
     non-finite loss, and saves then stops on SIGTERM."""
+    # torch: loaded only by the process that trains or embeds, not by every importer
     from transformers import TrainerCallback
 
     last = {"time": time.perf_counter(), "tokens": 0}
@@ -235,6 +240,7 @@ def _watch(metrics: Path, on_step: Callable[[StepRecord], None] | None):
 
 def mean_margin(model, tokenizer, rows: list[dict], max_seq_len: int, choice) -> float:
     """Mean over rows of log p(chosen | prompt) − log p(rejected | prompt), in nats."""
+    # torch: loaded only by the process that trains or embeds, not by every importer
     import torch
 
     was_training = model.training

@@ -18,6 +18,7 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def lora_config(settings: TrainingSettings):
+    # torch: loaded only by the process that trains or embeds, not by every importer
     from peft import LoraConfig
 
     return LoraConfig(
@@ -32,6 +33,7 @@ def lora_config(settings: TrainingSettings):
 
 def load_base(base_dir: Path, choice: DeviceChoice):
     """The training base and its tokenizer, in the chosen float type (not yet on the device)."""
+    # torch: loaded only by the process that trains or embeds, not by every importer
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -49,6 +51,7 @@ def load_base(base_dir: Path, choice: DeviceChoice):
 
 def lora_model(base_dir: Path, settings: TrainingSettings, choice: DeviceChoice):
     """(PEFT model with a fresh adapter on the device, tokenizer); lora_A seeded by settings."""
+    # torch: loaded only by the process that trains or embeds, not by every importer
     import torch
     from peft import get_peft_model
 
@@ -61,6 +64,7 @@ def lora_model(base_dir: Path, settings: TrainingSettings, choice: DeviceChoice)
 
 
 def autocast(choice: DeviceChoice):
+    # torch: loaded only by the process that trains or embeds, not by every importer
     import torch
 
     if choice.dtype == "fp32":
@@ -70,6 +74,7 @@ def autocast(choice: DeviceChoice):
 
 def completion_loss(model, batch: dict):
     """(sum of the completion tokens' cross entropy, number of them) for a pad_batch batch."""
+    # torch: loaded only by the process that trains or embeds, not by every importer
     import torch.nn.functional as F
 
     keep = batch["keep"]
@@ -94,6 +99,7 @@ def completion_loss(model, batch: dict):
 
 def peak_memory_bytes(choice: DeviceChoice) -> int:
     if choice.device == "cuda":
+        # torch: loaded only by the process that trains or embeds, not by every importer
         import torch
 
         return int(torch.cuda.max_memory_allocated())

@@ -177,6 +177,7 @@ def _train(run_dir, base_dir, rows, settings, heldout, on_step) -> TrainResult:
 
 def _prepare(run_dir, base_dir, rows, settings, fingerprint) -> _Run:
     """Load the base with a fresh adapter and encode the rows."""
+    # torch: loaded only by the process that trains or embeds, not by every importer
     import torch
     from peft import get_peft_model_state_dict
 
@@ -206,6 +207,7 @@ def _prepare(run_dir, base_dir, rows, settings, fingerprint) -> _Run:
 
 def _restore(run: _Run, checkpoint: Checkpoint | None) -> tuple[int, Any, Any, dict]:
     """Load a checkpoint (None: the initial state); returns (step, optimizer, ema, info)."""
+    # torch: loaded only by the process that trains or embeds, not by every importer
     import torch
     from peft import set_peft_model_state_dict
 
@@ -230,6 +232,7 @@ def _forward_backward(run: _Run, at: _Position, lr: float) -> tuple[float, float
     """The gradients of one optimizer step at learning rate `lr`; (loss, gradient norm,
     tokens). grad_accum forward/backward passes, the loss normalised over all completion
     tokens of the step (so accumulation equals one big batch)."""
+    # torch: loaded only by the process that trains or embeds, not by every importer
     import torch
 
     settings, choice, scaler = run.settings, run.choice, run.scaler
@@ -302,6 +305,7 @@ def _optimizer_step(run: _Run, at: _Position) -> None:
 
 
 def _checkpoint(run: _Run, at: _Position) -> None:
+    # torch: loaded only by the process that trains or embeds, not by every importer
     import torch
     from peft import get_peft_model_state_dict
 
@@ -380,6 +384,7 @@ def grokfast_filter(params, ema, alpha: float, lamb: float):
 
 def mean_loss(model, encoded, batch_size: int, pad_id: int, choice) -> float:
     """Mean cross entropy per completion token over `encoded` rows, without gradients."""
+    # torch: loaded only by the process that trains or embeds, not by every importer
     import torch
 
     was_training = model.training

@@ -1,10 +1,10 @@
-"""The corpus tables' one owner: `appliance.packages.corpus` (and `harness.results` for
-gold results) is the only code whose SQL names them, and what it hands out is frozen."""
+"""The corpus (`appliance.packages.corpus`): what it hands out is frozen, and it finds
+packages as operators name them. (tests/store/test_table_owners.py keeps it the only
+code whose SQL names its tables.)"""
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 import pytest
@@ -15,35 +15,6 @@ from appliance.packages import corpus
 from appliance.store import connect
 
 ROOT = Path(__file__).resolve().parents[2]
-OWNERS = {
-    "packages": "appliance/packages/corpus.py",
-    "commits": "appliance/packages/corpus.py",
-    "ingest_events": "appliance/packages/corpus.py",
-    "gold_results": "appliance/harness/results.py",
-}
-# Still to move to the owners' functions (issue 16); this list may only shrink.
-NOT_YET = {
-    ("packages", "tui/demo.py"),
-    ("commits", "tui/demo.py"),
-    ("ingest_events", "tui/demo.py"),
-    ("gold_results", "tui/demo.py"),
-}
-
-
-def _naming(table: str) -> set[str]:
-    sql = re.compile(rf"(FROM|JOIN|INTO|UPDATE)\s+{table}\b(?!/)")
-    return {
-        str(path.relative_to(ROOT))
-        for folder in ("appliance", "daemon", "tui")
-        for path in (ROOT / folder).rglob("*.py")
-        if path.name != "migrations.py" and sql.search(path.read_text())
-    }
-
-
-@pytest.mark.parametrize("table", sorted(OWNERS))
-def test_only_the_owner_names_its_table(table):
-    others = _naming(table) - {OWNERS[table]}
-    assert others <= {path for t, path in NOT_YET if t == table}, others
 
 
 def _add(db, name: str, version: str, at: str, **extra) -> int:

@@ -4,11 +4,11 @@ fixed resources snapshot (CPU, memory, disk, GPUs) so screens render the same ea
 from __future__ import annotations
 
 import pytest
+from demo_home import seed
+from tui_screenshots import fixed_gather
 
 from tui.app import ForgeApp
 from tui.data import Reader
-from tui.demo import seed
-from tui.screenshots import fixed_gather
 
 SIZE = (140, 44)
 

@@ -9,6 +9,7 @@ import socket
 import threading
 
 from textual.widgets import DataTable, Log
+from tui_screenshots import settle
 
 from appliance import registry
 from appliance.ops import jobs
@@ -20,7 +21,6 @@ from tui.screens.confirm import ConfirmScreen
 from tui.screens.jobs import JobsScreen
 from tui.screens.overview import OverviewScreen
 from tui.screens.packages import PackagesScreen
-from tui.screenshots import settle
 from tui.widgets.banner import DaemonBanner
 from tui.widgets.tables import selected_key
 

@@ -1,8 +1,8 @@
-"""`python -m tui.screenshots OUTDIR` writes the two pictures of docs/."""
+"""`python tests/tui/tui_screenshots.py OUTDIR` writes the two pictures of docs/."""
 
 from __future__ import annotations
 
-from tui.screenshots import main
+from tui_screenshots import main
 
 
 def test_screenshots_of_overview_and_adapters(tmp_path, monkeypatch):

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import DataTable
-
-from tui.screenshots import settle
+from tui_screenshots import settle
 
 SIZE = (140, 44)
 

@@ -20,11 +20,15 @@ or the install failed (the reason is the last lines of the output).
 
 from __future__ import annotations
 
+import configparser
 import importlib
+import importlib.metadata
 import json
 import os
+import re
 import sys
 import tempfile
+import tomllib
 import traceback
 import zipfile
 from pathlib import Path
@@ -44,7 +48,6 @@ if __name__ == "__main__":
 def backend_of(root: Path) -> tuple[str, list[str]]:
     """The build backend named by pyproject.toml (setuptools' legacy one without it) and
     the in-tree folders it may be imported from (backend-path)."""
-    import tomllib
 
     system = {}
     if (root / "pyproject.toml").is_file():
@@ -138,8 +141,6 @@ def install(wheel: Path, site: Path, bin_dir: Path) -> str:
 
 
 def scripts(entry_points: Path, bin_dir: Path) -> None:
-    import configparser
-
     if not entry_points.is_file():
         return
     parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
@@ -162,8 +163,6 @@ def scripts(entry_points: Path, bin_dir: Path) -> None:
 def missing_requires(backend: object, *, editable: bool) -> list[str]:
     """What the backend says it needs to build an editable or a regular wheel (PEP 517's
     get_requires hooks) that is not installed."""
-    import importlib.metadata
-    import re
 
     kind = "editable" if editable else "wheel"
     hook = getattr(backend, f"get_requires_for_build_{kind}", None)

@@ -1,5 +1,5 @@
-"""`python -m tui.screenshots OUTDIR`: seed a demo FORGE_HOME (in a temp folder) and save
-SVG screenshots of the Overview and Adapters screens as OUTDIR/tui-overview.svg and
+"""`python tests/tui/tui_screenshots.py OUTDIR`: seed a demo FORGE_HOME (in a temp
+folder) and save SVG screenshots of the Overview and Adapters screens as OUTDIR/tui-overview.svg and
 OUTDIR/tui-adapters.svg (the pictures in docs/)."""
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from demo_home import RESOURCES, seed
+
 from appliance.config import load_config
 from appliance.status import gather
 from tui.app import ForgeApp
 from tui.data import Reader
-from tui.demo import RESOURCES, seed
 
 SIZE = (140, 44)
 
@@ -45,7 +46,7 @@ async def settle(pilot) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m tui.screenshots OUTDIR", file=sys.stderr)
+        print("usage: python tests/tui/tui_screenshots.py OUTDIR", file=sys.stderr)
         return 2
     outdir = Path(args[0])
     outdir.mkdir(parents=True, exist_ok=True)
