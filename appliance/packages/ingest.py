@@ -24,7 +24,7 @@ import stat
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -244,7 +244,7 @@ def quarantine(
     config: Config,
     db: sqlite_utils.Database,
     source: Path,
-    problems: list[Problem],
+    problems: Sequence[Problem],
     name: str | None = None,
     version: str | None = None,
     keep: bool = False,

@@ -60,22 +60,35 @@ DRY_RUN_FIX = "make the test suite collect offline with only the listed requirem
 
 
 @dataclass
-class ValidationReport:
+class _Checking:
+    """What the checks found so far: filled in while they run (validate's own state)."""
+
     package: Path
     manifest: Manifest | None = None
     manifest_sha256: str | None = None
     problems: list[Problem] = field(default_factory=list)
     checks: dict[str, str] = field(default_factory=lambda: dict.fromkeys(CHECKS, "skipped"))
 
-    @property
-    def ok(self) -> bool:
-        """Every check ran and passed."""
-        return not self.problems and all(v == "pass" for v in self.checks.values())
-
     def record(self, check: str, problems: list[Problem]) -> bool:
         self.problems.extend(problems)
         self.checks[check] = "fail" if problems else "pass"
         return not problems
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """What validation found: each check's verdict (pass, fail, skipped) and every problem."""
+
+    package: Path
+    manifest: Manifest | None
+    manifest_sha256: str | None
+    problems: tuple[Problem, ...]
+    checks: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        """Every check ran and passed."""
+        return not self.problems and all(v == "pass" for v in self.checks.values())
 
     def to_dict(self) -> dict:
         keys = ("package", "name", "version", "manifest_sha256", "ok", "checks", "problems")
@@ -84,7 +97,7 @@ class ValidationReport:
         return as_json(self, *keys, name=name, version=version)
 
 
-def _check_manifest(root: Path, report: ValidationReport, limits: PackageLimits) -> bool:
+def _check_manifest(root: Path, report: _Checking, limits: PackageLimits) -> bool:
     try:
         report.manifest, report.manifest_sha256 = read_manifest(root)
     except ManifestError as exc:
@@ -435,16 +448,28 @@ def _collection_problems(
 
 def validate(package: Path, config: Config, *, dry_run: bool = True) -> ValidationReport:
     """Run every check on the package directory; the report lists every problem found."""
-    root = Path(package).absolute()
+    report = _Checking(package=Path(package).absolute())
+    _run_checks(report, config, dry_run)
+    return ValidationReport(
+        report.package,
+        report.manifest,
+        report.manifest_sha256,
+        tuple(report.problems),
+        dict(report.checks),
+    )
+
+
+def _run_checks(report: _Checking, config: Config, dry_run: bool) -> None:
+    """The checks in order, each only when what it opens passed the ones before."""
+    root = report.package
     limits = config.settings.packages
-    report = ValidationReport(package=root)
     if not report.record("files", check_files(root, limits)):
         # Nothing more is opened when the file rules fail, except a plain manifest.json
         # (a regular file is safe to read), so the report can name the package.
         manifest_path = root / MANIFEST_NAME
         if manifest_path.is_file() and not manifest_path.is_symlink():
             _check_manifest(root, report, limits)
-        return report
+        return
     manifest_ok = _check_manifest(root, report, limits)
     manifest = report.manifest if manifest_ok else None
     config.dir("envs").mkdir(parents=True, exist_ok=True)
@@ -454,14 +479,13 @@ def validate(package: Path, config: Config, *, dry_run: bool = True) -> Validati
         git_problems, repo_copy = _check_git(root, manifest, scratch)
         git_ok = report.record("git", git_problems)
         if manifest is None:
-            return report
+            return
         wheel_problems = check_wheels(root / "packages", manifest.wheels, limits)
         if not wheel_problems:
             wheel_problems = _check_requirements(root, manifest, cache)
         wheels_ok = report.record("wheels", wheel_problems)
         if not (git_ok and wheels_ok and dry_run):
-            return report
+            return
         report.record(
             "dry_run", _dry_run(root, manifest, report.manifest_sha256, repo_copy, config)
         )
-    return report

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from appliance.harness.edits import SearchReplace
 from appliance.records import as_json
@@ -45,10 +45,12 @@ class StageResult:
         return as_json(self, "stage", "output", "raw", "call_id", "adapter", "error", "context")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PipelineResult:
-    stages: dict[str, StageResult] = field(default_factory=dict)
-    edits: list[SearchReplace] = field(default_factory=list)
+    """Each stage's result, in the order they ran, and the code stage's edits."""
+
+    stages: dict[str, StageResult]
+    edits: tuple[SearchReplace, ...]
 
     @property
     def call_ids(self) -> list[int]:
@@ -115,8 +117,7 @@ def run_pipeline(
     if adapters is None:
         adapters = {}
     adapter_for = adapters if callable(adapters) else adapters.get
-    result = PipelineResult()
-    stages = result.stages
+    stages: dict[str, StageResult] = {}
 
     def run(stage: str, context: ContextPackage, schema: dict, **fields: str) -> dict | None:
         stages[stage] = run_stage(
@@ -167,10 +168,10 @@ def run_pipeline(
         schemas.code(),
         plan=json.dumps(plan, indent=1) if plan else "(no plan)",
     ) or {}  # fmt: skip
-    result.edits = [
+    edits = tuple(
         SearchReplace(e["path"], e["search"], e["replace"])
         for e in answer.get("edits", [])
         if isinstance(e, dict)
         and all(isinstance(e.get(k), str) for k in ("path", "search", "replace"))
-    ]
-    return result
+    )
+    return PipelineResult(stages, edits)
