@@ -1,15 +1,22 @@
-"""Records as JSON data: the one conversion behind every record's `to_dict`.
+"""Records as JSON data and from database rows: the one conversion each way.
 
-A record (a frozen dataclass) becomes a dict of plain values, which is what `--json`
-prints, the daemon sends and the store keeps as JSON text. What a record leaves out,
-reorders or computes is declared at its `to_dict`, in one call to `as_json`.
+A record (a frozen dataclass) becomes a dict of plain values (`as_json`), which is what
+`--json` prints, the daemon sends and the store keeps as JSON text. What a record leaves
+out, reorders or computes is declared at its `to_dict`, in one call to `as_json`. A row
+(read by column name) becomes a record by `from_row`, which decodes the columns that hold
+JSON text.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Mapping
 from datetime import date
 from pathlib import PurePath
+from typing import Any, TypeVar
+
+R = TypeVar("R")
 
 
 def as_json(record: object, *keys: str, **values: object) -> dict:
@@ -43,3 +50,20 @@ def plain(value: object) -> object:
     if isinstance(value, dict):
         return {key: plain(item) for key, item in value.items()}
     return value
+
+
+def from_row(cls: type[R], row: Mapping[str, Any], *, json_columns: tuple[str, ...] = (),
+             **values: object) -> R:  # fmt: skip
+    """The record `cls` from a row read by column name: each field from the column of its
+    name (JSON text decoded for `json_columns`), or from `values` when given there. A
+    column the record has no field for is ignored; a field with no column and no value
+    takes its default."""
+    fields = {}
+    columns = set(row.keys())  # a sqlite3.Row's `in` looks at its values, not its keys
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in values:
+            fields[f.name] = values[f.name]
+        elif f.name in columns:
+            raw = row[f.name]
+            fields[f.name] = json.loads(raw) if f.name in json_columns and raw is not None else raw
+    return cls(**fields)

@@ -3,12 +3,15 @@ values and properties, and paths, dates, tuples and nested records made plain.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from appliance.records import as_json
+import pytest
+
+from appliance.records import as_json, from_row
 
 
 @dataclass(frozen=True)
@@ -60,3 +63,18 @@ def test_given_keys_choose_and_order_and_values_replace_or_add():
     data = as_json(RECORD, "note", "count", "path", path="elsewhere", extra=[Inner(4)])
     assert list(data) == ["note", "count", "path", "extra"]
     assert data == {"note": "", "count": 2, "path": "elsewhere", "extra": [{"a": 4}]}
+
+
+def test_from_row_reads_columns_by_name_and_decodes_json():
+    @dataclasses.dataclass(frozen=True)
+    class Version:
+        stage: str
+        number: int
+        metrics: dict
+        note: str = "none"
+
+    row = {"number": 3, "extra": "ignored", "metrics": '{"loss": 0.5}', "stage": "scope"}
+    assert from_row(Version, row, json_columns=("metrics",)) == Version("scope", 3, {"loss": 0.5})
+    assert from_row(Version, row, number=4).number == 4
+    with pytest.raises(TypeError):  # a field with neither a column nor a default
+        from_row(Version, {"stage": "scope"})
