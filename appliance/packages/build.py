@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from appliance.digest import sha256_file
 from appliance.errors import PackageBuildError
 from appliance.packages import gitsafe
 from appliance.packages.declared import Declaration, DeclarationError, Pick, read_declaration
@@ -42,7 +43,6 @@ from appliance.packages.manifest import (
     Source,
 )
 from appliance.packages.mining import CandidateCommit, filter_commits
-from appliance.packages.wheels import sha256_file
 
 
 @dataclass(frozen=True)
