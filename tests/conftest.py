@@ -255,14 +255,14 @@ def private_models(tmp_path: Path, monkeypatch) -> Path:
     """A models/ folder of the test's own, its models.toml naming the shipped SmolLM2 for
     every role, and FORGE_HOME/FORGE_CONFIG pointing at it: `forge models import` may
     change it freely. Returns the folder."""
+    from appliance.digest import sha256_file
     from appliance.models.default_model import shipped_gguf
-    from appliance.models.manifest import sha256_of
 
     models = tmp_path / "models"
     models.mkdir()
     gguf = shipped_gguf()
     (models / "models.toml").write_text(
-        f'[bases.default]\npath = "{gguf}"\nsha256 = "{sha256_of(gguf)}"\n'
+        f'[bases.default]\npath = "{gguf}"\nsha256 = "{sha256_file(gguf)}"\n'
     )
     toml = tmp_path / "forge.toml"
     toml.write_text(f'[models]\nmanifest = "{models / "models.toml"}"\n')

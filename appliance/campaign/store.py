@@ -19,6 +19,7 @@ import sqlite_utils
 
 from appliance.clock import now_iso
 from appliance.harness.edits import SearchReplace
+from appliance.records import as_json
 from appliance.store import transaction
 
 OUTCOMES = ("resolved", "failed", "not_applied", "tampered", "infra")
@@ -37,14 +38,7 @@ class StageRecord:
     context: dict  # the ContextPackage as stored (ContextPackage.to_dict())
 
     def to_dict(self) -> dict:
-        return {
-            "stage": self.stage,
-            "output": self.output,
-            "call_id": self.call_id,
-            "adapter": self.adapter,
-            "error": self.error,
-            "context": self.context,
-        }
+        return as_json(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> StageRecord:
@@ -248,14 +242,7 @@ class CampaignState:
     synthetic_pairs: int
 
     def to_dict(self) -> dict:
-        return {
-            "commits": self.commits,
-            "triples": self.triples,
-            "resolved_rate": self.resolved_rate,
-            "outcomes": self.outcomes,
-            "stage_calls": self.stage_calls,
-            "synthetic_pairs": self.synthetic_pairs,
-        }
+        return as_json(self)
 
 
 def summary(db: sqlite_utils.Database, package_id: int) -> CampaignState:

@@ -23,6 +23,15 @@ def datasets() -> None:
     """Per-stage SFT and DPO datasets built from campaigns; versions only grow."""
 
 
+def _one_version(command):
+    """The options that name one dataset version: STAGE, --kind and --version."""
+    command = click.option(
+        "--version", "number", type=click.IntRange(min=1), help="Default: the latest."
+    )(command)
+    command = click.option("--kind", type=KIND, default="sft", show_default=True)(command)
+    return click.argument("stage")(command)
+
+
 def _line(v) -> str:
     mark = "[green]ok[/]" if v.status == "ok" else "[red]failed gates[/]"
     return f"{v.name:24} {v.rows:5d} rows ({v.new_rows} new)  {mark}  " + ", ".join(
@@ -71,9 +80,7 @@ def list_(as_json: bool) -> None:
 
 
 @datasets.command()
-@click.argument("stage")
-@click.option("--kind", type=KIND, default="sft", show_default=True)
-@click.option("--version", "number", type=click.IntRange(min=1), help="Default: the latest.")
+@_one_version
 @click.option("--rows", "show_rows", type=click.IntRange(min=0), default=3, show_default=True,
               help="How many rows to print.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
@@ -100,9 +107,7 @@ def show(stage: str, kind: str, number, show_rows: int, as_json: bool) -> None:
 
 
 @datasets.command()
-@click.argument("stage")
-@click.option("--kind", type=KIND, default="sft", show_default=True)
-@click.option("--version", "number", type=click.IntRange(min=1), help="Default: the latest.")
+@_one_version
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def export(stage: str, kind: str, number, output: Path) -> None:
     """Write a dataset version to a JSONL file (one row per line, with provenance)."""

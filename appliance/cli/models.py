@@ -13,13 +13,13 @@ from rich.table import Table
 
 from appliance.cli.output import console, emit_json, err_console, human_bytes
 from appliance.config import load_config
+from appliance.digest import sha256_file
 from appliance.models.manifest import (
     GGUF_MAGIC,
     ModelFileError,
     check_model_file,
     gguf_architecture,
     read_manifest,
-    sha256_of,
 )
 from appliance.registry import import_base
 from appliance.serving.placement import CPU, detect_gpus, plan
@@ -56,7 +56,7 @@ def _base_row(base, placement) -> dict:
     architecture = None
     if is_gguf:
         # A second hash only when something is wrong, to tell which thing it is.
-        sha256_ok = problem is None or sha256_of(path) == base.sha256
+        sha256_ok = problem is None or sha256_file(path) == base.sha256
         try:
             architecture = gguf_architecture(path) or None
         except ModelFileError:

@@ -16,17 +16,18 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from appliance import registry
 from appliance.campaign.run import run_campaign
+from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.datasets.versions import build, latest, rows_made_from
 from appliance.errors import ForgeError
 from appliance.evaluation.compare import evaluate_many
 from appliance.packages import corpus
 from appliance.packages.ingest import ingest
+from appliance.records import as_json
 from appliance.training.job import train_stage
 
 STEPS = ("ingest", "campaign", "datasets", "train", "evaluate")
@@ -52,13 +53,7 @@ class CycleReport:
         return all(s.status != "failed" for s in self.steps)
 
     def to_dict(self) -> dict:
-        return {
-            "started_at": self.started_at,
-            "ok": self.ok,
-            "steps": [s.__dict__ for s in self.steps],
-            "decisions": self.decisions,
-            "report": self.path,
-        }
+        return as_json(self, "started_at", "ok", "steps", "decisions", report=self.path)
 
 
 class Progress:
@@ -89,7 +84,7 @@ def run_cycle(
     if unknown:
         raise ForgeError(f"unknown cycle steps: {sorted(unknown)}; the steps: {', '.join(STEPS)}")
     progress = progress or Progress()
-    report = CycleReport(datetime.now(UTC).isoformat(timespec="seconds"))
+    report = CycleReport(now_iso())
     settings = config.settings.cycle
     commits = commits if commits is not None else (settings.commits or None)
 

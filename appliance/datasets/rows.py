@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from appliance.campaign import store as campaign_store
 from appliance.config import FORGE_ROOT
 from appliance.packages import corpus
+from appliance.records import as_json
 from appliance.serving import calllog
 from appliance.serving.calllog import ModelCall
 
@@ -64,15 +65,7 @@ class Provenance:
     params: dict  # the call's generation parameters, as logged
 
     def to_dict(self) -> dict:
-        return {
-            "task": self.task,
-            "sample": self.sample,
-            "call_id": self.call_id,
-            "base_sha256": self.base_sha256,
-            "adapter": self.adapter,
-            "forge_revision": self.forge_revision,
-            "params": self.params,
-        }
+        return as_json(self)
 
 
 @dataclass(frozen=True)
@@ -107,21 +100,9 @@ class DatasetRow:
         return hashlib.sha256(data.encode()).hexdigest()
 
     def to_dict(self) -> dict:
-        if self.kind == "sft":
-            answer = {"completion": self.completion}
-        else:
-            answer = {"chosen": self.chosen, "rejected": self.rejected}
-        return {
-            "stage": self.stage,
-            "kind": self.kind,
-            "task": self.task,
-            "source": self.source,
-            "messages": self.messages,
-            "prompt": self.prompt,
-            "finish_reason": self.finish_reason,
-            **answer,
-            "provenance": self.provenance.to_dict(),
-        }
+        answer = ("completion",) if self.kind == "sft" else ("chosen", "rejected")
+        keys = ("stage", "kind", "task", "source", "messages", "prompt", "finish_reason")
+        return as_json(self, *keys, *answer, "provenance")
 
     @classmethod
     def from_dict(cls, data: dict) -> DatasetRow:

@@ -26,6 +26,7 @@ from appliance.datasets import gates
 from appliance.datasets.rows import DatasetRow, candidate_rows
 from appliance.errors import ForgeError, UsageError
 from appliance.packages.split import trainable
+from appliance.records import as_json
 from appliance.stages import STAGES
 from appliance.store import transaction
 
@@ -56,7 +57,7 @@ class DatasetVersion:
         return f"{self.stage}-{self.kind}-v{self.version}"
 
     def to_dict(self) -> dict:
-        return self.__dict__ | {"name": self.name}
+        return as_json(self, name=self.name)
 
 
 def _check_stage(stage: str, kind: str) -> None:

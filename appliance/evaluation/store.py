@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from appliance.clock import now_iso
+from appliance.records import as_json
 from appliance.store import transaction
 
 # The tables eval_runs, eval_examples, eval_outcomes and gate_decisions: m009_evaluation in
@@ -92,17 +93,7 @@ class StoredDecision:
 
     def to_dict(self) -> dict:
         """As `forge decisions --json` prints it: the table's columns, in its order."""
-        return {
-            "id": self.id,
-            "stage": self.stage,
-            "candidate": self.candidate,
-            "baseline": self.baseline,
-            "candidate_run": self.candidate_run,
-            "baseline_run": self.baseline_run,
-            "verdict": self.verdict,
-            "report": self.report,
-            "created_at": self.created_at,
-        }
+        return as_json(self)
 
 
 def open_run(db, stage, adapter, adapter_sha, base_sha, examples_key, source, n) -> StoredRun:

@@ -113,16 +113,8 @@ def read_blobs(repo: Path, blobs: Sequence[str]) -> Iterator[tuple[str, bytes]]:
     """(hash, content) of each blob, READ_BATCH at a time through `git cat-file --batch`."""
     for start in range(0, len(blobs), READ_BATCH):
         batch = blobs[start : start + READ_BATCH]
-        out = gitsafe.git(
-            ["cat-file", "--batch"], git_dir=repo, input="".join(f"{b}\n" for b in batch).encode()
-        )
-        pos = 0
+        found = gitsafe.read_blobs(repo, batch)
         for blob in batch:
-            end = out.index(b"\n", pos)
-            header = out[pos:end].split()
-            pos = end + 1
-            if len(header) != 3 or header[1] != b"blob":
-                raise IndexingError(f"blob {blob} is missing from {repo} (git said {header!r})")
-            size = int(header[2])
-            yield blob, out[pos : pos + size]
-            pos += size + 1  # the content is followed by a newline
+            if blob not in found:
+                raise IndexingError(f"blob {blob} is missing from {repo} (git has no such blob)")
+            yield blob, found[blob]

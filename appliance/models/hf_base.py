@@ -14,8 +14,9 @@ import tempfile
 from pathlib import Path
 
 from appliance.clock import now_iso
+from appliance.digest import sha256_file
 from appliance.errors import ForgeError
-from appliance.models.manifest import GGUF_MAGIC, sha256_of
+from appliance.models.manifest import GGUF_MAGIC
 
 BASE_INFO = "forge-base.json"
 INFO_KEYS = ("gguf_sha256", "gguf_name", "architecture", "created_at")
@@ -33,7 +34,7 @@ def make_training_base(gguf_path: Path, dest: Path) -> Path:
     with gguf_path.open("rb") as fh:
         if fh.read(4) != GGUF_MAGIC:
             raise ForgeError(f"{gguf_path} is not a GGUF file")
-    sha256 = sha256_of(gguf_path)
+    sha256 = sha256_file(gguf_path)
     if dest.exists():
         return _existing_base(dest, gguf_path, sha256)
     architecture = _gguf_architecture(gguf_path)

@@ -22,6 +22,7 @@ from pathlib import Path
 import tomlkit
 
 from appliance.config import Config, load_config
+from appliance.digest import sha256_file
 from appliance.errors import ForgeError, UsageError
 from appliance.models.hf_base import make_training_base
 from appliance.models.manifest import (
@@ -30,7 +31,6 @@ from appliance.models.manifest import (
     check_gguf_header,
     check_model_file,
     read_manifest,
-    sha256_of,
 )
 from appliance.records import as_json
 
@@ -70,7 +70,7 @@ def import_base(config: Config, gguf: Path, role: str, name: str | None = None) 
     manifest_path = config.models_manifest
     manifest = read_manifest(manifest_path)
     name = name or _name_for(gguf)
-    sha = sha256_of(gguf)
+    sha = sha256_file(gguf)
     problem = check_model_file(BaseModelFile(name, gguf, sha, ""), hash_check=False)
     if problem is None:
         try:  # the whole header, bounded, before the file is copied or parsed by others
@@ -86,7 +86,7 @@ def import_base(config: Config, gguf: Path, role: str, name: str | None = None) 
             "give the new version its own name with --name",
         )
     target = manifest_path.parent / gguf.name
-    if target.exists() and sha256_of(target) != sha:
+    if target.exists() and sha256_file(target) != sha:
         raise UsageError(
             f"{target} exists and is a different file", "rename the GGUF before importing it"
         )

@@ -10,7 +10,6 @@ and has an architecture Forge can train adapters for.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tomllib
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from appliance.digest import sha256_file
 from appliance.errors import ConfigError, ForgeError, validation_problems
 
 GGUF_MAGIC = b"GGUF"
@@ -152,14 +152,6 @@ def read_manifest(manifest: Path) -> ModelsManifest:
 def load_models(manifest: Path) -> list[BaseModelFile]:
     """The base models listed in `manifest`."""
     return list(read_manifest(manifest).bases)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # GGUF value types: the fixed sizes of the scalars; 8 is a string, 9 an array.
@@ -330,7 +322,7 @@ def check_model_file(model: BaseModelFile, *, hash_check: bool = True) -> str | 
         if fh.read(4) != GGUF_MAGIC:
             return f"{model.path} is not a GGUF file"
     if hash_check:
-        got = sha256_of(model.path)
+        got = sha256_file(model.path)
         if got != model.sha256:
             return f"{model.path} has sha256 {got[:16]}…, models.toml expects {model.sha256[:16]}…"
     try:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from appliance.clock import now_iso
 from appliance.errors import UsageError
+from appliance.records import as_json
 from appliance.store import transaction
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
@@ -45,7 +46,7 @@ class Job:
     result: dict | None = None
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return as_json(self)
 
 
 def _job(row: dict) -> Job:

@@ -33,6 +33,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 
+from appliance.digest import sha256_file
 from appliance.errors import PackageBuildError
 from appliance.packages import gitsafe
 from appliance.packages.declared import Declaration, DeclarationError, Pick, read_declaration
@@ -47,7 +48,6 @@ from appliance.packages.manifest import (
     Source,
 )
 from appliance.packages.mining import CandidateCommit, filter_commits
-from appliance.packages.wheels import sha256_file
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ content, and the cache can never hand one package's wheel to another.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ from pathlib import Path
 from uv import find_uv_bin
 
 from appliance.config import Config
+from appliance.digest import sha256_file
 from appliance.errors import ForgeError, SandboxError
 from appliance.sandbox import Bind, Limits, SandboxRequest, base_python, run_sandboxed
 
@@ -137,18 +137,10 @@ def resolve(
 def wheel_hashes(wheel_dir: Path) -> tuple[tuple[str, str], ...]:
     """(file name, sha256) of every wheel in `wheel_dir` an install may pick, sorted."""
     return tuple(
-        (path.name, _sha256(path))
+        (path.name, sha256_file(path))
         for path in sorted(wheel_dir.glob("*.whl"))
         if path.is_file() and not path.is_symlink()
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def store_wheels(wheel_dir: Path, store: Path) -> dict[str, Path]:
@@ -162,7 +154,7 @@ def store_wheels(wheel_dir: Path, store: Path) -> dict[str, Path]:
         with tempfile.TemporaryDirectory(prefix=".in-", dir=store) as tmp:
             copy = Path(tmp) / path.name
             shutil.copyfile(path, copy)
-            folder = store / _sha256(copy)
+            folder = store / sha256_file(copy)
             if not (folder / path.name).is_file():
                 folder.mkdir(exist_ok=True)
                 os.replace(copy, folder / path.name)  # atomic: a reader sees all or nothing

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.errors import ForgeError
 from appliance.packages import corpus, gitsafe
@@ -40,6 +41,7 @@ from appliance.packages.problems import Problem
 from appliance.packages.rules import MAX_DEPTH, check_files
 from appliance.packages.split import TrainedRows, no_rows, split_at_ingest
 from appliance.packages.validate import validate
+from appliance.records import as_json
 from appliance.store import transaction
 
 READY_MARKER = "READY"
@@ -62,24 +64,13 @@ class IngestResult:
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
-            "source": self.source,
-            "outcome": self.outcome,
-            "name": self.name,
-            "version": self.version,
-            "path": self.path,
-            "reasons": self.reasons,
-        }
+        return as_json(self)
 
 
 def label(name: str) -> str:
     """A file name as text that can be stored and printed: bytes that are not UTF-8 are
     written as escapes, so they never fail an insert or a write."""
     return name.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @contextmanager
@@ -257,7 +248,7 @@ def quarantine(
     folder = config.dir("quarantine") / f"{shown[:100]}-{stamp}-{uuid.uuid4().hex[:6]}"
     folder.mkdir(parents=True)
     reasons = [label(p.line()) for p in problems]
-    text = [f"Forge rejected the repo package '{shown}' on {_now()}.", ""]
+    text = [f"Forge rejected the repo package '{shown}' on {now_iso()}.", ""]
     text += [f"- {line}" for line in reasons]
     text += [
         "",

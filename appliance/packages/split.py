@@ -26,6 +26,7 @@ import sqlite_utils
 from appliance.config import Config
 from appliance.errors import ForgeError, UsageError
 from appliance.packages import corpus
+from appliance.records import as_json
 from appliance.store import transaction
 
 SPLITS = ("train", "eval")
@@ -49,7 +50,7 @@ class SplitChange:
     before: tuple[tuple[str, str | None], ...]  # (version, its split until now)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "split": self.split, "before": dict(self.before)}
+        return as_json(self, before=dict(self.before))
 
 
 def hashed_split(name: str, eval_fraction: float) -> str:

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from appliance.config import PackageLimits
+from appliance.digest import sha256_file
 from appliance.packages.problems import Problem
 
 MB = 1 << 20
 MAX_MEMBERS = 100_000
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_wheel(path: Path, rel: str, limits: PackageLimits) -> list[Problem]:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from appliance.clock import now_iso
+from appliance.records import as_json
 
 # The tables: m007_adapters and m008_registry (the servable columns, the one-active index,
 # the triggers, adapter_events) in appliance/store/migrations.py.
@@ -58,7 +59,7 @@ class AdapterVersion:
         return name_of(self.stage, self.version)
 
     def to_dict(self) -> dict:
-        return self.__dict__ | {"name": self.name}
+        return as_json(self, name=self.name)
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,7 @@ class RegisteredAdapter:
         return self.adapter.name
 
     def to_dict(self) -> dict:
-        return self.adapter.to_dict() | {
-            "servable": self.servable,
-            "unservable_reason": self.unservable_reason,
-        }
+        return self.adapter.to_dict() | as_json(self, "servable", "unservable_reason")
 
 
 @dataclass(frozen=True)
@@ -123,19 +121,9 @@ class AdapterEvent:
         return name_of(self.stage, self.to_version)
 
     def to_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "stage": self.stage,
-            "action": self.action,
-            "from_version": self.from_version,
-            "to_version": self.to_version,
-            "from": self.from_name,
-            "to": self.to_name,
-            "forced": self.forced,
-            "decision_id": self.decision_id,
-            "note": self.note,
-            "at": self.at,
-        }
+        keys = ("id", "stage", "action", "from_version", "to_version", "from", "to")
+        names = {"from": self.from_name, "to": self.to_name}
+        return as_json(self, *keys, "forced", "decision_id", "note", "at", **names)
 
 
 def name_of(stage: str, version: int | None) -> str:

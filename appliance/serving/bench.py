@@ -29,7 +29,7 @@ from appliance.models.manifest import (
 )
 from appliance.records import as_json
 from appliance.serving.placement import CPU, Placement
-from appliance.serving.pool import Adapter, ModelPool
+from appliance.serving.pool import Adapter, ModelPool, load_llama
 
 # The weights a stage adapter adapts: every block's attention and MLP projections.
 ADAPTED = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
@@ -158,20 +158,7 @@ def bench_manifest(manifest: ModelsManifest) -> ModelsManifest:
 
 def raw_llama(spec: BaseModelFile, placement: Placement = CPU, lora_path: Path | None = None):
     """llama.cpp's own `Llama` for `spec`, with the settings the pool gives its context."""
-    import llama_cpp
-
-    return llama_cpp.Llama(
-        model_path=str(spec.path),
-        n_ctx=spec.context,
-        n_threads=spec.n_threads,
-        n_threads_batch=spec.n_threads,
-        n_gpu_layers=placement.gpu_layers,
-        main_gpu=placement.main_gpu,
-        tensor_split=list(placement.tensor_split) or None,
-        lora_path=str(lora_path) if lora_path else None,
-        logits_all=False,
-        verbose=False,
-    )
+    return load_llama(spec, placement, lora_path)
 
 
 def run_raw(llm, prompt: str, tokens: int) -> Run:

@@ -26,6 +26,7 @@ import numpy as np
 
 from appliance.errors import ForgeError, UsageError
 from appliance.models.manifest import BaseModelFile, ModelsManifest, read_manifest, verify_base
+from appliance.records import as_json
 from appliance.serving.calllog import CallLog, ModelCall
 from appliance.serving.placement import CPU, Placement, detect_gpus, plan
 
@@ -57,16 +58,7 @@ class Params:
     logprobs: bool = False
 
     def to_dict(self) -> dict:
-        return {
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "seed": self.seed,
-            "stop": list(self.stop),
-            "json_schema": self.json_schema,
-            "logprobs": self.logprobs,
-        }
+        return as_json(self)  # stop as a list
 
 
 @dataclass(frozen=True)
@@ -106,6 +98,26 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum())
 
 
+def load_llama(spec: BaseModelFile, placement: Placement = CPU, lora_path: Path | None = None):
+    """llama.cpp's `Llama` for `spec` on `placement`: the settings of every context the pool
+    (and the benchmark's direct llama.cpp run) gives a base."""
+    # llama.cpp loads only in a process that serves a model (not the CLI's others)
+    import llama_cpp
+
+    return llama_cpp.Llama(
+        model_path=str(spec.path),
+        n_ctx=spec.context,
+        n_threads=spec.n_threads,
+        n_threads_batch=spec.n_threads,
+        n_gpu_layers=placement.gpu_layers,
+        main_gpu=placement.main_gpu,
+        tensor_split=list(placement.tensor_split) or None,
+        lora_path=str(lora_path) if lora_path else None,
+        logits_all=False,
+        verbose=False,
+    )
+
+
 class LoadedBase:
     """One base model in one llama.cpp context, and the adapters loaded onto it."""
 
@@ -121,17 +133,7 @@ class LoadedBase:
         self.lock = threading.Lock()
         started = time.monotonic()
         try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(spec.path),
-                n_ctx=spec.context,
-                n_threads=spec.n_threads,
-                n_threads_batch=spec.n_threads,
-                n_gpu_layers=placement.gpu_layers,
-                main_gpu=placement.main_gpu,
-                tensor_split=list(placement.tensor_split) or None,
-                logits_all=False,
-                verbose=False,
-            )
+            self.llm = load_llama(spec, placement)
         except (ValueError, RuntimeError) as exc:
             raise ForgeError(
                 f"llama.cpp cannot load the base model {spec.name} ({spec.path}): {exc}",

@@ -17,9 +17,9 @@ from typing import Any
 import gguf
 import numpy as np
 
+from appliance.digest import sha256_file
 from appliance.errors import ForgeError
 from appliance.models.gguf_adapter import open_gguf, string_field, write_adapter_gguf
-from appliance.models.manifest import sha256_of
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -145,7 +145,7 @@ def export_adapter(
     )
     return ExportReport(
         path=out,
-        sha256=sha256_of(out),
+        sha256=sha256_file(out),
         architecture=base.architecture,
         rank=rank,
         alpha=alpha,

@@ -14,10 +14,11 @@ from appliance import registry
 from appliance.config import Config
 from appliance.datasets.rows import DatasetRow
 from appliance.datasets.versions import latest, training_mix
+from appliance.digest import sha256_file
 from appliance.errors import UsageError
 from appliance.models.hf_base import make_training_base
 from appliance.models.importing import training_base_dir
-from appliance.models.manifest import read_manifest, sha256_of
+from appliance.models.manifest import read_manifest
 from appliance.registry import AdapterVersion
 from appliance.stages import STAGE_ROLES, STAGES
 from appliance.store import transaction
@@ -84,6 +85,6 @@ def train_stage(
         registry.register_candidate(
             conn, stage=stage, version=number, kind=kind, dataset=dataset.name,
             base=base.name, base_sha256=base.sha256, hyperparameters=settings.model_dump_json(),
-            metrics=metrics, path=str(out.relative_to(config.home)), sha256=sha256_of(out),
+            metrics=metrics, path=str(out.relative_to(config.home)), sha256=sha256_file(out),
         )  # fmt: skip
     return registry.get(db, stage, number)

@@ -13,10 +13,11 @@ from click.testing import CliRunner
 from appliance import registry
 from appliance.campaign.run import plan_units
 from appliance.cli import cli
+from appliance.digest import sha256_file
 from appliance.evaluation import heldout
 from appliance.evaluation.compare import evaluate
 from appliance.models.gguf_adapter import write_adapter_gguf
-from appliance.models.manifest import read_manifest, sha256_of
+from appliance.models.manifest import read_manifest
 from appliance.packages.split import held_out
 from appliance.serving.bench import synthetic_adapter
 from appliance.store import transaction
@@ -61,7 +62,7 @@ def register(config, db, stage: str, version: int, *, zero: bool = False, seed: 
             "hyperparameters, metrics, path, sha256, created_at) "
             "VALUES (?, ?, 'sft', 'test', ?, ?, '{}', '{}', ?, ?, '2026-12-01T00:00:00')",
             [stage, version, base.name, base.sha256, str(out.relative_to(config.home)),
-             sha256_of(out)],
+             sha256_file(out)],
         )  # fmt: skip
     return f"{stage}-v{version}"
 

@@ -9,7 +9,6 @@ hooks are live: inside the sandbox they ran, and could not reach the host path.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import shutil
@@ -35,26 +34,9 @@ from tests.conftest import (
     build,
 )
 from tests.harness.conftest import DEMO, ingest_package, make_home
+from tests.packages.conftest import write_wheel
 
 WHITESPACE = "Strip surrounding whitespace before parsing quantities"  # a demo task commit
-
-
-def _record_line(path: str, data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    return f"{path},sha256={digest},{len(data)}"
-
-
-def write_wheel(path: Path, files: dict[str, bytes]) -> Path:
-    """A wheel at `path` holding `files` (dist-info included), with a RECORD made for them."""
-    dist_info = next(p.split("/")[0] for p in files if p.endswith(".dist-info/WHEEL"))
-    files = {k: v for k, v in files.items() if k != f"{dist_info}/RECORD"}
-    record = [_record_line(name, data) for name, data in files.items()]
-    record.append(f"{dist_info}/RECORD,,")
-    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return path
 
 
 def mark_code(host: Path) -> str:

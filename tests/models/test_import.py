@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from appliance.cli import cli
+from appliance.digest import sha256_file
 from appliance.models.default_model import shipped_gguf
 from appliance.models.hf_base import read_base_info
 from appliance.models.manifest import (
@@ -16,7 +17,6 @@ from appliance.models.manifest import (
     check_gguf_header,
     gguf_metadata_value,
     read_manifest,
-    sha256_of,
 )
 from tests.conftest import private_models
 from tests.serving.test_pool import gguf_header
@@ -38,7 +38,7 @@ def test_import_records_the_base_and_its_training_base(models_home, tmp_path):
     assert manifest.roles["coder"] == "tiny-coder.q4_1"
     assert manifest.roles["reasoning"] == "default"
     base = manifest.for_role("coder")
-    assert base.path == models_home / source.name and base.sha256 == sha256_of(source)
+    assert base.path == models_home / source.name and base.sha256 == sha256_file(source)
     info = read_base_info(models_home / "Tiny-Coder.Q4_1.hf")
     assert info["gguf_sha256"] == base.sha256 and info["architecture"] == "llama"
     # Importing the same file again is harmless.

@@ -22,17 +22,27 @@ def make_wheel(
         f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: forge-tests\n"
         "Root-Is-Purelib: true\nTag: py3-none-any\n",
     }
-    record = []
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
-        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
-    files[f"{dist}.dist-info/RECORD"] = "\n".join([*record, f"{dist}.dist-info/RECORD,,"]) + "\n"
     folder.mkdir(parents=True, exist_ok=True)
-    wheel = folder / f"{dist}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        for path, text in files.items():
-            zf.writestr(path, text)
-    return wheel
+    data = {path: text.encode() for path, text in files.items()}
+    return write_wheel(folder / f"{dist}-py3-none-any.whl", data, zipfile.ZIP_STORED)
+
+
+def _record_line(path: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{path},sha256={digest},{len(data)}"
+
+
+def write_wheel(path: Path, files: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> Path:
+    """A wheel at `path` holding `files` (dist-info included), with a RECORD made for them."""
+    dist_info = next(p.split("/")[0] for p in files if p.endswith(".dist-info/WHEEL"))
+    files = {k: v for k, v in files.items() if k != f"{dist_info}/RECORD"}
+    record = [_record_line(name, data) for name, data in files.items()]
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return path
 
 
 def build_from(source: str, output: Path, links: Path, **options):

@@ -11,8 +11,9 @@ from click.testing import CliRunner
 from appliance import registry
 from appliance.cli import cli
 from appliance.config import load_config
+from appliance.digest import sha256_file
 from appliance.models.default_model import shipped_gguf
-from appliance.models.manifest import gguf_metadata_value, sha256_of
+from appliance.models.manifest import gguf_metadata_value
 from appliance.registry import RegistryRefused
 from appliance.registry.bases import BASE_REPLACED
 from appliance.store import open_db
@@ -43,7 +44,7 @@ def another_base(out):
 
 def test_importing_a_base_invalidates_the_adapters_of_the_one_it_replaces(home, tmp_path):
     config, db = home
-    old = sha256_of(shipped_gguf())
+    old = sha256_file(shipped_gguf())
     add_adapter(db, "scope", 1, base_sha256=old)
     for version in (1, 2):
         add_adapter(db, "code", version, base_sha256=old)
@@ -89,7 +90,7 @@ def test_a_hand_edited_models_toml_is_caught_when_a_stage_resolves(home):
 
 def test_adapters_of_a_base_serving_again_become_servable_again(home):
     config, db = home
-    add_adapter(db, "precision", 1, base_sha256=sha256_of(shipped_gguf()))
+    add_adapter(db, "precision", 1, base_sha256=sha256_file(shipped_gguf()))
     db.execute(
         "UPDATE adapters SET servable = 0, unservable_reason = ? WHERE stage = 'precision'",
         [BASE_REPLACED + "trained on default, the reasoning role is now served by other"],

@@ -9,8 +9,8 @@ import pytest
 
 from appliance import registry
 from appliance.campaign.run import run_campaign
+from appliance.digest import sha256_file
 from appliance.models.default_model import shipped_gguf
-from appliance.models.manifest import sha256_of
 from appliance.serving.bench import synthetic_adapter
 from appliance.serving.pool import Adapter, ModelPool
 from tests.harness.conftest import DEMO, ingest_package, make_home
@@ -32,7 +32,7 @@ def home(tmp_path_factory):
     gguf = shipped_gguf()
     manifest = root / "models.toml"
     manifest.write_text(
-        f'[bases.smol]\npath = "{gguf}"\nsha256 = "{sha256_of(gguf)}"\n'
+        f'[bases.smol]\npath = "{gguf}"\nsha256 = "{sha256_file(gguf)}"\n'
         "context = 1024\nthreads = 1\n"
     )
     with pytest.MonkeyPatch.context() as monkeypatch:
@@ -43,7 +43,7 @@ def home(tmp_path_factory):
             out = config.dir("adapters") / "scope" / f"scope-v{version}.gguf"
             out.parent.mkdir(parents=True, exist_ok=True)
             synthetic_adapter(gguf, out, rank=8, seed=version)
-            add_adapter(db, "scope", version, base_sha256=sha256_of(gguf),
+            add_adapter(db, "scope", version, base_sha256=sha256_file(gguf),
                         path=str(out.relative_to(config.home)))  # fmt: skip
         yield config, db
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from appliance.digest import sha256_file
 from appliance.models.default_model import shipped_gguf
-from appliance.models.manifest import read_manifest, sha256_of
+from appliance.models.manifest import read_manifest
 from appliance.serving.pool import Adapter, AdapterRejected, ModelPool
 
 TEXT_A = "The lighthouse keeper's cat is named Quizzlebottom and it sleeps on the great lamp."
@@ -36,7 +37,7 @@ def manifest(tmp_path_factory):
     gguf = shipped_gguf()
     path = tmp_path_factory.mktemp("models") / "models.toml"
     path.write_text(
-        f'[bases.smol]\npath = "{gguf}"\nsha256 = "{sha256_of(gguf)}"\n'
+        f'[bases.smol]\npath = "{gguf}"\nsha256 = "{sha256_file(gguf)}"\n'
         "context = 1024\nthreads = 1\n"
     )
     return read_manifest(path)

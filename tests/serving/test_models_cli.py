@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from appliance.cli import cli
 from appliance.config import FORGE_ROOT
-from appliance.models.manifest import read_manifest, sha256_of
+from appliance.digest import sha256_file
+from appliance.models.manifest import read_manifest
 from appliance.serving.bench import synthetic_adapter
 from appliance.serving.pool import Adapter, ModelPool
 
@@ -81,7 +82,7 @@ def test_list_shows_a_damaged_base_and_fails(forge_home, tmp_path, monkeypatch, 
     sha256 = "0" * 64
     if damage == "not_gguf":
         file.write_bytes(b"<html>not a model</html>")
-        sha256 = sha256_of(file)
+        sha256 = sha256_file(file)
     elif damage == "wrong_sha256":
         file.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 16)
     _manifest_with(tmp_path, monkeypatch, file, sha256)
@@ -106,7 +107,7 @@ def test_list_shows_a_damaged_base_and_fails(forge_home, tmp_path, monkeypatch, 
 def test_list_of_a_copied_default_base_is_clean(forge_home, tmp_path, monkeypatch, default_gguf):
     copy = tmp_path / "copy.gguf"
     shutil.copyfile(default_gguf, copy)
-    _manifest_with(tmp_path, monkeypatch, copy, sha256_of(copy))
+    _manifest_with(tmp_path, monkeypatch, copy, sha256_file(copy))
     result = forge("models", "list", "--json")
     assert result.exit_code == 0, result.output
     (base,) = json.loads(result.output)["bases"]

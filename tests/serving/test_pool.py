@@ -160,9 +160,9 @@ def test_bad_requests_are_usage_errors(pool):
 
 
 def write_manifest(tmp_path: Path, model: Path, sha: str | None = None) -> Path:
-    from appliance.models.manifest import sha256_of
+    from appliance.digest import sha256_file
 
-    sha = sha or (sha256_of(model) if model.is_file() else "0" * 64)
+    sha = sha or (sha256_file(model) if model.is_file() else "0" * 64)
     path = tmp_path / "models.toml"
     path.write_text(f'[bases.m]\npath = "{model}"\nsha256 = "{sha}"\n')
     return path

@@ -12,11 +12,11 @@ import llama_cpp
 import numpy as np
 import pytest
 
+from appliance.digest import sha256_file
 from appliance.errors import ForgeError
 from appliance.models.default_model import shipped_gguf
 from appliance.models.gguf_adapter import AdapterMismatch, check_adapter_matches
 from appliance.models.hf_base import make_training_base, read_base_info
-from appliance.models.manifest import sha256_of
 from appliance.training.export_gguf import AdapterNotExportable, export_adapter
 from tests.conftest import OneTorchThread
 
@@ -160,7 +160,7 @@ def test_export_without_qk_permutation_is_caught(llm, adapter, training_base, pr
 def test_export_report_describes_the_file(adapter, training_base, tmp_path):
     report = export_adapter(adapter.parent / "peft", training_base, tmp_path / "a.gguf")
     assert report.path == tmp_path / "a.gguf"
-    assert report.sha256 == sha256_of(report.path)
+    assert report.sha256 == sha256_file(report.path)
     assert (report.architecture, report.rank, report.alpha) == ("llama", 8, 16.0)
     assert report.tensor_count == 30 * 7 * 2  # 30 blocks, 7 projections, lora_a + lora_b
     assert not [p for p in tmp_path.iterdir() if p.name != "a.gguf"]  # no temp file left
@@ -407,7 +407,7 @@ def test_a_model_is_not_an_adapter(tmp_path):
 
 def test_training_base_is_made_once(training_base):
     info = read_base_info(training_base)
-    assert info["gguf_sha256"] == sha256_of(shipped_gguf())
+    assert info["gguf_sha256"] == sha256_file(shipped_gguf())
     assert info["architecture"] == "llama"
     before = {p.name: p.stat().st_mtime_ns for p in training_base.iterdir()}
     assert make_training_base(shipped_gguf(), training_base) == training_base
