@@ -59,6 +59,7 @@ LAYERS: dict[str, int] = {
     "appliance.clock": 1,
     "appliance.childproc": 1,
     "appliance.records": 1,
+    "appliance.digest": 1,
 }
 
 # (importing module, imported module): why a lower layer reaches up. Never more than

@@ -8,9 +8,11 @@ alternates from the package never reach it. Every git command Forge runs goes th
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,9 +229,6 @@ def read_blobs(git_dir: Path, shas: Sequence[str]) -> dict[str, bytes]:
 
 def export_tree(git_dir: Path, sha: str, dest: Path) -> None:
     """Write the files of commit `sha` into `dest` (no .git; smudge filters never run)."""
-    import io
-    import tarfile
-
     data = git(["archive", "--format=tar", sha], git_dir=git_dir)
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
