@@ -26,7 +26,7 @@ from appliance.datasets import gates
 from appliance.datasets.rows import DatasetRow, candidate_rows
 from appliance.errors import ForgeError, UsageError
 from appliance.packages.split import trainable
-from appliance.records import as_json
+from appliance.records import as_json, from_row
 from appliance.stages import STAGES
 from appliance.store import transaction
 
@@ -69,16 +69,8 @@ def _check_stage(stage: str, kind: str) -> None:
 
 def versions(db, stage: str | None = None) -> list[DatasetVersion]:
     where, args = ("WHERE stage = ?", [stage]) if stage else ("", [])
-    rows = db.execute(
-        "SELECT stage, kind, version, rows, new_rows, status, gates, reasons, path, sha256, "
-        f"created_at FROM dataset_versions {where} ORDER BY stage, kind, version",
-        args,
-    ).fetchall()
-    return [
-        DatasetVersion(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), json.loads(r[7]),
-                       r[8], r[9], r[10])
-        for r in rows
-    ]  # fmt: skip
+    rows = db.query(f"SELECT * FROM dataset_versions {where} ORDER BY stage, kind, version", args)
+    return [from_row(DatasetVersion, row, json_columns=("gates", "reasons")) for row in rows]
 
 
 def latest(db, stage: str, kind: str) -> DatasetVersion | None:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from appliance.clock import now_iso
-from appliance.records import as_json
+from appliance.records import as_json, from_row
 from appliance.store import transaction
 
 # The tables eval_runs, eval_examples, eval_outcomes and gate_decisions: m009_evaluation in
@@ -36,21 +36,7 @@ class StoredRun:
 
     @classmethod
     def from_row(cls, row: Mapping) -> StoredRun:
-        summary = row["summary"]
-        return cls(
-            id=row["id"],
-            stage=row["stage"],
-            adapter=row["adapter"],
-            adapter_sha256=row["adapter_sha256"],
-            base_sha256=row["base_sha256"],
-            examples_key=row["examples_key"],
-            source=row["source"],
-            examples=row["examples"],
-            status=row["status"],
-            summary=None if summary is None else json.loads(summary),
-            created_at=row["created_at"],
-            finished_at=row["finished_at"],
-        )
+        return from_row(cls, row, json_columns=("summary",))
 
 
 @dataclass(frozen=True)
@@ -79,17 +65,7 @@ class StoredDecision:
 
     @classmethod
     def from_row(cls, row: Mapping) -> StoredDecision:
-        return cls(
-            id=row["id"],
-            stage=row["stage"],
-            candidate=row["candidate"],
-            baseline=row["baseline"],
-            candidate_run=row["candidate_run"],
-            baseline_run=row["baseline_run"],
-            verdict=row["verdict"],
-            report=json.loads(row["report"]),
-            created_at=row["created_at"],
-        )
+        return from_row(cls, row, json_columns=("report",))
 
     def to_dict(self) -> dict:
         """As `forge decisions --json` prints it: the table's columns, in its order."""

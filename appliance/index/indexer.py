@@ -37,6 +37,7 @@ from appliance.index.store import (
     store_snapshot,
 )
 from appliance.packages.corpus import package_by_id
+from appliance.records import from_row
 
 BLOB_BATCH = 64  # blobs analysed, embedded and committed together
 
@@ -155,11 +156,4 @@ def _import_edges(db: sqlite_utils.Database, files: list[FileEntry]) -> set[tupl
 
 
 def _snapshot(row: dict) -> Snapshot:
-    return Snapshot(
-        id=row["id"],
-        package_id=row["package_id"],
-        sha=row["sha"],
-        files=row["files"],
-        new_blobs=row["new_blobs"],
-        seconds=row["seconds"],
-    )
+    return from_row(Snapshot, row)

@@ -18,6 +18,7 @@ import sqlite_utils
 
 from appliance.clock import now_iso
 from appliance.errors import UsageError
+from appliance.records import from_row
 
 # The database, or the connection of a transaction the caller holds.
 Connection = sqlite_utils.Database | sqlite3.Connection
@@ -102,20 +103,11 @@ def _packages(db: Connection, where: str = "", params: Sequence = ()) -> list[Re
 
 def _package(row: dict) -> RepoPackage:
     sets = json.loads(row["requirement_sets"] or "[]") or [json.loads(row["requirements"])]
-    return RepoPackage(
-        id=row["id"],
-        name=row["name"],
-        version=row["version"],
-        manifest_sha256=row["manifest_sha256"],
-        path=row["path"],
-        split=row["split"],
-        description=row["description"],
-        license=row["license"],
-        python=row["python"],
+    return from_row(
+        RepoPackage,
+        row,
         test_command=tuple(json.loads(row["test_command"])),
-        test_timeout_s=row["test_timeout_s"],
         requirement_sets=tuple(tuple(s) for s in sets),
-        ingested_at=row["ingested_at"],
     )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from appliance.clock import now_iso
-from appliance.records import as_json
+from appliance.records import as_json, from_row
 
 # The tables: m007_adapters and m008_registry (the servable columns, the one-active index,
 # the triggers, adapter_events) in appliance/store/migrations.py.
@@ -40,19 +40,7 @@ class AdapterVersion:
 
     @classmethod
     def from_row(cls, row: Mapping) -> AdapterVersion:
-        return cls(
-            stage=row["stage"],
-            version=row["version"],
-            kind=row["kind"],
-            status=row["status"],
-            dataset=row["dataset"],
-            base=row["base"],
-            base_sha256=row["base_sha256"],
-            metrics=json.loads(row["metrics"]),
-            path=row["path"],
-            sha256=row["sha256"],
-            created_at=row["created_at"],
-        )
+        return from_row(cls, row, json_columns=("metrics",))
 
     @property
     def name(self) -> str:
@@ -98,17 +86,7 @@ class AdapterEvent:
 
     @classmethod
     def from_row(cls, row: Mapping) -> AdapterEvent:
-        return cls(
-            id=row["id"],
-            stage=row["stage"],
-            action=row["action"],
-            from_version=row["from_version"],
-            to_version=row["to_version"],
-            forced=bool(row["forced"]),
-            decision_id=row["decision_id"],
-            note=row["note"],
-            at=row["at"],
-        )
+        return from_row(cls, row, forced=bool(row["forced"]))
 
     @property
     def from_name(self) -> str | None:
