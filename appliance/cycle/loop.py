@@ -10,6 +10,7 @@ run is reused, and a candidate that was already decided is not decided again.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -33,19 +34,23 @@ from appliance.training.job import train_stage
 STEPS = ("ingest", "campaign", "datasets", "train", "evaluate")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Step:
+    """What one step of the cycle did: its status, what it reports, how long it took."""
+
     name: str
     status: str = "ok"  # ok | skipped | failed
     detail: dict = field(default_factory=dict)
     seconds: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class CycleReport:
+    """The steps that ran, the gate's decisions, and where the report was saved."""
+
     started_at: str
-    steps: list[Step] = field(default_factory=list)
-    decisions: list[dict] = field(default_factory=list)
+    steps: tuple[Step, ...] = ()
+    decisions: tuple[dict, ...] = ()  # each as the cycle report's JSON shows it
     path: str = ""
 
     @property
@@ -84,50 +89,48 @@ def run_cycle(
     if unknown:
         raise ForgeError(f"unknown cycle steps: {sorted(unknown)}; the steps: {', '.join(STEPS)}")
     progress = progress or Progress()
-    report = CycleReport(now_iso())
+    started_at = now_iso()
     settings = config.settings.cycle
     commits = commits if commits is not None else (settings.commits or None)
+    steps: list[Step] = []
+    decisions: list[dict] = []  # _evaluate adds the gate's decisions as it acts on them
 
-    def step(name: str, fn: Callable[[Step], None]) -> Step | None:
+    def step(name: str, fn: Callable[[], Step]) -> None:
         if only is not None and name not in only:
-            return None
+            return
         if resume and name in resume:
-            finished = Step(**resume[name])
-            report.steps.append(finished)
-            return finished
-        current = Step(name)
+            steps.append(Step(**resume[name]))
+            return
         progress.step(name, name)
         clock = time.monotonic()
         try:
-            fn(current)
+            done = fn()
         except ForgeError as exc:  # the later steps still run on what exists
-            current.status = "failed"
-            current.detail = current.detail | {"error": exc.message, "hint": exc.hint}
-        current.seconds = round(time.monotonic() - clock, 1)
-        report.steps.append(current)
-        progress.done(current)
-        return current
+            done = Step(name, "failed", {"error": exc.message, "hint": exc.hint})
+        done = dataclasses.replace(done, seconds=round(time.monotonic() - clock, 1))
+        steps.append(done)
+        progress.done(done)
 
-    step("ingest", lambda s: _ingest(config, db, source, keep, s))
-    step("campaign", lambda s: _campaign(config, db, commits, progress, s))
-    step("datasets", lambda s: _datasets(config, db, s))
-    step("train", lambda s: _train(config, db, progress, s))
-    step("evaluate", lambda s: _evaluate(config, db, progress, s, report))
-    report.path = _save(config, report)
-    return report
+    step("ingest", lambda: _ingest(config, db, source, keep))
+    step("campaign", lambda: _campaign(config, db, commits, progress))
+    step("datasets", lambda: _datasets(config, db))
+    step("train", lambda: _train(config, db, progress))
+    step("evaluate", lambda: _evaluate(config, db, progress, decisions))
+    return _save(config, CycleReport(started_at, tuple(steps), tuple(decisions)))
 
 
-def _ingest(config: Config, db, source: Path | None, keep: bool, step: Step) -> None:
+def _ingest(config: Config, db, source: Path | None, keep: bool) -> Step:
     trained_rows = functools.partial(rows_made_from, db)
     results = ingest(config, db, source, keep=keep, trained_rows=trained_rows)
-    step.detail = dict(Counter(r.outcome for r in results))
-    step.detail["packages"] = [f"{r.name or r.source}: {r.outcome}" for r in results]
-    if "rejected" in step.detail:
-        step.status = "failed"
-        step.detail["error"] = "some packages were rejected (see forge status and quarantine/)"
+    detail: dict = dict(Counter(r.outcome for r in results))
+    detail["packages"] = [f"{r.name or r.source}: {r.outcome}" for r in results]
+    if "rejected" not in detail:
+        return Step("ingest", "ok", detail)
+    detail["error"] = "some packages were rejected (see forge status and quarantine/)"
+    return Step("ingest", "failed", detail)
 
 
-def _campaign(config: Config, db, commits: int | None, progress: Progress, step: Step) -> None:
+def _campaign(config: Config, db, commits: int | None, progress: Progress) -> Step:
     outcomes: Counter = Counter()
     packages = corpus.names(db, include_eval=False)
     for package in packages:
@@ -142,13 +145,13 @@ def _campaign(config: Config, db, commits: int | None, progress: Progress, step:
         ):
             outcomes[result.outcome] += 1
             progress.advance("campaign", i, planned["n"], f"{package}: {result.outcome}")
-    step.detail = {"packages": packages, "units": sum(outcomes.values()), **outcomes}
+    detail = {"packages": packages, "units": sum(outcomes.values()), **outcomes}
     if not outcomes:
-        step.status = "skipped"
-        step.detail["why"] = "no new train commits"
+        return Step("campaign", "skipped", detail | {"why": "no new train commits"})
+    return Step("campaign", "ok", detail)
 
 
-def _datasets(config: Config, db, step: Step) -> None:
+def _datasets(config: Config, db) -> Step:
     made = []
     for stage in config.settings.cycle.stages:
         version = build(config, db, stage, "sft")
@@ -156,13 +159,12 @@ def _datasets(config: Config, db, step: Step) -> None:
             made.append({"name": version.name, "rows": version.rows,
                          "new_rows": version.new_rows, "status": version.status,
                          "reasons": version.reasons})  # fmt: skip
-    step.detail = {"versions": made}
     if not made:
-        step.status = "skipped"
-        step.detail["why"] = "no new rows"
+        return Step("datasets", "skipped", {"versions": made, "why": "no new rows"})
+    return Step("datasets", "ok", {"versions": made})
 
 
-def _train(config: Config, db, progress: Progress, step: Step) -> None:
+def _train(config: Config, db, progress: Progress) -> Step:
     """Train each stage whose latest SFT dataset passed its gates, was not trained on yet,
     and brought at least `cycle.min_new_rows` new rows."""
     trained, passed = [], []
@@ -185,23 +187,22 @@ def _train(config: Config, db, progress: Progress, step: Step) -> None:
         trained.append({"stage": stage, "adapter": adapter.name, "dataset": adapter.dataset,
                         "steps": adapter.metrics["steps"],
                         "final_loss": adapter.metrics["final_loss"]})  # fmt: skip
-    step.detail = {"trained": trained, "not_trained": passed}
-    if not trained:
-        step.status = "skipped"
+    return Step(
+        "train", "ok" if trained else "skipped", {"trained": trained, "not_trained": passed}
+    )
 
 
-def _evaluate(config: Config, db, progress: Progress, step: Step, report: CycleReport) -> None:
+def _evaluate(config: Config, db, progress: Progress, decisions: list[dict]) -> Step:
     """Decide every candidate still undecided (this cycle's, or one an interrupted cycle
-    trained), all stages together, then promote or reject each."""
+    trained), all stages together, then promote or reject each (added to `decisions` as
+    it is done, so a failure half-way still reports what was decided)."""
     waiting = {}
     for stage in config.settings.cycle.stages:
         newest = registry.newest_candidate(db, stage)  # older ones stay candidates
         if newest is not None:
             waiting[stage] = newest.version
     if not waiting:
-        step.status = "skipped"
-        step.detail = {"why": "no candidate to evaluate"}
-        return
+        return Step("evaluate", "skipped", {"why": "no candidate to evaluate"})
 
     def on_progress(stage, arm, i, n):
         progress.advance("evaluate", i, n, f"{stage}: {arm}")
@@ -219,19 +220,22 @@ def _evaluate(config: Config, db, progress: Progress, step: Step, report: CycleR
         else:
             registry.reject(db, ev.stage, number, decision_id=ev.decision_id)
             action = "rejected"
-        report.decisions.append({"stage": ev.stage, "candidate": ev.candidate,
+        decisions.append({"stage": ev.stage, "candidate": ev.candidate,
                                  "baseline": ev.baseline, "action": action,
                                  "decision_id": ev.decision_id, "note": ev.note,
                                  **ev.decision.to_dict()})  # fmt: skip
-    step.detail = {"decided": [f"{d['candidate']}: {d['action']}" for d in report.decisions]}
+    return Step(
+        "evaluate", "ok", {"decided": [f"{d['candidate']}: {d['action']}" for d in decisions]}
+    )
 
 
-def _save(config: Config, report: CycleReport) -> str:
+def _save(config: Config, report: CycleReport) -> CycleReport:
+    """The report written to runs/cycle/ (atomically), with its path."""
     folder = config.dir("runs") / "cycle"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"cycle-{report.started_at.replace(':', '')}.json"
-    report.path = str(path.relative_to(config.home))
+    report = dataclasses.replace(report, path=str(path.relative_to(config.home)))
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(report.to_dict(), indent=1, default=str))
     tmp.replace(path)
-    return report.path
+    return report
