@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from appliance.harness.edits import SearchReplace
-from appliance.records import as_json
 from appliance.serving.pool import Adapter, ModelPool
 from appliance.stages import STAGE_ROLES, schemas
 from appliance.stages.context import ContextBuilder, ContextPackage
@@ -40,9 +39,6 @@ class StageResult:
     call_id: int | None
     adapter: str | None
     error: str | None = None
-
-    def to_dict(self) -> dict:
-        return as_json(self, "stage", "output", "raw", "call_id", "adapter", "error", "context")
 
 
 @dataclass(frozen=True)
