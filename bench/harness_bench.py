@@ -93,12 +93,13 @@ def _forge_home(tmp: Path):
     from appliance.config import load_config
     from appliance.harness.spec import commit_specs
     from appliance.packages.ingest import ingest
+    from appliance.packages.split import no_rows
     from appliance.store import open_db
 
     config = load_config()
     config.ensure_dirs()
     db = open_db(config)
-    results = ingest(config, db, DEMO, keep=True)
+    results = ingest(config, db, DEMO, keep=True, trained_rows=no_rows)
     if not results or results[-1].outcome != "accepted":
         raise SystemExit(f"ingesting the demo failed: {[r.to_dict() for r in results]}")
     return config, db, commit_specs(config, db, "demo")

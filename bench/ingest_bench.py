@@ -53,6 +53,7 @@ def main() -> int:
         return 1
     from appliance.packages.ingest import ingest
     from appliance.packages.rules import check_files
+    from appliance.packages.split import no_rows
     from appliance.packages.validate import validate
     from appliance.store import open_db
 
@@ -94,7 +95,11 @@ def main() -> int:
             ),
             (
                 "ingest (copy + validate + clean repo + record)",
-                measure(ingest_state, lambda s: ingest(s[0], s[1], DEMO, keep=True), args.repeat),
+                measure(
+                    ingest_state,
+                    lambda s: ingest(s[0], s[1], DEMO, keep=True, trained_rows=no_rows),
+                    args.repeat,
+                ),
             ),
         ]
     base = rows[0][1]

@@ -39,7 +39,7 @@ from appliance.packages import corpus, gitsafe
 from appliance.packages.manifest import MANIFEST_NAME, Manifest, ManifestError, read_manifest
 from appliance.packages.problems import Problem
 from appliance.packages.rules import MAX_DEPTH, check_files
-from appliance.packages.split import TrainedRows, no_rows, split_at_ingest
+from appliance.packages.split import TrainedRows, split_at_ingest
 from appliance.packages.validate import validate
 from appliance.records import as_json
 from appliance.store import transaction
@@ -203,7 +203,7 @@ def record_package(
 
 
 def recover(
-    config: Config, db: sqlite_utils.Database, trained_rows: TrainedRows = no_rows
+    config: Config, db: sqlite_utils.Database, trained_rows: TrainedRows
 ) -> list[IngestResult]:
     """Finish what a crashed ingest left: drop staging folders, register renamed packages."""
     folder = config.dir("corpus")
@@ -313,7 +313,8 @@ def ingest_one(
     source: Path,
     hook: Callable[[str], None] | None = None,
     keep: bool = False,
-    trained_rows: TrainedRows = no_rows,
+    *,
+    trained_rows: TrainedRows,
 ) -> IngestResult:
     """Validate one complete package and move it into the corpus or quarantine.
 
@@ -457,7 +458,8 @@ def ingest(
     on_result: Callable[[IngestResult], None] | None = None,
     hook: Callable[[str], None] | None = None,
     keep: bool = False,
-    trained_rows: TrainedRows = no_rows,
+    *,
+    trained_rows: TrainedRows,
 ) -> list[IngestResult]:
     """Ingest every complete package in `folder` (default FORGE_HOME/ingest/); a folder
     that is itself a package (it holds manifest.json) is ingested at once, as named.

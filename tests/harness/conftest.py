@@ -8,6 +8,7 @@ import pytest
 
 from appliance.config import load_config
 from appliance.packages import ingest
+from appliance.packages.split import no_rows
 from appliance.store import open_db
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +26,7 @@ def make_home(path: Path, monkeypatch, toml: str = "") -> tuple:
 
 
 def ingest_package(config, db, package: Path) -> None:
-    result = ingest.ingest_one(config, db, package, keep=True)
+    result = ingest.ingest_one(config, db, package, keep=True, trained_rows=no_rows)
     assert result.outcome == "accepted", result.to_dict()
 
 

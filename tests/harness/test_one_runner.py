@@ -16,6 +16,7 @@ from appliance.harness.spec import commit_specs, manifest_spec
 from appliance.packages.gitsafe import clean_copy
 from appliance.packages.ingest import ingest_one
 from appliance.packages.manifest import read_manifest
+from appliance.packages.split import no_rows
 from appliance.packages.validate import validate
 from appliance.sandbox import SandboxRequest
 from tests.conftest import CALC_V1, CALC_V2, TEST_V1, TEST_V2, RepoBuilder, build
@@ -84,7 +85,9 @@ def test_src_layout_project_validates_ingests_and_grades(
 
     report = validate(package, forge_home)
     assert report.ok, report.to_dict()
-    assert ingest_one(forge_home, db, package, keep=True).outcome == "accepted"
+    assert (
+        ingest_one(forge_home, db, package, keep=True, trained_rows=no_rows).outcome == "accepted"
+    )
     (spec,) = commit_specs(forge_home, db, "srccalc")
     gold = grade_gold(forge_home, spec, runs=1)
     assert gold.usable, gold.to_dict()
@@ -116,7 +119,9 @@ def test_src_layout_project_validates_ingests_and_grades(
 def test_collect_only_run_gives_the_collected_ids(tmp_path, wheelhouse, forge_home, db):
     repo = src_layout_repo(tmp_path / "src-calc")
     package = build(repo, tmp_path / "pkg", wheelhouse, name="srccalc", version="1").path
-    assert ingest_one(forge_home, db, package, keep=True).outcome == "accepted"
+    assert (
+        ingest_one(forge_home, db, package, keep=True, trained_rows=no_rows).outcome == "accepted"
+    )
     (spec,) = commit_specs(forge_home, db, "srccalc")
     from appliance.harness.checkout import worktree
 

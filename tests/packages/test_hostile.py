@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from appliance.packages.ingest import ingest
+from appliance.packages.split import no_rows
 from tests.conftest import TEST_V1, RepoBuilder, build, copy_package, git
 
 
@@ -246,7 +247,7 @@ def test_hostile_package_is_rejected(case, calc_package, forge_home, db, tmp_pat
     pkg = copy_package(calc_package, forge_home.dir("ingest") / "hostile")
     mutate(pkg, outside)
 
-    results = ingest(forge_home, db)
+    results = ingest(forge_home, db, trained_rows=no_rows)
 
     assert [r.outcome for r in results] == ["rejected"], results
     reasons = "\n".join(results[0].reasons)
@@ -277,7 +278,7 @@ def test_fsmonitor_never_runs_even_on_a_worktree_of_the_corpus_copy(
     pkg = copy_package(built, forge_home.dir("ingest") / "calc")
     with (pkg / "repo" / "config").open("a") as fh:
         fh.write('[remote "origin"]\n\turl = https://example.invalid/calc.git\n')
-    [result] = ingest(forge_home, db)
+    [result] = ingest(forge_home, db, trained_rows=no_rows)
     assert result.outcome == "accepted", result
     corpus_repo = Path(result.path) / "repo"
     assert "example.invalid" not in (corpus_repo / "config").read_text()
@@ -308,14 +309,14 @@ def test_package_still_being_copied_is_left_alone(calc_package, forge_home, db):
 
     config = load_config()
     pkg = copy_package(calc_package, config.dir("ingest") / "copying")
-    results = ingest(config, db)
+    results = ingest(config, db, trained_rows=no_rows)
     assert [r.outcome for r in results] == ["waiting"]
     assert pkg.exists() and (pkg / "manifest.json").exists()
     assert list(config.dir("corpus").iterdir()) == []
     assert list(config.dir("quarantine").iterdir()) == []
     # The copier finishing with a READY marker makes it complete at once.
     (pkg / "READY").write_text("")
-    [result] = ingest(config, db)
+    [result] = ingest(config, db, trained_rows=no_rows)
     assert result.outcome == "accepted"
     assert not pkg.exists()
 
@@ -340,7 +341,7 @@ def test_network_during_dry_run_is_rejected(tmp_path, wheelhouse, forge_home, db
         },
     )
     pkg = build(repo, forge_home.dir("ingest") / "net", wheelhouse, name="net", version="1")
-    [result] = ingest(forge_home, db)
+    [result] = ingest(forge_home, db, trained_rows=no_rows)
     assert result.outcome == "rejected"
     assert any("[dry-run-network]" in r for r in result.reasons), result.reasons
     assert list(forge_home.dir("corpus").iterdir()) == []

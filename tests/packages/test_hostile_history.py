@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from appliance.packages.ingest import ingest
+from appliance.packages.split import no_rows
 from appliance.packages.validate import validate
 from tests.conftest import (
     CALC_V1,
@@ -140,7 +141,7 @@ def test_tree_forge_cannot_check_out_is_refused_at_validation(
 
     # Ingest quarantines it with the same reason, and goes on.
     copy_package(pkg, forge_home.dir("ingest") / "hostile")
-    [result] = ingest(forge_home, db)
+    [result] = ingest(forge_home, db, trained_rows=no_rows)
     assert result.outcome == "rejected", result
     assert any("[git-tree]" in r for r in result.reasons), result.reasons
     assert "[git-tree]" in (Path(result.path) / "REJECTED.txt").read_text()
@@ -210,7 +211,7 @@ def test_unregistrable_corpus_folder_is_set_aside_not_blocking(calc_package, for
     junk.mkdir()
     (junk / "manifest.json").write_text("{" * 50_000)
     copy_package(calc_package, forge_home.dir("ingest") / "calc")
-    results = ingest(forge_home, db)
+    results = ingest(forge_home, db, trained_rows=no_rows)
     assert [(r.source, r.outcome) for r in results] == [
         ("leftover", "rejected"),
         ("calc", "accepted"),
@@ -230,7 +231,7 @@ def test_names_that_joined_with_a_dash_collide_get_their_own_folders(
     copy_package(first, forge_home.dir("ingest") / "first")
     copy_package(second, forge_home.dir("ingest") / "second")
 
-    results = ingest(forge_home, db)
+    results = ingest(forge_home, db, trained_rows=no_rows)
 
     assert [r.outcome for r in results] == ["accepted", "accepted"], results
     rows = db.execute("SELECT name, version, path FROM packages ORDER BY id").fetchall()
@@ -239,18 +240,21 @@ def test_names_that_joined_with_a_dash_collide_get_their_own_folders(
         assert (forge_home.home / path / "manifest.json").is_file()
     # The same package twice is still recognised.
     copy_package(second, forge_home.dir("ingest") / "again")
-    [again] = ingest(forge_home, db)
+    [again] = ingest(forge_home, db, trained_rows=no_rows)
     assert again.outcome == "duplicate"
 
 
 def test_rows_from_the_old_layout_keep_their_path(calc_package, forge_home, db):
     """A package ingested under corpus/NAME-VERSION stays there and is still found."""
-    [result] = ingest(forge_home, db, calc_package, keep=True)
+    [result] = ingest(forge_home, db, calc_package, keep=True, trained_rows=no_rows)
     old = forge_home.dir("corpus") / "calc-1.0"
     Path(result.path).rename(old)
     db.execute("UPDATE packages SET path = 'corpus/calc-1.0'")
     db.conn.commit()
-    assert ingest(forge_home, db, calc_package, keep=True)[0].outcome == "duplicate"
+    assert (
+        ingest(forge_home, db, calc_package, keep=True, trained_rows=no_rows)[0].outcome
+        == "duplicate"
+    )
     assert [p.name for p in forge_home.dir("corpus").iterdir()] == ["calc-1.0"]
     from appliance.harness.spec import commit_specs
 
@@ -281,7 +285,7 @@ def test_folders_nested_thousands_deep_are_refused_not_recursed(calc_package, fo
         report = validate(bad, forge_home)
         assert not report.ok and report.checks["files"] == "fail"
         assert any(p.rule == "too-deep" for p in report.problems), report.problems
-        results = ingest(forge_home, db)
+        results = ingest(forge_home, db, trained_rows=no_rows)
         assert [(r.source, r.outcome) for r in results] == [
             ("a-deep", "rejected"),
             ("b-good", "accepted"),
@@ -297,7 +301,7 @@ def test_a_folder_name_that_is_not_utf8_is_quarantined(calc_package, forge_home,
     os.mkdir(folder)
     (Path(os.fsdecode(folder)) / "notes.txt").write_text("not a package")
     copy_package(calc_package, forge_home.dir("ingest") / "good")
-    results = ingest(forge_home, db)
+    results = ingest(forge_home, db, trained_rows=no_rows)
     assert [(r.source, r.outcome) for r in results] == [
         ("caf\\udce9", "rejected"),
         ("good", "accepted"),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from appliance.packages.ingest import ingest
+from appliance.packages.split import no_rows
 from tests.conftest import copy_package
 
 
@@ -20,7 +21,7 @@ def _corpus(config) -> list[str]:
 
 def test_accepted_package_is_recorded_with_its_commits(calc_package, forge_home, db):
     copy_package(calc_package, forge_home.dir("ingest") / "calc")
-    [result] = ingest(forge_home, db)
+    [result] = ingest(forge_home, db, trained_rows=no_rows)
     assert result.outcome == "accepted", result.reasons
     assert _corpus(forge_home) == ["calc@1.0"]
     row = db.execute("SELECT name, version, path, test_command FROM packages").fetchone()
@@ -41,10 +42,10 @@ def test_accepted_package_is_recorded_with_its_commits(calc_package, forge_home,
 def test_same_package_twice_is_not_duplicated(calc_package, forge_home, db):
     copy_package(calc_package, forge_home.dir("ingest") / "first")
     copy_package(calc_package, forge_home.dir("ingest") / "second-copy")
-    results = ingest(forge_home, db)
+    results = ingest(forge_home, db, trained_rows=no_rows)
     assert [r.outcome for r in results] == ["accepted", "duplicate"]
     copy_package(calc_package, forge_home.dir("ingest") / "third")
-    assert [r.outcome for r in ingest(forge_home, db)] == ["duplicate"]
+    assert [r.outcome for r in ingest(forge_home, db, trained_rows=no_rows)] == ["duplicate"]
     assert db.execute("SELECT COUNT(*) FROM packages").fetchone()[0] == 1
     assert _corpus(forge_home) == ["calc@1.0"]
     assert list(forge_home.dir("ingest").iterdir()) == []
@@ -52,12 +53,12 @@ def test_same_package_twice_is_not_duplicated(calc_package, forge_home, db):
 
 def test_same_name_and_version_with_other_content_is_quarantined(calc_package, forge_home, db):
     copy_package(calc_package, forge_home.dir("ingest") / "a")
-    ingest(forge_home, db)
+    ingest(forge_home, db, trained_rows=no_rows)
     other = copy_package(calc_package, forge_home.dir("ingest") / "b")
     data = json.loads((other / "manifest.json").read_text())
     data["description"] = "changed"
     (other / "manifest.json").write_text(json.dumps(data))
-    [result] = ingest(forge_home, db)
+    [result] = ingest(forge_home, db, trained_rows=no_rows)
     assert result.outcome == "rejected"
     assert "[version-conflict]" in result.reasons[0]
     assert _corpus(forge_home) == ["calc@1.0"]
@@ -97,7 +98,7 @@ def test_crash_half_way_leaves_corpus_complete_or_absent(stage, calc_package, fo
     assert db.execute("SELECT COUNT(*) FROM packages").fetchone()[0] == 0
 
     # The next run finishes the work: one package, complete, nothing left over.
-    results = ingest(forge_home, db)
+    results = ingest(forge_home, db, trained_rows=no_rows)
     outcomes = sorted(r.outcome for r in results)
     assert outcomes == (["duplicate", "recovered"] if stage == "record" else ["accepted"])
     assert _corpus(forge_home) == ["calc@1.0"]
@@ -115,12 +116,12 @@ def test_second_ingest_at_once_is_refused(forge_home, db):
     from appliance.packages.ingest import ingest_lock
 
     with ingest_lock(forge_home), pytest.raises(ForgeError, match="another ingest"):
-        ingest(forge_home, db)
+        ingest(forge_home, db, trained_rows=no_rows)
 
 
 def test_stray_file_in_ingest_is_quarantined(forge_home, db):
     (forge_home.dir("ingest") / "notes.txt").write_text("hello")
-    [result] = ingest(forge_home, db)
+    [result] = ingest(forge_home, db, trained_rows=no_rows)
     assert result.outcome == "rejected"
     assert "[not-a-directory]" in result.reasons[0]
     assert list(forge_home.dir("ingest").iterdir()) == []
@@ -129,15 +130,15 @@ def test_stray_file_in_ingest_is_quarantined(forge_home, db):
 def test_keep_leaves_the_source_and_a_single_package_folder_works(
     calc_package, forge_home, db, tmp_path
 ):
-    [result] = ingest(forge_home, db, calc_package, keep=True)
+    [result] = ingest(forge_home, db, calc_package, keep=True, trained_rows=no_rows)
     assert result.outcome == "accepted"
     assert (calc_package / "manifest.json").is_file()  # untouched
-    [again] = ingest(forge_home, db, calc_package, keep=True)
+    [again] = ingest(forge_home, db, calc_package, keep=True, trained_rows=no_rows)
     assert again.outcome == "duplicate"
     assert calc_package.is_dir()
     broken = copy_package(calc_package, tmp_path / "broken")
     (broken / "manifest.json").write_text("[]")
-    [rejected] = ingest(forge_home, db, broken, keep=True)
+    [rejected] = ingest(forge_home, db, broken, keep=True, trained_rows=no_rows)
     assert rejected.outcome == "rejected"
     assert broken.is_dir()
     assert "left where it was" in (Path(rejected.path) / "REJECTED.txt").read_text()
@@ -146,7 +147,7 @@ def test_keep_leaves_the_source_and_a_single_package_folder_works(
 def test_finished_folder_without_manifest_is_rejected_not_waited_on(forge_home, db):
     junk = forge_home.dir("ingest") / "half-a-package"
     (junk / "packages").mkdir(parents=True)
-    [result] = ingest(forge_home, db)
+    [result] = ingest(forge_home, db, trained_rows=no_rows)
     assert result.outcome == "rejected"
     assert any("[missing] manifest.json" in r for r in result.reasons), result.reasons
 
@@ -157,5 +158,5 @@ def test_a_package_named_directly_is_taken_at_once(calc_package, forge_home, db)
 
     config = load_config()
     (calc_package / "manifest.json").touch()  # just changed
-    [result] = ingest(config, db, calc_package, keep=True)
+    [result] = ingest(config, db, calc_package, keep=True, trained_rows=no_rows)
     assert result.outcome == "accepted"

@@ -27,6 +27,7 @@ from appliance.harness.spec import CommitSpec, commit_specs, is_test_path
 from appliance.packages import gitsafe, ingest
 from appliance.packages.build import BuildOptions, BuildResult, build_package
 from appliance.packages.manifest import Manifest
+from appliance.packages.split import no_rows
 from tests.conftest import PYTEST_PINS, ROOT, git
 from tests.harness.conftest import make_home
 
@@ -110,7 +111,9 @@ def tomli(tmp_path_factory, wheelhouse):
         times["build"] = time.monotonic() - started
 
         started = time.monotonic()
-        ingested = ingest.ingest_one(config, db, built.path, keep=True)  # validates first
+        ingested = ingest.ingest_one(
+            config, db, built.path, keep=True, trained_rows=no_rows
+        )  # validates first
         times["ingest"] = time.monotonic() - started
 
         started = time.monotonic()

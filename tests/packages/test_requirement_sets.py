@@ -98,6 +98,7 @@ def test_two_declarations_build_two_sets_and_each_grades_in_its_own_environment(
     from appliance.harness.grading import grade_gold
     from appliance.harness.spec import commit_specs
     from appliance.packages.ingest import ingest_one
+    from appliance.packages.split import no_rows
     from appliance.packages.validate import validate
 
     repo = two_eras(tmp_path / "calc")
@@ -121,7 +122,10 @@ def test_two_declarations_build_two_sets_and_each_grades_in_its_own_environment(
 
     report = validate(result.path, forge_home)
     assert report.ok, report.to_dict()
-    assert ingest_one(forge_home, db, result.path, keep=True).outcome == "accepted"
+    assert (
+        ingest_one(forge_home, db, result.path, keep=True, trained_rows=no_rows).outcome
+        == "accepted"
+    )
     specs = commit_specs(forge_home, db, "eras")
     assert [
         ("tiny-dep==0.5" in s.requirements, "tiny-dep==1.0" in s.requirements) for s in specs
@@ -300,6 +304,7 @@ def test_a_version_1_manifest_reads_as_one_set_every_commit_uses():
 def test_a_version_1_package_validates_ingests_and_gives_its_pins(calc_package, forge_home, db):
     from appliance.harness.spec import commit_specs
     from appliance.packages.ingest import ingest_one
+    from appliance.packages.split import no_rows
     from appliance.packages.validate import validate
 
     data = json.loads((calc_package / "manifest.json").read_text())
@@ -310,7 +315,10 @@ def test_a_version_1_package_validates_ingests_and_gives_its_pins(calc_package, 
     (calc_package / "manifest.json").write_text(json.dumps(data, indent=2))
     report = validate(calc_package, forge_home)
     assert report.ok, report.to_dict()
-    assert ingest_one(forge_home, db, calc_package, keep=True).outcome == "accepted"
+    assert (
+        ingest_one(forge_home, db, calc_package, keep=True, trained_rows=no_rows).outcome
+        == "accepted"
+    )
     [spec] = commit_specs(forge_home, db, "calc")
     assert spec.requirements == tuple(pins)
 

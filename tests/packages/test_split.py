@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from appliance.cli import cli
 from appliance.packages.ingest import ingest
-from appliance.packages.split import hashed_split
+from appliance.packages.split import hashed_split, no_rows
 from appliance.store import connect
 from appliance.store.migrations import MIGRATIONS, migrate
 from tests.conftest import copy_package
@@ -79,7 +79,10 @@ def test_ingest_stores_the_split_and_forge_package_split_moves_every_version(
     (second / "manifest.json").write_text(
         json.dumps(manifest | {"version": "2.0", "split": "eval"})
     )
-    assert [r.outcome for r in ingest(forge_home, db)] == ["accepted", "accepted"]
+    assert [r.outcome for r in ingest(forge_home, db, trained_rows=no_rows)] == [
+        "accepted",
+        "accepted",
+    ]
     rows = db.execute("SELECT version, split FROM packages ORDER BY id").fetchall()
     assert rows == [("1.0", hashed_split("calc", 0.15)), ("2.0", "train")]
     (reasons,) = db.execute("SELECT reasons FROM ingest_events ORDER BY id DESC").fetchone()

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from appliance.packages.ingest import ingest
+from appliance.packages.split import no_rows
 from appliance.packages.validate import validate
 from tests.conftest import ROOT
 
@@ -56,11 +57,11 @@ def test_demo_package_validates(demo_package, forge_home):
 
 
 def test_demo_package_ingests_once(demo_package, forge_home, db):
-    [result] = ingest(forge_home, db, demo_package, keep=True)
+    [result] = ingest(forge_home, db, demo_package, keep=True, trained_rows=no_rows)
     assert result.outcome == "accepted", result.reasons
     commits = db.execute("SELECT COUNT(*) FROM commits").fetchone()[0]
     assert commits == len(json.loads((demo_package / "manifest.json").read_text())["commits"])
-    [again] = ingest(forge_home, db, demo_package, keep=True)
+    [again] = ingest(forge_home, db, demo_package, keep=True, trained_rows=no_rows)
     assert again.outcome == "duplicate"
     assert db.execute("SELECT COUNT(*) FROM packages").fetchone()[0] == 1
 
