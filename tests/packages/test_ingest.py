@@ -77,7 +77,7 @@ CRASHER = textwrap.dedent("""
             os._exit(9)  # a power cut: no cleanup, no finally blocks
 
     config = load_config()
-    ingest(config, open_db(config), hook=hook)
+    ingest(config, open_db(config), hook=hook, trained_rows=lambda name: 0)
 """)
 
 
