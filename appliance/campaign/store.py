@@ -19,7 +19,7 @@ import sqlite_utils
 
 from appliance.clock import now_iso
 from appliance.harness.edits import SearchReplace
-from appliance.records import as_json
+from appliance.records import as_json, from_row
 from appliance.store import transaction
 
 OUTCOMES = ("resolved", "failed", "not_applied", "tampered", "infra")
@@ -142,45 +142,20 @@ def triples(db: sqlite_utils.Database, package_id: int, sha: str | None = None) 
     where, args = ("package_id = ?", [package_id])
     if sha is not None:
         where, args = (f"{where} AND sha = ?", [*args, sha])
-    rows = db.execute(
+    cursor = db.execute(
         f"SELECT {_TRIPLE_COLUMNS} FROM triples WHERE {where} ORDER BY sha, sample", args
-    ).fetchall()
-    return [_triple(*row) for row in rows]
+    )
+    names = [c[0] for c in cursor.description]
+    return [_triple(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
 
-def _triple(
-    package_id,
-    sha,
-    sample,
-    snapshot_sha,
-    temperature,
-    seed,
-    stages,
-    edits,
-    diff,
-    outcome,
-    reason,
-    grading,
-    alignment,
-    seconds,
-    created_at,
-) -> Triple:
-    return Triple(
-        package_id=package_id,
-        sha=sha,
-        sample=sample,
-        snapshot_sha=snapshot_sha,
-        temperature=temperature,
-        seed=seed,
-        stages=tuple(StageRecord.from_dict(s) for s in json.loads(stages).values()),
-        edits=tuple(SearchReplace(**e) for e in json.loads(edits)),
-        diff=diff,
-        outcome=outcome,
-        reason=reason,
-        grading=json.loads(grading),
-        alignment=json.loads(alignment),
-        seconds=json.loads(seconds),
-        created_at=created_at,
+def _triple(row: dict) -> Triple:
+    return from_row(
+        Triple,
+        row,
+        json_columns=("grading", "alignment", "seconds"),
+        stages=tuple(StageRecord.from_dict(s) for s in json.loads(row["stages"]).values()),
+        edits=tuple(SearchReplace(**e) for e in json.loads(row["edits"])),
     )
 
 

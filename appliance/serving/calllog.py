@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.clock import now_iso
+from appliance.records import from_row
 from appliance.store import connect
 
 
@@ -80,6 +81,7 @@ class CallLog:
         return cursor.lastrowid
 
 
+_JSON_COLUMNS = ("messages", "params", "extra")
 _COLUMNS = (
     "id, kind, role, base, base_sha256, adapter, messages, prompt, params, output, "
     "finish_reason, prompt_tokens, completion_tokens, duration_s, error, extra"
@@ -92,44 +94,10 @@ def calls(db, ids: Iterable[int | None]) -> dict[int, ModelCall]:
     if not wanted:
         return {}
     marks = ",".join("?" * len(wanted))
-    rows = db.execute(f"SELECT {_COLUMNS} FROM model_calls WHERE id IN ({marks})", wanted)
-    found = [_call(*row) for row in rows.fetchall()]
+    cursor = db.execute(f"SELECT {_COLUMNS} FROM model_calls WHERE id IN ({marks})", wanted)
+    names = [c[0] for c in cursor.description]
+    found = [
+        from_row(ModelCall, dict(zip(names, row, strict=True)), json_columns=_JSON_COLUMNS)
+        for row in cursor.fetchall()
+    ]
     return {call.id: call for call in found}
-
-
-def _call(
-    call_id,
-    kind,
-    role,
-    base,
-    base_sha256,
-    adapter,
-    messages,
-    prompt,
-    params,
-    output,
-    finish_reason,
-    prompt_tokens,
-    completion_tokens,
-    duration_s,
-    error,
-    extra,
-) -> ModelCall:
-    return ModelCall(
-        kind=kind,
-        role=role,
-        base=base,
-        base_sha256=base_sha256,
-        adapter=adapter,
-        prompt=prompt,
-        params=json.loads(params),
-        messages=json.loads(messages) if messages is not None else None,
-        output=output,
-        finish_reason=finish_reason,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        duration_s=duration_s,
-        error=error,
-        extra=json.loads(extra),
-        id=call_id,
-    )
