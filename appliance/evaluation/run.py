@@ -25,6 +25,7 @@ from appliance.registry import active_adapter
 from appliance.serving.pool import Adapter, ModelPool
 from appliance.stages import STAGE_ROLES, schemas
 from appliance.stages.pipeline import StageSettings, _budget, run_stage
+from appliance.stages.templates import messages
 
 BASE = "base"
 
@@ -127,30 +128,49 @@ class Evaluator:
         result = self._call(example.stage, example.context, example.schema, arm.adapter,
                             example, **example.fields)  # fmt: skip
         detail = {"call_id": result.call_id, "error": result.error}
+        return self.judge(example, result.raw, result.output, detail)
+
+    def judge(
+        self, example: Example, raw: str, output: dict | None, detail: dict | None = None
+    ) -> tuple[str, dict, list[metrics.Outcome]]:
+        """(answer, detail, outcomes) of one answer to `example`, wherever it came from (a
+        model call here, or an answer file): scored against the real commit, or for plan and
+        code graded by the harness."""
+        detail = dict(detail or {})
         if example.stage not in GRADED:
-            return result.raw, detail, metrics.score(example.stage, example.target, result.output)
-        answer, code = result.raw, result
+            return raw, detail, metrics.score(example.stage, example.target, output)
+        answer, edits_from = raw, output
         if example.stage == "plan":
             # The plan is judged by what the code stage makes of it, with the code stage's
             # adapter in service: the same for the candidate and the baseline.
-            plan_files = [
-                s["file"] for s in (result.output or {}).get("steps", [])
-                if isinstance(s, dict) and s.get("file") in self._builder(example).files
-            ]  # fmt: skip
-            files = list(dict.fromkeys([*plan_files, *example.code_files]))
-            context = self._builder(example).source(
-                "code", files, example.primary, _budget(self.pool, "code", self.settings)
-            )
-            plan = json.dumps(result.output, indent=1) if result.output else "(no plan)"
-            adapter = active_adapter(self.config, self.db, "code")
-            code = self._call("code", context, schemas.code(), adapter, example, plan=plan)
-            answer = json.dumps({"plan": result.raw, "code": code.raw})
+            code = self._code_for_plan(example, output)
+            answer = json.dumps({"plan": raw, "code": code.raw})
             detail["code_call_id"], detail["code_error"] = code.call_id, code.error
-        resolved, verdict = self._grade(example, code.output)
+            edits_from = code.output
+        resolved, verdict = self._grade(example, edits_from)
         detail["verdict"] = verdict
         if verdict["verdict"] == "infra":  # says nothing about the answer: left out of pairing
             return answer, detail, []
         return answer, detail, [metrics.Outcome("", "resolved", float(resolved))]
+
+    def _code_for_plan(self, example: Example, plan_output: dict | None):
+        builder = self._builder(example)
+        plan_files = [
+            s["file"] for s in (plan_output or {}).get("steps", [])
+            if isinstance(s, dict) and s.get("file") in builder.files
+        ]  # fmt: skip
+        files = list(dict.fromkeys([*plan_files, *example.code_files]))
+        context = builder.source(
+            "code", files, example.primary, _budget(self.pool, "code", self.settings)
+        )
+        plan = json.dumps(plan_output, indent=1) if plan_output else "(no plan)"
+        adapter = active_adapter(self.config, self.db, "code")
+        return self._call("code", context, schemas.code(), adapter, example, plan=plan)
+
+    def messages(self, example: Example) -> list[dict]:
+        """The chat messages the stage's model is given for `example`."""
+        return messages(example.stage, context=example.context.render(),
+                        task=example.spec.message, **example.fields)  # fmt: skip
 
     def _builder(self, example: Example):
         return self.commit(example.spec).builder

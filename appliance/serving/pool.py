@@ -349,6 +349,12 @@ class ModelPool:
         """Tokens `text` takes for the base serving `role` (its own tokenizer)."""
         return len(self.base_for(role).tokenize(text))
 
+    def render_prompt(self, role: str, messages: Sequence[dict]) -> str:
+        """The prompt text the base serving `role` would decode for these chat messages."""
+        base = self.base_for(role)
+        with base.lock:
+            return base.render(messages)[0]
+
     @property
     def loaded(self) -> dict[str, LoadedBase]:
         return dict(self._bases)
