@@ -44,15 +44,23 @@ def supporting_files(retrieved: Iterable[tuple[str, str]]) -> set[str]:
     return {path for path, why in retrieved if through_imports(why)}
 
 
+def neutral(retrieved: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The retrieval's (path, why) list, order kept, each why reduced to a text every
+    candidate may carry: found through imports, or retrieved for the task. A prompt built
+    at inference can use it so that its whys read like the ones training saw."""
+    found: dict[str, str] = {}
+    for path, why in retrieved:
+        found.setdefault(path, IMPORT_WHY if through_imports(why) else CANDIDATE_WHY)
+    return list(found.items())
+
+
 def scope_candidates(
     retrieved: Sequence[tuple[str, str]], real_present: Sequence[str], key: str
 ) -> list[tuple[str, str]]:
     """The scope stage's candidate list: the retrieval's files plus every real file (present
     at the parent) it missed, each with a why that does not depend on the label, in a
     label-blind order."""
-    found: dict[str, str] = {}
-    for path, why in retrieved:
-        found.setdefault(path, IMPORT_WHY if through_imports(why) else CANDIDATE_WHY)
+    found = dict(neutral(retrieved))
     for path in real_present:
         found.setdefault(path, CANDIDATE_WHY)
     return label_blind(list(found.items()), key)

@@ -30,6 +30,9 @@ def test_scope_candidates_insert_real_files_with_the_same_neutral_why():
     assert whys["pkg/real.py"] == whys["pkg/b.py"] == targets.CANDIDATE_WHY
     assert whys["pkg/c.py"] == targets.IMPORT_WHY
     assert not any("change" in why or "task analysis" in why for why in whys.values())
+    # the same whys without the shuffle, order kept (for a prompt built at inference)
+    assert [p for p, _ in targets.neutral(RETRIEVED)] == [p for p, _ in RETRIEVED]
+    assert dict(targets.neutral(RETRIEVED)) == {p: whys[p] for p, _ in RETRIEVED}
 
 
 def test_scope_and_precision_targets_label_exactly_the_shown_items_in_order():
