@@ -61,6 +61,7 @@ class CommitExamples:
         self.present = [p for p in self.real.files if p in self.builder.files]
         # the retrieval alone: a hint would be the answer, listed first
         self.retrieved = self.builder.candidates(spec.message)
+        # the task-analysis, plan and code targets; scope and precision label their own lists
         self.pairs = truth.synthetic_pairs(
             spec, self.real, self.retrieved, [], set(self.builder.files)
         )
