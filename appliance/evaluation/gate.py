@@ -84,12 +84,14 @@ class GateDecision:
     @classmethod
     def from_dict(cls, data: dict) -> GateDecision:
         """Back from to_dict() (a decision stored, or sent by the daemon); one stored
-        before the task-level gate gets the defaults of the keys it lacks."""
+        before the task-level gate gets the defaults of the keys it lacks, and its metrics
+        the unit they were counted in then: the item (a file, a symbol)."""
         intervals = ("candidate_interval", "baseline_interval", "delta_interval")
         metrics = tuple(
-            MetricResult(**{k: tuple(v) if k in intervals else v for k, v in m.items()})
+            MetricResult(**{"unit": "item"}
+                         | {k: tuple(v) if k in intervals else v for k, v in m.items()})
             for m in data["metrics"]
-        )
+        )  # fmt: skip
         return cls(
             data["stage"],
             data["verdict"],
@@ -99,17 +101,17 @@ class GateDecision:
             data["min_effect"],
             data.get("max_regression", cls.max_regression),
             data.get("min_tasks", cls.min_tasks),
-            data.get("n_tasks", min((m.n for m in metrics), default=0)),
+            data.get("n_tasks", 0),
             {k: BaselineScore(**v) for k, v in data.get("baselines", {}).items()},
         )
 
     def render(self) -> list[str]:
         lines = [_metric_line(m, self.baselines.get(m.metric)) for m in self.metrics]
-        lines.append(
-            f"{self.stage}: {self.verdict} (alpha {self.alpha:g}, min effect "
-            f"{self.min_effect:g}, max regression {self.max_regression:g}, "
-            f"{self.n_tasks} tasks of at least {self.min_tasks})"
-        )
+        rules = f"alpha {self.alpha:g}, min effect {self.min_effect:g}"
+        if all(m.unit == "task" for m in self.metrics):  # else decided by the old item gate
+            rules += (f", max regression {self.max_regression:g}, {self.n_tasks} tasks of "
+                      f"at least {self.min_tasks}")  # fmt: skip
+        lines.append(f"{self.stage}: {self.verdict} ({rules})")
         lines.extend(f"  {reason}" for reason in self.reasons)
         return lines
 

@@ -141,10 +141,13 @@ def test_a_decision_stored_by_the_old_gate_still_loads_and_renders():
     old = {"stage": "scope", "verdict": "promote", "reasons": ["accuracy improved"],
            "alpha": 0.05, "min_effect": 0.02, "metrics": [metric]}  # fmt: skip
     decision = GateDecision.from_dict(old)
-    assert decision.verdict == "promote" and decision.n_tasks == 40
+    assert decision.verdict == "promote" and decision.n_tasks == 0
     assert (decision.max_regression, decision.min_tasks, decision.baselines) == (0.05, 10, {})
-    assert decision.metrics[0].unit == "task"
-    assert decision.render()[0].startswith("scope/accuracy (binary, n=40 tasks)")
+    # Counted per item then (files, symbols), and rendered so, under the rules of then.
+    assert decision.metrics[0].unit == "item"
+    lines = decision.render()
+    assert lines[0].startswith("scope/accuracy (binary, n=40 items): candidate 0.875")
+    assert lines[1] == "scope: promote (alpha 0.05, min effect 0.02)"
 
 
 @pytest.mark.parametrize(
