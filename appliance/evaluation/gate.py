@@ -362,14 +362,24 @@ def _verdict(
         )
     regressed = [m for m in metrics if m.outcome == "regressed"]
     improved = [m for m in metrics if m.outcome == "improved"]
+    # A significant fall inside the margin passes, but is named.
+    tolerated = [
+        f"{_change(m, 'fell')}, within the margin {rules.max_regression:g}"
+        for m in metrics
+        if m.outcome == "unchanged" and m.p_adjusted < rules.alpha and m.delta < 0
+    ]
     if improved and not regressed:
         return "promote", (
             *(_change(m, "improved") + _beats(best.get(m.metric)) for m in improved),
             f"no metric's interval of the difference reaches below −{rules.max_regression:g}",
+            *tolerated,
         )
     reasons = [_fell(m, rules) for m in regressed]
-    if not improved:
+    if any(m.outcome == "no better than a baseline" for m in metrics) and not improved:
+        reasons.append("no metric improved on both the active version and the best baseline")
+    elif not improved:
         reasons.append("no metric improved significantly (tie)")
+    reasons += tolerated
     reasons += [
         f"{_change(m, 'rose')}, but the baseline “{best[m.metric].name}” scores "
         f"{_num(best[m.metric].value)}, the candidate {_num(m.candidate)} (less than "

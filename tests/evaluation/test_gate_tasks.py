@@ -39,6 +39,9 @@ def test_every_file_relevant_as_the_candidate_ties_its_baseline_and_is_not_promo
     )
     assert decision.verdict == "reject"
     assert decision.metrics[0].outcome == "no better than a baseline"
+    assert decision.reasons[0] == (
+        "no metric improved on both the active version and the best baseline"
+    )
     assert "“every file relevant” scores 0.8, the candidate 0.8" in " ".join(decision.reasons)
     assert decision.baselines == {"accuracy": ALL_RELEVANT}
 
@@ -55,6 +58,19 @@ def test_every_file_irrelevant_drops_recall_without_significance_and_is_rejected
     assert decision.verdict == "reject"
     (reason,) = [r for r in decision.reasons if r.startswith("relevant_recall")]
     assert "not a significant fall" in reason and "non-inferiority not shown" in reason
+
+
+def test_a_significant_fall_inside_the_margin_passes_and_is_named():
+    active = [0.5, 0.45, 0.55, 0.5, 0.6, 0.4, 0.5, 0.55, 0.45, 0.5, 0.6, 0.5, 0.45, 0.5]
+    slightly_lower = [a - 0.01 for a in active]
+    fell = continuous("relevant_recall", slightly_lower, active)
+    assert fell.p_value < ALPHA and fell.delta_interval[0] > -0.05
+    rose = continuous("accuracy", RELEVANT_SHARE + [0.8, 0.8], WEAK_ACTIVE + [0.4, 0.4])
+    decision = decide("scope", [rose, fell], alpha=ALPHA, min_effect=0.02)
+    assert [m.outcome for m in decision.metrics] == ["improved", "unchanged"]
+    assert decision.verdict == "promote"
+    assert decision.reasons[-1].startswith("relevant_recall fell: 0.504 → 0.494 (Δ −0.01")
+    assert decision.reasons[-1].endswith("within the margin 0.05")
 
 
 def test_one_task_gives_p_one_and_two_agreeing_tasks_at_least_a_half():
