@@ -145,6 +145,16 @@ class EvaluationSettings(_Section):
         0.15, ge=0, lt=1, description="packages without a split hint that become eval"
     )
     max_examples: int = Field(40, ge=1, description="examples per stage in one evaluation")
+    min_tasks: int = Field(
+        10, ge=1, description="fewer compared tasks than this: the verdict is insufficient"
+    )
+    max_regression: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="non-inferiority margin: no primary metric's lower bound of "
+        "(candidate − active) may fall below −this",
+    )
     max_tokens: int = Field(
         512, ge=16, le=8192, description="per answer: room for a whole labelled list"
     )

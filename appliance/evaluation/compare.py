@@ -56,15 +56,16 @@ def pick_candidate(db, stage: str, version: int | None) -> registry.AdapterVersi
 
 
 def compare_runs(db, stage: str, candidate: EvalRun, baseline: EvalRun, seed: int, resamples: int):
-    """One MetricResult per metric, over the items both runs scored."""
-    ours = {(o.example, o.item, o.metric): o.value for o in records.outcomes(db, candidate.id)}
-    theirs = {(o.example, o.item, o.metric): o.value for o in records.outcomes(db, baseline.id)}
+    """One MetricResult per metric, paired by task over the tasks both runs scored: each
+    run's item outcomes are first taken per task (metrics.per_task)."""
+    ours = metrics.per_task(stage, records.outcomes(db, candidate.id))
+    theirs = metrics.per_task(stage, records.outcomes(db, baseline.id))
     results = []
     for metric, kind in metrics.METRICS[stage]:
-        keys = sorted(k for k in ours if k[2] == metric and k in theirs)
-        if not keys:
+        tasks = sorted(ours[metric].keys() & theirs[metric].keys())
+        if not tasks:
             continue
-        a, b = [ours[k] for k in keys], [theirs[k] for k in keys]
+        a, b = [ours[metric][t] for t in tasks], [theirs[metric][t] for t in tasks]
         if kind == "binary":
             results.append(gate.compare_binary(stage, metric, [x >= 0.5 for x in a],
                                                [x >= 0.5 for x in b]))  # fmt: skip

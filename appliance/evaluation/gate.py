@@ -1,13 +1,19 @@
-"""The promotion gate: paired comparisons of a candidate adapter against the active one on
-the same held-out examples (McNemar's exact test for pass/fail metrics, a paired bootstrap
-for continuous ones), Benjamini–Hochberg across every metric decided together, and the
-promote/reject verdict with the operator-readable reasons for it."""
+"""The promotion gate: paired comparisons of a candidate adapter against the active one,
+task by task on the same held-out tasks (McNemar's exact test for a task's pass/fail, a
+paired sign-flip permutation test with a paired bootstrap interval for per-task
+fractions), Benjamini–Hochberg across every metric decided together, and the
+promote/reject/insufficient verdict with the operator-readable reasons for it.
+
+A candidate is promoted only when enough tasks were compared (`min_tasks`), some metric
+improved significantly by `min_effect` and beat the best trivial baseline by as much,
+and no metric's interval of (candidate − active) reaches below −`max_regression`
+(non-inferiority: the absence of a significant drop is not taken for its absence)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -18,11 +24,14 @@ from statsmodels.stats.proportion import proportion_confint
 from appliance.records import as_json
 
 Interval = tuple[float, float]
+Verdict = Literal["promote", "reject", "insufficient"]
+EXACT_MAX_TASKS = 16  # up to this many tasks the permutation test enumerates every sign vector
 
 
 @dataclass(frozen=True)
 class MetricResult:
-    """One metric of one stage: candidate vs baseline on the same `n` examples."""
+    """One metric of one stage: candidate vs baseline (the active version, or the base)
+    on the same `n` tasks."""
 
     stage: str
     metric: str
@@ -38,9 +47,18 @@ class MetricResult:
     counts: dict
     p_adjusted: float | None = None
     outcome: str | None = None
+    unit: str = "task"
 
     def to_dict(self) -> dict:
         return as_json(self)  # the intervals as lists
+
+
+@dataclass(frozen=True)
+class BaselineScore:
+    """The best trivial (answer-free) baseline's score of one metric on the same tasks."""
+
+    name: str  # "every file relevant"
+    value: float
 
 
 @dataclass(frozen=True)
@@ -48,31 +66,52 @@ class GateDecision:
     """The verdict for one stage, with the metrics it rests on and why."""
 
     stage: str
-    verdict: Literal["promote", "reject"]
+    verdict: Verdict
     reasons: tuple[str, ...]
     metrics: tuple[MetricResult, ...]
     alpha: float
     min_effect: float
+    max_regression: float = 0.05
+    min_tasks: int = 10
+    n_tasks: int = 0  # the fewest tasks any metric was compared on
+    baselines: dict[str, BaselineScore] = field(default_factory=dict)  # metric -> best
 
     def to_dict(self) -> dict:
-        return as_json(self, "stage", "verdict", "reasons", "alpha", "min_effect", "metrics")
+        keys = ("stage", "verdict", "reasons", "alpha", "min_effect", "max_regression",
+                "min_tasks", "n_tasks", "baselines", "metrics")  # fmt: skip
+        return as_json(self, *keys)
 
     @classmethod
     def from_dict(cls, data: dict) -> GateDecision:
-        """Back from to_dict() (a decision stored, or sent by the daemon)."""
+        """Back from to_dict() (a decision stored, or sent by the daemon); one stored
+        before the task-level gate gets the defaults of the keys it lacks, and its metrics
+        the unit they were counted in then: the item (a file, a symbol)."""
         intervals = ("candidate_interval", "baseline_interval", "delta_interval")
         metrics = tuple(
-            MetricResult(**{k: tuple(v) if k in intervals else v for k, v in m.items()})
+            MetricResult(**{"unit": "item"}
+                         | {k: tuple(v) if k in intervals else v for k, v in m.items()})
             for m in data["metrics"]
+        )  # fmt: skip
+        return cls(
+            data["stage"],
+            data["verdict"],
+            tuple(data["reasons"]),
+            metrics,
+            data["alpha"],
+            data["min_effect"],
+            data.get("max_regression", cls.max_regression),
+            data.get("min_tasks", cls.min_tasks),
+            data.get("n_tasks", 0),
+            {k: BaselineScore(**v) for k, v in data.get("baselines", {}).items()},
         )
-        return cls(data["stage"], data["verdict"], tuple(data["reasons"]), metrics,
-                   data["alpha"], data["min_effect"])  # fmt: skip
 
     def render(self) -> list[str]:
-        lines = [_metric_line(m) for m in self.metrics]
-        lines.append(
-            f"{self.stage}: {self.verdict} (alpha {self.alpha:g}, min effect {self.min_effect:g})"
-        )
+        lines = [_metric_line(m, self.baselines.get(m.metric)) for m in self.metrics]
+        rules = f"alpha {self.alpha:g}, min effect {self.min_effect:g}"
+        if all(m.unit == "task" for m in self.metrics):  # else decided by the old item gate
+            rules += (f", max regression {self.max_regression:g}, {self.n_tasks} tasks of "
+                      f"at least {self.min_tasks}")  # fmt: skip
+        lines.append(f"{self.stage}: {self.verdict} ({rules})")
         lines.extend(f"  {reason}" for reason in self.reasons)
         return lines
 
@@ -85,7 +124,7 @@ def compare_binary(
     *,
     confidence: float = 0.95,
 ) -> MetricResult:
-    """Compare per-example pass/fail outcomes of the two adapters."""
+    """Compare per-task pass/fail outcomes of the two adapters (McNemar's exact test)."""
     _check_arms(stage, metric, candidate, baseline)
     _check_confidence(confidence)
     for arm, values in (("candidate", candidate), ("baseline", baseline)):
@@ -141,7 +180,8 @@ def compare_continuous(
     seed: int = 0,
     confidence: float = 0.95,
 ) -> MetricResult:
-    """Compare per-example scores of the two adapters with a seeded paired bootstrap."""
+    """Compare per-task scores of the two adapters: p by a paired sign-flip permutation
+    test over tasks, the intervals by a seeded paired bootstrap over tasks."""
     _check_arms(stage, metric, candidate, baseline)
     _check_confidence(confidence)
     if resamples < 1:
@@ -152,18 +192,14 @@ def compare_continuous(
         raise ValueError(f"{stage}/{metric}: scores must be finite numbers (found NaN or inf)")
     n = len(cand)
 
-    # The same example indices for both arms keep each pair together.
+    # The same task indices for both arms keep each pair together.
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(resamples, n))
     cand_means = cand[idx].mean(axis=1)
     base_means = base[idx].mean(axis=1)
     deltas = cand_means - base_means
-
     delta = float(cand.mean() - base.mean())
-    # Two-sided p by the shifted bootstrap: the resampled deltas, recentred on 0 (the null),
-    # that are at least as far from 0 as the observed one; +1 on both sides so p is never 0.
-    extreme = int(np.count_nonzero(np.abs(deltas - delta) >= abs(delta)))
-    p_value = min(1.0, (extreme + 1) / (resamples + 1))
+    p_value = _sign_flip_p(cand - base, resamples, rng)
 
     return MetricResult(
         stage=stage,
@@ -185,22 +221,68 @@ def compare_continuous(
     )
 
 
+def _sign_flip_p(differences: np.ndarray, resamples: int, rng: np.random.Generator) -> float:
+    """Two-sided p of the paired differences' mean under the null that each task's sign is
+    a coin flip: every sign vector when there are few tasks (so 1 task gives 1.0, 2 give
+    at least 0.5), else `resamples` seeded ones, counted (extreme + 1) / (resamples + 1)."""
+    n = len(differences)
+    observed = abs(differences.mean())
+    tolerance = 1e-12 * max(1.0, float(np.abs(differences).max()))
+    if n <= EXACT_MAX_TASKS:
+        bits = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
+        means = np.abs(((2 * bits - 1) * differences).mean(axis=1))
+        return float(np.count_nonzero(means >= observed - tolerance) / 2**n)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(resamples, n))
+    means = np.abs((signs * differences).mean(axis=1))
+    extreme = int(np.count_nonzero(means >= observed - tolerance))
+    return min(1.0, (extreme + 1) / (resamples + 1))
+
+
 def decide(
-    stage: str, results: Sequence[MetricResult], *, alpha: float, min_effect: float
+    stage: str,
+    results: Sequence[MetricResult],
+    *,
+    alpha: float,
+    min_effect: float,
+    max_regression: float = 0.05,
+    min_tasks: int = 10,
+    baselines: Mapping[str, BaselineScore] | None = None,
 ) -> GateDecision:
-    """Decide one stage: BH over its own metrics, then the verdict."""
-    return decide_many({stage: results}, alpha=alpha, min_effect=min_effect)[stage]
+    """Decide one stage: BH over its own metrics, then the verdict; `baselines` is
+    metric -> the best trivial baseline's score on the same tasks."""
+    return decide_many(
+        {stage: results},
+        alpha=alpha,
+        min_effect=min_effect,
+        max_regression=max_regression,
+        min_tasks=min_tasks,
+        baselines={stage: baselines} if baselines else None,
+    )[stage]
+
+
+@dataclass(frozen=True)
+class _Rules:
+    alpha: float
+    min_effect: float
+    max_regression: float
+    min_tasks: int
 
 
 def decide_many(
-    results: Mapping[str, Sequence[MetricResult]], *, alpha: float, min_effect: float
+    results: Mapping[str, Sequence[MetricResult]],
+    *,
+    alpha: float,
+    min_effect: float,
+    max_regression: float = 0.05,
+    min_tasks: int = 10,
+    baselines: Mapping[str, Mapping[str, BaselineScore]] | None = None,
 ) -> dict[str, GateDecision]:
     """Decide several stages together: BH over all their p-values at once, then each
-    stage's verdict."""
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be between 0 and 1 (exclusive); got {alpha}")
-    if min_effect < 0:
-        raise ValueError(f"min_effect must be >= 0; got {min_effect}")
+    stage's verdict. `baselines`: stage -> metric -> the best trivial baseline's score
+    on the same tasks (a metric without one is not held to a baseline)."""
+    rules = _Rules(alpha, min_effect, max_regression, min_tasks)
+    _check_rules(rules)
+    baselines = baselines or {}
     for stage, metrics in results.items():
         strays = sorted({m.stage for m in metrics if m.stage != stage})
         if strays:
@@ -213,14 +295,17 @@ def decide_many(
             float(p)
             for p in multipletests([m.p_value for m in flat], alpha=alpha, method="fdr_bh")[1]
         ]
+    adjusted_flat = [replace(m, p_adjusted=p) for m, p in zip(flat, adjusted, strict=True)]
     decided = iter(
-        replace(m, p_adjusted=p, outcome=_outcome(m.delta, p, alpha, min_effect))
-        for m, p in zip(flat, adjusted, strict=True)
+        replace(m, outcome=_outcome(m, baselines.get(m.stage, {}).get(m.metric), rules))
+        for m in adjusted_flat
     )
     decisions = {}
     for stage, metrics in results.items():
         stage_metrics = tuple(next(decided) for _ in metrics)
-        verdict, reasons = _verdict(stage_metrics, alpha, min_effect)
+        best = {m.metric: baselines[stage][m.metric] for m in stage_metrics
+                if m.metric in baselines.get(stage, {})}  # fmt: skip
+        verdict, reasons = _verdict(stage_metrics, best, rules)
         decisions[stage] = GateDecision(
             stage=stage,
             verdict=verdict,
@@ -228,54 +313,120 @@ def decide_many(
             metrics=stage_metrics,
             alpha=alpha,
             min_effect=min_effect,
+            max_regression=max_regression,
+            min_tasks=min_tasks,
+            n_tasks=min((m.n for m in stage_metrics), default=0),
+            baselines=best,
         )
     return decisions
 
 
-def _outcome(delta: float, p_adjusted: float, alpha: float, min_effect: float) -> str:
-    if p_adjusted < alpha and delta < 0:
+def _check_rules(rules: _Rules) -> None:
+    if not 0 < rules.alpha < 1:
+        raise ValueError(f"alpha must be between 0 and 1 (exclusive); got {rules.alpha}")
+    if rules.min_effect < 0:
+        raise ValueError(f"min_effect must be >= 0; got {rules.min_effect}")
+    if not 0 <= rules.max_regression <= 1:
+        raise ValueError(f"max_regression must be between 0 and 1; got {rules.max_regression}")
+    if rules.min_tasks < 1:
+        raise ValueError(f"min_tasks must be >= 1; got {rules.min_tasks}")
+
+
+def _outcome(m: MetricResult, best: BaselineScore | None, rules: _Rules) -> str:
+    """improved | no better than a baseline | regressed | unchanged: non-inferiority
+    first (the interval of the difference must stay above −max_regression)."""
+    if m.delta_interval[0] < -rules.max_regression:
         return "regressed"
-    if p_adjusted < alpha and delta >= min_effect:
+    if m.p_adjusted < rules.alpha and m.delta >= rules.min_effect:
+        if best is not None and m.candidate - best.value < rules.min_effect:
+            return "no better than a baseline"
         return "improved"
     return "unchanged"
 
 
 def _verdict(
-    metrics: tuple[MetricResult, ...], alpha: float, min_effect: float
-) -> tuple[Literal["promote", "reject"], tuple[str, ...]]:
+    metrics: tuple[MetricResult, ...], best: Mapping[str, BaselineScore], rules: _Rules
+) -> tuple[Verdict, tuple[str, ...]]:
+    how = ("add eval packages, raise evaluation.holdout_fraction, or ingest more commits "
+           "of the packages")  # fmt: skip
     if not metrics:
-        return "reject", ("no evaluation examples",)
+        return "insufficient", (
+            f"no task was compared (n = 0; min_tasks {rules.min_tasks}): {how}",
+        )
+    few = [m for m in metrics if m.n < rules.min_tasks]
+    if few:
+        return "insufficient", tuple(
+            f"{m.metric}: only n = {m.n} tasks compared, fewer than min_tasks "
+            f"{rules.min_tasks}: {how}"
+            for m in few
+        )
     regressed = [m for m in metrics if m.outcome == "regressed"]
     improved = [m for m in metrics if m.outcome == "improved"]
-    if regressed:
-        return "reject", tuple(_change(m, "regressed") for m in regressed)
-    if improved:
+    # A significant fall inside the margin passes, but is named.
+    tolerated = [
+        f"{_change(m, 'fell')}, within the margin {rules.max_regression:g}"
+        for m in metrics
+        if m.outcome == "unchanged" and m.p_adjusted < rules.alpha and m.delta < 0
+    ]
+    if improved and not regressed:
         return "promote", (
-            *(_change(m, "improved") for m in improved),
-            "no metric regressed",
+            *(_change(m, "improved") + _beats(best.get(m.metric)) for m in improved),
+            f"no metric's interval of the difference reaches below −{rules.max_regression:g}",
+            *tolerated,
         )
-    reasons = ["no metric improved significantly (tie)"]
+    reasons = [_fell(m, rules) for m in regressed]
+    if any(m.outcome == "no better than a baseline" for m in metrics) and not improved:
+        reasons.append("no metric improved on both the active version and the best baseline")
+    elif not improved:
+        reasons.append("no metric improved significantly (tie)")
+    reasons += tolerated
+    reasons += [
+        f"{_change(m, 'rose')}, but the baseline “{best[m.metric].name}” scores "
+        f"{_num(best[m.metric].value)}, the candidate {_num(m.candidate)} (less than "
+        f"{rules.min_effect:g} above it)"
+        for m in metrics
+        if m.outcome == "no better than a baseline"
+    ]
     # A significant gain too small to count is worth naming: it is not a plain tie.
     reasons += [
-        f"{_change(m, 'rose')}, below the minimum effect {min_effect:g}"
+        f"{_change(m, 'rose')}, below the minimum effect {rules.min_effect:g}"
         for m in metrics
-        if m.p_adjusted is not None and m.p_adjusted < alpha and m.delta > 0
+        if m.outcome == "unchanged" and m.p_adjusted < rules.alpha and m.delta > 0
     ]
     return "reject", tuple(reasons)
+
+
+def _fell(m: MetricResult, rules: _Rules) -> str:
+    low = _num(m.delta_interval[0]).replace("-", "−")
+    if m.p_adjusted < rules.alpha and m.delta < 0:
+        return f"{_change(m, 'regressed')}: a significant fall (interval low {low})"
+    return (
+        f"{_change(m, 'regressed')}: not a significant fall, but a drop of more than "
+        f"{rules.max_regression:g} cannot be ruled out (interval low {low}): "
+        "non-inferiority not shown"
+    )
+
+
+def _beats(best: BaselineScore | None) -> str:
+    if best is None:
+        return ""
+    return f"; the best baseline “{best.name}” scores {_num(best.value)}"
 
 
 def _change(m: MetricResult, word: str) -> str:
     return (
         f"{m.metric} {word}: {_num(m.baseline)} → {_num(m.candidate)} "
-        f"(Δ {_signed(m.delta)}, p = {_num(m.p_value)}, adjusted p = {_num(m.p_adjusted)})"
+        f"(Δ {_signed(m.delta)}, p = {_num(m.p_value)}, adjusted p = {_num(m.p_adjusted)}, "
+        f"n = {m.n} {m.unit}s)"
     )
 
 
-def _metric_line(m: MetricResult) -> str:
+def _metric_line(m: MetricResult, best: BaselineScore | None = None) -> str:
+    beside = f"best baseline “{best.name}” {_num(best.value)}; " if best else ""
     return (
-        f"{m.stage}/{m.metric} ({m.kind}, n={m.n}): "
+        f"{m.stage}/{m.metric} ({m.kind}, n={m.n} {m.unit}s): "
         f"candidate {_num(m.candidate)} {_interval(m.candidate_interval)} vs "
-        f"baseline {_num(m.baseline)} {_interval(m.baseline_interval)}; "
+        f"active {_num(m.baseline)} {_interval(m.baseline_interval)}; {beside}"
         f"Δ {_signed(m.delta)} {_interval(m.delta_interval)}; "
         f"p = {_num(m.p_value)}, adjusted p = {_num(m.p_adjusted)}; {m.outcome or 'undecided'}"
     )

@@ -1,8 +1,10 @@
 """The metrics of the Stages table, scored per example against the real commit.
 
-Binary metrics are scored per item (a file, a symbol, a task) so that two adapters can
-be compared pair by pair with McNemar's test; continuous ones per example (paired
-bootstrap). An unusable answer predicts nothing: its items count as wrong.
+Items (a file, a symbol) are scored one by one and stored so; every metric is then taken
+per task (the mean over the task's items), because the files of one commit are not
+independent: the task is the unit compared. `resolved` (plan, code) is a task's pass/fail
+(McNemar); every other metric is a per-task fraction (a paired permutation test). An
+unusable answer predicts nothing: its items count as wrong.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ if TYPE_CHECKING:
 # stage -> (metric, kind); all are primary: none may regress
 METRICS: dict[str, tuple[tuple[str, str], ...]] = {
     "task_analysis": (("file_recall", "continuous"), ("file_precision", "continuous")),
-    "scope": (("accuracy", "binary"), ("relevant_recall", "binary")),
-    "precision": (("accuracy", "binary"), ("primary_recall", "binary")),
+    "scope": (("accuracy", "continuous"), ("relevant_recall", "continuous")),
+    "precision": (("accuracy", "continuous"), ("primary_recall", "continuous")),
     "plan": (("resolved", "binary"),),
     "code": (("resolved", "binary"),),
 }
@@ -65,11 +67,28 @@ def _labels(truth: list[dict], answer, key: str, wanted: str, recall: str) -> li
     return outcomes
 
 
+def per_task(stage: str, outcomes: Iterable[StoredOutcome]) -> dict[str, dict[str, float]]:
+    """metric -> task key -> the mean of that task's item values, for the stage's metrics
+    (a task with no item of a metric is absent from it)."""
+    sums: dict[str, dict[str, list[float]]] = {metric: {} for metric, _ in METRICS[stage]}
+    for o in outcomes:
+        if o.metric in sums:
+            sums[o.metric].setdefault(o.example, []).append(o.value)
+    return {
+        metric: {task: sum(values) / len(values) for task, values in tasks.items()}
+        for metric, tasks in sums.items()
+    }
+
+
 def summarise(stage: str, outcomes: Iterable[StoredOutcome]) -> dict[str, dict]:
-    """metric -> {"value", "n"} over a run's stored outcomes."""
+    """metric -> {"value": the mean over tasks of the per-task values, "n": tasks,
+    "items": item outcomes} over a run's stored outcomes."""
     outcomes = list(outcomes)
+    tasks = per_task(stage, outcomes)
     out = {}
     for metric, _ in METRICS[stage]:
-        values = [o.value for o in outcomes if o.metric == metric]
-        out[metric] = {"value": sum(values) / len(values) if values else None, "n": len(values)}
+        values = list(tasks[metric].values())
+        items = sum(1 for o in outcomes if o.metric == metric)
+        mean = sum(values) / len(values) if values else None
+        out[metric] = {"value": mean, "n": len(values), "items": items}
     return out

@@ -668,3 +668,33 @@ def m014_answers_in_the_call_log(db: sqlite_utils.Database) -> None:
             db.execute(
                 "UPDATE triples SET stages = ? WHERE id = ?", [json.dumps(stages), triple_id]
             )
+
+
+@migration
+def m015_insufficient_verdict(db: sqlite_utils.Database) -> None:
+    # The gate's third verdict: "insufficient" (fewer compared tasks than
+    # evaluation.min_tasks). SQLite cannot widen a CHECK in place: gate_decisions is
+    # rebuilt with the new list and its rows copied over. No table references it
+    # (adapter_events.decision_id is a plain integer).
+    db.execute(
+        """
+        CREATE TABLE gate_decisions_new (
+            id INTEGER PRIMARY KEY,
+            stage TEXT NOT NULL,
+            candidate TEXT NOT NULL,  -- scope-v3
+            baseline TEXT NOT NULL,  -- scope-v2, or 'base'
+            candidate_run INTEGER REFERENCES eval_runs(id),
+            baseline_run INTEGER REFERENCES eval_runs(id),
+            verdict TEXT NOT NULL CHECK (verdict IN ('promote', 'reject', 'insufficient')),
+            report TEXT NOT NULL,  -- JSON: the gate's decision, metrics, the example source
+            created_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        "INSERT INTO gate_decisions_new (id, stage, candidate, baseline, candidate_run, "
+        "baseline_run, verdict, report, created_at) SELECT id, stage, candidate, baseline, "
+        "candidate_run, baseline_run, verdict, report, created_at FROM gate_decisions"
+    )
+    db.execute("DROP TABLE gate_decisions")
+    db.execute("ALTER TABLE gate_decisions_new RENAME TO gate_decisions")

@@ -1,4 +1,4 @@
-"""The promotion gate on known contingency tables and seeded paired samples."""
+"""The promotion gate on known contingency tables and seeded paired per-task samples."""
 
 from __future__ import annotations
 
@@ -64,8 +64,10 @@ def test_clear_regression_is_blocked_and_named():
     decision = decide("scope", [binary("relevant_recall", 20, 1, 15, 4)], alpha=ALPHA, min_effect=0)
     assert decision.verdict == "reject"
     assert decision.metrics[0].outcome == "regressed"
-    assert len(decision.reasons) == 1
+    assert len(decision.reasons) == 2
     assert decision.reasons[0].startswith("relevant_recall regressed: 0.875 → 0.525 (Δ −0.35")
+    assert "a significant fall" in decision.reasons[0]
+    assert decision.reasons[1] == "no metric improved significantly (tie)"
 
 
 @pytest.mark.parametrize(
@@ -76,10 +78,16 @@ def test_clear_regression_is_blocked_and_named():
 def test_a_tie_is_blocked(table):
     result = binary("accuracy", *table)
     assert result.delta == 0
+    # At 40 tasks a tie cannot rule out a drop of 0.05: non-inferiority is not shown.
     decision = decide("scope", [result], alpha=ALPHA, min_effect=0)
     assert decision.verdict == "reject"
-    assert decision.metrics[0].outcome == "unchanged"
-    assert decision.reasons == ("no metric improved significantly (tie)",)
+    assert decision.metrics[0].outcome == "regressed"
+    assert "non-inferiority not shown" in decision.reasons[0]
+    # With a margin the interval clears, it is a plain tie.
+    lenient = decide("scope", [result], alpha=ALPHA, min_effect=0, max_regression=0.3)
+    assert lenient.verdict == "reject"
+    assert lenient.metrics[0].outcome == "unchanged"
+    assert lenient.reasons == ("no metric improved significantly (tie)",)
 
 
 def test_no_discordant_pairs_gives_p_one():
@@ -108,6 +116,7 @@ def test_significant_improvement_below_min_effect_is_not_promoted():
     blocked = decide("scope", [result], alpha=ALPHA, min_effect=0.05)
     assert blocked.verdict == "reject"
     assert blocked.metrics[0].outcome == "unchanged"
+    assert blocked.reasons[0] == "no metric improved significantly (tie)"
     assert "below the minimum effect 0.05" in blocked.reasons[1]
     assert decide("scope", [result], alpha=ALPHA, min_effect=0.03).verdict == "promote"
 
@@ -141,10 +150,12 @@ def test_decide_adjusts_within_one_stage():
     assert decision.verdict == "reject"
 
 
-def test_no_results_are_rejected():
+def test_no_results_are_insufficient():
     decision = decide("scope", [], alpha=ALPHA, min_effect=0.05)
-    assert decision.verdict == "reject"
-    assert decision.reasons == ("no evaluation examples",)
+    assert decision.verdict == "insufficient"
+    assert decision.n_tasks == 0
+    assert "n = 0; min_tasks 10" in decision.reasons[0]
+    assert "holdout_fraction" in decision.reasons[0]
 
 
 def test_decide_refuses_metrics_of_another_stage():
@@ -220,10 +231,11 @@ def test_decision_to_dict_is_json_ready():
         binary("accuracy", 20, 15, 1, 4),
         compare_continuous("scope", "f1", seeded_scores(20, 1), seeded_scores(20, 2)),
     ]
-    decision = decide("scope", results, alpha=ALPHA, min_effect=0.05)
+    decision = decide("scope", results, alpha=ALPHA, min_effect=0.05, max_regression=1.0)
     data = json.loads(json.dumps(decision.to_dict()))
     assert data["verdict"] == "promote"
     assert data["alpha"] == ALPHA and data["min_effect"] == 0.05
+    assert data["max_regression"] == 1.0 and data["min_tasks"] == 10 and data["n_tasks"] == 20
     assert data["reasons"] == list(decision.reasons)
     assert [m["metric"] for m in data["metrics"]] == ["accuracy", "f1"]
     assert data["metrics"][0]["p_value"] == pytest.approx(results[0].p_value)
@@ -234,7 +246,8 @@ def test_decision_to_dict_is_json_ready():
 def test_render_has_a_line_per_metric_then_the_verdict():
     results = [binary("accuracy", 20, 15, 1, 4), binary("relevant_recall", 20, 1, 15, 4)]
     lines = decide("scope", results, alpha=ALPHA, min_effect=0.05).render()
-    assert lines[0].startswith("scope/accuracy (binary, n=40): candidate 0.875")
+    assert lines[0].startswith("scope/accuracy (binary, n=40 tasks): candidate 0.875")
+    assert "vs active 0.525" in lines[0]
     assert lines[0].endswith("improved")
     assert "adjusted p =" in lines[1] and lines[1].endswith("regressed")
     assert lines[2].startswith("scope: reject")

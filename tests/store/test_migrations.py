@@ -13,6 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from appliance.campaign.store import triples
@@ -53,6 +54,7 @@ FROZEN = {
     "m012_tampered_verdict": "a9beee5543c568da",
     "m013_requirement_sets": "bcfca5e85106d68d",
     "m014_answers_in_the_call_log": "b4df456c3be0b0f3",
+    "m015_insufficient_verdict": "ae78938195f94bb2",
 }
 SHIPPED = [name for name in FROZEN if name.startswith("m")]
 FORGE_PACKAGES = ("appliance", "daemon", "tui", "bench")
@@ -68,11 +70,54 @@ def _schema(db) -> list[list]:
     ]
 
 
+# m015 (after the fixture) rebuilt gate_decisions to allow the verdict 'insufficient': its row
+# moves to the end of sqlite_master with the SQL below (RENAME quotes the name).
+M015_GATE_DECISIONS = [
+    "table",
+    "gate_decisions",
+    "gate_decisions",
+    'CREATE TABLE "gate_decisions" (\n'
+    "            id INTEGER PRIMARY KEY,\n"
+    "            stage TEXT NOT NULL,\n"
+    "            candidate TEXT NOT NULL,  -- scope-v3\n"
+    "            baseline TEXT NOT NULL,  -- scope-v2, or 'base'\n"
+    "            candidate_run INTEGER REFERENCES eval_runs(id),\n"
+    "            baseline_run INTEGER REFERENCES eval_runs(id),\n"
+    "            verdict TEXT NOT NULL CHECK (verdict IN ('promote', 'reject', 'insufficient')),\n"
+    "            report TEXT NOT NULL,  -- JSON: the gate's decision, metrics, the example source\n"
+    "            created_at TEXT NOT NULL\n"
+    "        )",
+]
+
+
 def test_a_fresh_database_gets_the_schema_of_before_the_rewrite_byte_for_byte(tmp_path):
     db = connect(tmp_path / "fresh.db")
     expected = json.loads(EXPECTED_SCHEMA.read_text())
     assert len(expected) == 65
+    expected = [row for row in expected if row[1] != "gate_decisions"] + [M015_GATE_DECISIONS]
     assert _schema(db) == expected
+
+
+def test_m015_keeps_the_decisions_and_allows_insufficient(forge_home):
+    shutil.copyfile(OLD_DB, forge_home.db_path)
+    old = connect(forge_home.db_path, migrate=False)
+    old.execute(
+        "INSERT INTO gate_decisions (stage, candidate, baseline, verdict, report, created_at) "
+        "VALUES ('scope', 'scope-v1', 'base', 'promote', '{}', 'then')"
+    )
+    old.close()
+    db = open_db(forge_home)
+    assert db.execute("SELECT id, verdict FROM gate_decisions").fetchall() == [(1, "promote")]
+    db.execute(
+        "INSERT INTO gate_decisions (stage, candidate, baseline, verdict, report, created_at) "
+        "VALUES ('scope', 'scope-v2', 'base', 'insufficient', '{}', 'now')"
+    )
+    with pytest.raises(Exception, match="CHECK constraint failed"):
+        db.execute(
+            "INSERT INTO gate_decisions (stage, candidate, baseline, verdict, report, "
+            "created_at) VALUES ('scope', 'scope-v3', 'base', 'maybe', '{}', 'now')"
+        )
+    db.close()
 
 
 def test_a_shipped_migration_is_never_edited():

@@ -129,7 +129,7 @@ async def test_rollback_through_the_confirmation_changes_the_active_adapter(make
         assert "take scope-v2 out of service and put scope-v1 back" in dialog.question
         report = "\n".join(dialog.report)
         assert "scope-v2 vs scope-v1 on 30 examples" in report  # the gate report behind it
-        assert "scope/accuracy (binary, n=120)" in report
+        assert "scope/accuracy (continuous, n=120 tasks)" in report
 
         await go(pilot, "y")
         assert isinstance(app.screen, AdaptersScreen)
