@@ -11,7 +11,6 @@ versions' rows into the new ones.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -25,7 +24,7 @@ from appliance.config import Config
 from appliance.datasets import gates
 from appliance.datasets.rows import DatasetRow, candidate_rows
 from appliance.errors import ForgeError, UsageError
-from appliance.packages.split import trainable
+from appliance.packages.split import Holdout
 from appliance.records import as_json, from_row
 from appliance.stages import STAGES
 from appliance.store import transaction
@@ -103,8 +102,8 @@ def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
     None when nothing new exists (the latest version stays current)."""
     _check_stage(stage, kind)
     cap = config.settings.datasets.per_task_cap
-    keep = functools.partial(trainable, config)
-    candidates = [r for r in candidate_rows(db, stage, keep) if r.kind == kind]
+    holdout = Holdout.of(config, db)
+    candidates = [r for r in candidate_rows(db, stage, holdout.trainable) if r.kind == kind]
     with transaction(db) as conn:
         known = {key for (key,) in conn.execute("SELECT key FROM dataset_rows").fetchall()}
         per_task = Counter(
