@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from click.testing import CliRunner
 
 from appliance.campaign import store as campaign_store
 from appliance.campaign.store import StageRecord, SyntheticPair, Triple
+from appliance.cli import cli
 from appliance.config import load_config
 from appliance.datasets.versions import (
     LEAKED_SHOWN,
@@ -93,6 +95,9 @@ def test_raising_the_holdout_fraction_drops_the_rows_now_held_out(home):
     assert not {r.task for r in training_mix(db, "code", "sft", second, replay=0.2)} & now_held
     assert build(raised, db, "code", "sft") is None
     assert [v.dropped_rows for v in versions(db, "code")] == [0, 11]
+    shown = CliRunner().invoke(cli, ["datasets", "list"])
+    assert shown.exit_code == 0 and "(0 new, 11 dropped: held out now)" in shown.output
+    assert "dropped" not in shown.output.splitlines()[0]  # v1 dropped nothing
 
 
 def test_a_package_moved_to_eval_drops_every_row(home):
