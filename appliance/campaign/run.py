@@ -53,9 +53,9 @@ def plan_units(
     config: Config, db, package: str, *, commits: int | None, samples: int, new: bool = False
 ) -> tuple[list[Unit], list[CommitSpec]]:
     """The units still to do: usable commits (graded by the harness first when needed),
-        train split only and not held out for evaluation (the newest commits of the package
-    name), `samples` each. `commits` counts
-        the first usable commits, or with `new` the first ones with units still to do."""
+    train split only and not held out for evaluation (the newest commits of the package
+    name: `Holdout`), `samples` each. `commits` counts the first usable commits, or with
+    `new` the first ones with units still to do."""
     found = find_package(db, package)
     if found.split == "eval":
         return [], []

@@ -125,9 +125,9 @@ class Holdout:
     def of(cls, config: Config, db: corpus.Connection) -> Holdout:
         """The hold-out of the corpus as it is now, at `evaluation.holdout_fraction`."""
         fraction = config.settings.evaluation.holdout_fraction
-        return cls.cut(
-            fraction, {name: history(db, name) for name in corpus.names(db, include_eval=False)}
-        )
+        packages = corpus.packages(db)
+        train = {p.name for p in packages if p.split != "eval"}
+        return cls.cut(fraction, {name: _history(db, packages, name) for name in train})
 
     @classmethod
     def cut(cls, fraction: float, histories: dict[str, list[str]]) -> Holdout:
@@ -152,11 +152,7 @@ class Holdout:
         return split != "eval" and not self.held_out(package_name, sha)
 
     def to_dict(self) -> dict:
-        return {
-            "rule": self.rule,
-            "fraction": self.fraction,
-            "packages": {name: list(shas) for name, shas in self.packages},
-        }
+        return as_json(self, "rule", "fraction", "packages", packages=dict(self.packages))
 
     @property
     def digest(self) -> str:
@@ -169,8 +165,12 @@ def history(db: corpus.Connection, name: str) -> list[str]:
     """Every commit of package `name` (all its versions, each sha once), oldest first:
     by author date, then the order the versions were ingested and the manifest's order.
     A commit without a readable date counts as the oldest."""
+    return _history(db, corpus.packages(db), name)
+
+
+def _history(db: corpus.Connection, packages: list[corpus.RepoPackage], name: str) -> list[str]:
     seen: dict[str, tuple] = {}
-    versions = [p for p in corpus.packages(db) if p.name == name]
+    versions = [p for p in packages if p.name == name]
     for package in sorted(versions, key=lambda p: p.id):
         for commit in corpus.commits_of(db, package.id):
             if commit.sha not in seen:
