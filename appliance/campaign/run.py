@@ -22,7 +22,7 @@ from appliance.harness.grading import grade_patch
 from appliance.harness.results import gold_for
 from appliance.harness.spec import CommitSpec, commit_specs, package_specs
 from appliance.packages.corpus import find_package
-from appliance.packages.split import trainable
+from appliance.packages.split import Holdout
 from appliance.registry import resolver
 from appliance.serving.pool import ModelPool
 from appliance.stages import STAGE_ROLES
@@ -53,15 +53,17 @@ def plan_units(
     config: Config, db, package: str, *, commits: int | None, samples: int, new: bool = False
 ) -> tuple[list[Unit], list[CommitSpec]]:
     """The units still to do: usable commits (graded by the harness first when needed),
-    train split only and not held out for evaluation, `samples` each. `commits` counts
-    the first usable commits, or with `new` the first ones with units still to do."""
+    train split only and not held out for evaluation (the newest commits of the package
+    name: `Holdout`), `samples` each. `commits` counts the first usable commits, or with
+    `new` the first ones with units still to do."""
     found = find_package(db, package)
     if found.split == "eval":
         return [], []
     done = store.done_units(db, found.id)
+    holdout = Holdout.of(config, db)
     usable = []
     for spec in package_specs(config, db, found):
-        if not trainable(config, found.split, spec.sha):
+        if not holdout.trainable(found.name, found.split, spec.sha):
             continue  # held out for evaluation: no model ever trains on it
         if new and all((spec.sha, i) in done for i in range(samples)):
             continue

@@ -34,7 +34,8 @@ def _one_version(command):
 
 def _line(v) -> str:
     mark = "[green]ok[/]" if v.status == "ok" else "[red]failed gates[/]"
-    return f"{v.name:24} {v.rows:5d} rows ({v.new_rows} new)  {mark}  " + ", ".join(
+    dropped = f", {v.dropped_rows} dropped: held out now" if v.dropped_rows else ""
+    return f"{v.name:24} {v.rows:5d} rows ({v.new_rows} new{dropped})  {mark}  " + ", ".join(
         f"{k} {rate:.0%}" for k, rate in v.gates.items()
     )
 

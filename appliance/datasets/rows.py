@@ -138,17 +138,18 @@ def _alignment_score(alignment: dict) -> float:
 
 
 def candidate_rows(
-    db, stage: str, trainable: Callable[[str | None, str], bool]
+    db, stage: str, trainable: Callable[[str, str | None, str], bool]
 ) -> list[DatasetRow]:
     """Every SFT and DPO row the campaign data implies for `stage`, best sources first
-    within each task (the per-task cap keeps the first ones). `trainable(split, sha)` says
-    whether a commit may be trained on: eval packages and held-out commits may not."""
+    within each task (the per-task cap keeps the first ones). `trainable(name, split, sha)`
+    says whether a commit of package `name` may be trained on: eval packages and held-out
+    commits may not (`Holdout.trainable`)."""
     packages = sorted((p for p in corpus.packages(db) if p.split != "eval"), key=lambda p: p.id)
     by_task: dict[tuple, list[_Attempt]] = defaultdict(list)
     for package in packages:
         package_id, name = package.id, package.name
         for triple in campaign_store.triples(db, package_id):
-            if not trainable(package.split, triple.sha):
+            if not trainable(name, package.split, triple.sha):
                 continue
             outcome = triple.outcome
             if outcome == GOOD and triple.grading.get("flags"):

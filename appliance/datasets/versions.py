@@ -1,23 +1,26 @@
 """Dataset versions: accumulate, never replace.
 
 Rows are stored once, with the version that first included them; version N of a stage's
-SFT or DPO dataset is every row first included at N or before. A new version is made
-only when new rows exist. Rows are deduplicated, and at most `per_task_cap` rows of one
-task enter a dataset. Each version is written to FORGE_HOME/datasets as JSONL (with its
-sha256) and checked by the quality gates; a version that fails is kept, marked and
-explained, and training refuses it. A training run mixes 10–20 % replay of earlier
-versions' rows into the new ones.
+SFT or DPO dataset is every row first included at N or before and not dropped at N or
+before. A row is dropped when its commit may no longer be trained on (held out now, or
+its package moved to eval): each version records the hold-out it was built against. A
+new version is made only when rows are new or dropped. Rows are deduplicated, and at
+most `per_task_cap` rows of one task enter a dataset. Each version is written to
+FORGE_HOME/datasets as JSONL (with its sha256) and checked by the quality gates; a
+version that fails is kept, marked and explained, and training refuses it. A training
+run mixes 10–20 % replay of earlier versions' rows into the new ones.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 import random
+import re
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.clock import now_iso
@@ -25,7 +28,8 @@ from appliance.config import Config
 from appliance.datasets import gates
 from appliance.datasets.rows import DatasetRow, candidate_rows
 from appliance.errors import ForgeError, UsageError
-from appliance.packages.split import trainable
+from appliance.packages import corpus
+from appliance.packages.split import Holdout
 from appliance.records import as_json, from_row
 from appliance.stages import STAGES
 from appliance.store import transaction
@@ -51,6 +55,8 @@ class DatasetVersion:
     path: str
     sha256: str
     created_at: str
+    dropped_rows: int = 0  # rows of earlier versions this one no longer includes
+    holdout: dict = field(default_factory=dict)  # Holdout.to_dict() it was built against
 
     @property
     def name(self) -> str:
@@ -70,7 +76,9 @@ def _check_stage(stage: str, kind: str) -> None:
 def versions(db, stage: str | None = None) -> list[DatasetVersion]:
     where, args = ("WHERE stage = ?", [stage]) if stage else ("", [])
     rows = db.query(f"SELECT * FROM dataset_versions {where} ORDER BY stage, kind, version", args)
-    return [from_row(DatasetVersion, row, json_columns=("gates", "reasons")) for row in rows]
+    return [
+        from_row(DatasetVersion, row, json_columns=("gates", "reasons", "holdout")) for row in rows
+    ]
 
 
 def latest(db, stage: str, kind: str) -> DatasetVersion | None:
@@ -78,13 +86,19 @@ def latest(db, stage: str, kind: str) -> DatasetVersion | None:
     return found[-1] if found else None
 
 
+# The rows version ? of a stage's dataset includes (the version given twice).
+_INCLUDED = (
+    "stage = ? AND kind = ? AND first_version <= ? AND (dropped_in IS NULL OR dropped_in > ?)"
+)
+
+
 def rows_of(db, stage: str, kind: str, version: int) -> list[DatasetRow]:
+    """The rows version `version` includes, in the order they were stored."""
     return [
         _stored(row)
         for (row,) in db.execute(
-            "SELECT row FROM dataset_rows WHERE stage = ? AND kind = ? AND first_version <= ? "
-            "ORDER BY id",
-            [stage, kind, version],
+            f"SELECT row FROM dataset_rows WHERE {_INCLUDED} ORDER BY id",
+            [stage, kind, version, version],
         ).fetchall()
     ]
 
@@ -99,37 +113,32 @@ def _jsonl(rows: list[DatasetRow]) -> str:
 
 
 def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
-    """Add the rows campaign data implies that the stage's dataset lacks, as a new version.
-    None when nothing new exists (the latest version stays current)."""
+    """Add the rows campaign data implies that the stage's dataset lacks, and drop the rows
+    whose commit may no longer be trained on, as a new version. None when nothing is new
+    or dropped (the latest version stays current)."""
     _check_stage(stage, kind)
-    cap = config.settings.datasets.per_task_cap
-    keep = functools.partial(trainable, config)
-    candidates = [r for r in candidate_rows(db, stage, keep) if r.kind == kind]
+    holdout = Holdout.of(config, db)
+    splits = {package.name: package.split for package in corpus.packages(db)}
+    candidates = [r for r in candidate_rows(db, stage, holdout.trainable) if r.kind == kind]
     with transaction(db) as conn:
-        known = {key for (key,) in conn.execute("SELECT key FROM dataset_rows").fetchall()}
-        per_task = Counter(
-            task
-            for (task,) in conn.execute(
-                "SELECT task FROM dataset_rows WHERE stage = ? AND kind = ?", [stage, kind]
-            ).fetchall()
-        )
-        before = (
+        version = 1 + (
             conn.execute(
                 "SELECT MAX(version) FROM dataset_versions WHERE stage = ? AND kind = ?",
                 [stage, kind],
             ).fetchone()[0]
             or 0
         )
-        version = before + 1
-        new = []
-        for row in candidates:
-            key = row.key
-            if key in known or per_task[row.task] >= cap:
-                continue
-            known.add(key)
-            per_task[row.task] += 1
-            new.append((key, row))
-        if not new:
+        new = _new_rows(conn, stage, kind, candidates, config.settings.datasets.per_task_cap)
+        dropped = [
+            row_id
+            for row_id, task in conn.execute(
+                "SELECT id, task FROM dataset_rows WHERE stage = ? AND kind = ? "
+                "AND dropped_in IS NULL",
+                [stage, kind],
+            ).fetchall()
+            if not holdout.trainable(*_task_commit(task, splits))
+        ]
+        if not new and not dropped:
             return None
         now = now_iso()
         for key, row in new:
@@ -138,23 +147,49 @@ def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [stage, kind, key, row.task, version, json.dumps(row.to_dict()), now],
             )
-        all_rows = [
-            _stored(row)
-            for (row,) in conn.execute(
-                "SELECT row FROM dataset_rows WHERE stage = ? AND kind = ? ORDER BY id",
-                [stage, kind],
-            ).fetchall()
-        ]
+        for row_id in dropped:
+            conn.execute("UPDATE dataset_rows SET dropped_in = ? WHERE id = ?", [version, row_id])
+        all_rows = rows_of(conn, stage, kind, version)
         rates = gates.measure(all_rows)
         reasons = gates.check(rates, config.settings.datasets.limits())
         path, digest = _write_jsonl(config, stage, kind, version, all_rows)
         conn.execute(
-            "INSERT INTO dataset_versions (stage, kind, version, rows, new_rows, status, gates, "
-            "reasons, path, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [stage, kind, version, len(all_rows), len(new), "failed" if reasons else "ok",
-             json.dumps(rates), json.dumps(reasons), path, digest, now],
+            "INSERT INTO dataset_versions (stage, kind, version, rows, new_rows, dropped_rows, "
+            "status, gates, reasons, holdout, path, sha256, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [stage, kind, version, len(all_rows), len(new), len(dropped),
+             "failed" if reasons else "ok", json.dumps(rates), json.dumps(reasons),
+             json.dumps(holdout.to_dict()), path, digest, now],
         )  # fmt: skip
     return latest(db, stage, kind)
+
+
+def _new_rows(conn, stage: str, kind: str, candidates: list[DatasetRow], cap: int) -> list:
+    """(key, row) of the candidates not stored yet (in any dataset), at most `cap` rows
+    per task in this stage's dataset, counting the rows stored already."""
+    known = {key for (key,) in conn.execute("SELECT key FROM dataset_rows").fetchall()}
+    per_task = Counter(
+        task
+        for (task,) in conn.execute(
+            "SELECT task FROM dataset_rows WHERE stage = ? AND kind = ?", [stage, kind]
+        ).fetchall()
+    )
+    new = []
+    for row in candidates:
+        key = row.key
+        if key in known or per_task[row.task] >= cap:
+            continue
+        known.add(key)
+        per_task[row.task] += 1
+        new.append((key, row))
+    return new
+
+
+def _task_commit(task: str, splits: dict[str, str | None]) -> tuple[str, str | None, str]:
+    """(package name, its split, sha) of a row's task NAME@SHA; the split is None for a
+    name no longer in the corpus."""
+    name, _, sha = task.rpartition("@")
+    return name, splits.get(name), sha
 
 
 def _write_jsonl(config: Config, stage: str, kind: str, version: int, rows) -> tuple[str, str]:
@@ -199,9 +234,8 @@ def training_mix(
             "[datasets] if they are wrong",
         )
     rows = db.execute(
-        "SELECT row, first_version FROM dataset_rows WHERE stage = ? AND kind = ? "
-        "AND first_version <= ? ORDER BY id",
-        [stage, kind, version.version],
+        f"SELECT row, first_version FROM dataset_rows WHERE {_INCLUDED} ORDER BY id",
+        [stage, kind, version.version, version.version],
     ).fetchall()
     new = [_stored(r) for r, v in rows if v == version.version]
     old = [_stored(r) for r, v in rows if v < version.version]
@@ -216,3 +250,49 @@ def rows_made_from(db, name: str) -> int:
     return db.execute(
         "SELECT COUNT(*) FROM dataset_rows WHERE substr(task, 1, ?) = ?", [len(prefix), prefix]
     ).fetchone()[0]
+
+
+LEAKED_SHOWN = 20  # LeakCheck.leaked lists at most this many task keys
+_NAME = re.compile(r"^(?P<stage>.+)-(?P<kind>sft|dpo)-v(?P<version>[0-9]+)$")
+
+
+@dataclass(frozen=True)
+class LeakCheck:
+    """How many evaluation tasks a dataset version holds rows of (each one a leak)."""
+
+    dataset: str | None  # STAGE-KIND-vN (an adapter's dataset); None: the base
+    tasks: int  # distinct tasks checked
+    leaks: int  # of those, tasks the version includes a row of
+    leaked: tuple[str, ...]  # their keys NAME@SHA, at most LEAKED_SHOWN
+    known: bool = True  # False: no such dataset version, so nothing could be checked
+
+    def to_dict(self) -> dict:
+        return as_json(self)
+
+
+def leak_check(db, dataset_name: str | None, tasks: Sequence[str]) -> LeakCheck:
+    """Which of `tasks` (NAME@SHA) the rows included in dataset version `dataset_name`
+    were made from. The base was trained on no dataset: 0 leaks."""
+    wanted = list(dict.fromkeys(tasks))
+    if dataset_name is None:
+        return LeakCheck(None, len(wanted), 0, ())
+    named = _NAME.match(dataset_name)
+    version = int(named["version"]) if named else 0
+    exists = (
+        named
+        and db.execute(
+            "SELECT 1 FROM dataset_versions WHERE stage = ? AND kind = ? AND version = ?",
+            [named["stage"], named["kind"], version],
+        ).fetchone()
+    )
+    if not exists:
+        return LeakCheck(dataset_name, len(wanted), 0, (), known=False)
+    held = {
+        task
+        for (task,) in db.execute(
+            f"SELECT DISTINCT task FROM dataset_rows WHERE {_INCLUDED}",
+            [named["stage"], named["kind"], version, version],
+        ).fetchall()
+    }
+    leaked = [task for task in wanted if task in held]
+    return LeakCheck(dataset_name, len(wanted), len(leaked), tuple(leaked[:LEAKED_SHOWN]))

@@ -6,10 +6,12 @@ The split belongs to the package name, so every version of a repository is on th
 side: an earlier version's split, else the manifest's hint, else a hash of the name
 (`eval` for about `evaluation.eval_fraction` of names). `forge package split` overrides.
 
-So that a corpus with a single package (the demo) can still be evaluated, a
-deterministic share of each *train* package's commits (`evaluation.holdout_fraction`,
-by a hash of the sha) is held out as well, always: campaigns skip those commits and no
-dataset takes a row from them (`trainable`).
+So that a corpus with a single package (the demo) can still be evaluated, the newest
+commits of each *train* package name are held out as well, always (`Holdout`): of the
+name's commits (every version's together, by author date, then ingest and manifest
+order) the newest ceil(`evaluation.holdout_fraction` × n). Campaigns skip them and no
+dataset takes a row from them, so no commit trained on is newer than a held-out commit
+of its package, and no held-out solution sits in a training commit's parent tree.
 
 Whether rows were trained on is the datasets' to say: the callers hand in
 `trained_rows(name)`, how many dataset rows were made from package `name`.
@@ -17,9 +19,13 @@ Whether rows were trained on is the datasets' to say: the callers hand in
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import sqlite_utils
 
@@ -104,16 +110,77 @@ def set_split(
     return SplitChange(name, split, before)
 
 
-def held_out(sha: str, fraction: float) -> bool:
-    """Whether a train package's commit is kept out of training (stable for a sha)."""
-    if fraction <= 0:
-        return False
-    digest = int(hashlib.sha256(f"forge-holdout:{sha}".encode()).hexdigest()[:8], 16)
-    return digest < fraction * 2**32
+HOLDOUT_RULE = "newest"
 
 
-def trainable(config: Config, split: str | None, sha: str) -> bool:
-    """May rows from this commit reach a campaign or a dataset?"""
-    if split == "eval":
-        return False
-    return not held_out(sha, config.settings.evaluation.holdout_fraction)
+@dataclass(frozen=True)
+class Holdout:
+    """The commits held out of training: per train package name, its newest ones."""
+
+    fraction: float
+    packages: tuple[tuple[str, tuple[str, ...]], ...]  # (name, held-out shas), by name
+    rule: str = HOLDOUT_RULE
+
+    @classmethod
+    def of(cls, config: Config, db: corpus.Connection) -> Holdout:
+        """The hold-out of the corpus as it is now, at `evaluation.holdout_fraction`."""
+        fraction = config.settings.evaluation.holdout_fraction
+        packages = corpus.packages(db)
+        train = {p.name for p in packages if p.split != "eval"}
+        return cls.cut(fraction, {name: _history(db, packages, name) for name in train})
+
+    @classmethod
+    def cut(cls, fraction: float, histories: dict[str, list[str]]) -> Holdout:
+        """The newest ceil(fraction × n) of each name's shas (listed oldest first)."""
+        held = []
+        for name in sorted(histories):
+            shas = histories[name]
+            count = math.ceil(round(fraction * len(shas), 9)) if fraction > 0 else 0
+            held.append((name, tuple(shas[len(shas) - count :])))
+        return cls(fraction, tuple(held))
+
+    @functools.cached_property  # the records never change; asked once per row
+    def _held(self) -> dict[str, frozenset[str]]:
+        return {name: frozenset(shas) for name, shas in self.packages}
+
+    def held_out(self, package_name: str, sha: str) -> bool:
+        """Whether this commit of a package name is kept out of training."""
+        return sha in self._held.get(package_name, frozenset())
+
+    def trainable(self, package_name: str, split: str | None, sha: str) -> bool:
+        """May rows from this commit reach a campaign or a dataset?"""
+        return split != "eval" and not self.held_out(package_name, sha)
+
+    def to_dict(self) -> dict:
+        return as_json(self, "rule", "fraction", "packages", packages=dict(self.packages))
+
+    @property
+    def digest(self) -> str:
+        """sha256 of `to_dict` (sorted keys): equal digests, the same commits held out."""
+        data = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(data).hexdigest()
+
+
+def history(db: corpus.Connection, name: str) -> list[str]:
+    """Every commit of package `name` (all its versions, each sha once), oldest first:
+    by author date, then the order the versions were ingested and the manifest's order.
+    A commit without a readable date counts as the oldest."""
+    return _history(db, corpus.packages(db), name)
+
+
+def _history(db: corpus.Connection, packages: list[corpus.RepoPackage], name: str) -> list[str]:
+    seen: dict[str, tuple] = {}
+    versions = [p for p in packages if p.name == name]
+    for package in sorted(versions, key=lambda p: p.id):
+        for commit in corpus.commits_of(db, package.id):
+            if commit.sha not in seen:
+                seen[commit.sha] = (_when(commit.author_date), package.id, commit.id)
+    return sorted(seen, key=seen.__getitem__)
+
+
+def _when(author_date: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(author_date)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

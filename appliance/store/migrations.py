@@ -671,7 +671,18 @@ def m014_answers_in_the_call_log(db: sqlite_utils.Database) -> None:
 
 
 @migration
-def m015_insufficient_verdict(db: sqlite_utils.Database) -> None:
+def m015_dataset_holdout(db: sqlite_utils.Database) -> None:
+    # A dataset version records the hold-out it was built against (JSON: the commits held
+    # out of training per package name; '{}' for versions made before) and how many rows
+    # it dropped. A row whose commit is held out later (or whose package moved to eval) is
+    # dropped from the version that found it so: dropped_in (NULL: still included).
+    db.execute("ALTER TABLE dataset_versions ADD COLUMN holdout TEXT NOT NULL DEFAULT '{}'")
+    db.execute("ALTER TABLE dataset_versions ADD COLUMN dropped_rows INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE dataset_rows ADD COLUMN dropped_in INTEGER")
+
+
+@migration
+def m016_insufficient_verdict(db: sqlite_utils.Database) -> None:
     # The gate's third verdict: "insufficient" (fewer compared tasks than
     # evaluation.min_tasks). SQLite cannot widen a CHECK in place: gate_decisions is
     # rebuilt with the new list and its rows copied over. No table references it

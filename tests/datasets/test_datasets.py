@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 
 import pytest
@@ -19,8 +18,7 @@ from appliance.datasets.versions import (
     training_mix,
     versions,
 )
-from appliance.evaluation import heldout
-from appliance.packages.split import trainable
+from appliance.packages.split import Holdout
 from appliance.serving.calllog import ModelCall
 from appliance.store import transaction
 from tests.harness.conftest import DEMO, ingest_package, make_home
@@ -90,7 +88,7 @@ def test_a_resolved_sample_that_edited_test_infrastructure_is_never_learned(home
     """Grading flags an edit to conftest, startup hooks or pytest's configuration or
     internals; such a sample may have resolved, but only ever as a DPO rejected side."""
     config, db = home
-    keep = functools.partial(trainable, config)
+    keep = Holdout.of(config, db).trainable
     triple_id, sha, stages = db.execute(
         "SELECT id, sha, stages FROM triples ORDER BY id LIMIT 1"
     ).fetchone()
@@ -120,16 +118,17 @@ def test_a_resolved_sample_that_edited_test_infrastructure_is_never_learned(home
 
 def test_eval_packages_and_held_out_commits_never_reach_a_dataset(home):
     config, db = home
-    keep = functools.partial(trainable, config)
+    keep = Holdout.of(config, db).trainable
     rows = candidate_rows(db, "precision", keep)
     tasks = {r.task for r in rows}
     assert len(tasks) == 2
     # A commit held out for evaluation gives no row, whatever the campaign recorded.
     held = sorted(tasks)[0].split("@")[1]
-    assert {r.task for r in candidate_rows(db, "precision", lambda split, sha: sha != held)} == (
-        tasks - {sorted(tasks)[0]}
-    )
-    assert all(not heldout.held_out(t.split("@")[1], 0.2) for t in tasks)  # campaign skipped
+    assert {
+        r.task for r in candidate_rows(db, "precision", lambda name, split, sha: sha != held)
+    } == (tasks - {sorted(tasks)[0]})
+    holdout = Holdout.of(config, db)
+    assert not any(holdout.held_out(*t.split("@")) for t in tasks)  # campaign skipped
     # A package on the eval side gives nothing at all, and no version is made from it.
     with transaction(db):
         db.execute("UPDATE packages SET split = 'eval'")

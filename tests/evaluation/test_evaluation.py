@@ -18,7 +18,7 @@ from appliance.evaluation import heldout
 from appliance.evaluation.compare import evaluate
 from appliance.models.gguf_adapter import write_adapter_gguf
 from appliance.models.manifest import read_manifest
-from appliance.packages.split import held_out
+from appliance.packages.split import Holdout
 from appliance.serving.bench import synthetic_adapter
 from appliance.store import transaction
 from tests.harness.conftest import DEMO, ingest_package, make_home
@@ -69,23 +69,34 @@ def register(config, db, stage: str, version: int, *, zero: bool = False, seed: 
 
 def test_held_out_commits_are_the_evaluation_set_and_never_a_campaign_unit(home):
     config, db = home
+    holdout = Holdout.of(config, db)
     evaluation = heldout.evaluation_set(config, db)
     assert evaluation.source == heldout.HELD_OUT_COMMITS
-    assert "held-out commits" in evaluation.note
+    assert "held-out commits" in evaluation.note and "the newest 7 commits" in evaluation.note
     assert 1 <= len(evaluation.commits) <= 3
-    assert all(held_out(s.sha, 0.2) for s in evaluation.commits)
+    assert all(holdout.held_out("demo", s.sha) for s in evaluation.commits)
     units, usable = plan_units(config, db, "demo", commits=6, samples=1)
     assert len(usable) == 6
-    assert not any(held_out(u.sha, 0.2) for u in units)
+    assert not any(holdout.held_out("demo", u.sha) for u in units)
     assert not {s.sha for s in evaluation.commits} & {u.sha for u in units}
 
 
-def test_the_hold_out_is_stable_and_about_the_fraction():
-    shas = [f"{i:040x}" for i in range(4000)]
-    share = sum(held_out(s, 0.2) for s in shas) / len(shas)
-    assert 0.18 < share < 0.22
-    assert [held_out(s, 0.2) for s in shas[:50]] == [held_out(s, 0.2) for s in shas[:50]]
-    assert not any(held_out(s, 0.0) for s in shas)
+def test_the_hold_out_is_the_newest_commits_of_each_package_name():
+    oldest_first = [f"{i:040x}" for i in range(35)]
+    cut = Holdout.cut(0.2, {"demo": oldest_first, "calc": oldest_first[:3]})
+    assert [s for s in oldest_first if cut.held_out("demo", s)] == oldest_first[-7:]
+    assert [s for s in oldest_first if cut.held_out("calc", s)] == oldest_first[2:3]
+    assert not cut.held_out("other", oldest_first[-1])  # a name it never saw holds nothing
+    assert not cut.trainable("demo", "train", oldest_first[-1])
+    assert cut.trainable("demo", "train", oldest_first[0])
+    assert not cut.trainable("demo", "eval", oldest_first[0])  # the eval side, always
+    assert Holdout.cut(0.2, {"demo": oldest_first}).digest == (
+        Holdout.cut(0.2, {"demo": list(oldest_first)}).digest
+    )
+    none = Holdout.cut(0.0, {"demo": oldest_first})
+    assert not any(none.held_out("demo", s) for s in oldest_first)
+    assert none.to_dict() == {"rule": "newest", "fraction": 0.0, "packages": {"demo": []}}
+    assert none.digest != cut.digest
 
 
 def test_a_zero_adapter_ties_the_base_and_the_gate_blocks_it(home):
@@ -160,7 +171,8 @@ def test_an_eval_package_is_evaluated_on_when_there_is_one(home):
     try:
         evaluation = heldout.evaluation_set(config, db)
         assert evaluation.source == heldout.EVAL_PACKAGES
-        assert not all(held_out(s.sha, 0.2) for s in evaluation.commits)
+        holdout = Holdout.of(config, db)
+        assert not all(holdout.held_out("demo", s.sha) for s in evaluation.commits)
         assert plan_units(config, db, "demo", commits=2, samples=1) == ([], [])
     finally:
         with transaction(db):

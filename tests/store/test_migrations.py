@@ -54,7 +54,8 @@ FROZEN = {
     "m012_tampered_verdict": "a9beee5543c568da",
     "m013_requirement_sets": "bcfca5e85106d68d",
     "m014_answers_in_the_call_log": "b4df456c3be0b0f3",
-    "m015_insufficient_verdict": "ae78938195f94bb2",
+    "m015_dataset_holdout": "f0e1d72faec5dbc0",
+    "m016_insufficient_verdict": "63accf6acb4074a7",
 }
 SHIPPED = [name for name in FROZEN if name.startswith("m")]
 FORGE_PACKAGES = ("appliance", "daemon", "tui", "bench")
@@ -70,9 +71,9 @@ def _schema(db) -> list[list]:
     ]
 
 
-# m015 (after the fixture) rebuilt gate_decisions to allow the verdict 'insufficient': its row
+# m016 (after the fixture) rebuilds gate_decisions to allow the verdict 'insufficient': its row
 # moves to the end of sqlite_master with the SQL below (RENAME quotes the name).
-M015_GATE_DECISIONS = [
+M016_GATE_DECISIONS = [
     "table",
     "gate_decisions",
     "gate_decisions",
@@ -91,14 +92,18 @@ M015_GATE_DECISIONS = [
 
 
 def test_a_fresh_database_gets_the_schema_of_before_the_rewrite_byte_for_byte(tmp_path):
-    db = connect(tmp_path / "fresh.db")
+    # The fixture is the schema m001–m014 make; later migrations change it on purpose (the
+    # old-release test below checks they take an old database to the fresh schema).
+    db = connect(tmp_path / "fresh.db", migrate=False)
+    db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for fn in MIGRATIONS[: SHIPPED.index("m014_answers_in_the_call_log") + 1]:
+        fn(db)
     expected = json.loads(EXPECTED_SCHEMA.read_text())
     assert len(expected) == 65
-    expected = [row for row in expected if row[1] != "gate_decisions"] + [M015_GATE_DECISIONS]
     assert _schema(db) == expected
 
 
-def test_m015_keeps_the_decisions_and_allows_insufficient(forge_home):
+def test_m016_keeps_the_decisions_and_allows_insufficient(forge_home):
     shutil.copyfile(OLD_DB, forge_home.db_path)
     old = connect(forge_home.db_path, migrate=False)
     old.execute(
@@ -108,6 +113,7 @@ def test_m015_keeps_the_decisions_and_allows_insufficient(forge_home):
     old.close()
     db = open_db(forge_home)
     assert db.execute("SELECT id, verdict FROM gate_decisions").fetchall() == [(1, "promote")]
+    assert [r for r in _schema(db) if r[1] == "gate_decisions"] == [M016_GATE_DECISIONS]
     db.execute(
         "INSERT INTO gate_decisions (stage, candidate, baseline, verdict, report, created_at) "
         "VALUES ('scope', 'scope-v2', 'base', 'insufficient', '{}', 'now')"
