@@ -55,8 +55,9 @@ def _progress(disable: bool) -> Progress:
     )
 
 
-def _evaluate(config, db, stage: str, version, quiet: bool):
-    from appliance.evaluation.compare import evaluate  # scipy, statsmodels: ~1 s on --help
+def _evaluate(config, db, stage: str, version, quiet: bool, answers: Path | None = None):
+    # scipy, statsmodels: ~1 s on --help
+    from appliance.evaluation.compare import evaluate, evaluate_answers
 
     with _progress(quiet) as progress:
         task = progress.add_task(f"{stage}: preparing the evaluation set", total=None)
@@ -64,7 +65,17 @@ def _evaluate(config, db, stage: str, version, quiet: bool):
         def on_progress(stage, arm, i, n):
             progress.update(task, description=f"{stage}: {arm}", completed=i, total=n)
 
+        if answers is not None:
+            return evaluate_answers(config, db, stage, answers, on_progress=on_progress)
         return evaluate(config, db, stage, version, on_progress=on_progress)
+
+
+def _export(config, db, stage: str, out: Path, quiet: bool) -> int:
+    from appliance.evaluation.compare import export_examples  # as above
+
+    with _progress(quiet) as progress:
+        progress.add_task(f"{stage}: building the evaluation examples", total=None)
+        return export_examples(config, db, stage, out)
 
 
 def _through_daemon(config, db, kind: str, args: dict, quiet: bool) -> dict | None:
@@ -93,28 +104,49 @@ def _through_daemon(config, db, kind: str, args: dict, quiet: bool) -> dict | No
 
 
 def _print_report(evaluation) -> None:
-    console.print(
-        f"[bold]{evaluation.candidate}[/] vs {evaluation.baseline} on {evaluation.examples} "
-        f"examples — {escape(evaluation.note)}"
-    )
-    for line in evaluation.decision.render():
-        console.print(f"  {escape(line)}")
+    for line in actions.report_lines(evaluation.to_dict()):
+        console.print(escape(line))
 
 
 @click.command(name="eval")
 @click.argument("stage")
 @click.option("--candidate", type=VERSION, help="The version to evaluate (default: the newest "
               "candidate).")  # fmt: skip
+@click.option("--export-examples", "export_to", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the stage's evaluation examples (no answers) to this JSONL file "
+              "and stop.")  # fmt: skip
+@click.option("--answers", type=click.Path(dir_okay=False, path_type=Path),
+              help="Score this JSONL file of {id, answer} against the version in service, "
+              "instead of an adapter.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def eval_(stage: str, candidate, as_json: bool) -> None:
+def eval_(stage: str, candidate, export_to, answers, as_json: bool) -> None:
     """Evaluate a candidate adapter of STAGE against the version in service (or the base)
-    on held-out examples, with deterministic decoding, and print the gate's verdict.
+    on held-out examples, task by task, beside trivial baselines (answers that need no
+    model), with deterministic decoding, and print the gate's verdict.
+
+    `--export-examples FILE` writes the examples for answers from elsewhere (a teacher, a
+    colleague, a script): per line the id, the stage's input, the messages, the prompt and
+    the answer's JSON schema. `--answers FILE` scores such answers with the same metrics,
+    baselines and gate.
 
     Changes nothing in the registry. Runs already made are reused. Exit 0 when the gate
-    would promote, 3 when it would not.
+    would promote, 3 when it would not (reject, or too few tasks: insufficient).
     """
+    if export_to is not None and (answers is not None or candidate is not None):
+        raise UsageError("--export-examples writes the examples only",
+                         "export first, then score the answers with --answers")  # fmt: skip
+    if answers is not None and candidate is not None:
+        raise UsageError("--answers takes the place of the candidate adapter",
+                         "give --candidate or --answers, not both")  # fmt: skip
     config, db = open_forge()
-    evaluation = _evaluate(config, db, stage, candidate, as_json)
+    if export_to is not None:
+        written = _export(config, db, stage, export_to, as_json)
+        if as_json:
+            emit_json({"stage": stage, "examples": written, "path": str(export_to)})
+        else:
+            console.print(f"{written} {stage} examples written to {escape(str(export_to))}")
+        return
+    evaluation = _evaluate(config, db, stage, candidate, as_json, answers)
     if as_json:
         emit_json(evaluation.to_dict())
     else:
@@ -287,6 +319,14 @@ def _print_cycle_dict(report: dict) -> None:
             console.print(f"    {item['stage']}: not trained ({escape(item['why'])})")
     for d in report["decisions"]:
         console.print(f"[bold]{d['candidate']}[/] vs {d['baseline']}: {d['action']}")
+        best = d.get("best_baselines", {})
+        for m in d.get("metrics", []):
+            line = (f"    {m['metric']} over {m['n']} tasks: {d['baseline']} "
+                    f"{m['baseline']:.3g}, {d['candidate']} {m['candidate']:.3g}")  # fmt: skip
+            if m["metric"] in best:
+                line += f", best baseline ({best[m['metric']]['name']}) "
+                line += f"{best[m['metric']]['value']:.3g}"
+            console.print(escape(line))
         for reason in d["reasons"]:
             console.print(f"    {escape(reason)}")
     console.print(f"report: {escape(report['report'])}")

@@ -217,13 +217,14 @@ def _evaluate(config: Config, db, progress: Progress, decisions: list[dict]) -> 
         if ev.decision.verdict == "promote":
             registry.promote(db, ev.stage, number, decision_id=ev.decision_id)
             action = "promoted"
-        else:
+        elif ev.decision.verdict == "reject":
             registry.reject(db, ev.stage, number, decision_id=ev.decision_id)
             action = "rejected"
+        else:  # too few tasks to say: the candidate waits for more evaluation data
+            action = "kept as a candidate (insufficient evidence)"
         decisions.append({"stage": ev.stage, "candidate": ev.candidate,
-                                 "baseline": ev.baseline, "action": action,
-                                 "decision_id": ev.decision_id, "note": ev.note,
-                                 **ev.decision.to_dict()})  # fmt: skip
+                          "baseline": ev.baseline, "action": action,
+                          "decision_id": ev.decision_id, **ev.report()})  # fmt: skip
     return Step(
         "evaluate", "ok", {"decided": [f"{d['candidate']}: {d['action']}" for d in decisions]}
     )

@@ -19,7 +19,7 @@ from appliance.evaluation import metrics
 from appliance.evaluation.examples import GRADED, Example
 from appliance.harness.spec import CommitSpec, is_test_path, package_specs
 from appliance.packages import corpus, gitsafe
-from appliance.packages.split import trainable
+from appliance.packages.split import Holdout
 
 K = 2  # files a "top-k" baseline names
 
@@ -77,10 +77,11 @@ def package_stats(config: Config, db, evaluation: Iterable[CommitSpec]) -> Packa
     names: dict[int, str] = {}
     changed: dict[str, Counter] = {}
     labels: dict[str, Counter] = {"scope": Counter(), "precision": Counter()}
+    holdout = Holdout.of(config, db)
     for package in corpus.packages(db):
         names[package.id] = package.name
         for spec in package_specs(config, db, package):
-            if spec.sha in held or not trainable(config, package.split, spec.sha):
+            if spec.sha in held or not holdout.trainable(package.name, package.split, spec.sha):
                 continue
             changed.setdefault(package.name, Counter()).update(_changed_files(spec))
             for stage, field in (("scope", "files"), ("precision", "symbols")):

@@ -78,8 +78,9 @@ class GateDecision:
 
     def to_dict(self) -> dict:
         keys = ("stage", "verdict", "reasons", "alpha", "min_effect", "max_regression",
-                "min_tasks", "n_tasks", "baselines", "metrics")  # fmt: skip
-        return as_json(self, *keys)
+                "min_tasks", "n_tasks", "metrics")  # fmt: skip
+        # "best_baselines": an evaluation's report lists every baseline as "baselines"
+        return as_json(self, *keys, best_baselines=self.baselines)
 
     @classmethod
     def from_dict(cls, data: dict) -> GateDecision:
@@ -102,7 +103,7 @@ class GateDecision:
             data.get("max_regression", cls.max_regression),
             data.get("min_tasks", cls.min_tasks),
             data.get("n_tasks", 0),
-            {k: BaselineScore(**v) for k, v in data.get("baselines", {}).items()},
+            {k: BaselineScore(**v) for k, v in data.get("best_baselines", {}).items()},
         )
 
     def render(self) -> list[str]:

@@ -110,26 +110,44 @@ def wait(
 
 
 def report_lines(evaluation: dict) -> list[str]:
-    """An evaluation (Evaluation.to_dict()) as the lines `forge eval` prints."""
+    """An evaluation (Evaluation.to_dict(), or a stored decision's report) as the lines
+    `forge eval` prints: the gate's metrics and verdict, the trivial baselines scored on
+    the same tasks, and the leak check."""
     from appliance.evaluation.gate import GateDecision  # statsmodels: not on forge --help
 
     head = (f"{evaluation['candidate']} vs {evaluation['baseline']} on "
             f"{evaluation['examples']} examples — {evaluation['note']}")  # fmt: skip
-    return [head, *(f"  {line}" for line in GateDecision.from_dict(evaluation).render())]
+    lines = [head, *(f"  {line}" for line in GateDecision.from_dict(evaluation).render())]
+    if evaluation.get("baselines"):
+        lines.append("  trivial baselines (no model), on the same tasks:")
+        lines += [
+            f"    {b['name']}: "
+            + ", ".join(f"{metric} {value:.3g}" for metric, value in b["scores"].items())
+            for b in evaluation["baselines"]
+        ]
+    leak = evaluation.get("leak_check")
+    if leak:
+        trained_on = leak["dataset"] or "no dataset (the base)"
+        lines.append(f"  leak check: {leak['leaks']} of {leak['tasks']} tasks in the rows of "
+                     f"{trained_on}")  # fmt: skip
+    return lines
 
 
 def gate_promote_now(config: Config, db, stage: str, version: int, on_progress=None) -> dict:
     """Evaluate `version` against the version in service and promote it if the gate says
-    so; a candidate it turns down is marked rejected. The work of `forge promote` (in the
+    so; a candidate it turns down is marked rejected (one evaluated on too few tasks stays
+    a candidate). The work of `forge promote` (in the
     foreground, or as the daemon's promote job)."""
     from appliance.evaluation.compare import evaluate  # scipy, statsmodels: as above
 
     registry.get(db, stage, version)  # a clear error for an unknown version, before any work
     before = registry.active(db, stage)
     evaluation = evaluate(config, db, stage, version, on_progress=on_progress)
-    if evaluation.decision.verdict == "promote":
+    verdict = evaluation.decision.verdict
+    if verdict == "promote":
         registry.promote(db, stage, version, decision_id=evaluation.decision_id)
-    elif registry.get(db, stage, version).status == "candidate":
+    elif verdict == "reject" and registry.get(db, stage, version).status == "candidate":
+        # "insufficient" leaves a candidate as it is: too few tasks said nothing against it
         registry.reject(db, stage, version, decision_id=evaluation.decision_id)
     after = registry.active(db, stage)
     return {"stage": stage, "version": f"{stage}-v{version}",

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from appliance.campaign import targets
 from appliance.harness.edits import SearchReplace
 from appliance.serving.pool import Adapter, ModelPool
 from appliance.stages import STAGE_ROLES, schemas
@@ -126,7 +127,8 @@ def run_pipeline(
         schemas.task_analysis(),
     ) or {}  # fmt: skip
     named = [p for p in analysis.get("files", []) if isinstance(p, str)]
-    candidates = builder.candidates(task, hints=named)
+    # Whys as training and evaluation prompts show them: none tells what the model named.
+    candidates = targets.neutral(builder.candidates(task, hints=named))
     if not candidates:  # an empty index answer: offer every file
         candidates = [(path, "in the repository") for path in sorted(builder.files)[:8]]
     paths = [path for path, _ in candidates]

@@ -26,6 +26,7 @@ max_seq_len = 512
 threads = 1
 [evaluation]
 max_examples = 2
+min_tasks = 1  # two tasks: the loop's machinery, not the evidence, is under test here
 [cycle]
 stages = ["scope"]
 min_new_rows = 1
@@ -59,6 +60,8 @@ def test_a_cycle_runs_the_whole_loop_and_decides_the_candidate(home):
     (decision,) = report["decisions"]
     assert decision["candidate"] == "scope-v1" and decision["baseline"] == "base"
     assert decision["verdict"] in ("promote", "reject") and decision["metrics"]
+    assert decision["unit"] == "task" and decision["leak_check"]["leaks"] == 0
+    assert set(decision["best_baselines"]) == {m["metric"] for m in decision["metrics"]}
     assert "held-out commits" in decision["note"]  # one package: its held-out commits
     # The registry did what the gate said, and the event names the decision.
     active = registry.active(db, "scope")

@@ -32,6 +32,7 @@ context_tokens = 384
 [evaluation]
 max_examples = 3
 holdout_fraction = 0.2
+min_tasks = 1  # three tasks: these tests are about the machinery, not the evidence
 """
 
 
@@ -187,8 +188,18 @@ def test_cli_eval_and_decisions(home):
     report = json.loads(out.output)
     assert report["verdict"] == "reject" and report["candidate"] == "scope-v1"
     assert all("p_value" in m for m in report["metrics"])
+    assert report["unit"] == "task" and report["n_tasks"] == report["examples"]
+    assert all(m["unit"] == "task" and len(m["delta_interval"]) == 2 for m in report["metrics"])
+    names = {b["name"] for b in report["baselines"]}
+    assert {"all-relevant", "all-irrelevant", "first-listed", "longest", "retrieval-top",
+            "most-changed", "majority"} <= names  # fmt: skip
+    assert all(set(b["scores"]) == {"accuracy", "relevant_recall"} for b in report["baselines"])
+    assert set(report["best_baselines"]) == {"accuracy", "relevant_recall"}
+    assert report["leak_check"]["leaks"] == 0
+    assert report["leak_check"]["tasks"] == report["examples"]
     shown = runner.invoke(cli, ["eval", "scope", "--candidate", "v1"])
     assert shown.exit_code == 3 and "scope-v1 vs base" in shown.output
+    assert "trivial baselines" in shown.output and "leak check: 0 of" in shown.output
     listed = runner.invoke(cli, ["decisions", "scope", "--json"])
     assert listed.exit_code == 0 and json.loads(listed.output)[0]["verdict"] == "reject"
 
@@ -222,6 +233,9 @@ def test_cli_promote_runs_the_gate_and_force_is_recorded(home):
         (["eval", "plan"], 2, "no candidate"),
         (["eval", "scope", "--candidate", "v9"], 2, "no version v9"),
         (["eval", "scope", "--candidate", "x"], 2, "not a version"),
+        (["eval", "scope", "--export-examples", "x.jsonl", "--answers", "y"], 2, "examples only"),
+        (["eval", "scope", "--answers", "y.jsonl", "--candidate", "v1"], 2, "not both"),
+        (["eval", "scope", "--answers", "/nonexistent/answers.jsonl"], 2, "does not exist"),
     ],
 )
 def test_cli_eval_usage_errors(home, args, code, words):

@@ -140,7 +140,7 @@ def test_a_decision_round_trips_through_json_with_its_baselines():
         "scope", [result], alpha=ALPHA, min_effect=0.02, baselines={"accuracy": ALL_RELEVANT}
     )
     data = json.loads(json.dumps(decision.to_dict()))
-    assert data["baselines"] == {
+    assert data["best_baselines"] == {
         "accuracy": {"name": "every file relevant", "value": pytest.approx(0.8)}
     }
     assert GateDecision.from_dict(data) == decision
