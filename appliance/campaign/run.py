@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from appliance import index
-from appliance.campaign import store, truth
+from appliance.campaign import store, targets, truth
 from appliance.campaign.executor import Executor, LocalExecutor
 from appliance.campaign.store import StageRecord, Triple
 from appliance.config import Config
@@ -173,7 +173,12 @@ class Worker:
 
     def _record_pairs(self, spec: CommitSpec, snapshot, builder: ContextBuilder, real) -> None:
         """The pairs the real commit implies for each stage, recorded once per commit."""
-        candidates = builder.candidates(spec.message, hints=real.files)
+        present = [p for p in real.files if p in builder.files]
+        # The retrieval without hints, then the same label-blind list evaluation uses:
+        # no candidate's position or why tells which files the commit changed.
+        candidates = targets.scope_candidates(
+            builder.candidates(spec.message), present, key=f"{spec.package}@{spec.sha}"
+        )
         symbol_ids = [
             f"{s.path}::{s.qualname}"
             for s in index.symbols(self.db, snapshot.id, [p for p, _ in candidates])

@@ -12,6 +12,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+from appliance.campaign import targets
 from appliance.harness.edits import SearchReplace
 from appliance.harness.spec import CommitSpec, is_test_path
 from appliance.packages import gitsafe
@@ -314,13 +315,15 @@ def synthetic_pairs(
     spec: CommitSpec, truth: CommitTruth, candidates, symbol_ids, existing: set[str]
 ) -> dict:
     """The training pair the real commit implies for each stage: stage -> (input, target).
-    `existing`: the files at the parent; a file the commit creates is no scope candidate."""
+
+    `candidates` ((path, why), as targets.scope_candidates lists them: label-blind, with
+    the real files present at the parent) are labelled in their order; `existing`: the
+    files at the parent (a file the commit creates is no scope candidate). The scope and
+    precision inputs also keep the commit's facts (real files, the supporting files, real
+    symbols), so a target can be built later for whatever list a prompt showed."""
     task = spec.message
-    real = set(truth.files)
-    present = [p for p in truth.files if p in existing]
-    candidate_paths = list(dict.fromkeys([*present, *(p for p, _ in candidates)]))
-    primary = set(truth.symbols)
-    touched_files = {s.split("::", 1)[0] for s in primary}
+    candidate_paths = list(dict.fromkeys(p for p, _ in candidates if p in existing))
+    supporting = targets.supporting_files(candidates)
     return {
         "task_analysis": (
             {"task": task},
@@ -331,37 +334,18 @@ def synthetic_pairs(
             },
         ),
         "scope": (
-            {"task": task, "candidates": candidate_paths},
             {
-                "files": [
-                    {
-                        "path": p,
-                        "label": "relevant"
-                        if p in real
-                        else "supporting"
-                        if any(p == c and "import" in why for c, why in candidates)
-                        else "irrelevant",
-                    }
-                    for p in candidate_paths
-                ]
+                "task": task,
+                "candidates": candidate_paths,
+                "real_files": list(truth.files),
+                "supporting": sorted(supporting),
             },
+            targets.scope_target(truth.files, candidate_paths, supporting),
         ),  # fmt: skip
         "precision": (
-            {"task": task, "symbols": list(symbol_ids)},
-            {
-                "symbols": [
-                    {
-                        "symbol": s,
-                        "label": "primary"
-                        if s in primary
-                        else "supporting"
-                        if s.split("::", 1)[0] in touched_files
-                        else "excluded",
-                    }
-                    for s in dict.fromkeys([*truth.symbols, *symbol_ids])
-                ]
-            },
-        ),  # fmt: skip
+            {"task": task, "symbols": list(symbol_ids), "real_symbols": list(truth.symbols)},
+            targets.precision_target(truth.symbols, list(symbol_ids)),
+        ),
         "plan": ({"task": task}, plan_target(task, truth)),
         "code": (
             {"task": task, "files": list(truth.files)},
