@@ -53,6 +53,13 @@ def test_synthetic_pairs_label_every_stage(demo_home):
     assert pairs["task_analysis"][1]["files"] == list(real.files)
     labels = {f["path"]: f["label"] for f in pairs["scope"][1]["files"]}
     assert labels == {real.files[0]: "relevant", other: "supporting"}
+    # the candidates' order is kept (the caller makes it label-blind), and the commit's
+    # facts stay with the input, so a target can be built for any list a prompt shows
+    flipped = truth.synthetic_pairs(spec, real, candidates[::-1], symbol_ids, {*labels})
+    assert [f["path"] for f in flipped["scope"][1]["files"]] == [other, real.files[0]]
+    given = pairs["scope"][0]
+    assert given["real_files"] == list(real.files) and given["supporting"] == [other]
+    assert pairs["precision"][0]["real_symbols"] == list(real.symbols)
     symbols = {s["symbol"]: s["label"] for s in pairs["precision"][1]["symbols"]}
     assert {s for s, label in symbols.items() if label == "primary"} == set(real.symbols)
     assert symbols[f"{other}::Unit"] == "excluded"
