@@ -20,6 +20,11 @@ CANDIDATE_WHY = "retrieved for the task"  # every candidate not found through im
 IMPORT_WHY = "imports or is imported by a candidate"  # the retrieval's own import neighbours
 
 
+def task_key(package_name: str, sha: str) -> str:
+    """The task's key, "name@sha": evaluation examples and dataset rows name tasks so."""
+    return f"{package_name}@{sha}"
+
+
 def label_blind(items: Sequence[T], key: str) -> list[T]:
     """`items` in a deterministic order seeded by `key` (e.g. "package@sha"), the same on
     every call and independent of any label."""

@@ -132,7 +132,11 @@ class ContextBuilder:
             items.append(("symbols", path, f"{path}:\n{summary}", why))
         return self._package("scope", budget, items)
 
-    def precision(self, paths: Sequence[str], budget: int) -> tuple[ContextPackage, list[str]]:
+    def precision(
+        self, paths: Sequence[str], budget: int, order: Callable[[list], list] | None = None
+    ) -> tuple[ContextPackage, list[str]]:
+        """The symbols of `paths` that fit, and their ids in the order shown; `order`
+        rearranges the items before the budget is applied (evaluation: label-blind)."""
         items, ids = [], {}
         for symbol in index.symbols(self.db, self.snapshot.id, list(paths)):
             sid = f"{symbol.path}::{symbol.qualname}"
@@ -140,7 +144,7 @@ class ContextBuilder:
             text = f"{sid}: {symbol.signature}{doc}"
             items.append(("symbols", symbol.path, text, "in scope"))
             ids[text] = sid
-        package = self._package("precision", budget, items)
+        package = self._package("precision", budget, order(items) if order else items)
         return package, [ids[item.text] for item in package.items]
 
     def source(
