@@ -9,7 +9,7 @@ import json
 import pytest
 
 from appliance import index
-from appliance.campaign import store, truth
+from appliance.campaign import store, targets, truth
 from appliance.campaign.run import Worker
 from appliance.datasets.rows import candidate_rows
 from appliance.harness.spec import commit_specs
@@ -22,8 +22,8 @@ CONVERSIONS = "Reject conversions between incompatible dimensions"
 WHITESPACE = "Strip surrounding whitespace before parsing quantities"
 
 
-def every(split, sha) -> bool:
-    return True  # every commit may be trained on here
+def every(*commit) -> bool:
+    return True  # every commit may be trained on here (whatever `trainable` is passed)
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +81,13 @@ def test_a_scope_row_labels_exactly_the_paths_its_call_showed(worker):
     assert shown and context.left_out  # the budget cut some candidates
     pair = store.synthetic_pair(worker.db, spec.package_id, spec.sha, "scope")
     assert pair.input["real_files"] == list(real.files)  # the commit's facts, kept
-    # The stored pair lists the label-blind retrieval, not the call's list.
-    assert pair.input["candidates"] != shown
+    # The stored pair lists the label-blind retrieval evaluation uses (no hints, the task
+    # key's seeded order), not the call's list.
+    snapshot = index.index_commit(worker.db, spec.repo, spec.parent, package_id=spec.package_id)
+    builder = ContextBuilder(worker.db, snapshot, lambda t: 1)
+    present = [p for p in real.files if p in builder.files]
+    blind = targets.scope_candidates(builder.candidates(spec.message), present, f"demo@{spec.sha}")
+    assert pair.input["candidates"] == [p for p, _ in blind] != shown
     (sft,), dpo = _real_rows(worker, "scope", spec)
     for answer in [sft.completion, *(r.chosen for r in dpo)]:
         files = json.loads(answer)["files"]
