@@ -21,7 +21,8 @@ from appliance.config import Config
 from appliance.harness.grading import grade_patch
 from appliance.harness.results import gold_for
 from appliance.harness.spec import CommitSpec, commit_specs, package_specs
-from appliance.packages.corpus import find_package, package_by_id
+from appliance.packages import corpus
+from appliance.packages.corpus import find_package
 from appliance.packages.split import trainable
 from appliance.registry import resolver
 from appliance.serving.pool import ModelPool
@@ -176,7 +177,7 @@ class Worker:
         present = [p for p in real.files if p in builder.files]
         # The retrieval without hints, then the same label-blind list evaluation uses:
         # no candidate's position or why tells which files the commit changed.
-        package = package_by_id(self.db, spec.package_id)
+        package = corpus.package_by_id(self.db, spec.package_id)
         key = targets.task_key(package.name if package else spec.package, spec.sha)
         candidates = targets.scope_candidates(builder.candidates(spec.message), present, key)
         symbol_ids = [
