@@ -14,13 +14,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from appliance import index
-from appliance.campaign import store, truth
+from appliance.campaign import store, targets, truth
 from appliance.campaign.executor import Executor, LocalExecutor
 from appliance.campaign.store import StageRecord, Triple
 from appliance.config import Config
 from appliance.harness.grading import grade_patch
 from appliance.harness.results import gold_for
 from appliance.harness.spec import CommitSpec, commit_specs, package_specs
+from appliance.packages import corpus
 from appliance.packages.corpus import find_package
 from appliance.packages.split import Holdout
 from appliance.registry import resolver
@@ -175,7 +176,12 @@ class Worker:
 
     def _record_pairs(self, spec: CommitSpec, snapshot, builder: ContextBuilder, real) -> None:
         """The pairs the real commit implies for each stage, recorded once per commit."""
-        candidates = builder.candidates(spec.message, hints=real.files)
+        present = [p for p in real.files if p in builder.files]
+        # The retrieval without hints, then the same label-blind list evaluation uses:
+        # no candidate's position or why tells which files the commit changed.
+        package = corpus.package_by_id(self.db, spec.package_id)
+        key = targets.task_key(package.name if package else spec.package, spec.sha)
+        candidates = targets.scope_candidates(builder.candidates(spec.message), present, key)
         symbol_ids = [
             f"{s.path}::{s.qualname}"
             for s in index.symbols(self.db, snapshot.id, [p for p, _ in candidates])

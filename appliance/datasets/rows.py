@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from appliance.campaign import store as campaign_store
+from appliance.campaign import targets
 from appliance.config import FORGE_ROOT
 from appliance.packages import corpus
 from appliance.records import as_json
@@ -129,6 +130,7 @@ class _Attempt:
     outcome: str
     call_id: int
     alignment: float
+    real: str | None = None  # the real commit's answer to this call's own prompt, if known
 
 
 def _alignment_score(alignment: dict) -> float:
@@ -148,6 +150,7 @@ def candidate_rows(
     by_task: dict[tuple, list[_Attempt]] = defaultdict(list)
     for package in packages:
         package_id, name = package.id, package.name
+        pairs: dict[str, campaign_store.SyntheticPair | None] = {}
         for triple in campaign_store.triples(db, package_id):
             if not trainable(name, package.split, triple.sha):
                 continue
@@ -157,16 +160,51 @@ def candidate_rows(
             result = triple.stage(stage)
             if result is None or result.call_id is None:
                 continue
+            if triple.sha not in pairs:
+                pairs[triple.sha] = campaign_store.synthetic_pair(db, package_id, triple.sha, stage)
             by_task[(package_id, name, triple.sha)].append(
-                _Attempt(triple.sample, outcome, result.call_id, _alignment_score(triple.alignment))
-            )
+                _Attempt(triple.sample, outcome, result.call_id, _alignment_score(triple.alignment),
+                         real_answer(stage, pairs[triple.sha], result.context))
+            )  # fmt: skip
     calls = calllog.calls(db, [a.call_id for attempts in by_task.values() for a in attempts])
     rows = []
-    for (package_id, name, sha), attempts in by_task.items():
-        pair = campaign_store.synthetic_pair(db, package_id, sha, stage)
-        real = json.dumps(pair.target) if pair else None
-        rows.extend(_task_rows(stage, f"{name}@{sha}", attempts, calls, real))
+    for (_, name, sha), attempts in by_task.items():
+        rows.extend(_task_rows(stage, f"{name}@{sha}", attempts, calls, real=None))
     return rows
+
+
+def real_answer(stage: str, pair: campaign_store.SyntheticPair | None, context: dict) -> str | None:
+    """The real commit's answer (JSON) to one call's prompt. Scope and precision label
+    exactly what the call showed (its context's paths, its listed symbol ids), so the
+    answer never names an item the prompt did not list; the other stages' prompts ask for
+    no list, so their answer is the pair's target. None: nothing to answer with."""
+    if pair is None:
+        return None
+    if stage not in ("scope", "precision"):
+        return json.dumps(pair.target)
+    items = [i for i in context.get("items", []) if isinstance(i, dict) and i.get("path")]
+    if stage == "scope":
+        shown = list(dict.fromkeys(i["path"] for i in items))
+    else:  # a precision item's text starts "path::qualname: signature"
+        shown = list(dict.fromkeys(i.get("text", "").split(": ", 1)[0] for i in items))
+    if not shown:
+        return None
+    given = pair.input
+    if stage == "scope" and "real_files" in given:
+        # supporting: found through imports by the record-time retrieval or by this call's
+        supporting = set(given.get("supporting", [])) | targets.supporting_files(
+            (i["path"], i.get("why", "")) for i in items
+        )
+        return json.dumps(targets.scope_target(given["real_files"], shown, supporting))
+    if stage == "precision" and "real_symbols" in given:
+        return json.dumps(targets.precision_target(given["real_symbols"], shown))
+    # A pair recorded before it kept the commit's facts: its stored labels, restricted to
+    # the shown items; a shown item it never labelled is irrelevant (scope) or excluded.
+    key, items_key, default = (
+        ("path", "files", "irrelevant") if stage == "scope" else ("symbol", "symbols", "excluded")
+    )
+    labels = {e[key]: e["label"] for e in pair.target.get(items_key, []) if isinstance(e, dict)}
+    return json.dumps({items_key: [{key: k, "label": labels.get(k, default)} for k in shown]})
 
 
 def _row(stage, kind, task, call: ModelCall, attempt: _Attempt, source, **answer) -> DatasetRow:
@@ -194,9 +232,12 @@ def _row(stage, kind, task, call: ModelCall, attempt: _Attempt, source, **answer
 def _task_rows(
     stage, task, attempts: list[_Attempt], calls: dict[int, ModelCall], real: str | None
 ) -> list[DatasetRow]:
+    """The rows of one task. The real commit's answer to an attempt's prompt is its own
+    `real` (scope, precision: it labels what that prompt showed), else `real`."""
     attempts = [a for a in attempts if a.call_id in calls]
     good = [a for a in attempts if a.outcome == GOOD]
     bad = [a for a in attempts if a.outcome in BAD]
+    real_for = {a.call_id: a.real if a.real is not None else real for a in attempts}
     rows = []
     for a in good:  # what worked, as the model saw it
         call = calls[a.call_id]
@@ -204,16 +245,16 @@ def _task_rows(
             _row(stage, "sft", task, call, a, "resolved sample", completion=call.output,
                  finish_reason=call.finish_reason)
         )  # fmt: skip
-    if real is not None and attempts:  # the real commit's answer, in a context a model saw
-        first = attempts[0]
+    first = next((a for a in attempts if real_for[a.call_id] is not None), None)
+    if first is not None:  # the real commit's answer, in a context a model saw
         rows.append(_row(stage, "sft", task, calls[first.call_id], first, "real commit",
-                         completion=real))  # fmt: skip
+                         completion=real_for[first.call_id]))  # fmt: skip
     for a in bad:
         call = calls[a.call_id]
         if good:
             chosen, source = calls[good[0].call_id].output, "resolved over not resolved"
-        elif real is not None:
-            chosen, source = real, "real commit over sample"
+        elif real_for[a.call_id] is not None:
+            chosen, source = real_for[a.call_id], "real commit over sample"
         else:
             continue
         if chosen != call.output:
