@@ -1,6 +1,7 @@
 """Does the loop learn? Train the scope stage on the demo package's training commits and
-measure it on the demo's held-out commits before (the base) and after (the candidate),
-with the gate's statistics.
+measure it on the demo's held-out commits (the newest 13) before (the base) and after
+(the candidate), task by task with the gate's statistics, beside the best trivial
+baseline (answers that need no model) of each metric.
 
     .venv/bin/python bench/learning_experiment.py [--home DIR] [--samples K]
         [--commits N] [--steps S] [--epochs E] [--lr LR] [--json]
@@ -40,6 +41,8 @@ max_steps = {steps}
 grad_accum = 4
 max_seq_len = 1024
 lr = {lr}
+[evaluation]
+holdout_fraction = 0.35
 [cycle]
 stages = ["scope"]
 """
@@ -103,6 +106,9 @@ def main() -> int:
         "verdict": report["verdict"],
         "reasons": report["reasons"],
         "metrics": report["metrics"],
+        "best_baselines": report["best_baselines"],
+        "baselines": report["baselines"],
+        "leak_check": report["leak_check"],
         "minutes": round((time.monotonic() - started) / 60, 1),
     }
     if args.json:
@@ -113,13 +119,17 @@ def main() -> int:
         f"{adapter['name']} ({result['adapter']['steps']} steps, final loss "
         f"{result['adapter']['final_loss']:.3f}); {report['examples']} held-out commits"
     )
-    print(f"{'metric':16} {'n':>4} {'base':>7} {'after':>7} {'delta':>7} {'95% CI of delta':>18}"
-          f" {'p':>8} {'outcome':>10}")  # fmt: skip
+    print(f"{'metric':16} {'tasks':>5} {'base':>6} {'after':>6} {'best baseline':>24} "
+          f"{'delta':>7} {'95% CI of delta':>18} {'p':>7} {'outcome':>10}")  # fmt: skip
     for m in report["metrics"]:
         lo, hi = m["delta_interval"]
-        print(f"{m['metric']:16} {m['n']:4d} {m['baseline']:7.3f} {m['candidate']:7.3f} "
-              f"{m['delta']:+7.3f} {f'[{lo:+.3f}, {hi:+.3f}]':>18} {m['p_value']:8.4f} "
-              f"{m['outcome']:>10}")  # fmt: skip
+        best = report["best_baselines"].get(m["metric"])
+        shown = f"{best['name']} {best['value']:.3f}" if best else "–"
+        print(f"{m['metric']:16} {m['n']:5d} {m['baseline']:6.3f} {m['candidate']:6.3f} "
+              f"{shown:>24} {m['delta']:+7.3f} {f'[{lo:+.3f}, {hi:+.3f}]':>18} "
+              f"{m['p_value']:7.4f} {m['outcome']:>10}")  # fmt: skip
+    leak = report["leak_check"]
+    print(f"leak check: {leak['leaks']} of {leak['tasks']} tasks in {leak['dataset']}'s rows")
     print(f"verdict: {report['verdict']} — " + "; ".join(report["reasons"]))
     print(f"({result['minutes']} min; FORGE_HOME {home})")
     return 0

@@ -24,6 +24,7 @@ STATUS_STYLES = {
     "cancelled": "dim",
     "promote": "green",
     "reject": "red",
+    "insufficient": "yellow",
     "accepted": "green",
     "duplicate": "dim",
     "recovered": "yellow",
