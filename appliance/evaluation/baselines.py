@@ -118,6 +118,30 @@ def _longest(items: list[str]) -> set[str]:
     return {max(items, key=len)} if items else set()
 
 
+def _labelling(
+    stage: str,
+    stats: PackageStats,
+    answer,
+    noun: str,
+    item: str,
+    labels: tuple[str, ...],
+    default: str,
+    extra: list[Baseline],
+) -> list[Baseline]:
+    """A labelling stage's baselines: each constant label, the training pairs' majority,
+    first-listed and longest `yes` (answer's default), then the stage's own `extra`."""
+    yes, majority = labels[0], stats.majority(stage, default)
+    return [
+        *(Baseline(f"all-{label}", f"every {noun} {label}", answer(lambda _: set(), no=label))
+          for label in labels),
+        Baseline("majority", f"every {noun} {majority} (the training pairs' majority)",
+                 answer(lambda _: set(), no=majority)),
+        Baseline("first-listed", f"the first {noun} listed {yes}", answer(_first)),
+        Baseline("longest", f"the longest {item} {yes}", answer(_longest)),
+        *extra,
+    ]  # fmt: skip
+
+
 def _scope(stats: PackageStats) -> list[Baseline]:
     def answer(pick, yes="relevant", no="irrelevant"):
         return _label_all("candidates", "files", "path", pick, yes, no)
@@ -133,20 +157,11 @@ def _scope(stats: PackageStats) -> list[Baseline]:
         top = set(sorted(shown, key=lambda p: -counts[p])[:K])
         return answer(lambda _: top)(example)
 
-    majority = stats.majority("scope", "irrelevant")
-    found = [
-        Baseline(f"all-{label}", f"every candidate {label}", answer(lambda _: set(), no=label))
-        for label in SCOPE_LABELS
-    ]
-    return [*found,
-        Baseline("majority", f"every candidate {majority} (the training pairs' majority)",
-                 answer(lambda _: set(), no=majority)),
-        Baseline("first-listed", "the first candidate listed relevant", answer(_first)),
-        Baseline("longest", "the longest path relevant", answer(_longest)),
+    return _labelling("scope", stats, answer, "candidate", "path", SCOPE_LABELS, "irrelevant", [
         Baseline("retrieval-top", f"the retrieval's top {K} relevant", top_retrieved),
         Baseline("most-changed", f"of the candidates, the {K} the training commits changed "
                  "most relevant", most_changed),
-    ]  # fmt: skip
+    ])  # fmt: skip
 
 
 def _precision(stats: PackageStats) -> list[Baseline]:
@@ -160,19 +175,11 @@ def _precision(stats: PackageStats) -> list[Baseline]:
         top = ranked[0] if ranked else None
         return answer(lambda items: {s for s in items if s.split("::", 1)[0] == top})(example)
 
-    majority = stats.majority("precision", "excluded")
-    found = [
-        Baseline(f"all-{label}", f"every symbol {label}", answer(lambda _: set(), no=label))
-        for label in PRECISION_LABELS
-    ]
-    return [*found,
-        Baseline("majority", f"every symbol {majority} (the training pairs' majority)",
-                 answer(lambda _: set(), no=majority)),
-        Baseline("first-listed", "the first symbol listed primary", answer(_first)),
-        Baseline("longest", "the longest symbol id primary", answer(_longest)),
+    return _labelling("precision", stats, answer, "symbol", "symbol id", PRECISION_LABELS,
+                      "excluded", [
         Baseline("most-changed", "the symbols of the listed file the training commits "
                  "changed most primary", most_changed_file),
-    ]  # fmt: skip
+    ])  # fmt: skip
 
 
 def _task_analysis(stats: PackageStats) -> list[Baseline]:
