@@ -121,7 +121,9 @@ def test_a_file_from_after_the_parent_never_reaches_a_stage(tmp_path, monkeypatc
         },
     )
     package = build(repo, tmp_path / "future-pkg", wheelhouse, name="future", version="1.0").path
-    config, db = make_home(tmp_path / "home", monkeypatch, FAST)
+    # One task commit: with a hold-out it would be held out (the newest), so none here.
+    config, db = make_home(tmp_path / "home", monkeypatch,
+                           FAST + "[evaluation]\nholdout_fraction = 0.0\n")  # fmt: skip
     ingest_package(config, db, package)
     results = list(run_campaign(config, db, "future", samples=2))
     assert len(results) == 2
