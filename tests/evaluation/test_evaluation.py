@@ -140,12 +140,10 @@ def test_a_changed_adapter_answers_differently_and_is_judged_pair_by_pair(home):
     evaluation = evaluate(config, db, "precision")
     metrics = {m.metric: m for m in evaluation.decision.metrics}
     assert set(metrics) == {"accuracy", "primary_recall"}
-    for m in metrics.values():
-        counts = m.counts
-        assert (
-            counts["both"] + counts["candidate_only"] + counts["baseline_only"] + counts["neither"]
-            == m.n
-        )
+    for m in metrics.values():  # per-task fractions, paired task by task
+        assert m.kind == "continuous" and m.unit == "task"
+        assert m.counts["better"] + m.counts["worse"] + m.counts["same"] == m.n
+        assert m.n == evaluation.examples
         assert 0 <= m.p_value <= 1
     answers = db.execute(
         "SELECT e.answer FROM eval_examples e JOIN eval_runs r ON r.id = e.run_id "
