@@ -24,6 +24,8 @@ from statsmodels.stats.proportion import proportion_confint
 from appliance.records import as_json
 
 Interval = tuple[float, float]
+# A metric whose interval reaches below −max_regression without a significant fall.
+NOT_NON_INFERIOR = "not shown non-inferior"
 Verdict = Literal["promote", "reject", "insufficient"]
 EXACT_MAX_TASKS = 16  # up to this many tasks the permutation test enumerates every sign vector
 
@@ -334,10 +336,12 @@ def _check_rules(rules: _Rules) -> None:
 
 
 def _outcome(m: MetricResult, best: BaselineScore | None, rules: _Rules) -> str:
-    """improved | no better than a baseline | regressed | unchanged: non-inferiority
-    first (the interval of the difference must stay above −max_regression)."""
+    """improved | no better than a baseline | regressed | not shown non-inferior |
+    unchanged: non-inferiority first (the interval of the difference must stay above
+    −max_regression); a fall is "regressed" only when it is significant."""
     if m.delta_interval[0] < -rules.max_regression:
-        return "regressed"
+        fell = m.p_adjusted < rules.alpha and m.delta < 0
+        return "regressed" if fell else NOT_NON_INFERIOR
     if m.p_adjusted < rules.alpha and m.delta >= rules.min_effect:
         if best is not None and m.candidate - best.value < rules.min_effect:
             return "no better than a baseline"
@@ -361,7 +365,7 @@ def _verdict(
             f"{rules.min_tasks}: {how}"
             for m in few
         )
-    regressed = [m for m in metrics if m.outcome == "regressed"]
+    regressed = [m for m in metrics if m.outcome in ("regressed", NOT_NON_INFERIOR)]
     improved = [m for m in metrics if m.outcome == "improved"]
     # A significant fall inside the margin passes, but is named.
     tolerated = [
@@ -399,10 +403,10 @@ def _verdict(
 
 def _fell(m: MetricResult, rules: _Rules) -> str:
     low = _num(m.delta_interval[0]).replace("-", "−")
-    if m.p_adjusted < rules.alpha and m.delta < 0:
+    if m.outcome == "regressed":
         return f"{_change(m, 'regressed')}: a significant fall (interval low {low})"
     return (
-        f"{_change(m, 'regressed')}: not a significant fall, but a drop of more than "
+        f"{_change(m, 'went')}: not a significant fall, but a drop of more than "
         f"{rules.max_regression:g} cannot be ruled out (interval low {low}): "
         "non-inferiority not shown"
     )

@@ -81,8 +81,9 @@ def test_a_tie_is_blocked(table):
     # At 40 tasks a tie cannot rule out a drop of 0.05: non-inferiority is not shown.
     decision = decide("scope", [result], alpha=ALPHA, min_effect=0)
     assert decision.verdict == "reject"
-    assert decision.metrics[0].outcome == "regressed"
+    assert decision.metrics[0].outcome == "not shown non-inferior"
     assert "non-inferiority not shown" in decision.reasons[0]
+    assert "regressed" not in decision.reasons[0]  # nothing fell: it could not be ruled out
     # With a margin the interval clears, it is a plain tie.
     lenient = decide("scope", [result], alpha=ALPHA, min_effect=0, max_regression=0.3)
     assert lenient.verdict == "reject"

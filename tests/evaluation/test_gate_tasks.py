@@ -54,7 +54,7 @@ def test_every_file_irrelevant_drops_recall_without_significance_and_is_rejected
     assert recall.p_value == pytest.approx(2 / 8)  # 3 non-zero pairs: not significant
     accuracy = continuous("accuracy", RELEVANT_SHARE, WEAK_ACTIVE)
     decision = decide("scope", [accuracy, recall], alpha=ALPHA, min_effect=0.02)
-    assert [m.outcome for m in decision.metrics] == ["improved", "regressed"]
+    assert [m.outcome for m in decision.metrics] == ["improved", "not shown non-inferior"]
     assert decision.verdict == "reject"
     (reason,) = [r for r in decision.reasons if r.startswith("relevant_recall")]
     assert "not a significant fall" in reason and "non-inferiority not shown" in reason
