@@ -1,10 +1,10 @@
-"""Does the loop learn? Train the scope stage on the demo package's training commits and
-measure it on the demo's held-out commits (the newest 13) before (the base) and after
-(the candidate), task by task with the gate's statistics, beside the best trivial
-baseline (answers that need no model) of each metric.
+"""Does the loop learn? Train one stage (scope unless --stage says otherwise) on the demo
+package's training commits and measure it on the demo's held-out commits (the newest 13)
+before (the base) and after (the candidate), task by task with the gate's statistics,
+beside the best trivial baseline (answers that need no model) of each metric.
 
     .venv/bin/python bench/learning_experiment.py [--home DIR] [--samples K]
-        [--commits N] [--steps S] [--epochs E] [--lr LR] [--json]
+        [--commits N] [--steps S] [--epochs E] [--lr LR] [--stage STAGE] [--json]
 
 Every step is the operator's command (`forge ingest`, `forge campaign run`, `forge
 datasets build`, `forge train`, `forge eval`) run in a FORGE_HOME of its own (default: a
@@ -68,6 +68,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=0, help="optimizer steps (0: epochs)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--stage", default="scope", help="the stage to train and evaluate")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="forge-learning-"))
@@ -83,15 +84,16 @@ def main() -> int:
     if args.commits:
         campaign += ["--commits", str(args.commits)]
     forge(home, *campaign)
-    forge(home, "datasets", "build", "scope")
+    stage = args.stage
+    forge(home, "datasets", "build", stage)
     datasets = json.loads(forge(home, "datasets", "list", "--json"))
-    dataset = [d for d in datasets if d["stage"] == "scope" and d["kind"] == "sft"][-1]
-    adapters = json.loads(forge(home, "adapters", "scope", "--json"))
+    dataset = [d for d in datasets if d["stage"] == stage and d["kind"] == "sft"][-1]
+    adapters = json.loads(forge(home, "adapters", stage, "--json"))
     if not any(a["dataset"] == dataset["name"] for a in adapters):
-        forge(home, "train", "scope", "--json")
-        adapters = json.loads(forge(home, "adapters", "scope", "--json"))
+        forge(home, "train", stage, "--json")
+        adapters = json.loads(forge(home, "adapters", stage, "--json"))
     adapter = [a for a in adapters if a["dataset"] == dataset["name"]][-1]
-    report = json.loads(forge(home, "eval", "scope", "--candidate", f"v{adapter['version']}",
+    report = json.loads(forge(home, "eval", stage, "--candidate", f"v{adapter['version']}",
                               "--json", ok=(0, 3)))  # fmt: skip
     result = {
         "home": str(home),
@@ -115,7 +117,7 @@ def main() -> int:
         print(json.dumps(result, indent=1))
         return 0
     print(
-        f"scope: {result['dataset']['name']} ({result['dataset']['rows']} rows) → "
+        f"{stage}: {result['dataset']['name']} ({result['dataset']['rows']} rows) → "
         f"{adapter['name']} ({result['adapter']['steps']} steps, final loss "
         f"{result['adapter']['final_loss']:.3f}); {report['examples']} held-out commits"
     )
