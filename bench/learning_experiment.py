@@ -36,6 +36,7 @@ gold_runs = 1
 context_tokens = 512
 max_tokens = 128
 [training]
+threads = {threads}
 epochs = {epochs}
 max_steps = {steps}
 grad_accum = 4
@@ -45,6 +46,10 @@ lr = {lr}
 holdout_fraction = 0.35
 [cycle]
 stages = ["scope"]
+[index]
+threads = {threads}
+[models]
+manifest = "{manifest}"
 """
 
 
@@ -60,6 +65,23 @@ def forge(home: Path, *args: str, ok=(0,)) -> str:
     return out.stdout
 
 
+def models_manifest(home: Path, threads: int) -> Path:
+    """A copy of the installed models.toml whose bases run on `threads` CPU threads.
+
+    llama.cpp's threads wait on each other: with all cores (threads 0) and anything else
+    busy on a 2-core machine, generation fell from about 70 to under 1 token/s."""
+    import tomlkit
+
+    installed = ROOT / "models" / "models.toml"
+    doc = tomlkit.parse(installed.read_text())
+    for base in doc["bases"].values():
+        base["path"] = os.path.abspath(installed.parent / base["path"])
+        base["threads"] = threads
+    path = home / "models.toml"
+    path.write_text(tomlkit.dumps(doc))
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="FORGE_HOME to use (kept; resumable)")
@@ -69,13 +91,24 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--stage", default="scope", help="the stage to train and evaluate")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="CPU threads for llama.cpp and torch (1: steady when other work shares the cores)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="forge-learning-"))
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "forge.toml").exists():
+        manifest = models_manifest(home, args.threads)
         (home / "forge.toml").write_text(
-            SETTINGS.format(epochs=args.epochs, steps=args.steps, lr=args.lr)
+            SETTINGS.format(
+                epochs=args.epochs,
+                steps=args.steps,
+                lr=args.lr,
+                threads=args.threads,
+                manifest=manifest,
+            )  # fmt: skip
         )
     started = time.monotonic()
     forge(home, "init")
