@@ -26,11 +26,13 @@ from pathlib import Path
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.datasets import gates
+from appliance.datasets.operator import OperatorRows, operator_rows
 from appliance.datasets.rows import DatasetRow, candidate_rows
 from appliance.errors import ForgeError, UsageError
 from appliance.packages import corpus
 from appliance.packages.split import Holdout
 from appliance.records import as_json, from_row
+from appliance.solve.runs import is_operator_task
 from appliance.stages import STAGES
 from appliance.store import transaction
 
@@ -57,6 +59,7 @@ class DatasetVersion:
     created_at: str
     dropped_rows: int = 0  # rows of earlier versions this one no longer includes
     holdout: dict = field(default_factory=dict)  # Holdout.to_dict() it was built against
+    held_back: list = field(default_factory=list)  # operator runs not taken, and why
 
     @property
     def name(self) -> str:
@@ -77,7 +80,8 @@ def versions(db, stage: str | None = None) -> list[DatasetVersion]:
     where, args = ("WHERE stage = ?", [stage]) if stage else ("", [])
     rows = db.query(f"SELECT * FROM dataset_versions {where} ORDER BY stage, kind, version", args)
     return [
-        from_row(DatasetVersion, row, json_columns=("gates", "reasons", "holdout")) for row in rows
+        from_row(DatasetVersion, row, json_columns=("gates", "reasons", "holdout", "held_back"))
+        for row in rows
     ]
 
 
@@ -113,13 +117,16 @@ def _jsonl(rows: list[DatasetRow]) -> str:
 
 
 def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
-    """Add the rows campaign data implies that the stage's dataset lacks, and drop the rows
-    whose commit may no longer be trained on, as a new version. None when nothing is new
-    or dropped (the latest version stays current)."""
+    """Add the rows campaign data and the operator's feedback imply that the stage's
+    dataset lacks, and drop the rows whose commit may no longer be trained on, as a new
+    version; it records the operator runs held back and why. None when nothing is new or
+    dropped (the latest version stays current)."""
     _check_stage(stage, kind)
     holdout = Holdout.of(config, db)
     splits = {package.name: package.split for package in corpus.packages(db)}
+    operator = operator_rows(config, db, stage, holdout)
     candidates = [r for r in candidate_rows(db, stage, holdout.trainable) if r.kind == kind]
+    candidates += [r for r in operator.rows if r.kind == kind]
     with transaction(db) as conn:
         version = 1 + (
             conn.execute(
@@ -136,7 +143,7 @@ def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
                 "AND dropped_in IS NULL",
                 [stage, kind],
             ).fetchall()
-            if not holdout.trainable(*_task_commit(task, splits))
+            if not _trainable(task, holdout, splits, operator)
         ]
         if not new and not dropped:
             return None
@@ -155,11 +162,12 @@ def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
         path, digest = _write_jsonl(config, stage, kind, version, all_rows)
         conn.execute(
             "INSERT INTO dataset_versions (stage, kind, version, rows, new_rows, dropped_rows, "
-            "status, gates, reasons, holdout, path, sha256, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "status, gates, reasons, holdout, held_back, path, sha256, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [stage, kind, version, len(all_rows), len(new), len(dropped),
              "failed" if reasons else "ok", json.dumps(rates), json.dumps(reasons),
-             json.dumps(holdout.to_dict()), path, digest, now],
+             json.dumps(holdout.to_dict()), json.dumps([h.to_dict() for h in operator.held_back]),
+             path, digest, now],
         )  # fmt: skip
     return latest(db, stage, kind)
 
@@ -183,6 +191,14 @@ def _new_rows(conn, stage: str, kind: str, candidates: list[DatasetRow], cap: in
         per_task[row.task] += 1
         new.append((key, row))
     return new
+
+
+def _trainable(task: str, holdout: Holdout, splits: dict, operator: OperatorRows) -> bool:
+    """Whether rows of `task` may stay in a dataset: an operator task's runs are judged by
+    the leak rule for solve runs (appliance.solve.leak), a commit's by the hold-out."""
+    if is_operator_task(task):
+        return not operator.untrainable(task)
+    return holdout.trainable(*_task_commit(task, splits))
 
 
 def _task_commit(task: str, splits: dict[str, str | None]) -> tuple[str, str | None, str]:
