@@ -37,6 +37,11 @@ NEW_MODULE = (
 )
 
 
+def _clone(dest) -> None:
+    # --no-hardlinks: a local clone hard-links the demo's objects, which ingest refuses.
+    _git(dest.parent, "clone", "-q", "--no-hardlinks", str(DEMO / "repo"), str(dest))
+
+
 def _git(cwd, *args: str) -> str:
     env = {"PATH": "/usr/bin:/bin", **GIT_ENV}
     return subprocess.run(
@@ -62,7 +67,7 @@ def home(tmp_path_factory):
 def checkout(tmp_path_factory):
     """The operator's clone of the demo, at the parent of its oldest task commit."""
     path = tmp_path_factory.mktemp("operator") / "demo"
-    _git(path.parent, "clone", "-q", str(DEMO / "repo"), str(path))
+    _clone(path)
     _git(path, "checkout", "-q", "--detach", OLD_PARENT)
     return path
 
@@ -136,7 +141,7 @@ def test_the_test_run_grades_a_diff_in_the_sandbox(home, checkout):
 def test_apply_refuses_a_dirty_checkout_and_changes_nothing(home, tmp_path):
     config, db = home
     path = tmp_path / "dirty"
-    _git(tmp_path, "clone", "-q", str(DEMO / "repo"), str(path))
+    _clone(path)
     (path / "README.md").write_text("my own change\n")
     before = db.execute("SELECT COUNT(*) FROM solve_runs").fetchone()[0]
     out = _forge(config, "solve", "--package", "demo", "--repo", str(path), "--apply", TASK)
@@ -150,7 +155,7 @@ def test_apply_refuses_a_dirty_checkout_and_changes_nothing(home, tmp_path):
 def test_a_runs_diff_is_applied_to_a_clean_checkout_only(home, tmp_path):
     config, db = home
     path = tmp_path / "clean"
-    _git(tmp_path, "clone", "-q", str(DEMO / "repo"), str(path))
+    _clone(path)
     _git(path, "checkout", "-q", "--detach", OLD_PARENT)
     found = source.checkout_source(config, db, "demo", path)
     run = runs.record_run(db, SolveRun(
