@@ -3,8 +3,11 @@
 Rows are stored once, with the version that first included them; version N of a stage's
 SFT or DPO dataset is every row first included at N or before and not dropped at N or
 before. A row is dropped when its commit may no longer be trained on (held out now, or
-its package moved to eval): each version records the hold-out it was built against. A
-new version is made only when rows are new or dropped. Rows are deduplicated, and at
+its package moved to eval): each version records the hold-out it was built against.
+Rows come from campaigns and from the operator's feedback on solve runs
+(`datasets.operator`); a run whose rows may not be trained on now is held back, and each
+version records those runs with the reason (`held_back`). A new version is made only
+when rows are new or dropped, or what is held back changed. Rows are deduplicated, and at
 most `per_task_cap` rows of one task enter a dataset. Each version is written to
 FORGE_HOME/datasets as JSONL (with its sha256) and checked by the quality gates; a
 version that fails is kept, marked and explained, and training refuses it. A training
@@ -120,7 +123,7 @@ def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
     """Add the rows campaign data and the operator's feedback imply that the stage's
     dataset lacks, and drop the rows whose commit may no longer be trained on, as a new
     version; it records the operator runs held back and why. None when nothing is new or
-    dropped (the latest version stays current)."""
+    dropped and the same runs are held back (the latest version stays current)."""
     _check_stage(stage, kind)
     holdout = Holdout.of(config, db)
     splits = {package.name: package.split for package in corpus.packages(db)}
@@ -145,7 +148,14 @@ def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
             ).fetchall()
             if not _trainable(task, holdout, splits, operator)
         ]
-        if not new and not dropped:
+        held_back = [h.to_dict() for h in operator.held_back]
+        previous = conn.execute(
+            "SELECT held_back FROM dataset_versions WHERE stage = ? AND kind = ? "
+            "ORDER BY version DESC LIMIT 1",
+            [stage, kind],
+        ).fetchone()
+        # What is held back and why is part of the record: a change makes a version too.
+        if not new and not dropped and held_back == json.loads(previous[0] if previous else "[]"):
             return None
         now = now_iso()
         for key, row in new:
@@ -166,7 +176,7 @@ def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [stage, kind, version, len(all_rows), len(new), len(dropped),
              "failed" if reasons else "ok", json.dumps(rates), json.dumps(reasons),
-             json.dumps(holdout.to_dict()), json.dumps([h.to_dict() for h in operator.held_back]),
+             json.dumps(holdout.to_dict()), json.dumps(held_back),
              path, digest, now],
         )  # fmt: skip
     return latest(db, stage, kind)
