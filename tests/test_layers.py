@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "appliance.evaluation": 3,
     "appliance.registry": 3,
     "appliance.stages": 3,
+    "appliance.solve": 3,
     # 2 services
     "appliance.serving": 2,
     "appliance.harness": 2,

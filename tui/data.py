@@ -27,6 +27,7 @@ from appliance.ops.control import request
 from appliance.packages import corpus
 from appliance.packages.corpus import IngestEvent, RepoPackage
 from appliance.registry import AdapterEvent
+from appliance.solve import runs as solve_runs
 from appliance.stages import STAGES
 from appliance.status import gather as gather_status
 from appliance.store import open_db
@@ -94,6 +95,23 @@ class Sample:
     grading: dict  # verdict, fail_to_pass {test: outcome}, pass_to_pass_broken, run
     diff: str
     created_at: str
+
+
+@dataclass(frozen=True)
+class SolveRunRow:
+    """A `forge solve` run as the dashboard lists it, with the operator's feedback."""
+
+    id: int
+    started_at: str
+    package: str
+    snapshot: str
+    where: str  # the operator's checkout, or "package"
+    outcome: str  # diff | no_diff
+    test: str | None  # the test verdict; None: not tested
+    applied: bool
+    feedback: str | None  # good | bad; None: none yet
+    corrected: bool  # the feedback came with a corrected patch
+    task: str
 
 
 @dataclass(frozen=True)
@@ -278,6 +296,27 @@ class Reader:
                 t.created_at,
             )
             for t in found
+        )
+
+    def solve_runs(self, limit: int = 100) -> tuple[SolveRunRow, ...]:
+        """The newest `forge solve` runs and their feedback."""
+        with self.db() as db:
+            found = solve_runs.runs(db, limit=limit)
+        return tuple(
+            SolveRunRow(
+                r.id,
+                r.started_at,
+                r.package,
+                r.snapshot_sha[:10],
+                r.repo_path or "package",
+                r.outcome,
+                r.test["verdict"] if r.test else None,
+                r.applied_at is not None,
+                r.feedback,
+                bool(r.feedback_patch),
+                r.task.splitlines()[0] if r.task else "",
+            )
+            for r in found
         )
 
     # --- adapters ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ import difflib
 import posixpath
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from appliance.campaign import targets
 from appliance.harness.edits import SearchReplace
@@ -121,17 +122,23 @@ def _merge_overlaps(path: str, before: str, edits: list[SearchReplace]) -> list[
 
 
 def commit_truth(spec: CommitSpec) -> CommitTruth:
+    return diff_truth(spec.repo, spec.parent, spec.sha)
+
+
+def diff_truth(repo: Path, parent: str, sha: str) -> CommitTruth:
+    """What commit `sha` of `repo` changed against `parent` (a commit, or an operator's
+    corrected patch committed in a worktree)."""
     names = gitsafe.git(
-        ["diff", "--name-only", "--no-renames", "-z", spec.parent, spec.sha], git_dir=spec.repo
+        ["diff", "--name-only", "--no-renames", "-z", parent, sha], git_dir=repo
     ).decode("utf-8", "replace")
     changed = sorted(p for p in names.split("\0") if p)
     files = tuple(p for p in changed if not is_test_path(p))
     symbols, edits, changes, sources = set(), [], [], {}
     for path in files:
-        before, after = _show(spec.repo, spec.parent, path), _show(spec.repo, spec.sha, path)
+        before, after = _show(repo, parent, path), _show(repo, sha, path)
         sources[path] = after
         diff = gitsafe.git(
-            ["diff", "-U0", "--no-color", spec.parent, spec.sha, "--", path], git_dir=spec.repo
+            ["diff", "-U0", "--no-color", parent, sha, "--", path], git_dir=repo
         ).decode("utf-8", "replace")
         touched = _touched_symbols(path, before, after, diff)
         symbols.update(f"{path}::{name}" for name, _ in touched)
@@ -321,7 +328,12 @@ def synthetic_pairs(
     files at the parent (a file the commit creates is no scope candidate). The scope and
     precision inputs also keep the commit's facts (real files, the supporting files, real
     symbols), so a target can be built later for whatever list a prompt showed."""
-    task = spec.message
+    return task_pairs(spec.message, truth, candidates, symbol_ids, existing)
+
+
+def task_pairs(task: str, truth: CommitTruth, candidates, symbol_ids, existing: set[str]) -> dict:
+    """`synthetic_pairs` for a task given as text: what a change (a commit, or an
+    operator's corrected patch) implies each stage should answer."""
     candidate_paths = list(dict.fromkeys(p for p, _ in candidates if p in existing))
     supporting = targets.supporting_files(candidates)
     return {

@@ -28,6 +28,7 @@ from appliance.cli import (
     packages,
     registry,
     sandbox,
+    solve,
     state,
     training,
 )
@@ -106,6 +107,10 @@ def _register() -> None:
     cli.add_command(daemon_jobs.daemon)
 
     cli.add_command(sandbox.sandbox)
+
+    cli.add_command(solve.solve)
+    cli.add_command(solve.runs_)
+    cli.add_command(solve.feedback)
 
 
 _register()

@@ -63,6 +63,9 @@ def build(stages, as_json: bool) -> None:
         console.print(_line(v))
         for reason in v.reasons:
             console.print(f"    {escape(reason)}")
+    held = {h["run"]: h["reason"] for v in made for h in v.held_back}
+    for run, reason in sorted(held.items()):
+        console.print(f"held back: solve run {run}: {escape(reason)}")
 
 
 @datasets.command(name="list")

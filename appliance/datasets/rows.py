@@ -64,9 +64,12 @@ class Provenance:
     adapter: str | None
     forge_revision: str
     params: dict  # the call's generation parameters, as logged
+    origin: str = "campaign"  # or "operator": a solve run the operator gave feedback on
 
     def to_dict(self) -> dict:
-        return as_json(self)
+        # A campaign row keeps the stored shape it has always had; only others say where.
+        keys = [f for f in self.__dataclass_fields__ if f != "origin" or self.origin != "campaign"]
+        return as_json(self, *keys)
 
 
 @dataclass(frozen=True)

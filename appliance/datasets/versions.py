@@ -3,8 +3,11 @@
 Rows are stored once, with the version that first included them; version N of a stage's
 SFT or DPO dataset is every row first included at N or before and not dropped at N or
 before. A row is dropped when its commit may no longer be trained on (held out now, or
-its package moved to eval): each version records the hold-out it was built against. A
-new version is made only when rows are new or dropped. Rows are deduplicated, and at
+its package moved to eval): each version records the hold-out it was built against.
+Rows come from campaigns and from the operator's feedback on solve runs
+(`datasets.operator`); a run whose rows may not be trained on now is held back, and each
+version records those runs with the reason (`held_back`). A new version is made only
+when rows are new or dropped, or what is held back changed. Rows are deduplicated, and at
 most `per_task_cap` rows of one task enter a dataset. Each version is written to
 FORGE_HOME/datasets as JSONL (with its sha256) and checked by the quality gates; a
 version that fails is kept, marked and explained, and training refuses it. A training
@@ -26,11 +29,13 @@ from pathlib import Path
 from appliance.clock import now_iso
 from appliance.config import Config
 from appliance.datasets import gates
+from appliance.datasets.operator import OperatorRows, operator_rows
 from appliance.datasets.rows import DatasetRow, candidate_rows
 from appliance.errors import ForgeError, UsageError
 from appliance.packages import corpus
 from appliance.packages.split import Holdout
 from appliance.records import as_json, from_row
+from appliance.solve.runs import is_operator_task
 from appliance.stages import STAGES
 from appliance.store import transaction
 
@@ -57,6 +62,7 @@ class DatasetVersion:
     created_at: str
     dropped_rows: int = 0  # rows of earlier versions this one no longer includes
     holdout: dict = field(default_factory=dict)  # Holdout.to_dict() it was built against
+    held_back: list = field(default_factory=list)  # operator runs not taken, and why
 
     @property
     def name(self) -> str:
@@ -77,7 +83,8 @@ def versions(db, stage: str | None = None) -> list[DatasetVersion]:
     where, args = ("WHERE stage = ?", [stage]) if stage else ("", [])
     rows = db.query(f"SELECT * FROM dataset_versions {where} ORDER BY stage, kind, version", args)
     return [
-        from_row(DatasetVersion, row, json_columns=("gates", "reasons", "holdout")) for row in rows
+        from_row(DatasetVersion, row, json_columns=("gates", "reasons", "holdout", "held_back"))
+        for row in rows
     ]
 
 
@@ -113,13 +120,16 @@ def _jsonl(rows: list[DatasetRow]) -> str:
 
 
 def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
-    """Add the rows campaign data implies that the stage's dataset lacks, and drop the rows
-    whose commit may no longer be trained on, as a new version. None when nothing is new
-    or dropped (the latest version stays current)."""
+    """Add the rows campaign data and the operator's feedback imply that the stage's
+    dataset lacks, and drop the rows whose commit may no longer be trained on, as a new
+    version; it records the operator runs held back and why. None when nothing is new or
+    dropped and the same runs are held back (the latest version stays current)."""
     _check_stage(stage, kind)
     holdout = Holdout.of(config, db)
     splits = {package.name: package.split for package in corpus.packages(db)}
+    operator = operator_rows(config, db, stage, holdout)
     candidates = [r for r in candidate_rows(db, stage, holdout.trainable) if r.kind == kind]
+    candidates += [r for r in operator.rows if r.kind == kind]
     with transaction(db) as conn:
         version = 1 + (
             conn.execute(
@@ -136,9 +146,16 @@ def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
                 "AND dropped_in IS NULL",
                 [stage, kind],
             ).fetchall()
-            if not holdout.trainable(*_task_commit(task, splits))
+            if not _trainable(task, holdout, splits, operator)
         ]
-        if not new and not dropped:
+        held_back = [h.to_dict() for h in operator.held_back]
+        previous = conn.execute(
+            "SELECT held_back FROM dataset_versions WHERE stage = ? AND kind = ? "
+            "ORDER BY version DESC LIMIT 1",
+            [stage, kind],
+        ).fetchone()
+        # What is held back and why is part of the record: a change makes a version too.
+        if not new and not dropped and held_back == json.loads(previous[0] if previous else "[]"):
             return None
         now = now_iso()
         for key, row in new:
@@ -155,11 +172,12 @@ def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
         path, digest = _write_jsonl(config, stage, kind, version, all_rows)
         conn.execute(
             "INSERT INTO dataset_versions (stage, kind, version, rows, new_rows, dropped_rows, "
-            "status, gates, reasons, holdout, path, sha256, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "status, gates, reasons, holdout, held_back, path, sha256, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [stage, kind, version, len(all_rows), len(new), len(dropped),
              "failed" if reasons else "ok", json.dumps(rates), json.dumps(reasons),
-             json.dumps(holdout.to_dict()), path, digest, now],
+             json.dumps(holdout.to_dict()), json.dumps(held_back),
+             path, digest, now],
         )  # fmt: skip
     return latest(db, stage, kind)
 
@@ -183,6 +201,14 @@ def _new_rows(conn, stage: str, kind: str, candidates: list[DatasetRow], cap: in
         per_task[row.task] += 1
         new.append((key, row))
     return new
+
+
+def _trainable(task: str, holdout: Holdout, splits: dict, operator: OperatorRows) -> bool:
+    """Whether rows of `task` may stay in a dataset: an operator task's runs are judged by
+    the leak rule for solve runs (appliance.solve.leak), a commit's by the hold-out."""
+    if is_operator_task(task):
+        return not operator.untrainable(task)
+    return holdout.trainable(*_task_commit(task, splits))
 
 
 def _task_commit(task: str, splits: dict[str, str | None]) -> tuple[str, str | None, str]:

@@ -105,18 +105,21 @@ def run_pipeline(
     *,
     settings: StageSettings = StageSettings(),
     adapters: Mapping[str, Adapter] | Callable[[str], Adapter | None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> PipelineResult:
     """Run task analysis → scope → precision → plan → code on one task.
 
     `adapters` maps a stage to its adapter, or is a function asked right before each
     stage's model call (appliance.registry.resolver: the active version now); None: the
-    base for every stage."""
+    base for every stage. `on_stage(stage)` is told as each stage starts (progress)."""
     if adapters is None:
         adapters = {}
     adapter_for = adapters if callable(adapters) else adapters.get
     stages: dict[str, StageResult] = {}
 
     def run(stage: str, context: ContextPackage, schema: dict, **fields: str) -> dict | None:
+        if on_stage is not None:
+            on_stage(stage)
         stages[stage] = run_stage(
             pool, stage, context, schema, settings, adapter_for(stage), task=task, **fields
         )

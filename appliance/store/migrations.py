@@ -709,3 +709,42 @@ def m016_insufficient_verdict(db: sqlite_utils.Database) -> None:
     )
     db.execute("DROP TABLE gate_decisions")
     db.execute("ALTER TABLE gate_decisions_new RENAME TO gate_decisions")
+
+
+@migration
+def m018_solve_runs(db: sqlite_utils.Database) -> None:
+    # `forge solve`: an operator's own task run through the five stages, recorded with what
+    # the stages saw and answered, the diff, its test outcome and the operator's feedback.
+    # A dataset version also records the operator runs whose rows it held back, and why
+    # (JSON list; '[]' for versions made before).
+    db.execute(
+        """
+        CREATE TABLE solve_runs (
+            id INTEGER PRIMARY KEY,
+            package_id INTEGER NOT NULL REFERENCES packages(id) ON DELETE CASCADE,
+            package TEXT NOT NULL,  -- NAME-VERSION when the run was made
+            repo_path TEXT,  -- the operator's checkout (--repo); NULL: the package's own repo
+            snapshot_sha TEXT NOT NULL,  -- the commit whose tree the stages saw
+            contains TEXT NOT NULL,  -- JSON: the package's commits the snapshot contains
+            task TEXT NOT NULL,
+            stages TEXT NOT NULL,  -- JSON: per stage the context package, output, call id
+            call_ids TEXT NOT NULL,  -- JSON list of model_calls ids
+            edits TEXT NOT NULL,  -- JSON list of the code stage's search/replace edits
+            patch TEXT NOT NULL,  -- the edits as a unified diff; '' when none applied
+            outcome TEXT NOT NULL CHECK (outcome IN ('diff', 'no_diff')),
+            reason TEXT NOT NULL,
+            seconds TEXT NOT NULL,  -- JSON: where the time went
+            started_at TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            test TEXT,  -- JSON: the test outcome (--test); NULL: not tested
+            tested_at TEXT,
+            applied_at TEXT,  -- when --apply wrote the diff into repo_path
+            feedback TEXT CHECK (feedback IN ('good', 'bad')),  -- NULL: none yet
+            feedback_patch TEXT,  -- the operator's corrected patch, as a unified diff
+            feedback_targets TEXT,  -- JSON: per stage what the corrected patch implies
+            feedback_at TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX solve_runs_package ON solve_runs(package_id)")
+    db.execute("ALTER TABLE dataset_versions ADD COLUMN held_back TEXT NOT NULL DEFAULT '[]'")

@@ -36,6 +36,7 @@ OWNERS: dict[str, set[str]] = {
     "eval_outcomes": {"appliance/evaluation/store.py"},
     "gate_decisions": {"appliance/evaluation/store.py"},
     "jobs": {"appliance/ops/jobs.py"},
+    "solve_runs": {"appliance/solve/runs.py"},
     "index_snapshots": INDEX,
     "index_blobs": INDEX,
     "index_files": INDEX,

@@ -117,6 +117,7 @@ def seed(config: Config) -> None:
     try:
         with transaction(db) as conn:
             _packages(conn)
+            _solve_runs(conn)
             _adapters(conn)
             _jobs(conn)
     finally:
@@ -230,6 +231,32 @@ def _triple(conn, package_id: int, sha: str, sample: int, outcome: str, message:
          json.dumps(grading), "{}", json.dumps({"stages": 12.5, "sandbox": 3.1}),
          at(f"08:{10 + sample:02d}")],
     )  # fmt: skip
+
+
+SOLVE_RUNS = [
+    # task, repository, outcome, test verdict, applied, feedback, corrected patch
+    ("Add a cube root helper", None, "diff", "passed", False, "good", False),
+    ("Reject division by zero with a clear message", "/home/ada/calc", "diff", "failed", False,
+     "bad", True),
+    ("Explain the rounding mode in the docs", "/home/ada/calc", "no_diff", None, False, None,
+     False),
+]  # fmt: skip
+
+
+def _solve_runs(conn) -> None:
+    patch = "--- a/src/calc.py\n+++ b/src/calc.py\n@@ -1 +1 @@\n-x\n+y\n"
+    for n, (task, repo, outcome, test, applied, feedback, corrected) in enumerate(SOLVE_RUNS):
+        conn.execute(
+            "INSERT INTO solve_runs (package_id, package, repo_path, snapshot_sha, contains, "
+            "task, stages, call_ids, edits, patch, outcome, reason, seconds, started_at, "
+            "finished_at, test, tested_at, applied_at, feedback, feedback_patch, feedback_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [1, "calc-1.0", repo, f"{n + 7:x}" * 40, "[]", task, "{}", "[]", "[]",
+             patch if outcome == "diff" else "", outcome, "given", "{}", at(f"09:{n:02d}"),
+             at(f"09:{n:02d}"), json.dumps({"verdict": test}) if test else None,
+             at(f"09:{n:02d}") if test else None, at(f"09:{n:02d}") if applied else None,
+             feedback, patch if corrected else None, at(f"10:{n:02d}") if feedback else None],
+        )  # fmt: skip
 
 
 def _adapters(conn) -> None:

@@ -1,5 +1,6 @@
 """Campaigns: per package the commits done, resolved rate and outcomes; the commits of
-the package picked, each opened (enter) on its samples in `tui.screens.commit`."""
+the package picked, each opened (enter) on its samples in `tui.screens.commit`; and the
+operator's own runs (`forge solve`) with their feedback."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from tui.data import OUTCOMES, CampaignCommit, CampaignSummary
+from tui.data import OUTCOMES, CampaignCommit, CampaignSummary, SolveRunRow
 from tui.render import DASH, OUTCOME_STYLES, rate
 from tui.screens.base import ForgeScreen
 from tui.screens.commit import CommitScreen
@@ -22,6 +23,7 @@ class CampaignsData:
     packages: tuple[CampaignSummary, ...]
     package_id: int | None
     commits: tuple[CampaignCommit, ...]
+    solve_runs: tuple[SolveRunRow, ...] = ()
 
 
 def _counts(outcomes: dict[str, int]) -> list[Text]:
@@ -66,6 +68,13 @@ class CampaignsScreen(ForgeScreen):
             "infra",
         )
         yield commits
+        solved = DataTable(id="solve-table", cursor_type="row", zebra_stripes=True)
+        solved.border_title = "Operator runs (forge solve) and their feedback"
+        solved.add_columns(
+            "run", "started", "package", "snapshot", "repository", "outcome", "tests",
+            "applied", "feedback", "task",
+        )  # fmt: skip
+        yield solved
 
     def selection(self) -> int | None:
         key = selected_key(self.query_one("#campaign-table", DataTable))
@@ -77,7 +86,7 @@ class CampaignsScreen(ForgeScreen):
         if package_id not in {p.package_id for p in packages}:
             package_id = packages[0].package_id if packages else None
         commits = reader.campaign_commits(package_id) if package_id is not None else ()
-        return CampaignsData(packages, package_id, commits)
+        return CampaignsData(packages, package_id, commits, reader.solve_runs())
 
     def show(self, data: CampaignsData) -> None:
         self.data = data
@@ -124,6 +133,11 @@ class CampaignsScreen(ForgeScreen):
             ],
         )
 
+        fill(
+            self.query_one("#solve-table", DataTable),
+            [(str(r.id), _solve_row(r)) for r in data.solve_runs],
+        )
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id != "campaign-table" or event.row_key is None:
             return
@@ -145,3 +159,23 @@ class CampaignsScreen(ForgeScreen):
             return
         package = next(p.package for p in data.packages if p.package_id == data.package_id)
         self.app.push_screen(CommitScreen(data.package_id, package, sha))
+
+
+def _solve_row(run: SolveRunRow) -> tuple:
+    feedback = (
+        DASH if run.feedback is None else run.feedback + (" + patch" if run.corrected else "")
+    )
+    style = {"good": "green", "bad": "red"}.get(run.feedback or "", "dim")
+    return (
+        run.id,
+        run.started_at,
+        run.package,
+        run.snapshot,
+        Text(run.where, overflow="ellipsis", no_wrap=True),
+        Text("diff" if run.outcome == "diff" else "no diff",
+             style="" if run.outcome == "diff" else "yellow"),
+        run.test or DASH,
+        "yes" if run.applied else DASH,
+        Text(feedback, style=style),
+        Text(run.task, overflow="ellipsis", no_wrap=True),
+    )  # fmt: skip
