@@ -28,6 +28,7 @@ from appliance.cli import (
     packages,
     registry,
     sandbox,
+    serve,
     state,
     training,
 )
@@ -106,6 +107,7 @@ def _register() -> None:
     cli.add_command(daemon_jobs.daemon)
 
     cli.add_command(sandbox.sandbox)
+    cli.add_command(serve.serve)
 
 
 _register()

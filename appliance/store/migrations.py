@@ -709,3 +709,11 @@ def m016_insufficient_verdict(db: sqlite_utils.Database) -> None:
     )
     db.execute("DROP TABLE gate_decisions")
     db.execute("ALTER TABLE gate_decisions_new RENAME TO gate_decisions")
+
+
+@migration
+def m017_call_source(db: sqlite_utils.Database) -> None:
+    # Who asked for a model call: NULL for Forge's own work (campaign, evaluation, …),
+    # 'serve' for a request to `forge serve`. Datasets take calls only through the
+    # campaign's records, never a served call.
+    db.execute("ALTER TABLE model_calls ADD COLUMN source TEXT")
