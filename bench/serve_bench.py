@@ -2,13 +2,14 @@
 
     .venv/bin/python bench/serve_bench.py [--tokens N] [--repeat K] [--json] [--check]
 
-`forge serve` runs in this process (uvicorn in a thread, on a free loopback port, the
-real SmolLM2 from models.toml) in a temporary FORGE_HOME. For each of a few prompts, K
-times, the same greedy completion is made twice, taking turns which goes first: through
-HTTP with streaming (a plain http.client reading the server-sent events, the usage from
-`stream_options.include_usage`) and through the server's own `ModelPool` called directly
-(its text taken with `on_text`, as the server does). Each call evaluates its prompt from
-an empty cache (a seed is given), so neither reuses the other's work.
+`forge serve --port 0` runs as its own process, as it is deployed (the real SmolLM2 from
+models.toml, a temporary FORGE_HOME); this process is its client and also holds a
+`ModelPool` of the same models.toml, logging to the same call log. For each of a few
+prompts, K times, the same greedy completion is made twice, taking turns which goes
+first (never both at once): through HTTP with streaming (a plain http.client reading the
+server-sent events, the usage from `stream_options.include_usage`) and through the pool
+called directly (its text taken with `on_text`, as the server does). Each call evaluates
+its prompt from an empty cache (a seed is given).
 
 Printed: tokens/s of each (the medians of the runs; goal: HTTP ≥ 0.9× direct), and the
 time to the first token of each, with what HTTP adds to it at p50 and p95 (per pair of
@@ -24,10 +25,12 @@ import http.client
 import json
 import os
 import platform
+import re
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -107,38 +110,48 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def measure(tokens: int, repeat: int) -> dict:
+def start_server(home: str) -> tuple[subprocess.Popen, str]:
+    """`forge serve --port 0` in its own process; (it, its base URL)."""
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--port", "0"], cwd=ROOT,
+                            env={**os.environ, "FORGE_HOME": home}, stdout=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    found = re.search(r"listening on (\S+/v1)", proc.stdout.readline())
+    if not found:
+        proc.kill()
+        raise SystemExit("forge serve did not start")
+    return proc, found[1]
+
+
+def measure(home: str, tokens: int, repeat: int) -> dict:
     from appliance.config import load_config
-    from appliance.serve.server import prepare
+    from appliance.models.manifest import read_manifest
+    from appliance.serving.calllog import CallLog
+    from appliance.serving.pool import ModelPool
 
     config = load_config()
     config.ensure_dirs()
-    server, sock, service = prepare(config, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    proc, url = start_server(home)
+    pool = ModelPool(read_manifest(config.models_manifest), log=CallLog(config.db_path))
     pairs: list[tuple[Run, Run]] = []
     try:
-        over_http(service.url, PROMPTS[0], 8)  # warm-up: the first request's own costs
-        direct(service.pool, PROMPTS[0], 8)
+        over_http(url, PROMPTS[0], 8)  # warm-up: the first request's own costs
+        direct(pool, PROMPTS[0], 8)
         for k in range(repeat):
             for i, prompt in enumerate(PROMPTS):
                 _progress(f"run {k + 1}/{repeat}, prompt {i + 1}/{len(PROMPTS)}")
                 if (k + i) % 2:
-                    pool_run = direct(service.pool, prompt, tokens)
-                    http_run = over_http(service.url, prompt, tokens)
+                    pool_run = direct(pool, prompt, tokens)
+                    http_run = over_http(url, prompt, tokens)
                 else:
-                    http_run = over_http(service.url, prompt, tokens)
-                    pool_run = direct(service.pool, prompt, tokens)
+                    http_run = over_http(url, prompt, tokens)
+                    pool_run = direct(pool, prompt, tokens)
                 if http_run.text != pool_run.text:
                     raise SystemExit(f"the answers differ for {prompt!r}")
                 pairs.append((http_run, pool_run))
     finally:
-        server.should_exit = True
-        thread.join(60)
-        sock.close()
-        service.pool.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        pool.close()
     http_tps = statistics.median(h.tokens_per_s for h, _ in pairs)
     direct_tps = statistics.median(d.tokens_per_s for _, d in pairs)
     added = [h.first_token_s - d.first_token_s for h, d in pairs]
@@ -148,6 +161,7 @@ def measure(tokens: int, repeat: int) -> dict:
         "http_tokens_per_s": http_tps,
         "direct_tokens_per_s": direct_tps,
         "ratio": http_tps / direct_tps,
+        "pair_ratio_p50": statistics.median(h.tokens_per_s / d.tokens_per_s for h, d in pairs),
         "http_first_token_s_p50": _quantile([h.first_token_s for h, _ in pairs], 0.5),
         "direct_first_token_s_p50": _quantile([d.first_token_s for _, d in pairs], 0.5),
         "added_first_token_s_p50": _quantile(added, 0.5),
@@ -167,7 +181,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as home:
         os.environ["FORGE_HOME"] = home
         os.environ.pop("FORGE_CONFIG", None)
-        results = measure(args.tokens, args.repeat)
+        results = measure(home, args.tokens, args.repeat)
     results |= {"load_before": load_before, "load_after": os.getloadavg(), "goal": RATIO_GOAL,
                 "cpus": os.cpu_count(), "machine": platform.machine()}  # fmt: skip
     if args.json:
@@ -178,7 +192,8 @@ def main() -> int:
               f"load {load_before[0]:.2f} → {results['load_after'][0]:.2f}")  # fmt: skip
         print(f"  tokens/s  HTTP streaming {results['http_tokens_per_s']:.1f}, direct "
               f"{results['direct_tokens_per_s']:.1f}: {_ratio(results['ratio'])} "
-              f"(goal ≥ {RATIO_GOAL}×)")  # fmt: skip
+              f"(goal ≥ {RATIO_GOAL}×; run by run: p50 "
+              f"{_ratio(results['pair_ratio_p50'])})")  # fmt: skip
         print(f"  first token  HTTP {_seconds(results['http_first_token_s_p50'])}, direct "
               f"{_seconds(results['direct_first_token_s_p50'])} (p50); HTTP adds "
               f"{_seconds(results['added_first_token_s_p50'])} at p50, "
