@@ -265,6 +265,25 @@ class TrainingSettings(TrainingHyperparameters):
         return self.model_copy(update={**override.model_dump(exclude_unset=True), "stages": {}})
 
 
+class ServeSettings(_Section):
+    """`forge serve`: the OpenAI-compatible endpoint over the model pool."""
+
+    host: str = Field(
+        "127.0.0.1", min_length=1, description="bind address; any but loopback needs API keys"
+    )
+    port: int = Field(8765, ge=0, le=65535, description="0: a free port, printed at start")
+    queue: int = Field(8, ge=0, le=1024, description="requests waiting per base; more: 429")
+    keys_file: str = Field(
+        "", description="API keys (hashed, mode 0600); empty: FORGE_HOME/serve-keys.json"
+    )
+    gpus: list[int] = Field(
+        default_factory=list, description="GPUs serving holds; forged's heavy jobs avoid them"
+    )
+    yield_to_jobs: bool = Field(
+        False, description="answer 503 while forged runs a heavy job (a CPU box's cores)"
+    )
+
+
 class ForgeSettings(_Section):
     home: str = ""
     packages: PackageLimits = PackageLimits()
@@ -280,6 +299,7 @@ class ForgeSettings(_Section):
     evaluation: EvaluationSettings = EvaluationSettings()
     cycle: CycleSettings = CycleSettings()
     daemon: DaemonSettings = DaemonSettings()
+    serve: ServeSettings = ServeSettings()
 
 
 @dataclass(frozen=True)
@@ -299,6 +319,13 @@ class Config:
         if self.settings.models.manifest:
             return Path(self.settings.models.manifest)
         return FORGE_ROOT / "models" / "models.toml"
+
+    @property
+    def serve_keys_file(self) -> Path:
+        """Where `forge serve` keeps its API keys (hashed)."""
+        if self.settings.serve.keys_file:
+            return Path(self.settings.serve.keys_file).expanduser()
+        return self.home / "serve-keys.json"
 
     def dir(self, name: str) -> Path:
         if name not in STATE_DIRS:

@@ -4,6 +4,7 @@ disk through psutil, GPUs through NVML when the NVIDIA driver is there (none oth
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
@@ -34,10 +35,20 @@ def _gpu(pynvml, index: int, handle) -> dict:
 
 def gpu_count() -> int:
     """GPUs the daemon may give heavy jobs (CUDA_VISIBLE_DEVICES, if set, narrows them)."""
+    return len(job_gpus())
+
+
+def job_gpus(held: Sequence[int] = ()) -> list[str]:
+    """The GPUs (as CUDA_VISIBLE_DEVICES names them) the daemon may give heavy jobs: those
+    visible (CUDA_VISIBLE_DEVICES, if set, narrows them) but the ones `forge serve` holds
+    (`serve.gpus`)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    return len(gpus())
+        ids = [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    else:
+        ids = [str(gpu["index"]) for gpu in gpus()]
+    taken = {str(index) for index in held}
+    return [gpu for gpu in ids if gpu not in taken]
 
 
 def snapshot(home: Path) -> dict:

@@ -14,6 +14,7 @@ from appliance.ops import jobs
 from appliance.ops.control import request
 from appliance.packages import corpus
 from appliance.resources import snapshot
+from appliance.serve.state import read_state
 
 
 def gather(config: Config, db: sqlite_utils.Database, resources: dict | None = None) -> dict:
@@ -55,6 +56,7 @@ def gather(config: Config, db: sqlite_utils.Database, resources: dict | None = N
         "database": {"path": str(config.db_path), "bytes": db_bytes},
         "disk": {"free_bytes": disk.free, "total_bytes": disk.total},
         "daemon": _daemon(config),
+        "serve": read_state(config),
         "adapters": {a.stage: a.name for a in registry.active_versions(db)},
         "jobs": _jobs(db),
         "resources": resources if resources is not None else snapshot(config.home),

@@ -34,7 +34,7 @@ from appliance.errors import ForgeError
 from appliance.ops import actions, control, jobs
 from appliance.ops.control import SOCKET
 from appliance.ops.work import KINDS, run_job, run_job_in_child
-from appliance.resources import gpu_count
+from appliance.resources import job_gpus
 from appliance.store import open_db
 from appliance.store.backup import PID_FILE
 from daemon import schedule
@@ -54,7 +54,10 @@ class Daemon:
         self.notifier = notifier or Notifier({})
         self.stopping = threading.Event()
         self.paused = False
-        self.gpus = gpu_count()
+        # Heavy jobs get the GPUs `forge serve` does not hold (serve.gpus).
+        self.serve_gpus = config.settings.serve.gpus
+        self.job_gpus = job_gpus(self.serve_gpus)
+        self.gpus = len(self.job_gpus)
         self.slots = max(1, self.gpus)  # heavy jobs at once: one per GPU
         self.children: dict[int, tuple[Child, int]] = {}  # job → (proc, slot)
         self.threads: dict[int, threading.Thread] = {}
@@ -120,6 +123,7 @@ class Daemon:
         next_runs = schedule.next_runs(self.scheduler) if self.scheduler else {}
         return {"state": "paused" if self.paused else "running", "pid": os.getpid(),
                 "since": self.started, "gpus": self.gpus, "heavy_slots": self.slots,
+                "serve_gpus": self.serve_gpus,
                 "campaign_window": self.config.settings.daemon.campaign_window or None,
                 "next_runs": next_runs}  # fmt: skip
 
@@ -168,14 +172,21 @@ class Daemon:
         used = {slot for _, slot in self.children.values()}
         slot = min(set(range(self.slots)) - used)
         path = self._log_path(self.db, job)
-        gpu = slot if self.gpus else None
+        gpu = self.job_gpus[slot] if self.gpus else None
         # A daemon killed with -9 takes its jobs with it; SIGTERM: the step in progress
         # checkpoints, then Stopped unwinds the job; the job's GPU is set before torch loads.
         child = Child(run_job_in_child, (str(self.config.home), job.id, job.kind, job.args, gpu),
                       path, name=f"forged-{job.kind}", on_sigterm="raise",
-                      env={} if gpu is None else {"CUDA_VISIBLE_DEVICES": str(gpu)},
+                      env=self._gpu_env(gpu),
                       expected=(Stopped, ForgeError))  # fmt: skip
         self.children[job.id] = (child, slot)
+
+    def _gpu_env(self, gpu: str | None) -> dict[str, str]:
+        """A heavy job's CUDA_VISIBLE_DEVICES: its GPU; none at all when every GPU is
+        serve's (it runs on the CPU rather than beside the server)."""
+        if gpu is not None:
+            return {"CUDA_VISIBLE_DEVICES": gpu}
+        return {"CUDA_VISIBLE_DEVICES": ""} if self.serve_gpus else {}
 
     def _run_light(self, job) -> None:
         db = open_db(self.config, migrate=False)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install forged as a system service (run by `sudo ./install.sh --system`, after the venv):
-# the `forge` user and group, FORGE_HOME=/var/lib/forge, /etc/forge, the unit, `forge` on
-# PATH with FORGE_HOME set for login shells, and the service enabled and started.
+# the `forge` user and group, FORGE_HOME=/var/lib/forge, /etc/forge, the units (forged and
+# forge-serve), `forge` on PATH with FORGE_HOME set for login shells, and the services
+# enabled and started.
 #
 #   daemon/install-system.sh ROOT      ROOT: the Forge tree (its .venv is used in place)
 #
@@ -59,12 +60,21 @@ if [ ! -e "$DESTDIR/etc/forge/forge.toml" ]; then
 # campaign_window = "22:00-06:00"
 # cycle_every_minutes = 360
 # backup_at = "03:00"
+# [serve]
+# host = "127.0.0.1"
+# port = 8765
+# queue = 8
+# gpus = []
+# yield_to_jobs = false
 TOML
 fi
 
 say "unit $UNIT_DIR/forged.service"
 sed "s#/opt/forge#$ROOT#g" "$ROOT/daemon/forged.service" >"$DESTDIR$UNIT_DIR/forged.service.tmp"
 mv "$DESTDIR$UNIT_DIR/forged.service.tmp" "$DESTDIR$UNIT_DIR/forged.service"
+say "unit $UNIT_DIR/forge-serve.service"
+sed "s#/opt/forge#$ROOT#g" "$ROOT/daemon/forge-serve.service" >"$DESTDIR$UNIT_DIR/forge-serve.service.tmp"
+mv "$DESTDIR$UNIT_DIR/forge-serve.service.tmp" "$DESTDIR$UNIT_DIR/forge-serve.service"
 printf '# Forge: operators use the system daemon'"'"'s state.\nexport FORGE_HOME=%s\n' "$STATE" \
     >"$DESTDIR/etc/profile.d/forge.sh"
 ln -sfn "$ROOT/.venv/bin/forge" "$DESTDIR/usr/local/bin/forge"
@@ -77,10 +87,11 @@ chown forge:forge "$STATE"
 say "state"
 runuser -u forge -- env FORGE_HOME="$STATE" "$ROOT/.venv/bin/forge" init >/dev/null
 systemctl daemon-reload
-systemctl enable forged.service
+systemctl enable forged.service forge-serve.service
 if [ "${FORGE_NO_START:-0}" = 1 ]; then
-    say "forged is enabled; start it with: systemctl start forged"
+    say "forged and forge-serve are enabled; start them with: systemctl start forged forge-serve"
 else
-    systemctl restart forged.service
+    systemctl restart forged.service forge-serve.service
     say "forged runs: systemctl status forged; journalctl -u forged -f; forge status"
+    say "forge serve runs: journalctl -u forge-serve (its address: serve.host and serve.port, 127.0.0.1:8765 by default)"
 fi

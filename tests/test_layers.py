@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "appliance.ops": 4,
     "appliance.status": 4,
     "appliance.doctor": 4,
+    "appliance.serve": 4,
     # 3 domain
     "appliance.campaign": 3,
     "appliance.datasets": 3,

@@ -28,6 +28,7 @@ from appliance.cli import (
     packages,
     registry,
     sandbox,
+    serve,
     solve,
     state,
     training,
@@ -107,6 +108,7 @@ def _register() -> None:
     cli.add_command(daemon_jobs.daemon)
 
     cli.add_command(sandbox.sandbox)
+    cli.add_command(serve.serve)
 
     cli.add_command(solve.solve)
     cli.add_command(solve.runs_)

@@ -65,6 +65,7 @@ def status(as_json: bool) -> None:
             + escape(", ".join(data["ingest"]["waiting"]))
         )
     _print_daemon(data["daemon"], data["jobs"])
+    _print_serve(data["serve"])
     active = ", ".join(data["adapters"].values()) or "none (the base serves every stage)"
     console.print(f"adapters    active: {escape(active)}")
     console.print(f"database    {human_bytes(data['database']['bytes'])}")
@@ -104,6 +105,17 @@ def _print_daemon(daemon: dict, jobs: dict) -> None:
             f"  [red]{state:<9}[/] #{job['id']} {job['kind']} (attempt {job['attempts']}/"
             f"{job['max_attempts']}): {escape((job['error'] or '')[:120])}"
         )
+
+
+def _print_serve(serve: dict) -> None:
+    if not serve["running"]:
+        console.print("serve       not running (forge serve)")
+        return
+    state = f"[yellow]paused: {escape(serve['paused'])}[/]" if serve["paused"] else "serving"
+    console.print(
+        f"serve       {state} at {escape(serve['url'])} (pid {serve['pid']}): "
+        f"{serve['served']} answered, {serve['refused']} refused, {serve['waiting']} waiting"
+    )
 
 
 def _print_resources(res: dict) -> None:

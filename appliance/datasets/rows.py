@@ -170,6 +170,8 @@ def candidate_rows(
                          real_answer(stage, pairs[triple.sha], result.context))
             )  # fmt: skip
     calls = calllog.calls(db, [a.call_id for attempts in by_task.values() for a in attempts])
+    # A served call is a client's, never training data, even if a record pointed at one.
+    calls = {i: call for i, call in calls.items() if call.source != calllog.SERVED}
     rows = []
     for (_, name, sha), attempts in by_task.items():
         rows.extend(_task_rows(stage, f"{name}@{sha}", attempts, calls, real=None))

@@ -1,6 +1,7 @@
 """The call log: one database row per model call, written as the call ends.
 
-This module owns the table `model_calls` (m003_model_calls in appliance/store/migrations.py):
+This module owns the table `model_calls` (m003_model_calls, m017_call_source in
+appliance/store/migrations.py):
 it alone writes it (`CallLog`) and reads it (`calls`); a call crosses every border as a
 frozen `ModelCall`. The pool imports this module, never the other way round.
 
@@ -19,6 +20,9 @@ from pathlib import Path
 from appliance.clock import now_iso
 from appliance.records import from_row
 from appliance.store import connect
+
+SERVED = "serve"  # the source of a call `forge serve` made for a client
+SOLVED = "solve"  # the source of a call `forge solve` made for an operator's task
 
 
 @dataclass(frozen=True)
@@ -41,11 +45,17 @@ class ModelCall:
     error: str | None = None
     extra: dict = field(default_factory=dict)
     id: int | None = None  # the row's id, once logged
+    source: str | None = None  # who asked: None for Forge's own work, "serve", "solve"
 
 
 class CallLog:
-    def __init__(self, db_path: Path) -> None:
+    """Writes each call as a row, stamped with `source` (None: Forge's own work; "serve":
+    a request to `forge serve`, which no dataset ever takes; "solve": `forge solve`, whose
+    calls reach a dataset only through the operator's feedback on the run)."""
+
+    def __init__(self, db_path: Path, source: str | None = None) -> None:
         self.db_path = db_path
+        self.source = source
         self._local = threading.local()
 
     def _db(self):
@@ -58,7 +68,8 @@ class CallLog:
         cursor = self._db().conn.execute(
             "INSERT INTO model_calls (at, kind, role, base, base_sha256, adapter, messages, "
             "prompt, params, output, finish_reason, prompt_tokens, completion_tokens, "
-            "duration_s, error, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "duration_s, error, extra, source) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 now_iso("milliseconds"),
                 call.kind,
@@ -76,6 +87,7 @@ class CallLog:
                 call.duration_s,
                 call.error,
                 json.dumps(call.extra),
+                self.source,
             ],
         )
         return cursor.lastrowid
@@ -84,7 +96,7 @@ class CallLog:
 _JSON_COLUMNS = ("messages", "params", "extra")
 _COLUMNS = (
     "id, kind, role, base, base_sha256, adapter, messages, prompt, params, output, "
-    "finish_reason, prompt_tokens, completion_tokens, duration_s, error, extra"
+    "finish_reason, prompt_tokens, completion_tokens, duration_s, error, extra, source"
 )
 
 

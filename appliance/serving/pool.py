@@ -8,10 +8,15 @@ reloading the base. On a switch the context's state is reset, so nothing compute
 one adapter is reused under another. Chat messages are rendered with the model's own
 chat template into the exact prompt the model receives; that prompt is what the call
 log records.
+
+A caller may also take the text as it is generated (`on_text`, the deltas of exactly the
+text the call returns) and stop a call early (`cancelled`, asked after every token): the
+same single path serves both, so a streamed answer is the answer.
 """
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import dataclasses
 import json
@@ -64,7 +69,7 @@ class Params:
 @dataclass(frozen=True)
 class Completion:
     text: str
-    finish_reason: str  # "stop" (end of turn or a stop sequence) or "length"
+    finish_reason: str  # "stop" (end of turn or a stop sequence), "length" or "cancelled"
     prompt: str  # exactly what the model received, rendered
     prompt_tokens: int
     completion_tokens: int
@@ -249,7 +254,15 @@ class LoadedBase:
         add_bos = self.llm._model.add_bos_token() and not has_bos
         return self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 
-    def generate(self, tokens: list[int], params: Params) -> tuple[list[int], str, list[float]]:
+    def generate(
+        self,
+        tokens: list[int],
+        params: Params,
+        on_token: Callable[[list[int]], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> tuple[list[int], str, list[float]]:
+        """Decode after `tokens`: (the new tokens, why it ended, their logprobs if asked).
+        `on_token` sees the tokens so far after each one; `cancelled` ends it early."""
         lib = self._llama_cpp
         room = self.spec.context - len(tokens)
         if room <= 0:
@@ -298,7 +311,12 @@ class LoadedBase:
             if stops and any(stop in text[-window:] for stop in stops):
                 finish = "stop"
                 break
+            if on_token is not None:
+                on_token(out)
             if len(out) >= limit:
+                break
+            if cancelled is not None and cancelled():
+                finish = "cancelled"
                 break
         return out, finish, logprobs
 
@@ -334,9 +352,10 @@ class ModelPool:
         self._loading = threading.Lock()
 
     @classmethod
-    def from_config(cls, config, *, log: bool = True) -> ModelPool:
+    def from_config(cls, config, *, log: bool = True, source: str | None = None) -> ModelPool:
+        """The pool for this FORGE_HOME; its calls are logged stamped with `source`."""
         manifest = read_manifest(config.models_manifest)
-        return cls(manifest, log=CallLog(config.db_path) if log else None)
+        return cls(manifest, log=CallLog(config.db_path, source=source) if log else None)
 
     def base_for(self, role: str) -> LoadedBase:
         spec = self.manifest.for_role(role)
@@ -348,6 +367,21 @@ class ModelPool:
     def count_tokens(self, role: str, text: str) -> int:
         """Tokens `text` takes for the base serving `role` (its own tokenizer)."""
         return len(self.base_for(role).tokenize(text))
+
+    def prompt_size(
+        self, role: str, *, messages: Sequence[dict] | None = None, prompt: str = ""
+    ) -> tuple[int, int]:
+        """(tokens the chat `messages`, else `prompt`, take for the base serving `role`; that
+        base's context). Without the base's lock: rendering and tokenizing only read the
+        model, so a request can be measured while another decodes."""
+        base = self.base_for(role)
+        text, has_bos = base.render(messages) if messages is not None else (prompt, False)
+        return len(base.tokenize(text, has_bos)), base.spec.context
+
+    def token_pieces(self, role: str, tokens: Sequence[int]) -> list[str]:
+        """Each token's own text (for per-token log-probabilities)."""
+        base = self.base_for(role)
+        return [base.llm.detokenize([t]).decode("utf-8", errors="replace") for t in tokens]
 
     def render_prompt(self, role: str, messages: Sequence[dict]) -> str:
         """The prompt text the base serving `role` would decode for these chat messages."""
@@ -368,6 +402,8 @@ class ModelPool:
         *,
         adapter: Adapter | None = None,
         params: Params | None = None,
+        on_text: Callable[[str], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
         **overrides,
     ) -> Completion:
         params = _params(params, overrides)
@@ -376,7 +412,8 @@ class ModelPool:
             base.verify(adapter)
         with base.lock:
             prompt, has_bos = base.render(messages)
-            return self._complete(base, role, "chat", prompt, has_bos, adapter, params, messages)
+            return self._complete(base, role, "chat", prompt, has_bos, adapter, params, messages,
+                                  _Streaming(on_text, cancelled))  # fmt: skip
 
     def complete(
         self,
@@ -385,6 +422,8 @@ class ModelPool:
         *,
         adapter: Adapter | None = None,
         params: Params | None = None,
+        on_text: Callable[[str], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
         **overrides,
     ) -> Completion:
         params = _params(params, overrides)
@@ -392,7 +431,8 @@ class ModelPool:
         if adapter is not None:
             base.verify(adapter)
         with base.lock:
-            return self._complete(base, role, "completion", prompt, False, adapter, params, None)
+            return self._complete(base, role, "completion", prompt, False, adapter, params, None,
+                                  _Streaming(on_text, cancelled))  # fmt: skip
 
     def judge(
         self,
@@ -463,13 +503,21 @@ class ModelPool:
         call = dataclasses.replace(call, duration_s=time.monotonic() - started, **ended)
         return call, (self.log(call) if self.log else None)
 
-    def _complete(self, base, role, kind, prompt, has_bos, adapter, params, messages):
+    def _complete(self, base, role, kind, prompt, has_bos, adapter, params, messages,
+                  streaming: _Streaming):  # fmt: skip
         call = self._call(kind, role, base, adapter, prompt, params.to_dict(), messages)
         started = time.monotonic()
+        deltas = (
+            _TextDeltas(base.llm.detokenize, params.stop, streaming.on_text)
+            if streaming.on_text is not None
+            else None
+        )
         try:
             base.use(adapter)
             tokens = base.tokenize(prompt, has_bos)
-            out, finish, logprobs = base.generate(tokens, params)
+            out, finish, logprobs = base.generate(
+                tokens, params, deltas.tokens if deltas else None, streaming.cancelled
+            )
         except Exception as exc:
             self._record(call, started, error=exc)
             raise
@@ -477,6 +525,8 @@ class ModelPool:
         for stop in params.stop:
             if stop in text:
                 text = text[: text.index(stop)]
+        if deltas is not None:
+            deltas.finish(text)
         call, call_id = self._record(
             call, started, output=text, finish_reason=finish, prompt_tokens=len(tokens),
             completion_tokens=len(out),
@@ -502,6 +552,45 @@ class ModelPool:
                 with base.lock:  # a request still running finishes first
                     base.close()
             self._bases.clear()
+
+
+@dataclass(frozen=True)
+class _Streaming:
+    """What a caller asked of a call in flight: its text as it comes, a way to stop it."""
+
+    on_text: Callable[[str], None] | None = None
+    cancelled: Callable[[], bool] | None = None
+
+
+class _TextDeltas:
+    """Tokens as they are generated → the new text, so that the deltas add up to exactly the
+    text the call returns: half a UTF-8 character waits for its rest, and a tail that may
+    begin a stop sequence waits until it cannot (a stop sequence is never sent)."""
+
+    def __init__(self, detokenize, stops: Sequence[str], send: Callable[[str], None]) -> None:
+        self._detokenize = detokenize
+        self._stops = tuple(stops)
+        self._hold = max((len(s) for s in self._stops), default=1) - 1
+        self._send = send
+        self.sent = ""
+
+    def tokens(self, out: list[int]) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = decoder.decode(self._detokenize(out), final=False)
+        cuts = [text.index(stop) for stop in self._stops if stop in text]
+        if cuts:
+            text = text[: min(cuts)]
+        elif self._hold:
+            text = text[: max(0, len(text) - self._hold)]
+        self._emit(text)
+
+    def finish(self, text: str) -> None:
+        self._emit(text)
+
+    def _emit(self, text: str) -> None:
+        if len(text) > len(self.sent) and text.startswith(self.sent):
+            delta, self.sent = text[len(self.sent) :], text
+            self._send(delta)
 
 
 MAX_SCHEMA_LENGTH = 256

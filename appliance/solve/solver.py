@@ -24,6 +24,7 @@ from appliance.errors import UsageError
 from appliance.harness.checkout import worktree
 from appliance.harness.edits import EditNotApplied, apply_edits, diff_of
 from appliance.registry import resolver
+from appliance.serving.calllog import SOLVED
 from appliance.serving.pool import ModelPool
 from appliance.solve import runs, source, testing
 from appliance.solve.runs import SolveRun
@@ -79,7 +80,7 @@ def solve(
     )  # fmt: skip
     seconds["indexing"], clock = round(time.monotonic() - clock, 3), time.monotonic()
     own_pool = pool is None
-    pool = pool or ModelPool.from_config(config)
+    pool = pool or ModelPool.from_config(config, source=SOLVED)
     try:
         result = _stages(config, db, pool, snapshot, task, say)
     finally:

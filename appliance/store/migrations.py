@@ -712,6 +712,14 @@ def m016_insufficient_verdict(db: sqlite_utils.Database) -> None:
 
 
 @migration
+def m017_call_source(db: sqlite_utils.Database) -> None:
+    # Who asked for a model call: NULL for Forge's own work (campaign, evaluation, …),
+    # 'serve' for a request to `forge serve`. Datasets take calls only through the
+    # campaign's records, never a served call.
+    db.execute("ALTER TABLE model_calls ADD COLUMN source TEXT")
+
+
+@migration
 def m018_solve_runs(db: sqlite_utils.Database) -> None:
     # `forge solve`: an operator's own task run through the five stages, recorded with what
     # the stages saw and answered, the diff, its test outcome and the operator's feedback.

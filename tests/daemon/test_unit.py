@@ -45,6 +45,17 @@ def test_the_unit_is_type_notify_with_watchdog_restart_user_and_hardening():
     assert not set(BREAKS_BWRAP) & set(service)
 
 
+def test_the_serve_unit_runs_forge_serve_as_forge_on_loopback_only():
+    """forge-serve.service: the same user and state as forged, no sandbox to make room
+    for (so namespaces and the syscall set are restricted), and loopback only."""
+    service = unit(ROOT / "daemon" / "forge-serve.service")["Service"]
+    assert service["ExecStart"] == "/opt/forge/.venv/bin/forge serve"
+    assert service["User"] == "forge" and service["StateDirectory"] == "forge"
+    assert service["IPAddressDeny"] == "any" and service["IPAddressAllow"] == "localhost"
+    assert service["RestrictNamespaces"] == "yes" and service["NoNewPrivileges"] == "yes"
+    assert "PrivateDevices" not in service  # the GPUs of serve.gpus stay visible
+
+
 def test_install_system_renders_the_unit_for_this_tree(tmp_path):
     if not (ROOT / ".venv" / "bin" / "forged").exists():
         pytest.fail("the venv is missing: run ./install.sh")
@@ -59,6 +70,8 @@ def test_install_system_renders_the_unit_for_this_tree(tmp_path):
     assert "FORGE_HOME=/var/lib/forge" in (tmp_path / "dest/etc/profile.d/forge.sh").read_text()
     assert (tmp_path / "dest/usr/local/bin/forge").resolve() == (ROOT / ".venv/bin/forge").resolve()
     assert (tmp_path / "dest/etc/forge/forge.toml").is_file()
+    serve = unit(tmp_path / "dest" / "etc/systemd/system/forge-serve.service")["Service"]
+    assert serve["ExecStart"] == f"{ROOT}/.venv/bin/forge serve"
     again = install(tmp_path / "dest")  # re-running is safe
     assert again.returncode == 0, again.stderr
     if shutil.which("systemd-analyze"):  # the unit as systemd itself parses it
@@ -66,6 +79,11 @@ def test_install_system_renders_the_unit_for_this_tree(tmp_path):
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
         problems = [line for line in verify.stderr.splitlines()
                     if "forged.service" in line and "user" not in line.lower()]  # fmt: skip
+        serve_unit = rendered.with_name("forge-serve.service")
+        verify_serve = subprocess.run(["systemd-analyze", "verify", str(serve_unit)],
+                                      capture_output=True, text=True, timeout=60)  # fmt: skip
+        problems += [line for line in verify_serve.stderr.splitlines()
+                     if "forge-serve.service" in line and "user" not in line.lower()]  # fmt: skip
         assert verify.returncode == 0 or not problems, verify.stderr
 
 

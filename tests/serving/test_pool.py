@@ -246,3 +246,36 @@ def test_placement_puts_each_base_on_its_own_gpu_largest_first(tmp_path):
     assert placed["big"].device == "cuda:0" and placed["big"].gpu_layers == -1
     assert placed["small"].device == "cuda:2"
     assert {p.device for p in plan(bases, []).values()} == {"cpu"}
+
+
+def test_streamed_text_adds_up_to_the_answer_and_never_holds_a_stop_sequence(pool):
+    whole = pool.chat("coder", QUESTION, max_tokens=32)
+    parts: list[str] = []
+    streamed = pool.chat("coder", QUESTION, max_tokens=32, on_text=parts.append)
+    assert streamed.text == whole.text  # streaming changes nothing of the answer
+    assert len(parts) > 3 and "".join(parts) == whole.text
+    stop = whole.text.split()[2]  # a word the answer holds
+    parts.clear()
+    cut = pool.chat("coder", QUESTION, max_tokens=32, stop=[stop], on_text=parts.append)
+    assert cut.finish_reason == "stop" and stop not in cut.text
+    assert "".join(parts) == cut.text and not any(stop in p for p in parts)
+
+
+def test_a_cancelled_call_stops_after_the_next_token_and_is_logged(pool, db_path):
+    asked = []
+
+    def cancelled() -> bool:
+        asked.append(1)
+        return len(asked) >= 3
+
+    done = pool.chat("coder", QUESTION, max_tokens=64, cancelled=cancelled)
+    assert done.finish_reason == "cancelled" and done.completion_tokens == 3
+    row = (
+        connect(db_path)
+        .execute(
+            "SELECT finish_reason, completion_tokens, output FROM model_calls WHERE id = ?",
+            [done.call_id],
+        )
+        .fetchone()
+    )
+    assert row == ("cancelled", 3, done.text)

@@ -56,6 +56,7 @@ FROZEN = {
     "m014_answers_in_the_call_log": "b4df456c3be0b0f3",
     "m015_dataset_holdout": "f0e1d72faec5dbc0",
     "m016_insufficient_verdict": "63accf6acb4074a7",
+    "m017_call_source": "c521ac104d20149b",
     "m018_solve_runs": "5cd9f5296cff5e35",
 }
 SHIPPED = [name for name in FROZEN if name.startswith("m")]

@@ -35,7 +35,7 @@ class OverviewScreen(ForgeScreen):
     def show(self, state: dict) -> None:
         self.state = state
         self.app.daemon_running = bool(state["daemon"].get("running"))
-        self.query_one(DaemonPanel).show(state["daemon"])
+        self.query_one(DaemonPanel).show(state["daemon"], state.get("serve"))
         self.query_one(RunningPanel).show(state["jobs"]["running"])
         self.query_one(QueuePanel).show(state["jobs"]["queue"])
         self.query_one(FailuresPanel).show(state["jobs"]["recent_failures"])

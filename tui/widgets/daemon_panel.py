@@ -20,7 +20,7 @@ class DaemonPanel(Static):
     def on_mount(self) -> None:
         self.border_title = "Daemon"
 
-    def show(self, daemon: dict) -> None:
+    def show(self, daemon: dict, serve: dict | None = None) -> None:
         state = state_of(daemon)
         head = Text.assemble(("forged ", "bold"), (state, STATE_STYLES[state]))
         facts = Table.grid(padding=(0, 2))
@@ -37,4 +37,8 @@ class DaemonPanel(Static):
             facts.add_row("error", daemon["error"])
         else:
             facts.add_row("", "systemctl start forged (or run forged) to start it")
+        if serve and serve.get("running"):  # forge serve, when it runs
+            paused = serve.get("paused")
+            facts.add_row("serve", f"paused: {paused}" if paused else f"serving {serve['url']}")
+            facts.add_row("served", f"{serve['served']} ({serve['waiting']} waiting)")
         self.update(Group(head, facts))
