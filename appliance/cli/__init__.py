@@ -30,6 +30,7 @@ from appliance.cli import (
     sandbox,
     state,
     training,
+    upkeep,
 )
 from appliance.config import load_config
 from appliance.errors import ForgeError
@@ -106,6 +107,9 @@ def _register() -> None:
     cli.add_command(daemon_jobs.daemon)
 
     cli.add_command(sandbox.sandbox)
+
+    cli.add_command(upkeep.gc)
+    cli.add_command(upkeep.alerts)
 
 
 _register()

@@ -36,6 +36,7 @@ OWNERS: dict[str, set[str]] = {
     "eval_outcomes": {"appliance/evaluation/store.py"},
     "gate_decisions": {"appliance/evaluation/store.py"},
     "jobs": {"appliance/ops/jobs.py"},
+    "alerts": {"appliance/ops/alerts.py"},
     "index_snapshots": INDEX,
     "index_blobs": INDEX,
     "index_files": INDEX,
