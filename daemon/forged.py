@@ -39,7 +39,7 @@ from appliance.errors import ForgeError
 from appliance.ops import actions, control, jobs
 from appliance.ops.alerts import Watch
 from appliance.ops.control import SOCKET
-from appliance.ops.pressure import DiskGuard
+from appliance.ops.pressure import GUARDED, DiskGuard
 from appliance.ops.work import KINDS, run_job, run_job_in_child
 from appliance.resources import gpu_count
 from appliance.store import open_db
@@ -148,7 +148,7 @@ class Daemon:
             if job is None:  # idle: wake for the next poll, or the watchdog's next ping
                 self.stopping.wait(min(POLL_S, self.notifier.watchdog_s or POLL_S))
                 continue
-            if job.kind != "gc" and not self.guard.admit(self.db, job).ok:
+            if job.kind in GUARDED and not self.guard.admit(self.db, job).ok:
                 continue  # held: queued again with the reason, looked at again later
             log.info("job %d (%s) started, attempt %d of %d", job.id, job.kind, job.attempts,
                      job.max_attempts)  # fmt: skip

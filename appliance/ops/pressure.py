@@ -8,12 +8,15 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from appliance.config import Config
-from appliance.diskspace import Room, job_need_bytes, room
+from appliance.diskspace import HEAVY_KINDS, Room, job_need_bytes, room
 from appliance.ops import gc, jobs
 
 log = logging.getLogger("forged")
 RETRY = timedelta(minutes=1)  # a held job is looked at again after this
 GC_EVERY = timedelta(minutes=10)  # at most one gc this often for want of disk
+
+
+GUARDED = (*HEAVY_KINDS, "ingest")  # backup and gc never wait: they are what helps
 
 
 class DiskGuard:
@@ -33,9 +36,12 @@ class DiskGuard:
             return self._started(db, job, found)
         if self.last_gc is None or now - self.last_gc >= GC_EVERY:
             self.last_gc = now
-            report = gc.collect(self.config, db, now=now)
-            log.info("disk short for job %d (%s): gc freed %d bytes", job.id, job.kind,
-                     report.freed_bytes)  # fmt: skip
+            try:
+                report = gc.collect(self.config, db, now=now)
+                log.info("disk short for job %d (%s): gc freed %d bytes", job.id, job.kind,
+                         report.freed_bytes)  # fmt: skip
+            except Exception as exc:  # a gc that fails must not take the work loop down
+                log.warning("disk short for job %d (%s); gc failed: %s", job.id, job.kind, exc)
             found = room(self.config, job.kind, job_need_bytes(self.config, job.kind))
             if found.ok:
                 return self._started(db, job, found)
