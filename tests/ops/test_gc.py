@@ -110,7 +110,7 @@ def _tree(config) -> dict[str, int]:
     return {
         str(p.relative_to(config.home)): p.stat().st_size
         for p in config.home.rglob("*")
-        if p.is_file() and not p.name.startswith("forge.db")
+        if p.is_file() and not p.name.startswith("forge.db") and p.name != "gc.lock"
     }
 
 
