@@ -9,6 +9,9 @@ its checkpoint and raises Stopped; the next run resumes from that checkpoint.
 Child runs a function in a spawned child process (the daemon's heavy jobs, the training
 child): its stdout and stderr, C libraries' included, go to a log file, and what it
 returns or raises comes back through a pipe as a frozen record (Returned, Raised).
+
+run_command runs an operator's program (the alert hook): no shell, input on stdin, a
+timeout after which its whole process group is killed, and it too dies with its parent.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import threading
 import traceback
@@ -209,3 +213,59 @@ def _child_main(target, args, log_path, on_sigterm, env, expected, parent, sende
         sender.send(raised(exc))
         sys.exit(1)
     sender.send(Returned(result))
+
+
+# --- an operator's command -----------------------------------------------------------------
+
+OUTPUT_LIMIT = 4096  # of what a hook prints, kept for the journal
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """How a command ended: its exit status (None: killed at its timeout) and the end of
+    what it printed."""
+
+    argv: tuple[str, ...]
+    returncode: int | None
+    output: str
+    timed_out: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def run_command(argv: list[str], stdin: bytes, timeout_s: float) -> CommandResult:
+    """Run `argv` (no shell) with `stdin`; stdout and stderr together, the last
+    OUTPUT_LIMIT bytes kept. Its process group is killed at `timeout_s`; it dies with
+    this process. A program that cannot be started is a ForgeError."""
+    parent = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: after fork, only a call is safe
+
+    def with_parent() -> None:  # in the child, before exec
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the timeout kills all of it
+            preexec_fn=with_parent,
+        )
+    except OSError as exc:
+        raise ForgeError(
+            f"cannot run {argv[0]!r}: {exc.strerror}", "give the full path of a program"
+        ) from exc
+    try:
+        out, _ = proc.communicate(stdin, timeout=timeout_s)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        timed_out = True
+    text = out[-OUTPUT_LIMIT:].decode("utf-8", "replace")
+    return CommandResult(tuple(argv), None if timed_out else proc.returncode, text, timed_out)

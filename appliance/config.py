@@ -59,8 +59,22 @@ class IngestSettings(_Section):
     )
 
 
+class JobNeeds(_Section):
+    """What each heavy job kind may write at most, in GB: the disk-pressure guard wants
+    this much free on top of doctor.min_free_gb before the job starts."""
+
+    cycle: float = Field(4, ge=0, description="a whole cycle: campaign, training, evaluation")
+    campaign: float = Field(1, ge=0, description="worktrees, environments, the index")
+    train: float = Field(3, ge=0, description="checkpoints, the adapter, its GGUF export")
+    evaluate: float = Field(1, ge=0)
+    promote: float = Field(1, ge=0, description="a gated promote evaluates first")
+
+
 class DoctorSettings(_Section):
-    min_free_gb: float = Field(5, ge=0)
+    min_free_gb: float = Field(
+        5, ge=0, description="the floor: heavy work and ingest wait while less is free"
+    )
+    job_need_gb: JobNeeds = JobNeeds()
 
 
 class ModelSettings(_Section):
@@ -175,6 +189,45 @@ class DaemonSettings(_Section):
     backup_at: str = Field(
         "03:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="daily backup, HH:MM local"
     )
+    gc_at: str = Field(
+        "04:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="daily `forge gc`, HH:MM"
+    )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="/metrics (Prometheus text) on 127.0.0.1; 0: off"
+    )
+
+
+class RetentionSettings(_Section):
+    """What `forge gc` (daily in forged) may delete. Adapters, dataset versions, the
+    corpus, gate decisions and the backups their own retention keeps are never deleted."""
+
+    failed_run_days: float = Field(
+        14, ge=0, description="a training run that never finished keeps its checkpoints this long"
+    )
+    env_unused_days: float = Field(
+        30, ge=0, description="an environment no corpus commit needs goes after this long unused"
+    )
+    job_log_days: float = Field(30, ge=0, description="logs of finished jobs, crash logs")
+    cycle_reports: int = Field(60, ge=1, description="the newest cycle reports kept")
+    call_log_days: float = Field(
+        90, ge=0, description="model calls nothing refers to are deleted after this long"
+    )
+
+
+class AlertSettings(_Section):
+    """The alerts forged raises (docs/operations.md: what each means, what to do)."""
+
+    command: str = Field(
+        "", description="run with each raised or cleared alert as JSON on stdin (no shell)"
+    )
+    command_timeout_s: float = Field(30, gt=0, le=600)
+    every_s: int = Field(60, ge=5, description="how often forged evaluates the rules")
+    cycle_stale_hours: float = Field(48, ge=0, description="no cycle finished this long; 0: off")
+    gate_cycles: int = Field(
+        7, ge=0, description="this many deciding cycles in a row promoted nothing; 0: off"
+    )
+    min_free_gb: float = Field(10, ge=0, description="free disk under this raises an alert")
+    backup_max_age_hours: float = Field(26, gt=0, description="the newest backup is older")
 
 
 class CycleSettings(_Section):
@@ -300,6 +353,8 @@ class ForgeSettings(_Section):
     cycle: CycleSettings = CycleSettings()
     daemon: DaemonSettings = DaemonSettings()
     serve: ServeSettings = ServeSettings()
+    retention: RetentionSettings = RetentionSettings()
+    alerts: AlertSettings = AlertSettings()
 
 
 @dataclass(frozen=True)

@@ -103,14 +103,20 @@ def _check_llama() -> Check:
     return Check("llama.cpp", True, f"llama-cpp-python {proc.stdout.strip()}")
 
 
-def _check_models(config: Config) -> list[Check]:
+def _check_models(config: Config, verified: dict | None = None) -> list[Check]:
+    """Each base's file. `verified` (path → size and mtime), when given, names files whose
+    sha256 was found right: not read again while unchanged (forged's alerts look often)."""
     try:
         models = load_models(config.models_manifest)
     except ForgeError as exc:
         return [Check("models", False, exc.message, exc.hint or "run ./install.sh")]
     checks = []
     for model in models:
-        problem = check_model_file(model)
+        stamp = _stamp(model.path)
+        hashed = verified is None or verified.get(str(model.path)) != stamp
+        problem = check_model_file(model, hash_check=hashed)
+        if verified is not None and hashed and problem is None:
+            verified[str(model.path)] = stamp
         if problem:
             checks.append(
                 Check(
@@ -123,6 +129,19 @@ def _check_models(config: Config) -> list[Check]:
         else:
             checks.append(Check(f"model {model.name}", True, f"{model.path.name}, sha256 ok"))
     return checks
+
+
+def _stamp(path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def health_checks(config: Config, verified: dict | None = None) -> list[Check]:
+    """What forged's alerts watch of doctor: the sandbox and each model file."""
+    return [_check_sandbox(config), *_check_models(config, verified)]
 
 
 def _check_uv() -> Check:

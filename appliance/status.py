@@ -10,7 +10,7 @@ from appliance import registry
 from appliance.config import Config
 from appliance.errors import ForgeError
 from appliance.harness.results import GoldCounts, gold_counts
-from appliance.ops import jobs
+from appliance.ops import alerts, jobs
 from appliance.ops.control import request
 from appliance.packages import corpus
 from appliance.resources import snapshot
@@ -59,6 +59,7 @@ def gather(config: Config, db: sqlite_utils.Database, resources: dict | None = N
         "serve": read_state(config),
         "adapters": {a.stage: a.name for a in registry.active_versions(db)},
         "jobs": _jobs(db),
+        "alerts": [a.to_dict() for a in alerts.alerts(db)],
         "resources": resources if resources is not None else snapshot(config.home),
     }
 

@@ -13,6 +13,11 @@ are in and checkpoint: campaign units, training steps) and the daemon exits with
 On start, jobs a crash or a stop left running are queued again and resume from their
 checkpoints. Under systemd (Type=notify) it says READY once the socket and the schedules
 run, keeps STATUS current, and pings the watchdog from the work loop.
+
+Before a job starts, the disk-pressure guard (appliance.ops.pressure) checks free space;
+short of it, a gc runs and the job waits, its reason in its row. A thread evaluates the
+alert rules (appliance.ops.alerts) every alerts.every_s; with daemon.metrics_port set,
+/metrics answers on loopback (daemon.metrics).
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ from appliance.clock import now_iso
 from appliance.config import Config, load_config
 from appliance.errors import ForgeError
 from appliance.ops import actions, control, jobs
+from appliance.ops.alerts import Watch
 from appliance.ops.control import SOCKET
+from appliance.ops.pressure import GUARDED, DiskGuard
 from appliance.ops.work import KINDS, run_job, run_job_in_child
 from appliance.resources import job_gpus
 from appliance.store import open_db
 from appliance.store.backup import PID_FILE
-from daemon import schedule
+from daemon import metrics, schedule
 from daemon.control import serve
 from daemon.notify import Notifier
 
@@ -63,6 +70,7 @@ class Daemon:
         self.threads: dict[int, threading.Thread] = {}
         self.started = now_iso()
         self.scheduler = None  # daemon.schedule's, set once the socket answers
+        self.guard = DiskGuard(config)
 
     # --- the control socket --------------------------------------------------------------
 
@@ -144,6 +152,8 @@ class Daemon:
             if job is None:  # idle: wake for the next poll, or the watchdog's next ping
                 self.stopping.wait(min(POLL_S, self.notifier.watchdog_s or POLL_S))
                 continue
+            if job.kind in GUARDED and not self.guard.admit(self.db, job).ok:
+                continue  # held: queued again with the reason, looked at again later
             log.info("job %d (%s) started, attempt %d of %d", job.id, job.kind, job.attempts,
                      job.max_attempts)  # fmt: skip
             if job.heavy:
@@ -267,6 +277,7 @@ def main() -> int:
         signal.signal(signal.SIGINT, lambda *_: daemon.stopping.set())
         server = serve(config.home / SOCKET, daemon.dispatch)
         daemon.scheduler = schedule.start(config)
+        exporter = metrics.serve(config)
     except ForgeError as exc:
         print(f"forged: {exc}", file=sys.stderr)
         return 1
@@ -274,10 +285,14 @@ def main() -> int:
     log.info("started on %s (pid %d, %d GPU(s), %d heavy job(s) at a time)",
              json.dumps(str(config.home)), os.getpid(), daemon.gpus, daemon.slots)  # fmt: skip
     notifier.ready("idle")
+    threading.Thread(target=Watch(config).run, args=(daemon.stopping,), name="forged-alerts",
+                     daemon=True).start()  # fmt: skip
     try:
         daemon.loop()
     finally:
         daemon.scheduler.shutdown(wait=False)
+        if exporter is not None:
+            exporter.shutdown()
         server.shutdown()
         server.server_close()
         (config.home / SOCKET).unlink(missing_ok=True)

@@ -56,6 +56,9 @@ def start(config: Config) -> BackgroundScheduler:
     hour, minute = (int(x) for x in settings.backup_at.split(":"))
     scheduler.add_job(queue, "cron", hour=hour, minute=minute, args=[home, "backup"],
                       id="backup", replace_existing=True)  # fmt: skip
+    hour, minute = (int(x) for x in settings.gc_at.split(":"))
+    scheduler.add_job(queue, "cron", hour=hour, minute=minute, args=[home, "gc"], id="gc",
+                      replace_existing=True)  # fmt: skip
     if settings.cycle_every_minutes:
         scheduler.add_job(queue, "interval", minutes=settings.cycle_every_minutes,
                           args=[home, "cycle"], id="cycle", replace_existing=True)  # fmt: skip

@@ -62,6 +62,7 @@ LAYERS: dict[str, int] = {
     "appliance.childproc": 1,
     "appliance.records": 1,
     "appliance.digest": 1,
+    "appliance.diskspace": 1,
 }
 
 # (importing module, imported module): why a lower layer reaches up. Never more than

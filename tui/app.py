@@ -53,6 +53,8 @@ class ForgeApp(App):
 
     # None until the first probe; the banner shows while it is False.
     daemon_running: reactive[bool | None] = reactive(None)
+    # What the raised (not acknowledged) alerts say; the alert banner shows while any is.
+    raised_alerts: reactive[tuple[str, ...]] = reactive(())
 
     def __init__(
         self, config: Config, reader: Reader | None = None, refresh_s: float | None = REFRESH_S
@@ -77,6 +79,11 @@ class ForgeApp(App):
         def probe() -> None:
             running = self.reader.daemon_running()
             self.call_from_thread(setattr, self, "daemon_running", running)
+            try:
+                raised = self.reader.raised_alerts()
+            except read_errors():  # the screens report a database they cannot read
+                return
+            self.call_from_thread(setattr, self, "raised_alerts", raised)
 
         self.run_worker(probe, thread=True, group="probe", exclusive=True, name="probe daemon")
 

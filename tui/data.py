@@ -22,7 +22,7 @@ from appliance.errors import ForgeError
 from appliance.evaluation.metrics import METRICS
 from appliance.evaluation.store import StoredDecision, decisions
 from appliance.harness.results import GoldCounts, gold_counts, gold_usable
-from appliance.ops import jobs
+from appliance.ops import alerts, jobs
 from appliance.ops.control import request
 from appliance.packages import corpus
 from appliance.packages.corpus import IngestEvent, RepoPackage
@@ -204,6 +204,11 @@ class Reader:
         """`forge status --json`'s data: daemon, jobs, corpus, adapters, resources."""
         with self.db() as db:
             return self._gather(self.config, db)
+
+    def raised_alerts(self) -> tuple[str, ...]:
+        """What each raised, not acknowledged alert says, newest first."""
+        with self.db() as db:
+            return tuple(f"#{a.id} {a.message}" for a in alerts.alerts(db) if a.state == "raised")
 
     def daemon_running(self) -> bool:
         """Whether forged answers on its control socket."""

@@ -243,3 +243,14 @@ def summary(db: sqlite_utils.Database, package_id: int) -> CampaignState:
         stage_calls=calls,
         synthetic_pairs=pairs,
     )
+
+
+def referenced_call_ids(db: sqlite_utils.Database) -> set[int]:
+    """The model calls the triples refer to (a stage's answer lives only in its call)."""
+    rows = db.execute("SELECT DISTINCT j.value FROM triples, json_each(triples.call_ids) AS j")
+    return {int(value) for (value,) in rows if value is not None}
+
+
+def outcome_counts(db: sqlite_utils.Database) -> dict[str, int]:
+    """Campaign samples (triples) recorded so far, by outcome."""
+    return dict(db.execute("SELECT outcome, COUNT(*) FROM triples GROUP BY outcome").fetchall())

@@ -32,6 +32,7 @@ from appliance.cli import (
     solve,
     state,
     training,
+    upkeep,
 )
 from appliance.config import load_config
 from appliance.errors import ForgeError
@@ -113,6 +114,9 @@ def _register() -> None:
     cli.add_command(solve.solve)
     cli.add_command(solve.runs_)
     cli.add_command(solve.feedback)
+
+    cli.add_command(upkeep.gc)
+    cli.add_command(upkeep.alerts)
 
 
 _register()

@@ -66,6 +66,7 @@ def status(as_json: bool) -> None:
         )
     _print_daemon(data["daemon"], data["jobs"])
     _print_serve(data["serve"])
+    _print_alerts(data["alerts"])
     active = ", ".join(data["adapters"].values()) or "none (the base serves every stage)"
     console.print(f"adapters    active: {escape(active)}")
     console.print(f"database    {human_bytes(data['database']['bytes'])}")
@@ -98,7 +99,9 @@ def _print_daemon(daemon: dict, jobs: dict) -> None:
     for job in jobs["running"]:
         console.print(f"  running   {escape(_job_line(job))}  (log {escape(job['log'] or '-')})")
     for job in jobs["queue"][:5]:
-        console.print(f"  queued    #{job['id']} {job['kind']}")
+        waiting = job["progress"].get("waiting")
+        why = f": [yellow]{escape(waiting)}[/]" if waiting else ""
+        console.print(f"  queued    #{job['id']} {job['kind']}{why}")
     for job in jobs["recent_failures"][:3]:
         state = "failed" if job["status"] == "failed" else "retrying"
         console.print(
@@ -116,6 +119,19 @@ def _print_serve(serve: dict) -> None:
         f"serve       {state} at {escape(serve['url'])} (pid {serve['pid']}): "
         f"{serve['served']} answered, {serve['refused']} refused, {serve['waiting']} waiting"
     )
+
+
+def _print_alerts(alerts: list[dict]) -> None:
+    raised = [a for a in alerts if a["state"] == "raised"]
+    if not alerts:
+        console.print("alerts      none")
+        return
+    console.print(
+        f"alerts      {len(raised)} raised, {len(alerts) - len(raised)} acknowledged"
+        " (forge alerts; docs/operations.md says what to do)"
+    )
+    for a in raised[:5]:
+        console.print(f"  [red]#{a['id']:<4}[/] {a['rule']}: {escape(a['message'][:140])}")
 
 
 def _print_resources(res: dict) -> None:

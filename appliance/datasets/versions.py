@@ -322,3 +322,9 @@ def leak_check(db, dataset_name: str | None, tasks: Sequence[str]) -> LeakCheck:
     }
     leaked = [task for task in wanted if task in held]
     return LeakCheck(dataset_name, len(wanted), len(leaked), tuple(leaked[:LEAKED_SHOWN]))
+
+
+def referenced_call_ids(db) -> set[int]:
+    """The model calls dataset rows were made from (each row's provenance names one)."""
+    rows = db.execute("SELECT DISTINCT json_extract(row, '$.provenance.call_id') FROM dataset_rows")
+    return {int(value) for (value,) in rows if value is not None}

@@ -152,3 +152,20 @@ def decisions(db, stage: str | None = None, limit: int = 50) -> list[StoredDecis
         f"SELECT * FROM gate_decisions {where} ORDER BY id DESC LIMIT ?", [*args, limit]
     )
     return [StoredDecision.from_row(row) for row in rows]
+
+
+def referenced_call_ids(db) -> set[int]:
+    """The model calls evaluation examples were answered with (and, for plan, the code
+    stage's call that turned the plan into edits)."""
+    rows = db.execute(
+        "SELECT json_extract(detail, '$.call_id'), json_extract(detail, '$.code_call_id') "
+        "FROM eval_examples"
+    )
+    return {int(value) for row in rows for value in row if value is not None}
+
+
+def verdict_counts(db) -> dict[str, int]:
+    """The gate's stored decisions, by verdict."""
+    return dict(
+        db.execute("SELECT verdict, COUNT(*) FROM gate_decisions GROUP BY verdict").fetchall()
+    )

@@ -40,14 +40,14 @@ from packaging.version import InvalidVersion, Version
 
 from appliance.config import Config
 from appliance.errors import ForgeError, SandboxError
-from appliance.harness.envs import Environment
+from appliance.harness.envs import PROJECT_MARKER, Environment, mark_used
 from appliance.harness.spec import CommitSpec
 from appliance.packages import gitsafe
 from appliance.sandbox import Bind, Limits, SandboxRequest, base_python, run_sandboxed
 
 WORKTREE = Path("/sandbox/repo")  # where every run sees its worktree
 BUILDER = Path(__file__).resolve().parent / "project" / "build_project.py"
-MARKER = "forge-project.json"
+MARKER = PROJECT_MARKER  # written last: the overlay is complete; its time: last used
 LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
 BUILD_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in")
 MAX_PYPROJECT_BYTES = 1 << 20
@@ -251,7 +251,7 @@ def ensure_project(
     final = projects / key
     with open(projects / f".{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        built = not (final / MARKER).is_file()
+        built = not mark_used(final / MARKER)
         if built:
             shutil.rmtree(final, ignore_errors=True)  # a crash's leftover: no marker
             try:

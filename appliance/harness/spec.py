@@ -46,19 +46,23 @@ class CommitSpec:
 
     @cached_property  # asked several times per run; the data behind it never changes
     def env_key(self) -> str:
-        """What the environment is made of: the interpreter, the platform, the requirements
-        and every wheel's sha256. Commits and packages share an environment only when all of
-        these agree, so no package's wheels can end up in another package's runs."""
-        data = {
-            "key": 2,  # 1 had no wheel hashes: those environments are simply not found again
-            "python": f"{platform.python_implementation()}-{platform.python_version()}"
-            f"{sys.abiflags}",
-            "interpreter": base_python(),  # a venv links to it
-            "platform": [sys.platform, platform.machine(), *platform.libc_ver()],
-            "requirements": sorted(r.strip().lower() for r in self.requirements),
-            "wheels": sorted(self.wheel_hashes),
-        }
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
+        """What the environment is made of (`environment_key`)."""
+        return environment_key(self.requirements, self.wheel_hashes)
+
+
+def environment_key(requirements, wheel_hashes) -> str:
+    """The interpreter, the platform, the requirements and every wheel's sha256. Commits
+    and packages share an environment only when all of these agree, so no package's wheels
+    can end up in another package's runs."""
+    data = {
+        "key": 2,  # 1 had no wheel hashes: those environments are simply not found again
+        "python": f"{platform.python_implementation()}-{platform.python_version()}{sys.abiflags}",
+        "interpreter": base_python(),  # a venv links to it
+        "platform": [sys.platform, platform.machine(), *platform.libc_ver()],
+        "requirements": sorted(r.strip().lower() for r in requirements),
+        "wheels": sorted(tuple(w) for w in wheel_hashes),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def changed_test_files(repo: Path, parent: str, sha: str) -> tuple[str, ...]:

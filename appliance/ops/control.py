@@ -118,7 +118,7 @@ class RunIngest(_Strict):
 
 class RunBackup(_Strict):
     command: Literal["run"]
-    kind: Literal["backup"]
+    kind: Literal["backup", "gc"]
     args: NoArgs = NoArgs()
 
 
@@ -141,7 +141,7 @@ Request = Annotated[
 ]
 _REQUEST = TypeAdapter(Request)
 # Every kind a `run` request may name (appliance.ops.work.KINDS, which a test holds them to).
-RUN_KINDS = ("ingest", "backup", "cycle", "campaign", "train", "evaluate", "promote")
+RUN_KINDS = ("ingest", "backup", "gc", "cycle", "campaign", "train", "evaluate", "promote")
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(rb"[\[\]{}]")
 

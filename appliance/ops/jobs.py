@@ -234,3 +234,47 @@ def counts(db) -> dict[str, int]:
     found = {s: 0 for s in STATUSES}
     found.update(dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")))
     return found
+
+
+def hold(db, job_id: int, reason: str, until: datetime) -> Job:
+    """A claimed job that may not start yet (too little disk): queued again until `until`,
+    its attempt not counted, `reason` in its progress for status and the dashboard."""
+    with transaction(db):
+        (progress,) = db.execute("SELECT progress FROM jobs WHERE id = ?", [job_id]).fetchone()
+        waiting = json.loads(progress) | {"waiting": reason}
+        db.execute(
+            "UPDATE jobs SET status = 'queued', not_before = ?, progress = ?, "
+            "attempts = MAX(attempts - 1, 0) WHERE id = ? AND status = 'running'",
+            [now_iso(at=until), json.dumps(waiting), job_id],
+        )
+    return get(db, job_id)
+
+
+def latest_finished(db) -> dict[str, Job]:
+    """Per kind, the newest job that ended done or failed (cancelled ones say nothing)."""
+    rows = db.query(
+        "SELECT * FROM jobs WHERE id IN (SELECT MAX(id) FROM jobs "
+        "WHERE status IN ('done', 'failed') GROUP BY kind)"
+    )
+    return {row["kind"]: _job(row) for row in rows}
+
+
+def finished(db, kinds: tuple[str, ...], limit: int = 50) -> list[Job]:
+    """Jobs of `kinds` that ended done, newest first."""
+    marks = ",".join("?" * len(kinds))
+    rows = db.query(
+        f"SELECT * FROM jobs WHERE status = 'done' AND kind IN ({marks}) "
+        "ORDER BY finished_at DESC, id DESC LIMIT ?",
+        [*kinds, limit],
+    )
+    return [_job(r) for r in rows]
+
+
+def first_queued_at(db, kind: str) -> str | None:
+    """When the first job of `kind` was queued; None if there never was one."""
+    return db.execute("SELECT MIN(queued_at) FROM jobs WHERE kind = ?", [kind]).fetchone()[0]
+
+
+def live_ids(db) -> set[int]:
+    """The jobs queued or running: their logs are in use."""
+    return {r[0] for r in db.execute("SELECT id FROM jobs WHERE status IN ('queued', 'running')")}

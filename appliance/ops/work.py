@@ -17,15 +17,15 @@ from appliance.cycle.loop import run_cycle
 from appliance.cycle.profile import with_profile
 from appliance.datasets.versions import rows_made_from
 from appliance.errors import ForgeError
-from appliance.ops import actions, jobs
+from appliance.ops import actions, gc, jobs
 from appliance.packages.ingest import ingest
 from appliance.sandbox import check_sandbox
 from appliance.store import open_db
 from appliance.store.backup import make_backup
 
 # kind → heavy (loads a model). The cycle's parts are its own idempotent steps.
-KINDS = {"ingest": False, "backup": False, "cycle": True, "campaign": True, "train": True,
-         "evaluate": True, "promote": True}  # fmt: skip
+KINDS = {"ingest": False, "backup": False, "gc": False, "cycle": True, "campaign": True,
+         "train": True, "evaluate": True, "promote": True}  # fmt: skip
 CYCLE_PARTS = {"cycle": None, "campaign": ("campaign",), "train": ("datasets", "train"),
                "evaluate": ("evaluate",)}  # fmt: skip
 
@@ -90,6 +90,8 @@ def run_job(home: str, kind: str, args: dict, job_id: int | None = None) -> dict
         return {"results": [r.to_dict() for r in results]}
     if kind == "backup":
         return make_backup(config).to_dict()
+    if kind == "gc":
+        return gc.collect(config, db).to_dict()
     progress = JobProgress(db, job_id) if job_id is not None else None
     if kind in CYCLE_PARTS:
         source, keep = (Path(args["source"]), False) if args.get("source") else (None, False)

@@ -11,7 +11,10 @@ A package is kept in corpus/NAME@VERSION: names and versions cannot hold "@", so
 packages share a folder (the older NAME-VERSION layout made `demo` `x-1` and `demo-x` `1`
 collide). Rows keep the path they were stored with, so earlier ingests stay where they are.
 One package can never stop the run: any error while taking it, even a bug, quarantines
-that package with the reason, and the loop goes on to the next.
+that package with the reason, and the loop goes on to the next. A full disk is not the
+package's fault: a package is not started without room for twice its size plus the floor
+(doctor.min_free_gb), and one that fills the disk anyway is left where it was ("waiting",
+its staging copy removed) for the next run.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import sqlite_utils
 
 from appliance.clock import now_iso
 from appliance.config import Config
+from appliance.diskspace import is_disk_full, room, tree_bytes
 from appliance.errors import ForgeError
 from appliance.packages import corpus, gitsafe
 from appliance.packages.manifest import MANIFEST_NAME, Manifest, ManifestError, read_manifest
@@ -257,7 +261,11 @@ def quarantine(
     ]
     if keep:
         text.append(f"The package was left where it was: {label(str(source))}")
-    (folder / "REJECTED.txt").write_text("\n".join(text) + "\n")
+    try:
+        (folder / "REJECTED.txt").write_text("\n".join(text) + "\n")
+    except OSError:  # a full disk: no half-written quarantine entry is left behind
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     if not keep:
         shutil.move(str(source), str(folder / source.name))
     corpus.add_event(db, shown, "rejected", quarantine_path=str(folder), reasons=reasons)
@@ -332,6 +340,10 @@ def ingest_one(
         known = _compare_with_corpus(config, db, source, *claimed, keep=keep)
         if known is not None:
             return known
+    # The staging copy, then the clean repository beside it: twice the package at most.
+    space = room(config, f"ingest of {label(source.name)}", 2 * tree_bytes(source))
+    if not space.ok:
+        return IngestResult(label(source.name), "waiting", reasons=[space.reason()])
     placed = _place_in_corpus(config, db, source, claimed, hook, keep)
     if isinstance(placed, IngestResult):
         return placed
@@ -495,7 +507,11 @@ def ingest(
                         config, db, entry, hook, keep=keep, trained_rows=trained_rows
                     )
             except Exception as exc:  # noqa: BLE001 — one package never stops the run
-                result = _unexpected(config, db, entry, exc, "ingesting it", keep=keep)
+                if is_disk_full(exc):  # not the package's fault: it stays for the next run
+                    reason = f"waiting for disk: the disk filled while ingesting it ({exc})"
+                    result = IngestResult(label(entry.name), "waiting", reasons=[reason])
+                else:
+                    result = _unexpected(config, db, entry, exc, "ingesting it", keep=keep)
             results.append(result)
             emit(result)
     return results

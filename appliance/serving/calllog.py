@@ -19,7 +19,7 @@ from pathlib import Path
 
 from appliance.clock import now_iso
 from appliance.records import from_row
-from appliance.store import connect
+from appliance.store import connect, transaction
 
 SERVED = "serve"  # the source of a call `forge serve` made for a client
 SOLVED = "solve"  # the source of a call `forge solve` made for an operator's task
@@ -113,3 +113,37 @@ def calls(db, ids: Iterable[int | None]) -> dict[int, ModelCall]:
         for row in cursor.fetchall()
     ]
     return {call.id: call for call in found}
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """Calls of the log older than a cutoff that nothing refers to: how many, their text."""
+
+    rows: int
+    bytes: int  # the text they hold (prompt, messages, output): pages SQLite reuses
+
+    def to_dict(self) -> dict:
+        return {"rows": self.rows, "bytes": self.bytes}
+
+
+def compact(db, before: str, keep: Iterable[int], *, dry_run: bool = False) -> Compaction:
+    """Delete the calls logged before `before` (ISO time) whose id is not in `keep`; with
+    `dry_run`, only count them. The file does not shrink: SQLite reuses the pages."""
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS calllog_keep (id INTEGER PRIMARY KEY)")
+    try:
+        db.execute("DELETE FROM temp.calllog_keep")
+        db.conn.executemany(
+            "INSERT OR IGNORE INTO temp.calllog_keep (id) VALUES (?)", ((i,) for i in keep)
+        )
+        where = "at < ? AND id NOT IN (SELECT id FROM temp.calllog_keep)"
+        rows, size = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(prompt) + LENGTH(COALESCE(messages, '')) "
+            f"+ LENGTH(output) + LENGTH(params)), 0) FROM model_calls WHERE {where}",
+            [before],
+        ).fetchone()
+        if not dry_run and rows:
+            with transaction(db):
+                db.execute(f"DELETE FROM model_calls WHERE {where}", [before])
+        return Compaction(rows, size)
+    finally:
+        db.execute("DROP TABLE IF EXISTS temp.calllog_keep")

@@ -139,6 +139,14 @@ _COLUMNS = (
 )
 
 
+def referenced_call_ids(db: sqlite_utils.Database) -> set[int]:
+    """The model calls the operator's runs refer to (feedback turns them into rows)."""
+    rows = db.execute(
+        "SELECT DISTINCT j.value FROM solve_runs, json_each(solve_runs.call_ids) AS j"
+    )
+    return {int(value) for (value,) in rows if value is not None}
+
+
 def _select(db: sqlite_utils.Database, where: str = "", args: list | None = None) -> list[SolveRun]:
     cursor = db.execute(f"SELECT {_COLUMNS} FROM solve_runs {where}", args or [])
     names = [c[0] for c in cursor.description]

@@ -177,13 +177,14 @@ def keep(found: list[Backup], now: datetime) -> set[Path]:
     return {b.path for b in kept.values()} | recent
 
 
-def prune(config: Config, *, now: datetime | None = None) -> list[Path]:
-    """Delete the regular backups retention does not keep (pre-restore copies stay)."""
+def prune(config: Config, *, now: datetime | None = None, dry_run: bool = False) -> list[Path]:
+    """Delete the regular backups retention does not keep (pre-restore copies stay); with
+    `dry_run`, only name them."""
     now = now or datetime.now(UTC)
     regular = [b for b in backups(config) if not b.path.name.endswith("-pre-restore.db")]
     wanted = keep(regular, now)
     removed = [b.path for b in regular if b.path not in wanted]
-    for path in removed:
+    for path in [] if dry_run else removed:
         path.unlink(missing_ok=True)
     return removed
 

@@ -34,6 +34,13 @@ def applied(db: sqlite_utils.Database) -> set[str]:
     return {row["name"] for row in db["_migrations"].rows}
 
 
+def created_at(db: sqlite_utils.Database) -> str | None:
+    """When the database was made: its first migration's time (ISO, UTC)."""
+    if "_migrations" not in db.table_names():
+        return None
+    return db.execute("SELECT MIN(applied_at) FROM _migrations").fetchone()[0]
+
+
 def migrate(db: sqlite_utils.Database) -> list[str]:
     """Apply every migration not yet recorded; return the names applied now."""
     db.execute(
@@ -756,3 +763,30 @@ def m018_solve_runs(db: sqlite_utils.Database) -> None:
     )
     db.execute("CREATE INDEX solve_runs_package ON solve_runs(package_id)")
     db.execute("ALTER TABLE dataset_versions ADD COLUMN held_back TEXT NOT NULL DEFAULT '[]'")
+
+
+@migration
+def m019_alerts(db: sqlite_utils.Database) -> None:
+    # What forged's alert rules found (appliance/ops/alerts.py owns it). An alert is
+    # raised, may be acknowledged, and is cleared when its rule no longer finds it; found
+    # again later, it is a new row. At most one open (not cleared) row per rule and subject.
+    db.execute(
+        """
+        CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY,
+            rule TEXT NOT NULL,  -- job_failed, cycle_stale, gate_stuck, disk_low, ...
+            subject TEXT NOT NULL,  -- what it is about: a job kind, a model; '' for the box
+            severity TEXT NOT NULL CHECK (severity IN ('warning', 'critical')),
+            state TEXT NOT NULL CHECK (state IN ('raised', 'acknowledged', 'cleared')),
+            message TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{}',  -- JSON: what the rule measured
+            raised_at TEXT NOT NULL,
+            seen_at TEXT NOT NULL,  -- the last evaluation that found it
+            acknowledged_at TEXT,
+            cleared_at TEXT
+        )
+        """
+    )
+    db.execute(
+        "CREATE UNIQUE INDEX alerts_one_open ON alerts(rule, subject) WHERE state != 'cleared'"
+    )

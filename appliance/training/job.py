@@ -15,6 +15,7 @@ from appliance.config import Config
 from appliance.datasets.rows import DatasetRow
 from appliance.datasets.versions import latest, training_mix
 from appliance.digest import sha256_file
+from appliance.diskspace import job_need_bytes, require_room
 from appliance.errors import UsageError
 from appliance.models.hf_base import make_training_base
 from appliance.models.importing import training_base_dir
@@ -51,6 +52,8 @@ def train_stage(
             f"no {kind} dataset for {stage} yet",
             "run a campaign, then forge datasets build",
         )
+    # Checkpoints, the adapter and its export need room: never start a run the disk ends.
+    require_room(config, f"training {stage}", job_need_bytes(config, "train"))
     rows = _trainer_rows(
         training_mix(db, stage, kind, dataset, config.settings.datasets.replay), kind
     )

@@ -92,7 +92,7 @@ def test_a_package_dropped_into_ingest_is_taken_by_the_schedule(home):
     proc = start(config)
     try:
         runs = request(config, "status")["daemon"]["next_runs"]
-        assert {"ingest-watch", "backup", "cycle"} <= set(runs)
+        assert {"ingest-watch", "backup", "cycle", "gc"} <= set(runs)
         assert (config.home / "scheduler.db").is_file()
         copy = config.dir("ingest") / ".copying-demo"
         shutil.copytree(DEMO, copy, symlinks=True)

@@ -37,6 +37,7 @@ OWNERS: dict[str, set[str]] = {
     "gate_decisions": {"appliance/evaluation/store.py"},
     "jobs": {"appliance/ops/jobs.py"},
     "solve_runs": {"appliance/solve/runs.py"},
+    "alerts": {"appliance/ops/alerts.py"},
     "index_snapshots": INDEX,
     "index_blobs": INDEX,
     "index_files": INDEX,

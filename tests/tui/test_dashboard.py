@@ -21,7 +21,7 @@ from tui.screens.confirm import ConfirmScreen
 from tui.screens.jobs import JobsScreen
 from tui.screens.overview import OverviewScreen
 from tui.screens.packages import PackagesScreen
-from tui.widgets.banner import DaemonBanner
+from tui.widgets.banner import AlertBanner, DaemonBanner
 from tui.widgets.tables import selected_key
 
 SIZE = (140, 44)
@@ -214,6 +214,24 @@ async def test_banner_without_a_daemon(make_app):
         await go(pilot, "1", "s")
         messages = [n.message for n in app._notifications]
         assert any("forged is not running" in m for m in messages)
+
+
+@sync
+async def test_a_raised_alert_shows_a_banner_until_acknowledged(make_app, demo):
+    from appliance.ops import alerts
+
+    db = open_db(demo)  # the demo's training job failed its last attempt
+    [change] = alerts.evaluate(demo, db, rules={"job_failed": alerts.RULES["job_failed"]})
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await go(pilot)
+        banner = app.screen.query_one(AlertBanner)
+        assert banner.display and "failed its gates" in str(banner.render())
+        alerts.acknowledge(db, change.alert.id)
+        app.probe_daemon()
+        await go(pilot, "2")
+        assert not app.screen.query_one(AlertBanner).display
+    db.close()
 
 
 @sync

@@ -11,7 +11,7 @@ from textual.widgets import Footer, Header
 
 from appliance.errors import ForgeError
 from appliance.store import sqlite_module
-from tui.widgets.banner import DaemonBanner
+from tui.widgets.banner import AlertBanner, DaemonBanner
 
 
 def read_errors() -> tuple[type[BaseException], ...]:
@@ -35,6 +35,7 @@ class ForgeScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
         yield DaemonBanner()
+        yield AlertBanner()
         yield from self.body()
         yield Footer()
 

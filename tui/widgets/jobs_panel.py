@@ -44,6 +44,8 @@ class QueuePanel(Static):
         table = Table.grid(padding=(0, 2))
         for job in queue:
             retry = f"retry {job['attempts'] + 1}" if job["attempts"] else ""
+            if job["progress"].get("waiting"):  # held by the disk-pressure guard
+                retry = Text(job["progress"]["waiting"], style="yellow")
             table.add_row(
                 f"#{job['id']}",
                 Text(job["kind"], style="cyan"),
