@@ -56,6 +56,7 @@ FROZEN = {
     "m014_answers_in_the_call_log": "b4df456c3be0b0f3",
     "m015_dataset_holdout": "f0e1d72faec5dbc0",
     "m016_insufficient_verdict": "63accf6acb4074a7",
+    "m020_data_packages": "8839940ae1ef5963",
 }
 SHIPPED = [name for name in FROZEN if name.startswith("m")]
 FORGE_PACKAGES = ("appliance", "daemon", "tui", "bench")

@@ -36,6 +36,8 @@ OWNERS: dict[str, set[str]] = {
     "eval_outcomes": {"appliance/evaluation/store.py"},
     "gate_decisions": {"appliance/evaluation/store.py"},
     "jobs": {"appliance/ops/jobs.py"},
+    "data_packages": {"appliance/datapackages/store.py"},
+    "data_package_rows": {"appliance/datapackages/store.py"},
     "index_snapshots": INDEX,
     "index_blobs": INDEX,
     "index_files": INDEX,
