@@ -261,10 +261,15 @@ def test_a_row_goes_to_its_stored_shape_and_back_unchanged():
     dpo = DatasetRow("code", "dpo", "demo@abc", "real commit over sample", [], "p", "stop",
                      sft.provenance, chosen="a", rejected="b")  # fmt: skip
     assert list(dpo.to_dict())[-3:] == ["chosen", "rejected", "provenance"]
+    # `origin` came last (rows stored before it have none: they are the campaign's).
     assert list(sft.to_dict()["provenance"]) == ["task", "sample", "call_id", "base_sha256",
-                                                 "adapter", "forge_revision", "params"]  # fmt: skip
+                                                 "adapter", "forge_revision", "params",
+                                                 "origin"]  # fmt: skip
     for row in (sft, dpo):
         assert DatasetRow.from_dict(json.loads(json.dumps(row.to_dict()))) == row
+    older = sft.to_dict()
+    del older["provenance"]["origin"]
+    assert DatasetRow.from_dict(older).provenance.origin == "campaign"
 
 
 def _sft_row(task: str, **fields) -> DatasetRow:
