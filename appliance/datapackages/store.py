@@ -84,7 +84,10 @@ def add_package(
     conn = getattr(db, "conn", db)
     conn.executemany(
         "INSERT INTO data_package_rows (package_id, stage, kind, line, row) VALUES (?, ?, ?, ?, ?)",
-        [(package_id, stage, row.kind, line, row.to_line()) for stage, line, row in rows],
+        [
+            (package_id, stage, row.kind, line, row.to_line().rstrip("\n"))
+            for stage, line, row in rows
+        ],
     )
     return package_id
 

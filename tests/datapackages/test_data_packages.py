@@ -170,6 +170,16 @@ def test_imported_rows_meet_the_same_per_task_cap_and_dedupe(home):
     assert again.outcome == "rejected" and "[duplicate-content]" in again.reasons[0]
 
 
+def test_imported_rows_meet_the_same_quality_gates(home):
+    config, db = home
+    train, _ = _commits(config, db)
+    rows = [sft("scope", train[n], '{"files": []}') for n in range(3)]
+    _write(config.dir("ingest") / "empty", {"scope": rows}, name="empty")
+    assert _ingest(config, db)[0].outcome == "accepted"
+    version = build(config, db, "scope", "sft")
+    assert version.status == "failed" and version.gates["empty"] == 1.0
+
+
 def test_rows_of_a_commit_held_out_later_are_dropped_with_the_reason(home):
     config, db = home
     train, _ = _commits(config, db)
