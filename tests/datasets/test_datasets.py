@@ -205,9 +205,8 @@ def test_a_dataset_failing_its_gates_is_kept_marked_and_refused(home, tmp_path, 
         for i, m, p, o, f in calls
     ]  # fmt: skip
     assert sum(r.finish_reason == "length" for r in raw) / len(raw) >= 0.1
-    monkeypatch.setattr(
-        "appliance.datasets.versions.candidate_rows", lambda db, stage, trainable: raw
-    )
+    # The rows' one source, in place of the campaign and the data packages.
+    monkeypatch.setattr("appliance.datasets.sources.SOURCES", (lambda db, stage, trainable: raw,))
     defaults = tmp_path / "forge.toml"
     defaults.write_text("")  # the default limits
     monkeypatch.setenv("FORGE_CONFIG", str(defaults))
