@@ -53,6 +53,15 @@ class PackageLimits(_Section):
     )
 
 
+class DataPackageLimits(_Section):
+    """Limits a data package (a teacher's rows, docs/data-package.md) must stay within."""
+
+    max_file_mb: float = Field(64, gt=0, description="one rows file (STAGE.jsonl)")
+    max_total_mb: float = Field(256, gt=0, description="the whole package")
+    max_rows: int = Field(100_000, gt=0, description="rows in one package, all stages")
+    max_row_kb: float = Field(512, gt=0, description="one row (a JSONL line)")
+
+
 class IngestSettings(_Section):
     quiet_seconds: float = Field(
         30, ge=0, description="a package is complete once nothing in it changed for this long"
@@ -340,6 +349,7 @@ class ServeSettings(_Section):
 class ForgeSettings(_Section):
     home: str = ""
     packages: PackageLimits = PackageLimits()
+    data_packages: DataPackageLimits = DataPackageLimits()
     ingest: IngestSettings = IngestSettings()
     doctor: DoctorSettings = DoctorSettings()
     models: ModelSettings = ModelSettings()

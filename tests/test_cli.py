@@ -21,6 +21,10 @@ COMMANDS = [
     ["package"],
     ["package", "build"],
     ["package", "validate"],
+    ["data-package"],
+    ["data-package", "list"],
+    ["data-package", "validate"],
+    ["datasets", "sources"],
 ]
 
 

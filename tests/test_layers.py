@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     # 3 domain
     "appliance.campaign": 3,
     "appliance.datasets": 3,
+    "appliance.datapackages": 3,
     "appliance.training": 3,
     "appliance.evaluation": 3,
     "appliance.registry": 3,

@@ -21,6 +21,7 @@ from appliance.cli import (
     campaign,
     daemon_jobs,
     dashboard,
+    datapackages,
     datasets,
     evaluation,
     harness,
@@ -84,6 +85,7 @@ def cli() -> None:
 def _register() -> None:
     cli.add_command(packages.package)
     cli.add_command(packages.ingest)
+    cli.add_command(datapackages.data_package)
     cli.add_command(state.init)
     cli.add_command(state.status)
     cli.add_command(state.doctor)

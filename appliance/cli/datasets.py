@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json
-from appliance.datasets.versions import KINDS, _check_stage, rows_of, versions
+from appliance.datasets.versions import KINDS, _check_stage, named, origins_of, rows_of, versions
 from appliance.datasets.versions import build as build_version
 from appliance.datasets.versions import export as export_rows
 from appliance.errors import UsageError
@@ -118,3 +118,39 @@ def export(stage: str, kind: str, number, output: Path) -> None:
     config, db = open_forge()
     count = export_rows(config, db, stage, kind, number, output)
     console.print(f"wrote {count} rows to {escape(str(output))}")
+
+
+@datasets.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def sources(name: str | None, as_json: bool) -> None:
+    """What each dataset version took from where: the rows it includes per origin
+    (campaign, import:NAME-VERSION for a data package's rows), the new rows it took from
+    each, and the rows it left out or dropped, with the reason. NAME: a version
+    (scope-sft-v2) or a stage; default all."""
+    _, db = open_forge()
+    found = [
+        v.to_dict() | {"included": origins_of(db, v)} | _recorded(v.sources)
+        for v in named(db, name)
+    ]
+    if as_json:
+        emit_json(
+            [{k: v[k] for k in ("name", "rows", "included", "taken", "dropped")} for v in found]
+        )
+        return
+    if not found:
+        console.print("no datasets yet: run a campaign or ingest a data package, then build")
+    for v in found:
+        included = ", ".join(f"{origin} {n}" for origin, n in v["included"].items()) or "none"
+        taken = ", ".join(f"{origin} {n}" for origin, n in v["taken"].items()) or "nothing new"
+        console.print(f"{v['name']:24} {v['rows']:5d} rows: {escape(included)}")
+        console.print(f"    took: {escape(taken)}")
+        for d in v["dropped"]:
+            console.print(
+                f"    left out {d['rows']} of {escape(d['origin'])}: {escape(d['reason'])}"
+            )
+
+
+def _recorded(record: dict) -> dict:
+    """What a version recorded of its sources ('{}' for versions made before they were)."""
+    return {"taken": record.get("taken", {}), "dropped": record.get("dropped", [])}

@@ -15,6 +15,7 @@ from rich.status import Status
 from appliance.cli.common import open_forge
 from appliance.cli.output import console, emit_json, err_console
 from appliance.config import load_config
+from appliance.datapackages.take import take_data_package
 from appliance.datasets.versions import rows_made_from
 from appliance.errors import ForgeError, UsageError
 from appliance.ops import actions
@@ -362,6 +363,7 @@ def ingest(directory: Path | None, keep: bool, as_json: bool) -> None:
                 config, db, directory, on_result=lambda r: show(r.to_dict()),
                 hook=lambda stage: spinner.update(f"ingest: {stage}"), keep=keep,
                 trained_rows=functools.partial(rows_made_from, db),
+                take_data=functools.partial(take_data_package, config, db),
             )]  # fmt: skip
     if as_json:
         emit_json({"results": results})

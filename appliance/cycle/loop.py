@@ -23,6 +23,7 @@ from appliance import registry
 from appliance.campaign.run import run_campaign
 from appliance.clock import now_iso
 from appliance.config import Config
+from appliance.datapackages.take import take_data_package
 from appliance.datasets.versions import build, latest, rows_made_from
 from appliance.errors import ForgeError
 from appliance.evaluation.compare import evaluate_many
@@ -121,7 +122,8 @@ def run_cycle(
 
 def _ingest(config: Config, db, source: Path | None, keep: bool) -> Step:
     trained_rows = functools.partial(rows_made_from, db)
-    results = ingest(config, db, source, keep=keep, trained_rows=trained_rows)
+    take_data = functools.partial(take_data_package, config, db)
+    results = ingest(config, db, source, keep=keep, trained_rows=trained_rows, take_data=take_data)
     detail: dict = dict(Counter(r.outcome for r in results))
     detail["packages"] = [f"{r.name or r.source}: {r.outcome}" for r in results]
     if "rejected" not in detail:

@@ -53,23 +53,27 @@ def forge_revision() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+CAMPAIGN = "campaign"  # the origin of rows made from this box's own campaigns
+
+
 @dataclass(frozen=True)
 class Provenance:
-    """Where a row comes from: the task and sample, the logged call, base, adapter, code."""
+    """Where a row comes from: the task and sample, the logged call, base, adapter, code,
+    and its origin: `campaign`; `operator` for a row from the operator's feedback on a solve
+    run (its sample is the run); or `import:NAME-VERSION` for a data package's row (which
+    has no call here: call_id None, the line of its STAGE.jsonl as its sample)."""
 
     task: str
     sample: int
-    call_id: int
+    call_id: int | None
     base_sha256: str
     adapter: str | None
     forge_revision: str
     params: dict  # the call's generation parameters, as logged
-    origin: str = "campaign"  # or "operator": a solve run the operator gave feedback on
+    origin: str = CAMPAIGN
 
     def to_dict(self) -> dict:
-        # A campaign row keeps the stored shape it has always had; only others say where.
-        keys = [f for f in self.__dataclass_fields__ if f != "origin" or self.origin != "campaign"]
-        return as_json(self, *keys)
+        return as_json(self)
 
 
 @dataclass(frozen=True)

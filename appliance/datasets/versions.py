@@ -4,10 +4,12 @@ Rows are stored once, with the version that first included them; version N of a 
 SFT or DPO dataset is every row first included at N or before and not dropped at N or
 before. A row is dropped when its commit may no longer be trained on (held out now, or
 its package moved to eval): each version records the hold-out it was built against.
-Rows come from campaigns and from the operator's feedback on solve runs
-(`datasets.operator`); a run whose rows may not be trained on now is held back, and each
-version records those runs with the reason (`held_back`). A new version is made only
-when rows are new or dropped, or what is held back changed. Rows are deduplicated, and at
+Rows come from campaigns, ingested data packages (`datasets.sources`) and the operator's
+feedback on solve runs (`datasets.operator`); each row names its origin, and each version
+records what it took from each origin and what it left out and why (`sources`). An
+operator run whose rows may not be trained on now is held back, and each version records
+those runs with the reason (`held_back`). A new version is made only when rows are new or
+dropped, or what is held back changed. Rows are deduplicated, and at
 most `per_task_cap` rows of one task enter a dataset. Each version is written to
 FORGE_HOME/datasets as JSONL (with its sha256) and checked by the quality gates; a
 version that fails is kept, marked and explained, and training refuses it. A training
@@ -28,9 +30,9 @@ from pathlib import Path
 
 from appliance.clock import now_iso
 from appliance.config import Config
-from appliance.datasets import gates
+from appliance.datasets import gates, sources
 from appliance.datasets.operator import OperatorRows, operator_rows
-from appliance.datasets.rows import DatasetRow, candidate_rows
+from appliance.datasets.rows import CAMPAIGN, DatasetRow
 from appliance.errors import ForgeError, UsageError
 from appliance.packages import corpus
 from appliance.packages.split import Holdout
@@ -63,6 +65,8 @@ class DatasetVersion:
     dropped_rows: int = 0  # rows of earlier versions this one no longer includes
     holdout: dict = field(default_factory=dict)  # Holdout.to_dict() it was built against
     held_back: list = field(default_factory=list)  # operator runs not taken, and why
+    # What it took from each origin, what it left out and why (appliance.datasets.sources)
+    sources: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -82,10 +86,7 @@ def _check_stage(stage: str, kind: str) -> None:
 def versions(db, stage: str | None = None) -> list[DatasetVersion]:
     where, args = ("WHERE stage = ?", [stage]) if stage else ("", [])
     rows = db.query(f"SELECT * FROM dataset_versions {where} ORDER BY stage, kind, version", args)
-    return [
-        from_row(DatasetVersion, row, json_columns=("gates", "reasons", "holdout", "held_back"))
-        for row in rows
-    ]
+    return [from_row(DatasetVersion, row, json_columns=_JSON_COLUMNS) for row in rows]
 
 
 def latest(db, stage: str, kind: str) -> DatasetVersion | None:
@@ -120,16 +121,21 @@ def _jsonl(rows: list[DatasetRow]) -> str:
 
 
 def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
-    """Add the rows campaign data and the operator's feedback imply that the stage's
-    dataset lacks, and drop the rows whose commit may no longer be trained on, as a new
-    version; it records the operator runs held back and why. None when nothing is new or
-    dropped and the same runs are held back (the latest version stays current)."""
+    """Add the rows the sources imply (appliance.datasets.sources: the campaigns, ingested
+    data packages; and the operator's feedback on solve runs, appliance.datasets.operator)
+    that the stage's dataset lacks, and drop the rows whose commit may no longer be trained
+    on, as a new version. None when nothing is new or dropped and the same operator runs
+    are held back (the latest version stays current). The version records what it took
+    from each origin and what it left out and why (`DatasetVersion.sources`), and the
+    operator runs it held back (`DatasetVersion.held_back`)."""
     _check_stage(stage, kind)
     holdout = Holdout.of(config, db)
     splits = {package.name: package.split for package in corpus.packages(db)}
     operator = operator_rows(config, db, stage, holdout)
-    candidates = [r for r in candidate_rows(db, stage, holdout.trainable) if r.kind == kind]
-    candidates += [r for r in operator.rows if r.kind == kind]
+    found = [r for r in sources.candidates(db, stage, holdout.trainable) if r.kind == kind]
+    found += [r for r in operator.rows if r.kind == kind]
+    candidates = [r for r in found if _trainable(r.task, holdout, splits, operator)]
+    held = [r for r in found if not _trainable(r.task, holdout, splits, operator)]
     with transaction(db) as conn:
         version = 1 + (
             conn.execute(
@@ -138,11 +144,12 @@ def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
             ).fetchone()[0]
             or 0
         )
-        new = _new_rows(conn, stage, kind, candidates, config.settings.datasets.per_task_cap)
+        cap = config.settings.datasets.per_task_cap
+        new, left_out = _new_rows(conn, stage, kind, candidates, cap, held)
         dropped = [
-            row_id
-            for row_id, task in conn.execute(
-                "SELECT id, task FROM dataset_rows WHERE stage = ? AND kind = ? "
+            (row_id, origin)
+            for row_id, task, origin in conn.execute(
+                f"SELECT id, task, {_ORIGIN} FROM dataset_rows WHERE stage = ? AND kind = ? "
                 "AND dropped_in IS NULL",
                 [stage, kind],
             ).fetchall()
@@ -157,35 +164,68 @@ def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
         # What is held back and why is part of the record: a change makes a version too.
         if not new and not dropped and held_back == json.loads(previous[0] if previous else "[]"):
             return None
-        now = now_iso()
-        for key, row in new:
-            conn.execute(
-                "INSERT INTO dataset_rows (stage, kind, key, task, first_version, row, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [stage, kind, key, row.task, version, json.dumps(row.to_dict()), now],
-            )
-        for row_id in dropped:
-            conn.execute("UPDATE dataset_rows SET dropped_in = ? WHERE id = ?", [version, row_id])
-        all_rows = rows_of(conn, stage, kind, version)
-        rates = gates.measure(all_rows)
-        reasons = gates.check(rates, config.settings.datasets.limits())
-        path, digest = _write_jsonl(config, stage, kind, version, all_rows)
-        conn.execute(
-            "INSERT INTO dataset_versions (stage, kind, version, rows, new_rows, dropped_rows, "
-            "status, gates, reasons, holdout, held_back, path, sha256, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [stage, kind, version, len(all_rows), len(new), len(dropped),
-             "failed" if reasons else "ok", json.dumps(rates), json.dumps(reasons),
-             json.dumps(holdout.to_dict()), json.dumps(held_back),
-             path, digest, now],
-        )  # fmt: skip
+        left_out += Counter((origin, HELD_OUT_NOW) for _, origin in dropped)
+        _store_version(
+            config, conn, stage, kind, version, new, dropped, holdout, left_out, held_back
+        )
     return latest(db, stage, kind)
 
 
-def _new_rows(conn, stage: str, kind: str, candidates: list[DatasetRow], cap: int) -> list:
+_JSON_COLUMNS = ("gates", "reasons", "holdout", "held_back", "sources")
+# A stored row's origin (rows stored before origins were recorded are the campaign's).
+_ORIGIN = f"COALESCE(json_extract(row, '$.provenance.origin'), '{CAMPAIGN}')"
+HELD_OUT = "its commit is held out, or its package is eval"
+HELD_OUT_NOW = "dropped: its commit is held out now, or its package moved to eval"
+DUPLICATE = "the same row is in a dataset already, from another origin"
+OVER_CAP = "over the per-task cap (datasets.per_task_cap)"
+
+
+def _store_version(
+    config, conn, stage, kind, version, new, dropped, holdout, left_out, held_back
+) -> None:
+    """Write version `version`: its new rows, the rows it drops, its JSONL file and row."""
+    now = now_iso()
+    for key, row in new:
+        conn.execute(
+            "INSERT INTO dataset_rows (stage, kind, key, task, first_version, row, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [stage, kind, key, row.task, version, json.dumps(row.to_dict()), now],
+        )
+    for row_id, _ in dropped:
+        conn.execute("UPDATE dataset_rows SET dropped_in = ? WHERE id = ?", [version, row_id])
+    all_rows = rows_of(conn, stage, kind, version)
+    rates = gates.measure(all_rows)
+    reasons = gates.check(rates, config.settings.datasets.limits())
+    path, digest = _write_jsonl(config, stage, kind, version, all_rows)
+    taken = Counter(row.provenance.origin for _, row in new)
+    record = {
+        "taken": dict(sorted(taken.items())),
+        "dropped": [
+            {"origin": origin, "reason": reason, "rows": n}
+            for (origin, reason), n in sorted(left_out.items())
+        ],
+    }
+    conn.execute(
+        "INSERT INTO dataset_versions (stage, kind, version, rows, new_rows, dropped_rows, "
+        "status, gates, reasons, holdout, held_back, path, sha256, created_at, sources) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [stage, kind, version, len(all_rows), len(new), len(dropped),
+         "failed" if reasons else "ok", json.dumps(rates), json.dumps(reasons),
+         json.dumps(holdout.to_dict()), json.dumps(held_back), path, digest, now,
+         json.dumps(record)],
+    )  # fmt: skip
+
+
+def _new_rows(
+    conn, stage: str, kind: str, candidates: list[DatasetRow], cap: int, held: list[DatasetRow]
+) -> tuple[list, Counter]:
     """(key, row) of the candidates not stored yet (in any dataset), at most `cap` rows
-    per task in this stage's dataset, counting the rows stored already."""
-    known = {key for (key,) in conn.execute("SELECT key FROM dataset_rows").fetchall()}
+    per task in this stage's dataset, counting the rows stored already; and how many were
+    left out, by (origin, reason), `held` (candidates whose commit may not be trained on)
+    among them. A candidate stored already from its own origin is the row itself again,
+    and not counted (nor is a held one stored already: the version drops it)."""
+    known = dict(conn.execute(f"SELECT key, {_ORIGIN} FROM dataset_rows").fetchall())
+    skipped = Counter((r.provenance.origin, HELD_OUT) for r in held if r.key not in known)
     per_task = Counter(
         task
         for (task,) in conn.execute(
@@ -194,13 +234,18 @@ def _new_rows(conn, stage: str, kind: str, candidates: list[DatasetRow], cap: in
     )
     new = []
     for row in candidates:
-        key = row.key
-        if key in known or per_task[row.task] >= cap:
+        key, origin = row.key, row.provenance.origin
+        if key in known:
+            if known[key] != origin:
+                skipped[(origin, DUPLICATE)] += 1
             continue
-        known.add(key)
+        if per_task[row.task] >= cap:
+            skipped[(origin, OVER_CAP)] += 1
+            continue
+        known[key] = origin
         per_task[row.task] += 1
         new.append((key, row))
-    return new
+    return new, skipped
 
 
 def _trainable(task: str, holdout: Holdout, splits: dict, operator: OperatorRows) -> bool:
@@ -276,6 +321,43 @@ def rows_made_from(db, name: str) -> int:
     return db.execute(
         "SELECT COUNT(*) FROM dataset_rows WHERE substr(task, 1, ?) = ?", [len(prefix), prefix]
     ).fetchone()[0]
+
+
+def origins_of(db, version: DatasetVersion) -> dict[str, int]:
+    """The rows `version` includes, per origin."""
+    return dict(
+        db.execute(
+            f"SELECT {_ORIGIN} AS origin, COUNT(*) FROM dataset_rows WHERE {_INCLUDED} "
+            "GROUP BY origin ORDER BY origin",
+            [version.stage, version.kind, version.version, version.version],
+        ).fetchall()
+    )
+
+
+def named(db, name: str | None) -> list[DatasetVersion]:
+    """The versions `name` names: STAGE-KIND-vN, a stage (all its versions) or None (all)."""
+    if name is None:
+        return versions(db)
+    if name in STAGES:
+        return versions(db, name)
+    found = [v for v in versions(db) if v.name == name]
+    if not found:
+        raise UsageError(
+            f"no dataset version {name!r}",
+            "name a stage or a version as forge datasets list shows it (scope-sft-v2)",
+        )
+    return found
+
+
+def rows_by_origin(db) -> dict[str, int]:
+    """Rows in datasets now (not dropped), per origin (campaign, import:NAME-VERSION, …),
+    every stage and kind together."""
+    return dict(
+        db.execute(
+            f"SELECT {_ORIGIN} AS origin, COUNT(*) FROM dataset_rows WHERE dropped_in IS NULL "
+            "GROUP BY origin ORDER BY origin"
+        ).fetchall()
+    )
 
 
 LEAKED_SHOWN = 20  # LeakCheck.leaked lists at most this many task keys

@@ -15,6 +15,7 @@ from appliance.clock import now_iso
 from appliance.config import FORGE_ROOT, load_config
 from appliance.cycle.loop import run_cycle
 from appliance.cycle.profile import with_profile
+from appliance.datapackages.take import take_data_package
 from appliance.datasets.versions import rows_made_from
 from appliance.errors import ForgeError
 from appliance.ops import actions, gc, jobs
@@ -86,7 +87,10 @@ def run_job(home: str, kind: str, args: dict, job_id: int | None = None) -> dict
     config = load_config()
     db = open_db(config)
     if kind == "ingest":
-        results = ingest(config, db, trained_rows=functools.partial(rows_made_from, db))
+        results = ingest(
+            config, db, trained_rows=functools.partial(rows_made_from, db),
+            take_data=functools.partial(take_data_package, config, db),
+        )  # fmt: skip
         return {"results": [r.to_dict() for r in results]}
     if kind == "backup":
         return make_backup(config).to_dict()

@@ -40,7 +40,13 @@ from appliance.config import Config
 from appliance.diskspace import is_disk_full, room, tree_bytes
 from appliance.errors import ForgeError
 from appliance.packages import corpus, gitsafe
-from appliance.packages.manifest import MANIFEST_NAME, Manifest, ManifestError, read_manifest
+from appliance.packages.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ManifestError,
+    parse_json,
+    read_manifest,
+)
 from appliance.packages.problems import Problem
 from appliance.packages.rules import MAX_DEPTH, check_files
 from appliance.packages.split import TrainedRows, split_at_ingest
@@ -49,7 +55,18 @@ from appliance.records import as_json
 from appliance.store import transaction
 
 READY_MARKER = "READY"
+# What a rejected package of each kind did not reach, and the command that checks one.
+AFTER_REJECTION = {
+    "repo package": ("the corpus", "forge package validate"),
+    "data package": ("a dataset", "forge data-package validate"),
+}
+DATA_KIND = "data"  # a manifest.json saying "kind": "data" is a data package's
+# Takes one data package (source, keep) into the database or quarantine. Data packages
+# are checked against the stage prompts (a layer above this one), so the callers hand in
+# appliance.datapackages.take.take_data_package.
+TakeData = Callable[[Path, bool], "IngestResult"]
 STAGING_PREFIX = ".staging-"
+MAX_KIND_BYTES = 1 << 20  # of a manifest read only for its kind (a data package's is small)
 SEPARATOR = "@"  # manifest names and versions never hold it (appliance.packages.manifest)
 
 
@@ -243,21 +260,24 @@ def quarantine(
     name: str | None = None,
     version: str | None = None,
     keep: bool = False,
+    what: str = "repo package",
 ) -> IngestResult:
     """Move `source` to quarantine/<name>-<time>/ beside a REJECTED.txt with the reasons
-    (with `keep`, the source stays where it is and only REJECTED.txt is written)."""
+    (with `keep`, the source stays where it is and only REJECTED.txt is written). `what`
+    the source is: a repo package, or a data package."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     shown = label(source.name)
     # A short, printable folder name whatever the source is called.
     folder = config.dir("quarantine") / f"{shown[:100]}-{stamp}-{uuid.uuid4().hex[:6]}"
     folder.mkdir(parents=True)
     reasons = [label(p.line()) for p in problems]
-    text = [f"Forge rejected the repo package '{shown}' on {now_iso()}.", ""]
+    text = [f"Forge rejected the {what} '{shown}' on {now_iso()}.", ""]
     text += [f"- {line}" for line in reasons]
+    entered, command = AFTER_REJECTION.get(what, AFTER_REJECTION["repo package"])
     text += [
         "",
-        "Nothing from it entered the corpus. Fix the package on the connected side",
-        "(`forge package validate DIR` shows the same report) and copy it again.",
+        f"Nothing from it entered {entered}. Fix the package on the connected side",
+        f"(`{command} DIR` shows the same report) and copy it again.",
     ]
     if keep:
         text.append(f"The package was left where it was: {label(str(source))}")
@@ -299,7 +319,7 @@ def _unexpected(
         return IngestResult(label(source.name), "rejected", reasons=reasons)
 
 
-def _remove_source(source: Path) -> None:
+def remove_source(source: Path) -> None:
     if source.is_dir() and not source.is_symlink():
         shutil.rmtree(source)
     else:
@@ -323,14 +343,18 @@ def ingest_one(
     keep: bool = False,
     *,
     trained_rows: TrainedRows,
+    take_data: TakeData | None = None,
 ) -> IngestResult:
-    """Validate one complete package and move it into the corpus or quarantine.
+    """Validate one complete package and move it into the corpus or quarantine; a data
+    package goes to `take_data`.
 
     With `keep` the source is left in place (a read-only USB mount, the shipped demo).
     `trained_rows(name)`: the dataset rows made from package `name`, which keep a new
     package out of eval (the callers that have datasets pass
     `appliance.datasets.versions.rows_made_from`)."""
     hook = hook or (lambda stage: None)
+    if declared_kind(source) == DATA_KIND:
+        return _data_package(config, db, source, keep, take_data)
     # lstat-only pass on the original: links, devices and sizes are refused before copying.
     problems = check_files(source, config.settings.packages, read_magic=False)
     if problems:
@@ -354,11 +378,54 @@ def ingest_one(
         trained_rows=trained_rows,
     )  # fmt: skip
     if not keep:
-        _remove_source(source)
+        remove_source(source)
     manifest = placed.manifest
     return IngestResult(
         label(source.name), "accepted", manifest.name, manifest.version, str(placed.final)
     )
+
+
+def declared_kind(source: Path) -> str:
+    """ "data" when `source` is a data package: its manifest.json (a regular file, read
+    within bounds) says kind "data", or, when that cannot be read, it holds rows files
+    (*.jsonl) at the top and no repo/. Else "repo". Only lstat and that one file."""
+    try:
+        if not stat.S_ISDIR(os.lstat(source).st_mode):
+            return "repo"
+        entries = os.listdir(source)
+    except OSError:
+        return "repo"
+    manifest = source / MANIFEST_NAME
+    try:
+        if stat.S_ISREG(os.lstat(manifest).st_mode):
+            fd = os.open(manifest, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as fh:
+                raw = fh.read(MAX_KIND_BYTES + 1)
+            data = parse_json(raw) if len(raw) <= MAX_KIND_BYTES else None
+            if isinstance(data, dict) and "kind" in data:
+                return DATA_KIND if data["kind"] == DATA_KIND else "repo"
+    except (OSError, ManifestError):
+        pass  # unreadable: judged by what else the folder holds
+    rows = any(name.endswith(".jsonl") for name in entries)
+    return DATA_KIND if rows and "repo" not in entries else "repo"
+
+
+def _data_package(
+    config: Config,
+    db: sqlite_utils.Database,
+    source: Path,
+    keep: bool,
+    take_data: TakeData | None,
+) -> IngestResult:
+    if take_data is not None:
+        return take_data(source, keep)
+    refused = Problem(
+        "data-package",
+        MANIFEST_NAME,
+        "a data package, and this ingest takes repo packages only",
+        "take it with `forge ingest` (or the daemon's ingest job)",
+    )
+    return quarantine(config, db, source, [refused], keep=keep, what="data package")
 
 
 def _claimed_manifest(source: Path) -> tuple[Manifest, str] | None:
@@ -396,7 +463,7 @@ def _compare_with_corpus(
         )
     corpus.add_event(db, label(source.name), "duplicate", package_id=known.id)
     if not keep:
-        _remove_source(source)
+        remove_source(source)
     return IngestResult(
         label(source.name),
         "duplicate",
@@ -472,10 +539,11 @@ def ingest(
     keep: bool = False,
     *,
     trained_rows: TrainedRows,
+    take_data: TakeData | None = None,
 ) -> list[IngestResult]:
     """Ingest every complete package in `folder` (default FORGE_HOME/ingest/); a folder
     that is itself a package (it holds manifest.json) is ingested at once, as named.
-    `trained_rows` as for `ingest_one`."""
+    `trained_rows` and `take_data` as for `ingest_one`."""
     folder = Path(folder) if folder else config.dir("ingest")
     config.ensure_dirs()
     if not folder.is_dir():
@@ -504,8 +572,9 @@ def ingest(
                     )
                 else:
                     result = ingest_one(
-                        config, db, entry, hook, keep=keep, trained_rows=trained_rows
-                    )
+                        config, db, entry, hook, keep=keep, trained_rows=trained_rows,
+                        take_data=take_data,
+                    )  # fmt: skip
             except Exception as exc:  # noqa: BLE001 — one package never stops the run
                 if is_disk_full(exc):  # not the package's fault: it stays for the next run
                     reason = f"waiting for disk: the disk filled while ingesting it ({exc})"

@@ -285,10 +285,9 @@ def check_shape(raw: bytes) -> None:
         raise ManifestError([f"JSON nested more than {MAX_DEPTH} deep; the limit is {MAX_DEPTH}"])
 
 
-def parse_manifest(raw: bytes) -> Manifest:
-    """Parse manifest bytes; raise ManifestError listing every problem found."""
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise ManifestError([f"manifest is {len(raw)} bytes; the limit is {MAX_MANIFEST_BYTES}"])
+def parse_json(raw: bytes) -> object:
+    """JSON from outside, parsed within the bounds above (depth, string and number
+    lengths); ManifestError saying what is wrong. Data packages parse theirs with it too."""
     try:
         # JSON is UTF-8 (RFC 8259); then no byte of a multi-byte character looks like a
         # quote or a bracket, and check_shape can work on the bytes.
@@ -300,6 +299,14 @@ def parse_manifest(raw: bytes) -> Manifest:
         data = json.loads(text, parse_int=_number, parse_float=_number, parse_constant=_constant)
     except json.JSONDecodeError as exc:
         raise ManifestError([f"not valid JSON: {exc}"]) from exc
+    return data
+
+
+def parse_manifest(raw: bytes) -> Manifest:
+    """Parse manifest bytes; raise ManifestError listing every problem found."""
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError([f"manifest is {len(raw)} bytes; the limit is {MAX_MANIFEST_BYTES}"])
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise ManifestError(["the top level must be a JSON object"])
     version = data.get("schema_version")

@@ -790,3 +790,45 @@ def m019_alerts(db: sqlite_utils.Database) -> None:
     db.execute(
         "CREATE UNIQUE INDEX alerts_one_open ON alerts(rule, subject) WHERE state != 'cleared'"
     )
+
+
+@migration
+def m020_data_packages(db: sqlite_utils.Database) -> None:
+    # Data packages (a teacher's rows carried over the air gap, appliance/datapackages/):
+    # one row per ingested package, whose name and version, and whose rows (the sha256
+    # of its files' hashes), are each ingested once; its rows as the package wrote them.
+    # A dataset version records what it took from each source (campaign, import:NAME-
+    # VERSION, …) and what it dropped and why (JSON; '{}' for versions made before).
+    db.execute(
+        """
+        CREATE TABLE data_packages (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            manifest_sha256 TEXT NOT NULL,
+            content_sha256 TEXT NOT NULL UNIQUE,
+            description TEXT NOT NULL,
+            generator TEXT NOT NULL,
+            model TEXT NOT NULL,
+            license TEXT NOT NULL,
+            created TEXT NOT NULL,
+            rows TEXT NOT NULL,  -- JSON: "STAGE/KIND" -> rows
+            ingested_at TEXT NOT NULL,
+            UNIQUE (name, version)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE data_package_rows (
+            id INTEGER PRIMARY KEY,
+            package_id INTEGER NOT NULL REFERENCES data_packages(id) ON DELETE CASCADE,
+            stage TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('sft', 'dpo')),
+            line INTEGER NOT NULL,  -- in the package's STAGE.jsonl
+            row TEXT NOT NULL  -- JSON, the line as the package wrote it
+        )
+        """
+    )
+    db.execute("CREATE INDEX data_package_rows_stage ON data_package_rows(stage, kind)")
+    db.execute("ALTER TABLE dataset_versions ADD COLUMN sources TEXT NOT NULL DEFAULT '{}'")

@@ -205,9 +205,8 @@ def test_a_dataset_failing_its_gates_is_kept_marked_and_refused(home, tmp_path, 
         for i, m, p, o, f in calls
     ]  # fmt: skip
     assert sum(r.finish_reason == "length" for r in raw) / len(raw) >= 0.1
-    monkeypatch.setattr(
-        "appliance.datasets.versions.candidate_rows", lambda db, stage, trainable: raw
-    )
+    # The rows' one source, in place of the campaign and the data packages.
+    monkeypatch.setattr("appliance.datasets.sources.SOURCES", (lambda db, stage, trainable: raw,))
     defaults = tmp_path / "forge.toml"
     defaults.write_text("")  # the default limits
     monkeypatch.setenv("FORGE_CONFIG", str(defaults))
@@ -261,10 +260,15 @@ def test_a_row_goes_to_its_stored_shape_and_back_unchanged():
     dpo = DatasetRow("code", "dpo", "demo@abc", "real commit over sample", [], "p", "stop",
                      sft.provenance, chosen="a", rejected="b")  # fmt: skip
     assert list(dpo.to_dict())[-3:] == ["chosen", "rejected", "provenance"]
+    # `origin` came last (rows stored before it have none: they are the campaign's).
     assert list(sft.to_dict()["provenance"]) == ["task", "sample", "call_id", "base_sha256",
-                                                 "adapter", "forge_revision", "params"]  # fmt: skip
+                                                 "adapter", "forge_revision", "params",
+                                                 "origin"]  # fmt: skip
     for row in (sft, dpo):
         assert DatasetRow.from_dict(json.loads(json.dumps(row.to_dict()))) == row
+    older = sft.to_dict()
+    del older["provenance"]["origin"]
+    assert DatasetRow.from_dict(older).provenance.origin == "campaign"
 
 
 def _sft_row(task: str, **fields) -> DatasetRow:

@@ -59,6 +59,7 @@ FROZEN = {
     "m017_call_source": "c521ac104d20149b",
     "m018_solve_runs": "5cd9f5296cff5e35",
     "m019_alerts": "a906a428e34bfb60",
+    "m020_data_packages": "8839940ae1ef5963",
 }
 SHIPPED = [name for name in FROZEN if name.startswith("m")]
 FORGE_PACKAGES = ("appliance", "daemon", "tui", "bench")

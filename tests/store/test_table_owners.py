@@ -38,6 +38,8 @@ OWNERS: dict[str, set[str]] = {
     "jobs": {"appliance/ops/jobs.py"},
     "solve_runs": {"appliance/solve/runs.py"},
     "alerts": {"appliance/ops/alerts.py"},
+    "data_packages": {"appliance/datapackages/store.py"},
+    "data_package_rows": {"appliance/datapackages/store.py"},
     "index_snapshots": INDEX,
     "index_blobs": INDEX,
     "index_files": INDEX,
