@@ -22,8 +22,7 @@ from appliance.ops import jobs
 from appliance.ops.pressure import DiskGuard
 from appliance.packages import corpus, ingest
 from appliance.status import gather
-from appliance.store import open_db
-from tests.harness.conftest import DEMO
+from tests.harness.conftest import DEMO, make_home
 
 SIZE_MB = 96
 
@@ -56,17 +55,6 @@ def small_fs(tmp_path):
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def _home(fs: Path, monkeypatch, toml: str = ""):
-    home = fs / "home"
-    home.mkdir()
-    (home / "forge.toml").write_text("[ingest]\nquiet_seconds = 0\n" + toml)
-    monkeypatch.setenv("FORGE_HOME", str(home))
-    monkeypatch.delenv("FORGE_CONFIG", raising=False)
-    config = load_config()
-    config.ensure_dirs()
-    return config, open_db(config)
 
 
 def _fill(fs: Path, leave_bytes: int = 0) -> Path:
@@ -104,7 +92,7 @@ def _nothing_taken(config, db, source: Path, before: str) -> None:
 def test_short_of_room_ingest_and_heavy_jobs_wait_and_start_nothing(
     small_fs, tmp_path, monkeypatch
 ):
-    config, db = _home(small_fs, monkeypatch, "[doctor]\nmin_free_gb = 0.02\n")
+    config, db = make_home(small_fs / "home", monkeypatch, "[doctor]\nmin_free_gb = 0.02\n")
     source = _source(tmp_path)
     before = _digest(source)
     ballast = _fill(small_fs, leave_bytes=16 << 20)  # under 2 × the package + the 20 MB floor
@@ -137,7 +125,7 @@ def test_short_of_room_ingest_and_heavy_jobs_wait_and_start_nothing(
 
 @pytest.mark.parametrize("stage", ["copy", "validate", "record"])
 def test_a_disk_that_fills_during_ingest_loses_nothing(small_fs, tmp_path, monkeypatch, stage):
-    config, db = _home(small_fs, monkeypatch, "[doctor]\nmin_free_gb = 0\n")
+    config, db = make_home(small_fs / "home", monkeypatch, "[doctor]\nmin_free_gb = 0\n")
     source = _source(tmp_path)
     before = _digest(source)
     ballast: list[Path] = []
