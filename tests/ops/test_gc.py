@@ -20,11 +20,11 @@ from appliance.cli import cli
 from appliance.datasets.versions import build, rows_of
 from appliance.ops import jobs
 from appliance.ops.gc import referenced_call_ids
-from appliance.serving.pool import Adapter, ModelPool
 from appliance.store.backup import backups, make_backup
 from appliance.training.checkpoints import list_checkpoints
 from appliance.training.job import train_stage
 from tests.harness.conftest import DEMO, ingest_package, make_home
+from tests.training.conftest import logprobs_without_and_with
 
 SETTINGS = """
 [harness]
@@ -187,16 +187,7 @@ def test_gc_removes_what_retention_lets_go_and_the_adapter_still_serves(home):
 
     # The finished run's adapter still loads and changes what the model says.
     row = rows_of(db, "task_analysis", "sft", 1)[0]
-    pool = ModelPool.from_config(config, log=False)
-    base = pool.base_for("reasoning")
-    with base.lock:
-        prompt, has_bos = base.render(row.messages)
-        tokens = base.tokenize(prompt, has_bos) + base.tokenize(row.completion)[:8]
-        base.use(None)
-        plain = base.last_logprobs(tokens)
-        base.use(Adapter(adapter.name, config.home / adapter.path))
-        tuned = base.last_logprobs(tokens)
-    pool.close()
+    plain, tuned = logprobs_without_and_with(config, row, adapter.name, config.home / adapter.path)
     assert not np.allclose(plain, tuned)
 
     again = json.loads(runner.invoke(cli, ["gc", "--json"]).output)

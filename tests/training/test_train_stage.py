@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from appliance.campaign.run import run_campaign
 from appliance.cli import cli
 from appliance.datasets.versions import build, rows_of
-from appliance.serving.pool import Adapter, ModelPool
 from tests.harness.conftest import DEMO, ingest_package, make_home
+from tests.training.conftest import logprobs_without_and_with
 
 SETTINGS = """
 [harness]
@@ -53,17 +53,8 @@ def test_train_registers_a_candidate_that_changes_the_stage_output(home):
     assert [a["name"] for a in json.loads(listed.output)] == ["task_analysis-v1"]
     # The candidate loads in the pool and moves the stage's answer towards its dataset.
     row = rows_of(db, "task_analysis", "sft", 1)[0]
-    pool = ModelPool.from_config(config, log=False)
-    base = pool.base_for("reasoning")
-    with base.lock:
-        prompt, has_bos = base.render(row.messages)
-        tokens = base.tokenize(prompt, has_bos) + base.tokenize(row.completion)[:8]
-        base.use(None)
-        plain = base.last_logprobs(tokens)
-        base.use(Adapter(adapter["name"], path))
-        tuned = base.last_logprobs(tokens)
+    plain, tuned = logprobs_without_and_with(config, row, adapter["name"], path)
     assert not np.allclose(plain, tuned)
-    pool.close()
     # A second run makes the next version, never replacing the first.
     again = runner.invoke(cli, ["train", "task_analysis", "--max-steps", "3", "--json"])
     assert again.exit_code == 0, again.output
