@@ -31,6 +31,19 @@ GIT_ENV = {
 }
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (README's `-n 2`), each worker is pinned to a core of its own.
+
+    Forge's thread counts left at 0 follow the affinity (appliance.cores), so a worker's
+    llama.cpp, torch and their subprocesses run on its one core and never spin threads
+    against the other worker's: two workers on a 2-core machine, not four threads.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    if worker:
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[int(worker.removeprefix("gw")) % len(cores)]})
+
+
 @pytest.fixture(scope="session")
 def wheelhouse() -> Path:
     """The pinned pytest wheels the demo ships; install.sh gathers them."""

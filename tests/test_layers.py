@@ -63,6 +63,7 @@ LAYERS: dict[str, int] = {
     "appliance.childproc": 1,
     "appliance.records": 1,
     "appliance.digest": 1,
+    "appliance.cores": 1,
     "appliance.diskspace": 1,
 }
 

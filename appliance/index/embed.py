@@ -11,12 +11,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from appliance import cores
 from appliance.config import load_config
 from appliance.errors import IndexingError
 
@@ -60,7 +60,7 @@ class Embedder:
         from transformers.utils import logging as hf_logging
 
         self.path = path or model_dir()
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or cores.usable()
         self.batch_size = batch_size
         bar = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()  # "Loading weights" would land in the CLI's output

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from appliance import cores
 from appliance.digest import sha256_file
 from appliance.errors import ConfigError, ForgeError, validation_problems
 
@@ -60,7 +61,7 @@ class BaseModelFile:
 
     @property
     def n_threads(self) -> int:
-        return self.threads or os.cpu_count() or 1
+        return self.threads or cores.usable()
 
 
 @dataclass(frozen=True)
