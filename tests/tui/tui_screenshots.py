@@ -36,10 +36,19 @@ async def _shoot(app, outdir: Path) -> list[Path]:
 
 
 async def settle(pilot) -> None:
-    """Wait until the screen's reads are done and on screen."""
-    for _ in range(3):
+    """Wait until the screen's reads are done and on screen: no worker running and the
+    screen not loading, three times in a row (a read on screen may start another: a
+    highlighted row's detail, a reload asked for while the first read ran)."""
+    quiet = 0
+    for _ in range(100):  # a bound, not a timer: a busy machine only takes longer
         await pilot.pause()
         await pilot.app.workers.wait_for_complete()
+        busy = getattr(pilot.app.screen, "_loading", False) or any(
+            worker.is_running for worker in pilot.app.workers
+        )
+        quiet = 0 if busy else quiet + 1
+        if quiet == 3:
+            break
     await pilot.pause()
 
 
