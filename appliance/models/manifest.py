@@ -39,7 +39,7 @@ class BaseEntry(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     source: str = ""
     context: int = Field(4096, ge=256, le=1 << 20, description="context size in tokens")
-    threads: int = Field(0, ge=0, description="CPU threads; 0: all cores")
+    threads: int = Field(0, ge=0, description="CPU threads; 0: the cores free at each call")
     gpu_layers: int | None = Field(
         None, ge=-1, description="layers offloaded; -1 all, 0 none; unset: decided by placement"
     )

@@ -34,6 +34,7 @@ from appliance.models.manifest import BaseModelFile, ModelsManifest, read_manife
 from appliance.records import as_json
 from appliance.serving.calllog import CallLog, ModelCall
 from appliance.serving.placement import CPU, Placement, detect_gpus, plan
+from appliance.serving.threads import FreeCores
 
 MAX_ADAPTERS = 16  # adapters kept loaded per base; older ones are freed (llama.cpp memory)
 
@@ -146,6 +147,9 @@ class LoadedBase:
             ) from exc
         self.load_s = time.monotonic() - started
         self._llama_cpp = llama_cpp
+        # threads = 0 in models.toml: each call gets the cores free when it starts
+        self.free_cores = FreeCores() if spec.threads == 0 else None
+        self.n_threads = spec.n_threads
         self.vocab = self.llm._model.vocab
         model = self.llm._model
         template = self.llm.metadata.get("tokenizer.chat_template")
@@ -241,6 +245,16 @@ class LoadedBase:
 
     # --- prompts and decoding (call with the lock held) ------------------------------
 
+    def fit_threads(self) -> int:
+        """The threads the next decode runs on: with `threads = 0`, the cores free now
+        (appliance.serving.threads), set on the context when they changed."""
+        if self.free_cores is not None:
+            n = self.free_cores()
+            if n != self.n_threads:
+                self._llama_cpp.llama_set_n_threads(self.llm.ctx, n, n)
+                self.n_threads = n
+        return self.n_threads
+
     def render(self, messages: Sequence[dict]) -> tuple[str, bool]:
         """The chat prompt text, and whether it already holds the BOS token."""
         if self.formatter is None:
@@ -276,6 +290,7 @@ class LoadedBase:
             grammar = lib.LlamaGrammar.from_json_schema(
                 json.dumps(params.json_schema), verbose=False
             )
+        self.fit_threads()
         if params.seed is not None:
             # A seeded call is computed from scratch: reusing a cached prompt prefix changes
             # the numbers slightly, and sampled output with them.
@@ -322,6 +337,7 @@ class LoadedBase:
 
     def last_logprobs(self, tokens: list[int]) -> np.ndarray:
         """Log-probabilities of the next token after `tokens` (evaluated from scratch)."""
+        self.fit_threads()
         self.llm.reset()
         self.llm.eval(tokens)
         row = np.ctypeslib.as_array(
@@ -529,7 +545,7 @@ class ModelPool:
             deltas.finish(text)
         call, call_id = self._record(
             call, started, output=text, finish_reason=finish, prompt_tokens=len(tokens),
-            completion_tokens=len(out),
+            completion_tokens=len(out), extra={"threads": base.n_threads},
         )  # fmt: skip
         return Completion(
             text=text,
