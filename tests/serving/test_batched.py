@@ -115,8 +115,8 @@ def test_what_does_not_fit_a_batch_is_served_one_request_at_a_time(db_path):
         asked = [(CODE, Params(max_tokens=24)), (CAPITAL, Params(max_tokens=24)),
                  (FRUIT, Params(max_tokens=24))]  # fmt: skip
         in_twos = small.chat_many("coder", asked)
-        roomy = [(CODE, Params(max_tokens=120)), (CAPITAL, Params(max_tokens=120))]
-        too_long = small.chat_many("coder", roomy)  # 2 prompts + 240 tokens > 256
+        roomy = [(CODE, Params(max_tokens=240)), (CAPITAL, Params(max_tokens=24))]
+        too_long = small.chat_many("coder", roomy)  # a prompt and 240 tokens > 256
     finally:
         small.close()
     extras = [json.loads(r[4]) for r in _rows(db_path, [c.call_id for c in in_twos])]
