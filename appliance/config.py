@@ -120,7 +120,7 @@ class HarnessSettings(_Section):
 class IndexSettings(_Section):
     """The repository index: embedding of text chunks with MiniLM on the CPU."""
 
-    threads: int = Field(0, ge=0, description="torch threads for embedding; 0: all cores")
+    threads: int = Field(0, ge=0, description="torch threads for embedding; 0: every usable core")
     batch_size: int = Field(32, ge=1, le=1024, description="chunks embedded per forward pass")
 
 

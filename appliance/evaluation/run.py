@@ -24,7 +24,7 @@ from appliance.harness.results import gold_for
 from appliance.registry import active_adapter
 from appliance.serving.pool import Adapter, ModelPool
 from appliance.stages import STAGE_ROLES, schemas
-from appliance.stages.pipeline import StageSettings, _budget, run_stage
+from appliance.stages.pipeline import StageResult, StageSettings, _budget, run_stage, run_stages
 from appliance.stages.templates import messages
 
 BASE = "base"
@@ -114,19 +114,30 @@ class Evaluator:
         if stored.status == "done":
             return EvalRun(stored.id, stage, arm.name, stored.source, stored.summary, True)
         done = records.done_examples(self.db, stored.id)
-        for i, example in enumerate(examples):
-            if example.key not in done:
-                answer, detail, outcomes = self._answer(example, arm)
-                records.record_example(self.db, stored.id, example.key, answer, detail, outcomes)
+        # Batches of fixed places in the list (the base's `parallel`), a batch with an
+        # example left computed whole: the batch composition, and so every answer, is the
+        # same in a resumed run as in an uninterrupted one.
+        size = self.pool.manifest.for_role(STAGE_ROLES[stage]).parallel
+        for start in range(0, len(examples), size):
+            batch = examples[start : start + size]
+            if any(e.key not in done for e in batch):
+                for example, result in zip(batch, self._call_many(batch, arm), strict=True):
+                    if example.key not in done:
+                        answer, detail, outcomes = self._answer(example, result)
+                        records.record_example(self.db, stored.id, example.key, answer,
+                                               detail, outcomes)  # fmt: skip
             if on_example:
-                on_example(i + 1, len(examples))
+                on_example(start + len(batch), len(examples))
         summary = metrics.summarise(stage, records.outcomes(self.db, stored.id))
         records.finish_run(self.db, stored.id, summary)
         return EvalRun(stored.id, stage, arm.name, self.set.source, summary, False)
 
-    def _answer(self, example: Example, arm: Arm) -> tuple[str, dict, list[metrics.Outcome]]:
-        result = self._call(example.stage, example.context, example.schema, arm.adapter,
-                            example, **example.fields)  # fmt: skip
+    def _call_many(self, batch: list[Example], arm: Arm) -> list[StageResult]:
+        """The model's answers to a batch of one stage's examples, decoded together."""
+        items = [(e.context, e.schema, {"task": e.spec.message, **e.fields}) for e in batch]
+        return run_stages(self.pool, batch[0].stage, items, self.settings, arm.adapter)
+
+    def _answer(self, example: Example, result: StageResult):
         detail = {"call_id": result.call_id, "error": result.error}
         return self.judge(example, result.raw, result.output, detail)
 

@@ -1,7 +1,8 @@
 """Read and check `models/models.toml`: base models, the roles they serve, their placement.
 
     [bases.NAME]             path (relative to models.toml unless absolute), sha256,
-                             context, threads, gpu_layers, main_gpu, tensor_split
+                             context, threads, parallel, gpu_layers, main_gpu,
+                             tensor_split
     [roles]                  role = "NAME"; a role not listed is served by the first base
 
 A base is checked before it is loaded: the file exists, is a GGUF, matches its sha256,
@@ -39,7 +40,10 @@ class BaseEntry(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     source: str = ""
     context: int = Field(4096, ge=256, le=1 << 20, description="context size in tokens")
-    threads: int = Field(0, ge=0, description="CPU threads; 0: all cores")
+    threads: int = Field(0, ge=0, description="CPU threads; 0: the cores free at each call")
+    parallel: int = Field(
+        4, ge=1, le=64, description="sequences decoded together in one batch (1: one at a time)"
+    )
     gpu_layers: int | None = Field(
         None, ge=-1, description="layers offloaded; -1 all, 0 none; unset: decided by placement"
     )
@@ -55,6 +59,7 @@ class BaseModelFile:
     source: str
     context: int = 4096
     threads: int = 0
+    parallel: int = 4
     gpu_layers: int | None = None
     main_gpu: int | None = None
     tensor_split: tuple[float, ...] = ()
@@ -130,6 +135,7 @@ def read_manifest(manifest: Path) -> ModelsManifest:
                 source=entry.source,
                 context=entry.context,
                 threads=entry.threads,
+                parallel=entry.parallel,
                 gpu_layers=entry.gpu_layers,
                 main_gpu=entry.main_gpu,
                 tensor_split=tuple(entry.tensor_split),

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,8 +33,11 @@ import numpy as np
 from appliance.errors import ForgeError, UsageError
 from appliance.models.manifest import BaseModelFile, ModelsManifest, read_manifest, verify_base
 from appliance.records import as_json
+from appliance.serving import batched
+from appliance.serving.batched import BatchContext, Request, log_softmax
 from appliance.serving.calllog import CallLog, ModelCall
 from appliance.serving.placement import CPU, Placement, detect_gpus, plan
+from appliance.serving.threads import FreeCores
 
 MAX_ADAPTERS = 16  # adapters kept loaded per base; older ones are freed (llama.cpp memory)
 
@@ -98,11 +102,6 @@ class Judgement:
     call_id: int | None = None
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max()
-    return shifted - np.log(np.exp(shifted).sum())
-
-
 def load_llama(spec: BaseModelFile, placement: Placement = CPU, lora_path: Path | None = None):
     """llama.cpp's `Llama` for `spec` on `placement`: the settings of every context the pool
     (and the benchmark's direct llama.cpp run) gives a base."""
@@ -146,6 +145,10 @@ class LoadedBase:
             ) from exc
         self.load_s = time.monotonic() - started
         self._llama_cpp = llama_cpp
+        # threads = 0 in models.toml: each call gets the cores free when it starts
+        self.free_cores = FreeCores() if spec.threads == 0 else None
+        self.n_threads = spec.n_threads
+        self._batch: BatchContext | None = None  # made on the first batch
         self.vocab = self.llm._model.vocab
         model = self.llm._model
         template = self.llm.metadata.get("tokenizer.chat_template")
@@ -209,9 +212,11 @@ class LoadedBase:
                 "re-export the adapter from its PEFT checkpoint",
             )
         self.adapters[key] = handle
+        batch = self._batch.adapter if self._batch is not None else None
+        in_use = {k[0] for k in (self.active, batch) if k is not None}  # set on a context
         while len(self.adapters) > MAX_ADAPTERS:
             old_key, old = next(iter(self.adapters.items()))
-            if self.active is not None and self.active[0] == old_key:
+            if old_key in in_use:
                 self.adapters.move_to_end(old_key)
                 continue
             del self.adapters[old_key]
@@ -225,21 +230,48 @@ class LoadedBase:
         want = (key, adapter.scale) if adapter else None
         if want == self.active:
             return
-        lib = self._llama_cpp
-        if adapter is None:
-            lib.llama_set_adapters_lora(self.llm.ctx, None, 0, None)
-        else:
-            handle = self._adapter_handle(adapter, key)
-            handles = (lib.llama_adapter_lora_p_ctypes * 1)(handle)
-            scales = (ctypes.c_float * 1)(adapter.scale)
-            if lib.llama_set_adapters_lora(self.llm.ctx, handles, 1, scales) != 0:
-                raise AdapterRejected(f"llama.cpp could not apply the adapter {adapter.name}")
+        self._set_adapter(self.llm.ctx, adapter, key)
         # State (KV cache, logits) computed under the previous adapter must not be reused.
         self.llm.reset()
         self.active = want
         self.switches += 1
 
+    def _set_adapter(self, ctx, adapter: Adapter | None, key: tuple | None) -> None:
+        lib = self._llama_cpp
+        if adapter is None:
+            lib.llama_set_adapters_lora(ctx, None, 0, None)
+            return
+        handle = self._adapter_handle(adapter, key)
+        handles = (lib.llama_adapter_lora_p_ctypes * 1)(handle)
+        scales = (ctypes.c_float * 1)(adapter.scale)
+        if lib.llama_set_adapters_lora(ctx, handles, 1, scales) != 0:
+            raise AdapterRejected(f"llama.cpp could not apply the adapter {adapter.name}")
+
+    def batch_context(self, adapter: Adapter | None) -> BatchContext:
+        """The context for several sequences at once, with `adapter` set and the cores free
+        now as its threads (lock held); made on first use."""
+        if self._batch is None:
+            self._batch = BatchContext(self.llm, self._llama_cpp, self.spec.context,
+                                       self.spec.parallel, self.n_threads)  # fmt: skip
+        key = self.verify(adapter) if adapter else None
+        want = (key, adapter.scale) if adapter else None
+        if self._batch.adapter != want:
+            self._set_adapter(self._batch.ctx, adapter, key)
+            self._batch.adapter = want
+        self._batch.set_threads(self.fit_threads())
+        return self._batch
+
     # --- prompts and decoding (call with the lock held) ------------------------------
+
+    def fit_threads(self) -> int:
+        """The threads the next decode runs on: with `threads = 0`, the cores free now
+        (appliance.serving.threads), set on the context when they changed."""
+        if self.free_cores is not None:
+            n = self.free_cores()
+            if n != self.n_threads:
+                self._llama_cpp.llama_set_n_threads(self.llm.ctx, n, n)
+                self.n_threads = n
+        return self.n_threads
 
     def render(self, messages: Sequence[dict]) -> tuple[str, bool]:
         """The chat prompt text, and whether it already holds the BOS token."""
@@ -276,6 +308,7 @@ class LoadedBase:
             grammar = lib.LlamaGrammar.from_json_schema(
                 json.dumps(params.json_schema), verbose=False
             )
+        self.fit_threads()
         if params.seed is not None:
             # A seeded call is computed from scratch: reusing a cached prompt prefix changes
             # the numbers slightly, and sampled output with them.
@@ -304,7 +337,7 @@ class LoadedBase:
                 row = np.ctypeslib.as_array(
                     lib.llama_get_logits_ith(self.llm.ctx, -1), shape=(self.llm.n_vocab(),)
                 )
-                logprobs.append(float(_log_softmax(row.astype(np.float64))[token]))
+                logprobs.append(float(log_softmax(row.astype(np.float64))[token]))
             if stops:  # only the end of the text can hold a new stop sequence
                 text += self.llm.detokenize([token], prev_tokens=tokens + out)
             out.append(token)
@@ -322,14 +355,17 @@ class LoadedBase:
 
     def last_logprobs(self, tokens: list[int]) -> np.ndarray:
         """Log-probabilities of the next token after `tokens` (evaluated from scratch)."""
+        self.fit_threads()
         self.llm.reset()
         self.llm.eval(tokens)
         row = np.ctypeslib.as_array(
             self._llama_cpp.llama_get_logits_ith(self.llm.ctx, -1), shape=(self.llm.n_vocab(),)
         )
-        return _log_softmax(row.astype(np.float64))
+        return log_softmax(row.astype(np.float64))
 
     def close(self) -> None:
+        if self._batch is not None:
+            self._batch.close()  # before the model it was made on
         self.llm.close()
 
 
@@ -414,6 +450,81 @@ class ModelPool:
             prompt, has_bos = base.render(messages)
             return self._complete(base, role, "chat", prompt, has_bos, adapter, params, messages,
                                   _Streaming(on_text, cancelled))  # fmt: skip
+
+    def chat_many(
+        self,
+        role: str,
+        requests: Sequence[tuple[Sequence[dict], Params]],
+        *,
+        adapter: Adapter | None = None,
+    ) -> list[Completion]:
+        """Chat requests to one base under one adapter, decoded together (results in the
+        order asked): requests with the same messages share one prefill (the K samples of
+        one prompt), the others run side by side, up to the base's `parallel` at a time.
+        A batch that does not fit the context is served one request at a time. Each
+        request is its own call-log row; `extra` names its batch and sequence."""
+        base = self.base_for(role)
+        if adapter is not None:
+            base.verify(adapter)
+        for _, params in requests:
+            if params.json_schema is not None:
+                _check_schema(params.json_schema)
+        results: list[Completion] = []
+        with base.lock:
+            rendered = [(base.render(messages), messages, p) for messages, p in requests]
+            for start in range(0, len(rendered), base.spec.parallel):
+                chunk = rendered[start : start + base.spec.parallel]
+                results += self._complete_batch(base, role, adapter, chunk)
+        return results
+
+    def _complete_batch(self, base: LoadedBase, role, adapter, chunk) -> list[Completion]:
+        asked = [Request(tuple(base.tokenize(prompt, bos)), params)
+                 for (prompt, bos), _, params in chunk]  # fmt: skip
+        if len(chunk) == 1 or not batched.fits(asked, base.spec.context, base.spec.parallel):
+            return [self._complete(base, role, "chat", prompt, bos, adapter, params, messages,
+                                   _Streaming(None, None))
+                    for (prompt, bos), messages, params in chunk]  # fmt: skip
+        calls = [self._call("chat", role, base, adapter, prompt, params.to_dict(), messages)
+                 for (prompt, _), messages, params in chunk]  # fmt: skip
+        started = time.monotonic()
+        try:
+            context = base.batch_context(adapter)
+            decoded = context.decode(asked)
+        except Exception as exc:
+            for call in calls:
+                self._record(call, started, error=exc)
+            raise
+        batch = {"threads": context.threads, "batch": uuid.uuid4().hex[:12],
+                 "batch_size": len(chunk)}  # fmt: skip
+        return [
+            self._finished(base, call, started, request, done, adapter, batch | {"sequence": i})
+            for i, (call, request, done) in enumerate(zip(calls, asked, decoded, strict=True))
+        ]
+
+    def _finished(self, base, call, started, request: Request, done, adapter, extra):
+        """The Completion of one sequence of a batch, logged."""
+        text = base.llm.detokenize(list(done.tokens)).decode("utf-8", errors="replace")
+        for stop in request.params.stop:
+            if stop in text:
+                text = text[: text.index(stop)]
+        call, call_id = self._record(
+            call, started, output=text, finish_reason=done.finish,
+            prompt_tokens=len(request.tokens), completion_tokens=len(done.tokens), extra=extra,
+        )  # fmt: skip
+        return Completion(
+            text=text,
+            finish_reason=done.finish,
+            prompt=call.prompt,
+            prompt_tokens=len(request.tokens),
+            completion_tokens=len(done.tokens),
+            duration_s=call.duration_s,
+            base=base.spec.name,
+            base_sha256=base.sha256,
+            adapter=adapter.name if adapter else None,
+            tokens=done.tokens,
+            token_logprobs=done.logprobs if request.params.logprobs else None,
+            call_id=call_id,
+        )
 
     def complete(
         self,
@@ -529,7 +640,7 @@ class ModelPool:
             deltas.finish(text)
         call, call_id = self._record(
             call, started, output=text, finish_reason=finish, prompt_tokens=len(tokens),
-            completion_tokens=len(out),
+            completion_tokens=len(out), extra={"threads": base.n_threads},
         )  # fmt: skip
         return Completion(
             text=text,

@@ -10,12 +10,12 @@ end the sample; the failure is recorded with the stage.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from appliance.campaign import targets
 from appliance.harness.edits import SearchReplace
-from appliance.serving.pool import Adapter, ModelPool
+from appliance.serving.pool import Adapter, Completion, ModelPool, Params
 from appliance.stages import STAGE_ROLES, schemas
 from appliance.stages.context import ContextBuilder, ContextPackage
 from appliance.stages.templates import messages
@@ -69,15 +69,40 @@ def run_stage(
     **fields: str,
 ) -> StageResult:
     """One model call for `stage`; the output is parsed, never trusted to be valid."""
-    completion = pool.chat(
-        STAGE_ROLES[stage],
-        messages(stage, context=context.render(), **fields),
-        adapter=adapter,
-        json_schema=schema,
-        max_tokens=settings.max_tokens,
-        temperature=settings.temperature,
-        seed=settings.seed,
-    )
+    asked, params = stage_request(stage, context, schema, settings, **fields)
+    completion = pool.chat(STAGE_ROLES[stage], asked, adapter=adapter, params=params)
+    return stage_result(stage, context, completion, adapter)
+
+
+def run_stages(
+    pool: ModelPool,
+    stage: str,
+    items: Sequence[tuple[ContextPackage, dict, Mapping[str, str]]],
+    settings: StageSettings,
+    adapter: Adapter | None,
+) -> list[StageResult]:
+    """`stage` on several inputs (context, schema, fields) under one adapter, decoded
+    together (ModelPool.chat_many: up to the base's `parallel` in a batch); in order."""
+    asked = [stage_request(stage, context, schema, settings, **fields)
+             for context, schema, fields in items]  # fmt: skip
+    done = pool.chat_many(STAGE_ROLES[stage], asked, adapter=adapter)
+    return [stage_result(stage, item[0], completion, adapter)
+            for item, completion in zip(items, done, strict=True)]  # fmt: skip
+
+
+def stage_request(
+    stage: str, context: ContextPackage, schema: dict, settings: StageSettings, **fields: str
+) -> tuple[list[dict], Params]:
+    """The chat messages and parameters of `stage`'s model call."""
+    params = Params(max_tokens=settings.max_tokens, temperature=settings.temperature,
+                    seed=settings.seed, json_schema=schema)  # fmt: skip
+    return messages(stage, context=context.render(), **fields), params
+
+
+def stage_result(
+    stage: str, context: ContextPackage, completion: Completion, adapter: Adapter | None
+) -> StageResult:
+    """The stage's answer parsed, never trusted to be valid."""
     error = None
     try:
         output = json.loads(completion.text)
