@@ -32,7 +32,8 @@ GIT_ENV = {
 
 
 def pytest_configure(config):
-    """Under pytest-xdist (README's `-n 2`), each worker is pinned to a core of its own.
+    """Under pytest-xdist (pyproject's addopts: `-n 2`), each worker is pinned to a core
+    of its own.
 
     Forge's thread counts left at 0 follow the affinity (appliance.cores), so a worker's
     llama.cpp, torch and their subprocesses run on its one core and never spin threads
