@@ -480,9 +480,14 @@ class ModelPool:
     def _complete_batch(self, base: LoadedBase, role, adapter, chunk) -> list[Completion]:
         asked = [Request(tuple(base.tokenize(prompt, bos)), params)
                  for (prompt, bos), _, params in chunk]  # fmt: skip
-        if len(chunk) == 1 or not batched.fits(asked, base.spec.context, base.spec.parallel):
+        fits = batched.fits(asked, base.spec.context, base.spec.parallel)
+        if len(chunk) == 1 or not fits:
+            # Said in the call log: which requests a batch could not hold, and why.
+            why = (f"a request of its batch needs more than a sequence's {base.spec.context} "
+                   "tokens of context (prompt and max_tokens): served one at a time")  # fmt: skip
+            note = None if fits else {"unbatched": why}
             return [self._complete(base, role, "chat", prompt, bos, adapter, params, messages,
-                                   _Streaming(None, None))
+                                   _Streaming(None, None), note)
                     for (prompt, bos), messages, params in chunk]  # fmt: skip
         calls = [self._call("chat", role, base, adapter, prompt, params.to_dict(), messages)
                  for (prompt, _), messages, params in chunk]  # fmt: skip
@@ -615,7 +620,7 @@ class ModelPool:
         return call, (self.log(call) if self.log else None)
 
     def _complete(self, base, role, kind, prompt, has_bos, adapter, params, messages,
-                  streaming: _Streaming):  # fmt: skip
+                  streaming: _Streaming, note: dict | None = None):  # fmt: skip
         call = self._call(kind, role, base, adapter, prompt, params.to_dict(), messages)
         started = time.monotonic()
         deltas = (
@@ -640,7 +645,7 @@ class ModelPool:
             deltas.finish(text)
         call, call_id = self._record(
             call, started, output=text, finish_reason=finish, prompt_tokens=len(tokens),
-            completion_tokens=len(out), extra={"threads": base.n_threads},
+            completion_tokens=len(out), extra={"threads": base.n_threads, **(note or {})},
         )  # fmt: skip
         return Completion(
             text=text,

@@ -123,6 +123,8 @@ def test_what_does_not_fit_a_batch_is_served_one_request_at_a_time(db_path):
     assert [e.get("batch_size") for e in extras] == [2, 2, None]  # parallel = 2: then alone
     extras = [json.loads(r[4]) for r in _rows(db_path, [c.call_id for c in too_long])]
     assert all("batch" not in e for e in extras) and all(c.text for c in too_long)
+    assert all("more than a sequence's 256 tokens" in e["unbatched"] for e in extras)  # it says so
+    assert "unbatched" not in json.loads(_rows(db_path, [in_twos[2].call_id])[0][4])
 
 
 def test_a_batch_runs_under_its_adapter(pool, tmp_path):
