@@ -143,6 +143,16 @@ class DatasetSettings(_Section):
     max_runaway_rate: float = Field(0.05, gt=0, le=1)
     max_invalid_json_rate: float = Field(0.05, gt=0, le=1)
     max_empty_rate: float = Field(0.05, gt=0, le=1)
+    min_critic_agreement: float = Field(
+        0.6, ge=0, lt=1, description="critic labels are used when the Wilson lower bound of "
+        "its agreement with the harness is above this"
+    )  # fmt: skip
+    critic_lambda: float = Field(
+        1.0, ge=0, description="ensemble reward: mean − λ·variance of the judges' p"
+    )
+    critic_min_score: float = Field(
+        0.6, gt=0.5, le=1, description="an answer's ensemble reward that earns it the label"
+    )
 
     def limits(self) -> dict[str, float]:
         return {

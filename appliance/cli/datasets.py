@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
 from appliance.cli.common import open_forge
-from appliance.cli.output import console, emit_json
+from appliance.cli.output import console, emit_json, err_console
 from appliance.datasets.versions import KINDS, _check_stage, named, origins_of, rows_of, versions
 from appliance.datasets.versions import build as build_version
 from appliance.datasets.versions import export as export_rows
@@ -154,3 +155,78 @@ def sources(name: str | None, as_json: bool) -> None:
 def _recorded(record: dict) -> dict:
     """What a version recorded of its sources ('{}' for versions made before they were)."""
     return {"taken": record.get("taken", {}), "dropped": record.get("dropped", [])}
+
+
+@datasets.command()
+@click.argument("stages", nargs=-1)
+@click.option(
+    "--max-pairs",
+    type=click.IntRange(min=1),
+    default=40,
+    show_default=True,
+    help="Pairs judged per stage for the calibration, and again for the labels.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def critic(stages, max_pairs: int, as_json: bool) -> None:
+    """Calibrate the critic (the served bases as A/B judges) on the answer pairs the
+    harness decided, and label the pairs it could not (neither sample resolved, alike in
+    alignment). The next `forge datasets build` takes the labels as DPO rows (origin
+    critic) only when the Wilson lower bound of the critic's agreement with the harness
+    is above datasets.min_critic_agreement. Stages without a decided pair are skipped.
+
+    Exit 0: every stage calibrated; 3: none could be (no decided pairs)."""
+    # The pool loads llama.cpp: only this command of the datasets group needs it.
+    from appliance.datasets import critic as critic_
+    from appliance.packages.split import Holdout
+    from appliance.serving.pool import ModelPool
+
+    config, db = open_forge()
+    for stage in stages:
+        _check_stage(stage, "dpo")
+    threshold = config.settings.datasets.min_critic_agreement
+    done, skipped = [], []
+    pool = ModelPool.from_config(config, source=critic_.ORIGIN)
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                        MofNCompleteColumn(), console=err_console, disable=as_json,
+                        transient=True)  # fmt: skip
+    try:
+        with progress:
+            bar = progress.add_task("starting", total=None)
+
+            def on_progress(text: str, i: int, n: int) -> None:
+                progress.update(bar, description=escape(text), completed=i, total=n)
+
+            holdout = Holdout.of(config, db)
+            for stage in stages or STAGES:
+                try:
+                    done.append(critic_.calibrate_and_label(
+                        config, db, pool, stage, holdout.trainable, max_pairs=max_pairs,
+                        on_progress=on_progress,
+                    ))  # fmt: skip
+                except UsageError as exc:
+                    skipped.append({"stage": stage, "why": exc.message})
+    finally:
+        pool.close()
+    if as_json:
+        emit_json({
+            "min_critic_agreement": threshold,
+            "calibrations": [c.to_dict() | {"usable": c.usable(threshold)} for c in done],
+            "skipped": skipped,
+        })  # fmt: skip
+    else:
+        for c in done:
+            use = (
+                "[green]labels used[/]"
+                if c.usable(threshold)
+                else f"[yellow]labels not used[/]: lower bound {c.low:.2f} ≤ {threshold:.2f}"
+            )
+            rate = f"{c.rate:.0%}" if c.rate is not None else "–"
+            console.print(
+                f"{c.stage:14} agrees with the harness on {c.agreed}/{c.pairs} pairs ({rate}, "
+                f"95% Wilson {c.low:.2f}–{c.high:.2f}); labelled {c.labelled} of {c.undecided} "
+                f"undecided pairs; {use}"
+            )
+        for s in skipped:
+            console.print(f"{s['stage']:14} [dim]skipped: {escape(s['why'])}[/]")
+    if not done:
+        raise SystemExit(3)

@@ -37,6 +37,10 @@ FLAGGED = "resolved_flagged"
 BAD = ("failed", "not_applied", "tampered", FLAGGED)
 REJECTED_ONLY = ("tampered", FLAGGED)
 ALIGNMENT_MARGIN = 0.5
+# DPO sources whose preference the harness decided (a critic is calibrated on them).
+RESOLVED_OVER = "resolved over not resolved"
+REAL_OVER = "real commit over sample"
+HARNESS_DECIDED = (RESOLVED_OVER, REAL_OVER)
 
 
 @functools.cache
@@ -153,6 +157,56 @@ def candidate_rows(
     within each task (the per-task cap keeps the first ones). `trainable(name, split, sha)`
     says whether a commit of package `name` may be trained on: eval packages and held-out
     commits may not (`Holdout.trainable`)."""
+    by_task, calls = _attempts(db, stage, trainable)
+    rows = []
+    for (_, name, sha), attempts in by_task.items():
+        rows.extend(_task_rows(stage, f"{name}@{sha}", attempts, calls, real=None))
+    return rows
+
+
+@dataclass(frozen=True)
+class UndecidedPair:
+    """Two answers to one prompt that the harness cannot tell apart: neither sample
+    resolved its task, neither is a rejected-only answer, and their alignment with the
+    real commit differs by less than ALIGNMENT_MARGIN. A critic may label them."""
+
+    stage: str
+    task: str
+    messages: list
+    prompt: str
+    first: ModelCall
+    second: ModelCall
+    samples: tuple[int, int]
+
+
+def undecided_pairs(
+    db, stage: str, trainable: Callable[[str, str | None, str], bool]
+) -> list[UndecidedPair]:
+    """Every pair of different answers to the same prompt (the same logged prompt text)
+    in one task that the harness cannot tell apart (`UndecidedPair`), in task order."""
+    by_task, calls = _attempts(db, stage, trainable)
+    pairs = []
+    for (_, name, sha), attempts in by_task.items():
+        open_ = [
+            a for a in attempts
+            if a.call_id in calls and a.outcome in BAD and a.outcome not in REJECTED_ONLY
+        ]  # fmt: skip
+        for i, a in enumerate(open_):
+            for b in open_[i + 1 :]:
+                x, y = calls[a.call_id], calls[b.call_id]
+                if (
+                    x.prompt == y.prompt
+                    and x.output != y.output
+                    and abs(a.alignment - b.alignment) < ALIGNMENT_MARGIN
+                ):
+                    pairs.append(UndecidedPair(stage, f"{name}@{sha}", x.messages, x.prompt,
+                                               x, y, (a.sample, b.sample)))  # fmt: skip
+    return pairs
+
+
+def _attempts(db, stage: str, trainable) -> tuple[dict[tuple, list[_Attempt]], dict]:
+    """(task → the samples' attempts at `stage`, call id → its logged call) over the
+    trainable commits of the train packages' campaigns."""
     packages = sorted((p for p in corpus.packages(db) if p.split != "eval"), key=lambda p: p.id)
     by_task: dict[tuple, list[_Attempt]] = defaultdict(list)
     for package in packages:
@@ -176,10 +230,7 @@ def candidate_rows(
     calls = calllog.calls(db, [a.call_id for attempts in by_task.values() for a in attempts])
     # A served call is a client's, never training data, even if a record pointed at one.
     calls = {i: call for i, call in calls.items() if call.source != calllog.SERVED}
-    rows = []
-    for (_, name, sha), attempts in by_task.items():
-        rows.extend(_task_rows(stage, f"{name}@{sha}", attempts, calls, real=None))
-    return rows
+    return by_task, calls
 
 
 def real_answer(stage: str, pair: campaign_store.SyntheticPair | None, context: dict) -> str | None:
@@ -261,9 +312,9 @@ def _task_rows(
     for a in bad:
         call = calls[a.call_id]
         if good:
-            chosen, source = calls[good[0].call_id].output, "resolved over not resolved"
+            chosen, source = calls[good[0].call_id].output, RESOLVED_OVER
         elif real_for[a.call_id] is not None:
-            chosen, source = real_for[a.call_id], "real commit over sample"
+            chosen, source = real_for[a.call_id], REAL_OVER
         else:
             continue
         if chosen != call.output:

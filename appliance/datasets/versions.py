@@ -30,7 +30,7 @@ from pathlib import Path
 
 from appliance.clock import now_iso
 from appliance.config import Config
-from appliance.datasets import gates, sources
+from appliance.datasets import critic, gates, sources
 from appliance.datasets.operator import OperatorRows, operator_rows
 from appliance.datasets.rows import CAMPAIGN, DatasetRow
 from appliance.errors import ForgeError, UsageError
@@ -134,6 +134,8 @@ def build(config: Config, db, stage: str, kind: str) -> DatasetVersion | None:
     operator = operator_rows(config, db, stage, holdout)
     found = [r for r in sources.candidates(db, stage, holdout.trainable) if r.kind == kind]
     found += [r for r in operator.rows if r.kind == kind]
+    if kind == "dpo":  # a calibrated critic's labels, last: the cap keeps the harness's first
+        found += critic.critic_rows(config, db, stage, holdout.trainable)
     candidates = [r for r in found if _trainable(r.task, holdout, splits, operator)]
     held = [r for r in found if not _trainable(r.task, holdout, splits, operator)]
     with transaction(db) as conn:

@@ -832,3 +832,50 @@ def m020_data_packages(db: sqlite_utils.Database) -> None:
     )
     db.execute("CREATE INDEX data_package_rows_stage ON data_package_rows(stage, kind)")
     db.execute("ALTER TABLE dataset_versions ADD COLUMN sources TEXT NOT NULL DEFAULT '{}'")
+
+
+@migration
+def m021_critic(db: sqlite_utils.Database) -> None:
+    # The calibrated critic (appliance/datasets/critic.py): each calibration of a stage's
+    # judges against the pairs the harness decided (agreement and its Wilson interval),
+    # and the labels it gave the pairs the harness could not decide (label NULL: no
+    # answer scored critic_min_score).
+    db.execute(
+        """
+        CREATE TABLE critic_calibrations (
+            id INTEGER PRIMARY KEY,
+            stage TEXT NOT NULL,
+            judges TEXT NOT NULL,  -- JSON: base names
+            lam REAL NOT NULL,
+            min_score REAL NOT NULL,
+            pairs INTEGER NOT NULL,  -- harness-decided pairs judged
+            agreed INTEGER NOT NULL,
+            low REAL NOT NULL,
+            high REAL NOT NULL,
+            skipped INTEGER NOT NULL,  -- pairs too long for a judge's context
+            labelled INTEGER NOT NULL,
+            undecided INTEGER NOT NULL,
+            details TEXT NOT NULL,  -- JSON: per calibration pair, p_first per judge
+            created_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE critic_labels (
+            id INTEGER PRIMARY KEY,
+            calibration_id INTEGER NOT NULL REFERENCES critic_calibrations(id),
+            stage TEXT NOT NULL,
+            task TEXT NOT NULL,
+            first_call_id INTEGER NOT NULL,
+            second_call_id INTEGER NOT NULL,
+            first_sample INTEGER NOT NULL,
+            second_sample INTEGER NOT NULL,
+            p_first TEXT NOT NULL,  -- JSON: per judge
+            score_first REAL NOT NULL,
+            score_second REAL NOT NULL,
+            label TEXT CHECK (label IN ('first', 'second'))
+        )
+        """
+    )
+    db.execute("CREATE INDEX critic_labels_calibration ON critic_labels(calibration_id)")

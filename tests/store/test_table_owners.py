@@ -40,6 +40,8 @@ OWNERS: dict[str, set[str]] = {
     "alerts": {"appliance/ops/alerts.py"},
     "data_packages": {"appliance/datapackages/store.py"},
     "data_package_rows": {"appliance/datapackages/store.py"},
+    "critic_calibrations": {"appliance/datasets/critic.py"},
+    "critic_labels": {"appliance/datasets/critic.py"},
     "index_snapshots": INDEX,
     "index_blobs": INDEX,
     "index_files": INDEX,
