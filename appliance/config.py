@@ -132,6 +132,14 @@ class CampaignSettings(_Section):
     max_tokens: int = Field(256, ge=16, le=8192, description="per stage answer")
     context_tokens: int = Field(1536, ge=128, description="per stage context package")
     workers: int = Field(1, ge=1, le=64, description="processes running units at once")
+    lockstep: bool = Field(
+        True, description="a commit's samples run stage by stage together (batched decoding)"
+    )
+    devices: list[str] = Field(
+        default_factory=list,
+        description='one worker process per device: GPU ids ("0"), CPU stand-ins ("cpu0"), '
+        'or ["all"]: every GPU heavy jobs may use; empty: `workers` processes',
+    )
 
 
 class DatasetSettings(_Section):

@@ -1,9 +1,13 @@
 """`forge campaign run`: for each usable train commit, K samples of the five stages, each
 graded in the sandbox and recorded as a triple.
 
-A unit of work is (package, commit, sample). Its triple is written in one transaction
-when the unit is complete, and units already recorded are skipped, so a campaign killed
-at any moment loses at most the unit in progress and never records one twice.
+A unit is (package, commit, sample); the executor hands out a commit's units still to
+do together (`CommitUnits`). With `campaign.lockstep` (the default) the worker runs them
+stage by stage together (`run_pipelines`: the samples' calls to one stage are decoded in
+one batch, their shared first prompt prefilled once), else one after another. Each
+unit's triple is written in one transaction when that unit is graded, and units already
+recorded are skipped, so a campaign killed at any moment loses at most the commit in
+progress's unrecorded units and never records one twice.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from appliance import index
+from appliance import index, resources
 from appliance.campaign import store, targets, truth
-from appliance.campaign.executor import Executor, LocalExecutor
+from appliance.campaign.executor import DeviceExecutor, Executor, LocalExecutor, worker_device
 from appliance.campaign.store import StageRecord, Triple
 from appliance.config import Config
 from appliance.harness.grading import grade_patch
@@ -28,7 +32,7 @@ from appliance.registry import resolver
 from appliance.serving.pool import ModelPool
 from appliance.stages import STAGE_ROLES
 from appliance.stages.context import ContextBuilder
-from appliance.stages.pipeline import PipelineResult, StageSettings, run_pipeline
+from appliance.stages.pipeline import PipelineResult, StageSettings, run_pipeline, run_pipelines
 from appliance.store import open_db
 
 
@@ -41,6 +45,17 @@ class Unit:
     seed: int
 
 
+CommitUnits = tuple[Unit, ...]  # units of one commit, handed out together
+
+
+def by_commit(units: list[Unit]) -> list[CommitUnits]:
+    """The units grouped by commit, in the order their commits first appear."""
+    groups: dict[tuple[str, str], list[Unit]] = {}
+    for unit in units:
+        groups.setdefault((unit.package, unit.sha), []).append(unit)
+    return [tuple(group) for group in groups.values()]
+
+
 @dataclass(frozen=True)
 class UnitResult:
     sha: str
@@ -48,6 +63,7 @@ class UnitResult:
     outcome: str  # resolved | failed | not_applied | tampered | infra | skipped
     reason: str
     seconds: dict
+    device: str = ""  # the DeviceExecutor device that ran it; "" in this process's pool
 
 
 def plan_units(
@@ -123,10 +139,22 @@ class Worker:
             (self._specs[unit.sha],) = commit_specs(self.config, self.db, unit.package, [unit.sha])
         return self._specs[unit.sha]
 
-    def __call__(self, unit: Unit) -> UnitResult:
-        spec = self.spec(unit)
-        if (unit.sha, unit.sample) in store.done_units(self.db, spec.package_id):
-            return UnitResult(unit.sha, unit.sample, "skipped", "already recorded", {})
+    def __call__(self, units: CommitUnits) -> list[UnitResult]:
+        """Run one commit's units (recorded ones are skipped); their results in order."""
+        spec = self.spec(units[0])
+        done = store.done_units(self.db, spec.package_id)
+        todo = [u for u in units if (u.sha, u.sample) not in done]
+        results = {
+            u.sample: UnitResult(u.sha, u.sample, "skipped", "already recorded", {})
+            for u in units
+            if (u.sha, u.sample) in done
+        }
+        if todo:
+            for unit, result in zip(todo, self._run(spec, todo), strict=True):
+                results[unit.sample] = result
+        return [results[u.sample] for u in units]
+
+    def _run(self, spec: CommitSpec, units: list[Unit]) -> list[UnitResult]:
         lap = _Laps()
         gold, _ = gold_for(self.config, self.db, spec)
         lap("harness_gold")
@@ -137,11 +165,26 @@ class Worker:
             lambda text: self.pool.count_tokens(STAGE_ROLES["scope"], text),
         )
         lap("indexing")
-        result = self._stages(unit, spec, builder)
+        if self.config.settings.campaign.lockstep and len(units) > 1:
+            pipelines = self._stages_together(units, spec, builder)
+        else:
+            pipelines = [self._stages(unit, spec, builder) for unit in units]
         lap("model_calls")
+        shared = {k: round(v / len(units), 3) for k, v in lap.seconds.items()}
         real = truth.commit_truth(spec)
-        if unit.sample == 0 or not store.has_pairs(self.db, spec.package_id, spec.sha):
+        if any(u.sample == 0 for u in units) or not store.has_pairs(
+            self.db, spec.package_id, spec.sha
+        ):
             self._record_pairs(spec, snapshot, builder, real)
+        return [
+            self._finish(unit, spec, gold, snapshot, builder, real, result, shared)
+            for unit, result in zip(units, pipelines, strict=True)
+        ]
+
+    def _finish(self, unit, spec, gold, snapshot, builder, real, result, shared) -> UnitResult:
+        """Grade one unit's edits and record its triple. Its seconds: its share of the
+        commit's gold grading, indexing and model calls, and its own sandbox time."""
+        lap = _Laps()
         graded = self._grade(spec, gold, result)
         lap("sandbox")
         before = {
@@ -156,22 +199,39 @@ class Worker:
             graded.changed,
             truth.symbols_of_diff(graded.diff, before),
         )
-        store.record_triple(self.db, _triple(unit, spec, result, graded, aligned, lap.seconds))
-        return UnitResult(unit.sha, unit.sample, graded.outcome, graded.reason, lap.seconds)
+        seconds = shared | lap.seconds
+        store.record_triple(self.db, _triple(unit, spec, result, graded, aligned, seconds))
+        return UnitResult(
+            unit.sha, unit.sample, graded.outcome, graded.reason, seconds, worker_device()
+        )
+
+    def _settings(self, unit: Unit) -> StageSettings:
+        settings = self.config.settings.campaign
+        return StageSettings(
+            temperature=unit.temperature,
+            seed=unit.seed,
+            max_tokens=settings.max_tokens,
+            context_tokens=settings.context_tokens,
+        )
 
     def _stages(self, unit: Unit, spec: CommitSpec, builder: ContextBuilder) -> PipelineResult:
-        settings = self.config.settings.campaign
         return run_pipeline(
             self.pool,
             builder,
             spec.message,
-            settings=StageSettings(
-                temperature=unit.temperature,
-                seed=unit.seed,
-                max_tokens=settings.max_tokens,
-                context_tokens=settings.context_tokens,
-            ),
+            settings=self._settings(unit),
             adapters=resolver(self.config, self.db),  # each stage's active version, now
+        )
+
+    def _stages_together(
+        self, units: list[Unit], spec: CommitSpec, builder: ContextBuilder
+    ) -> list[PipelineResult]:
+        return run_pipelines(
+            self.pool,
+            builder,
+            spec.message,
+            [self._settings(unit) for unit in units],
+            adapters=resolver(self.config, self.db),  # asked once per stage's batch
         )
 
     def _record_pairs(self, spec: CommitSpec, snapshot, builder: ContextBuilder, real) -> None:
@@ -249,8 +309,21 @@ def run_campaign(
     units, usable = plan_units(config, db, package, commits=commits, samples=samples, new=new)
     if on_planned:
         on_planned(units, usable)
-    executor = executor or LocalExecutor(config.settings.campaign.workers)
-    yield from executor.run(units, _WorkerFactory(config))
+    executor = executor or executor_for(config)
+    for results in executor.run(by_commit(units), _WorkerFactory(config)):
+        yield from results
+
+
+def executor_for(config: Config) -> Executor:
+    """A DeviceExecutor over `campaign.devices` (["all"]: every GPU heavy jobs may use,
+    those `forge serve` holds left out), else `campaign.workers` local processes."""
+    settings = config.settings.campaign
+    devices = settings.devices
+    if devices == ["all"]:
+        devices = resources.job_gpus(config.settings.serve.gpus)
+    if devices:
+        return DeviceExecutor(devices)
+    return LocalExecutor(settings.workers)
 
 
 class _WorkerFactory:

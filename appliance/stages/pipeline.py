@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from appliance.campaign import targets
 from appliance.harness.edits import SearchReplace
 from appliance.serving.pool import Adapter, Completion, ModelPool, Params
-from appliance.stages import STAGE_ROLES, schemas
+from appliance.stages import STAGE_ROLES, STAGES, schemas
 from appliance.stages.context import ContextBuilder, ContextPackage
 from appliance.stages.templates import messages
 
@@ -78,13 +78,15 @@ def run_stages(
     pool: ModelPool,
     stage: str,
     items: Sequence[tuple[ContextPackage, dict, Mapping[str, str]]],
-    settings: StageSettings,
+    settings: StageSettings | Sequence[StageSettings],
     adapter: Adapter | None,
 ) -> list[StageResult]:
     """`stage` on several inputs (context, schema, fields) under one adapter, decoded
-    together (ModelPool.chat_many: up to the base's `parallel` in a batch); in order."""
-    asked = [stage_request(stage, context, schema, settings, **fields)
-             for context, schema, fields in items]  # fmt: skip
+    together (ModelPool.chat_many: up to the base's `parallel` in a batch); in order.
+    `settings`: for all of them, or one per item."""
+    each = [settings] * len(items) if isinstance(settings, StageSettings) else list(settings)
+    asked = [stage_request(stage, context, schema, s, **fields)
+             for (context, schema, fields), s in zip(items, each, strict=True)]  # fmt: skip
     done = pool.chat_many(STAGE_ROLES[stage], asked, adapter=adapter)
     return [stage_result(stage, item[0], completion, adapter)
             for item, completion in zip(items, done, strict=True)]  # fmt: skip
@@ -123,6 +125,16 @@ def stage_result(
     )
 
 
+@dataclass(frozen=True)
+class _Ask:
+    """One stage call a pipeline waits on: what the driver must run and send back."""
+
+    stage: str
+    context: ContextPackage
+    schema: dict
+    fields: dict
+
+
 def run_pipeline(
     pool: ModelPool,
     builder: ContextBuilder,
@@ -137,32 +149,88 @@ def run_pipeline(
     `adapters` maps a stage to its adapter, or is a function asked right before each
     stage's model call (appliance.registry.resolver: the active version now); None: the
     base for every stage. `on_stage(stage)` is told as each stage starts (progress)."""
-    if adapters is None:
-        adapters = {}
-    adapter_for = adapters if callable(adapters) else adapters.get
-    stages: dict[str, StageResult] = {}
+    adapter_for = _adapter_for(adapters)
+    steps = _steps(pool, builder, task, settings)
+    ask = next(steps)
+    while True:
+        if on_stage is not None:
+            on_stage(ask.stage)
+        done = run_stage(pool, ask.stage, ask.context, ask.schema, settings,
+                         adapter_for(ask.stage), **ask.fields)  # fmt: skip
+        try:
+            ask = steps.send(done)
+        except StopIteration as end:
+            return end.value
 
-    def run(stage: str, context: ContextPackage, schema: dict, **fields: str) -> dict | None:
+
+def run_pipelines(
+    pool: ModelPool,
+    builder: ContextBuilder,
+    task: str,
+    settings: Sequence[StageSettings],
+    *,
+    adapters: Mapping[str, Adapter] | Callable[[str], Adapter | None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> list[PipelineResult]:
+    """The pipeline of `run_pipeline` for several samples of one task (one `settings`
+    each: temperature, seed), run in lockstep: each round, the samples waiting on the same
+    stage are decoded together under one adapter (`run_stages`, ModelPool.chat_many),
+    so the K samples of the first stage share one prefill of their common prompt. A
+    sample's result is what `run_pipeline` with its settings gives, up to the batch's
+    effect on decoding (a seeded batch repeats exactly)."""
+    adapter_for = _adapter_for(adapters)
+    steps = [_steps(pool, builder, task, s) for s in settings]
+    asks: dict[int, _Ask] = {i: next(g) for i, g in enumerate(steps)}
+    results: dict[int, PipelineResult] = {}
+    while asks:
+        stage = min(asks.values(), key=lambda a: STAGES.index(a.stage)).stage
+        waiting = [i for i, a in asks.items() if a.stage == stage]
         if on_stage is not None:
             on_stage(stage)
-        stages[stage] = run_stage(
-            pool, stage, context, schema, settings, adapter_for(stage), task=task, **fields
-        )
-        return stages[stage].output
+        adapter = adapter_for(stage)  # once per batch: one adapter for all its sequences
+        done = run_stages(
+            pool, stage,
+            [(asks[i].context, asks[i].schema, asks[i].fields) for i in waiting],
+            [settings[i] for i in waiting], adapter,
+        )  # fmt: skip
+        for i, result in zip(waiting, done, strict=True):
+            try:
+                asks[i] = steps[i].send(result)
+            except StopIteration as end:
+                results[i] = end.value
+                del asks[i]
+    return [results[i] for i in range(len(steps))]
 
-    analysis = run(
+
+def _adapter_for(adapters) -> Callable[[str], Adapter | None]:
+    if adapters is None:
+        return lambda stage: None
+    return adapters if callable(adapters) else adapters.get
+
+
+def _steps(pool: ModelPool, builder: ContextBuilder, task: str, settings: StageSettings):
+    """The pipeline of one sample as a generator: it yields each stage call it needs
+    (`_Ask`), is sent the StageResult, and returns the PipelineResult."""
+    stages: dict[str, StageResult] = {}
+
+    def run(stage: str, context: ContextPackage, schema: dict, **fields: str):
+        result = yield _Ask(stage, context, schema, {"task": task, **fields})
+        stages[stage] = result
+        return result.output
+
+    analysis = (yield from run(
         "task_analysis", builder.task_analysis(task, _budget(pool, "task_analysis", settings)),
         schemas.task_analysis(),
-    ) or {}  # fmt: skip
+    )) or {}  # fmt: skip
     named = [p for p in analysis.get("files", []) if isinstance(p, str)]
     # Whys as training and evaluation prompts show them: none tells what the model named.
     candidates = targets.neutral(builder.candidates(task, hints=named))
     if not candidates:  # an empty index answer: offer every file
         candidates = [(path, "in the repository") for path in sorted(builder.files)[:8]]
     paths = [path for path, _ in candidates]
-    scoped = run(
+    scoped = (yield from run(
         "scope", builder.scope(candidates, _budget(pool, "scope", settings)), schemas.scope(paths)
-    ) or {}  # fmt: skip
+    )) or {}  # fmt: skip
     in_scope = [
         f["path"] for f in scoped.get("files", [])
         if isinstance(f, dict) and f.get("label") in ("relevant", "supporting")
@@ -174,12 +242,13 @@ def run_pipeline(
     )
     primary = []
     if symbol_ids:
-        picked = run("precision", precision_context, schemas.precision(symbol_ids)) or {}
+        picked = (yield from run("precision", precision_context,
+                                 schemas.precision(symbol_ids))) or {}  # fmt: skip
         primary = [
             s["symbol"] for s in picked.get("symbols", [])
             if isinstance(s, dict) and s.get("label") == "primary"
         ]  # fmt: skip
-    plan = run(
+    plan = yield from run(
         "plan", builder.source("plan", in_scope, primary, _budget(pool, "plan", settings)),
         schemas.plan(),
     )  # fmt: skip
@@ -188,12 +257,12 @@ def run_pipeline(
         if isinstance(s, dict) and s.get("file") in builder.files
     ]  # fmt: skip
     code_files = list(dict.fromkeys(plan_files + in_scope))
-    answer = run(
+    answer = (yield from run(
         "code",
         builder.source("code", code_files, primary, _budget(pool, "code", settings)),
         schemas.code(),
         plan=json.dumps(plan, indent=1) if plan else "(no plan)",
-    ) or {}  # fmt: skip
+    )) or {}  # fmt: skip
     edits = tuple(
         SearchReplace(e["path"], e["search"], e["replace"])
         for e in answer.get("edits", [])
