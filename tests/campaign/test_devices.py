@@ -8,7 +8,7 @@ import pytest
 
 from appliance.campaign.executor import DeviceExecutor
 from appliance.campaign.run import executor_for, run_campaign
-from tests.harness.conftest import DEMO, ingest_package, make_home
+from tests.harness.conftest import demo_home_with
 
 SETTINGS = """
 [harness]
@@ -22,9 +22,7 @@ devices = ["cpu0", "cpu1"]
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        config, db = make_home(tmp_path_factory.mktemp("devices") / "home", monkeypatch, SETTINGS)
-        ingest_package(config, db, DEMO)
+    with demo_home_with(tmp_path_factory, "devices", SETTINGS) as (config, db):
         yield config, db
 
 

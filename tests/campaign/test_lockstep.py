@@ -16,7 +16,7 @@ from appliance.serving.pool import Adapter, ModelPool
 from appliance.stages import STAGE_ROLES
 from appliance.stages.context import ContextBuilder
 from appliance.stages.pipeline import StageSettings, run_pipelines
-from tests.harness.conftest import DEMO, ingest_package, make_home
+from tests.harness.conftest import demo_home_with
 
 FAST = """
 [harness]
@@ -30,9 +30,7 @@ TEXT = "The lighthouse keeper's cat is named Quizzlebottom and it sleeps on the 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        config, db = make_home(tmp_path_factory.mktemp("lockstep") / "home", monkeypatch, FAST)
-        ingest_package(config, db, DEMO)
+    with demo_home_with(tmp_path_factory, "lockstep", FAST) as (config, db):
         yield config, db
 
 

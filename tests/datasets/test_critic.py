@@ -17,7 +17,7 @@ from appliance.datasets import critic
 from appliance.datasets.rows import HARNESS_DECIDED, undecided_pairs
 from appliance.datasets.versions import rows_of, versions
 from appliance.packages.split import Holdout
-from tests.harness.conftest import DEMO, ingest_package, make_home
+from tests.harness.conftest import demo_home_with
 
 STAGE = "task_analysis"  # its samples share one prompt: undecided pairs exist
 SETTINGS = """
@@ -34,9 +34,7 @@ critic_min_score = 0.5001
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        config, db = make_home(tmp_path_factory.mktemp("critic") / "home", monkeypatch, SETTINGS)
-        ingest_package(config, db, DEMO)
+    with demo_home_with(tmp_path_factory, "critic", SETTINGS) as (config, db):
         list(run_campaign(config, db, "demo", commits=1, samples=3))
         yield config, db
 

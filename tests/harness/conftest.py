@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,16 @@ def make_home(path: Path, monkeypatch, toml: str = "") -> tuple:
 def ingest_package(config, db, package: Path) -> None:
     result = ingest.ingest_one(config, db, package, keep=True, trained_rows=no_rows)
     assert result.outcome == "accepted", result.to_dict()
+
+
+@contextlib.contextmanager
+def demo_home_with(tmp_path_factory, name: str, toml: str = ""):
+    """(config, db) of a fresh FORGE_HOME with `toml` in its forge.toml and the demo
+    package ingested; FORGE_HOME points at it inside the block (a module fixture's body)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        config, db = make_home(tmp_path_factory.mktemp(name) / "home", monkeypatch, toml)
+        ingest_package(config, db, DEMO)
+        yield config, db
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from appliance.cli import cli
 from appliance.datasets.versions import rows_of, versions
 from appliance.solve import runs
 from tests.conftest import GIT_ENV
-from tests.harness.conftest import DEMO, ingest_package, make_home
+from tests.harness.conftest import DEMO, demo_home_with
 
 SETTINGS = """
 [harness]
@@ -51,9 +51,7 @@ def _git(cwd, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory, training_base):
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        config, db = make_home(tmp_path_factory.mktemp("learns") / "home", monkeypatch, SETTINGS)
-        ingest_package(config, db, DEMO)
+    with demo_home_with(tmp_path_factory, "learns", SETTINGS) as (config, db):
         yield config, db
 
 
