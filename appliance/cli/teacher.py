@@ -23,24 +23,56 @@ def teacher() -> None:
 @click.argument("package", metavar="PACKAGE")
 @click.option("-o", "--out", "out", type=click.Path(path_type=Path), required=True,
               help="The run's folder: its state (resumed from) and the data package.")  # fmt: skip
-@click.option("--endpoint", required=True,
-              help="Base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1.")
+@click.option(
+    "--endpoint",
+    required=True,
+    help="Base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1.",
+)
 @click.option("--model", required=True, help="The teacher: a model the endpoint serves.")
-@click.option("--license", "license_", required=True,
-              help="Under which the rows may be used (the teacher's terms), for the manifest.")
-@click.option("--commits", type=click.IntRange(min=1),
-              help="Use at most the first N usable train commits (default: all).")
-@click.option("--samples", type=click.IntRange(min=1, max=32),
-              help="Samples per commit (default: campaign.samples).")
-@click.option("--concurrency", type=click.IntRange(min=1, max=64), default=1, show_default=True,
-              help="Samples run at once (each its own requests to the endpoint).")
-@click.option("--rate", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="At most R requests a minute to the endpoint; 0: no limit.")
-@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
-              help="Environment variable holding the API key ('none': a keyless server). "
-                   "The key is never written anywhere.")
-@click.option("--max-tokens", type=click.IntRange(min=16, max=65536), default=2048,
-              show_default=True, help="The teacher's answer per stage, at most.")
+@click.option(
+    "--license",
+    "license_",
+    required=True,
+    help="Under which the rows may be used (the teacher's terms), for the manifest.",
+)
+@click.option(
+    "--commits",
+    type=click.IntRange(min=1),
+    help="Use at most the first N usable train commits (default: all).",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1, max=32),
+    help="Samples per commit (default: campaign.samples).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Samples run at once (each its own requests to the endpoint).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="At most R requests a minute to the endpoint; 0: no limit.",
+)
+@click.option(
+    "--api-key-env",
+    default="OPENAI_API_KEY",
+    show_default=True,
+    help="Environment variable holding the API key ('none': a keyless server). "
+    "The key is never written anywhere.",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=16, max=65536),
+    default=2048,
+    show_default=True,
+    help="The teacher's answer per stage, at most.",
+)
 @click.option("--name", help="The data package's name (default: PACKAGE-teacher).")
 @click.option("--version", "version", help="Its version (default: the time it is written).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")  # fmt: skip

@@ -379,8 +379,12 @@ def _write(package: RepoPackage, state: RunState, options: TeacherOptions,
             "version": version,
             "description": f"teacher {options.model} on {package.label}: "
             + ", ".join(f"{n} {k}" for k, n in report.outcomes.items()),
-            "source": {"generator": GENERATOR, "model": options.model,
-                       "license": options.license, "created": now_iso()},  # fmt: skip
+            "source": {
+                "generator": GENERATOR,
+                "model": options.model,
+                "license": options.license,
+                "created": now_iso(),
+            },  # fmt: skip
         },
         rows,
     )
