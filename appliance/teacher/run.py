@@ -21,7 +21,6 @@ import hashlib
 import json
 import re
 import shutil
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -155,33 +154,28 @@ def _seed(sha: str, sample: int) -> int:
 
 
 class _Samples:
-    """Runs samples in threads: each thread its own database connection."""
+    """Runs one sample; called from several threads, each sample with a database
+    connection of its own (a connection belongs to the thread that opened it)."""
 
     def __init__(self, config: Config, teacher: Teacher, settings: StageSettings) -> None:
         self.config = config
         self.teacher = teacher
         self.settings = settings
-        self.local = threading.local()
-        self.opened: list[sqlite_utils.Database] = []
-        self._lock = threading.Lock()
-
-    def db(self) -> sqlite_utils.Database:
-        if getattr(self.local, "db", None) is None:
-            self.local.db = open_db(self.config)
-            with self._lock:
-                self.opened.append(self.local.db)
-        return self.local.db
-
-    def close(self) -> None:
-        for db in self.opened:
-            db.close()
 
     def __call__(self, spec: CommitSpec, gold: GoldResult, snapshot, sample: int,
                  temperature: float) -> dict:  # fmt: skip
+        db = open_db(self.config, migrate=False)
+        try:
+            return self._sample(db, spec, gold, snapshot, sample, temperature)
+        finally:
+            db.close()
+
+    def _sample(self, db, spec: CommitSpec, gold: GoldResult, snapshot, sample: int,
+                temperature: float) -> dict:  # fmt: skip
         started = time.monotonic()
         session = self.teacher.session()
         builder = ContextBuilder(
-            self.db(), snapshot, lambda text: self.teacher.count_tokens(STAGE_ROLES["scope"], text)
+            db, snapshot, lambda text: self.teacher.count_tokens(STAGE_ROLES["scope"], text)
         )
         settings = StageSettings(
             temperature=temperature, seed=_seed(spec.sha, sample),
@@ -302,7 +296,6 @@ def _run(config, db, package, state: RunState, teacher: Teacher, options: Teache
             collect(block=True)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        work.close()
 
 
 def rows_of(package_name: str, state: RunState) -> dict[str, list[dict]]:
