@@ -3,8 +3,10 @@
 says (appliance.campaign.truth), for the candidates and symbols the prompt's schema lists.
 
 Every second code answer to the same prompt is wrong (the real edits undone), so of two
-samples one resolves and one fails: the data package gets SFT and DPO rows. It checks
-the API key like a hosted service (401 otherwise) and logs every request it got.
+samples one resolves and one fails: the data package gets SFT and DPO rows. With an
+`upstream` (forge serve), every stage but code is passed on to it unchanged but for the
+model name, and its answer returned: a small model's answers in a package that resolves.
+It checks the API key like a hosted service (401 otherwise) and logs every request.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from contextlib import contextmanager
 
 import pytest
 import uvicorn
+from openai import OpenAI
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -38,9 +42,13 @@ def _stage(system: str) -> str:
 
 
 class Oracle:
-    def __init__(self, truths: dict[str, CommitTruth], key: str) -> None:
+    def __init__(
+        self, truths: dict[str, CommitTruth], key: str, upstream: tuple[str, str] | None = None
+    ) -> None:
         self.truths = truths  # commit message -> what the commit did
         self.key = key
+        self.upstream = upstream  # (base URL, model) that answers every stage but code
+        self.forwarded = 0
         self.requests: list[dict] = []
         self.code_asked: dict[str, int] = {}
         self.lock = threading.Lock()
@@ -51,6 +59,13 @@ class Oracle:
         task = max((t for t in self.truths if t in user), key=len)
         truth = self.truths[task]
         schema = body["response_format"]["json_schema"]["schema"]
+        if self.upstream is not None and stage != "code":
+            url, model = self.upstream
+            with self.lock:
+                self.forwarded += 1
+            client = OpenAI(base_url=url, api_key="none", max_retries=0, timeout=300)
+            answer = client.chat.completions.create(**(body | {"model": model}))
+            return answer.choices[0].message.content or ""
         if stage == "task_analysis":
             return json.dumps({"summary": task.splitlines()[0], "kind": "feature",
                                "files": list(truth.files) or ["README.md"]})  # fmt: skip
@@ -80,7 +95,7 @@ class Oracle:
             return JSONResponse({"error": {"message": "no such model"}}, 404)
         with self.lock:
             self.requests.append(body)
-        text = self.answer(body)
+        text = await run_in_threadpool(self.answer, body)
         return JSONResponse({
             "id": "chatcmpl-oracle", "object": "chat.completion", "created": int(time.time()),
             "model": MODEL,

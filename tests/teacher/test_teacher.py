@@ -71,7 +71,9 @@ def _teach(config, out: Path, endpoint: str, model: str, *more: str, env=None):
 def _truths(config, db) -> dict:
     """Commit message → what the commit did, for every commit of the demo."""
     package = find_package(db, "demo")
-    return {s.message: diff_truth(s.repo, s.parent, s.sha) for s in package_specs(config, db, package)}
+    return {
+        s.message: diff_truth(s.repo, s.parent, s.sha) for s in package_specs(config, db, package)
+    }
 
 
 def _secret_in(root: Path) -> list[str]:
@@ -81,9 +83,7 @@ def _secret_in(root: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def test_a_teachers_package_is_taken_by_a_fresh_box_and_reaches_its_datasets(
-    connected, tmp_path
-):
+def test_a_teachers_package_is_taken_by_a_fresh_box_and_reaches_its_datasets(connected, tmp_path):
     config, db = connected
     out = tmp_path / "run"
     with serving(Oracle(_truths(config, db), SECRET)) as url:
@@ -220,3 +220,31 @@ def test_bad_input_and_a_bad_endpoint_are_clear_errors(connected, served, tmp_pa
     assert done.exit_code == 1 and "refused the API key" in done.output, done.output
     assert "sk-wrong" not in done.output
     assert not (out / STATE_NAME).exists() or _secret_in(out) == []
+
+
+def test_smollm2_answers_through_forge_serve_make_a_package_that_validates(
+    connected, served, tmp_path
+):
+    """SmolLM2 behind forge serve answers four stages (passed on by the oracle, which
+    answers only the code stage, so that the sample resolves); its answers are rows of a
+    package that `forge data-package validate` accepts."""
+    config, db = connected
+    before = len(served_rows(db))
+    oracle = Oracle(_truths(config, db), SECRET, upstream=(served.url, "coder"))
+    with serving(oracle) as url:
+        done = _teach(config, tmp_path / "run", url, MODEL, "demo", "--commits", 1,
+                      "--samples", 1, "--api-key-env", KEY_ENV, "--max-tokens", 64, "--json",
+                      env={KEY_ENV: SECRET})  # fmt: skip
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["outcomes"] == {"resolved": 1}
+    asked = served_rows(db)[before:]
+    assert [r[1] for r in asked] == ["serve"] * oracle.forwarded and oracle.forwarded >= 3
+    (sample,) = json.loads((tmp_path / "run" / STATE_NAME).read_text())["samples"].values()
+    smol = [s for s in sample["stages"] if s["stage"] != "code"]
+    assert [s["answer"] for s in smol] == [r[5] for r in asked]
+    checked = _forge(config, "data-package", "validate", report["data_package"])
+    assert checked.exit_code == 0, checked.output
+    written = json.loads((Path(report["data_package"]) / "manifest.json").read_text())
+    usable = [s["stage"] for s in sample["stages"] if s["error"] is None]
+    assert sorted(written["files"]) == sorted(f"{stage}.jsonl" for stage in usable)
