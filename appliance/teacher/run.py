@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 import shutil
 import time
@@ -232,7 +233,6 @@ def teacher_run(
         "model": options.model,
         "max_tokens": campaign.max_tokens,
         "context_tokens": campaign.context_tokens,
-        "teacher_max_tokens": options.max_tokens,
     }
     state = RunState.open(Path(out), identity)
     state.identity = identity | {"endpoint": public_url(options.endpoint)}
@@ -296,6 +296,9 @@ def _run(config, db, package, state: RunState, teacher: Teacher, options: Teache
             collect(block=True)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        for future in pending:  # stopped early: keep what finished meanwhile
+            if future.done() and not future.cancelled() and future.exception() is None:
+                state.record(future.result())
 
 
 def rows_of(package_name: str, state: RunState) -> dict[str, list[dict]]:
@@ -363,10 +366,12 @@ def _write(package: RepoPackage, state: RunState, options: TeacherOptions,
     version = options.version or datetime.now(UTC).strftime("%Y%m%d.%H%M%S")
     name = _package_name(options.name, package)
     target = state.folder / f"{name}-{version}"
-    if target.exists():
+    if target.exists() and target.name != state.written:
         raise UsageError(f"{target} exists already", "give another --version")
+    fresh = state.folder / f".{target.name}.new"
+    shutil.rmtree(fresh, ignore_errors=True)
     written: DataManifest = write_data_package(
-        target,
+        fresh,
         {
             "name": name,
             "version": version,
@@ -382,6 +387,8 @@ def _write(package: RepoPackage, state: RunState, options: TeacherOptions,
         rows,
     )
     earlier = state.written
+    shutil.rmtree(target, ignore_errors=True)  # only ever the package this run wrote before
+    os.rename(fresh, target)
     state.written = target.name
     state.save()
     if earlier and earlier != target.name and "/" not in earlier:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from appliance.datasets.versions import latest, rows_of
 from appliance.harness.spec import package_specs
 from appliance.packages.corpus import find_package
 from appliance.packages.split import Holdout
+from appliance.teacher.endpoint import RateLimit, public_url
 from appliance.teacher.run import TeacherOptions, resolve_package, teacher_run
 from appliance.teacher.state import STATE_NAME
 from tests.harness.conftest import DEMO, ingest_package, make_home
@@ -109,9 +111,24 @@ def test_a_teachers_package_is_taken_by_a_fresh_box_and_reaches_its_datasets(con
     assert (manifest["source"]["model"], manifest["source"]["license"]) == (MODEL, "test-only")
     checked = _forge(config, "data-package", "validate", package)
     assert checked.exit_code == 0, checked.output
-    for line in (package / "code.jsonl").read_text().splitlines():
+    code_rows = (package / "code.jsonl").read_text()
+    for line in code_rows.splitlines():
         row = json.loads(line)
         assert (row["package"], row["commit"] in report["commits"]) == ("demo", True)
+
+    # Run again: nothing is asked, and the package is made anew from the state.
+    with serving(Oracle({}, SECRET)) as url:
+        again = _teach(config, out, url, MODEL, "demo", "--commits", 2, "--samples", 2,
+                       "--api-key-env", KEY_ENV, "--version", "2", "--json",
+                       env={KEY_ENV: SECRET})  # fmt: skip
+    assert again.exit_code == 0, again.output
+    rerun = json.loads(again.stdout)
+    assert (rerun["ran"], rerun["skipped"], rerun["calls"]) == (0, 4, 0)
+    assert rerun["rows"] == report["rows"]
+    assert sorted(p.name for p in out.iterdir()) == ["demo-teacher-2", STATE_NAME]
+    assert (out / "demo-teacher-2" / "code.jsonl").read_text() == code_rows
+    package = out / "demo-teacher-2"
+    manifest = json.loads((package / "manifest.json").read_text())
 
     # The receiving box: no network, only the folder carried over.
     with pytest.MonkeyPatch.context() as monkeypatch:
@@ -248,3 +265,15 @@ def test_smollm2_answers_through_forge_serve_make_a_package_that_validates(
     written = json.loads((Path(report["data_package"]) / "manifest.json").read_text())
     usable = [s["stage"] for s in sample["stages"] if s["error"] is None]
     assert sorted(written["files"]) == sorted(f"{stage}.jsonl" for stage in usable)
+
+
+def test_the_rate_limit_spaces_request_starts():
+    limit = RateLimit(600)  # a start every 0.1 s
+    started = time.monotonic()
+    for _ in range(4):
+        limit.wait()
+    assert time.monotonic() - started >= 0.29
+
+
+def test_the_endpoint_is_kept_without_its_credentials():
+    assert public_url("https://ada:pw@api.example:8443/v1?key=x") == "https://api.example:8443/v1"
