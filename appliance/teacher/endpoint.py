@@ -91,9 +91,12 @@ class RateLimit:
             time.sleep(start - now)
 
 
-def _said(exc: Exception) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    return " ".join(str(text).split())[:MAX_ERROR_CHARS]
+def _said(exc: Exception, key: str = NO_KEY) -> str:
+    """What the endpoint said, on one line, shortened; the key never repeated."""
+    text = " ".join(str(getattr(exc, "message", None) or exc).split())
+    if key != NO_KEY:
+        text = text.replace(key, "***")
+    return text[:MAX_ERROR_CHARS]
 
 
 @dataclass
@@ -126,6 +129,7 @@ class Teacher:
         self.student = student
         self.max_tokens = max_tokens
         self.rate = rate or RateLimit(0)
+        self._key = key
         self.client = openai.OpenAI(
             base_url=self.url, api_key=key, timeout=timeout_s, max_retries=retries
         )
@@ -184,10 +188,10 @@ class Teacher:
         try:
             answer = self.client.chat.completions.create(**request)
         except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
-            raise PromptRefused(f"the endpoint refused a {role} prompt: {_said(exc)}") from None
+            raise self._refused(role, exc) from None
         except openai.APIStatusError as exc:
             if exc.status_code == 413:
-                raise PromptRefused(f"the endpoint refused a {role} prompt: {_said(exc)}") from None
+                raise self._refused(role, exc) from None
             raise self._error(exc) from None
         except openai.APIError as exc:
             raise self._error(exc) from None
@@ -209,25 +213,29 @@ class Teacher:
             adapter=None,
         )
 
+    def _refused(self, role: str, exc: Exception) -> PromptRefused:
+        return PromptRefused(f"the endpoint refused a {role} prompt: {_said(exc, self._key)}")
+
     def _error(self, exc: Exception) -> EndpointError:
+        said = _said(exc, self._key)
         if isinstance(exc, openai.APIConnectionError):
             return EndpointError(
-                f"cannot reach the teacher at {self.where}: {_said(exc)}",
+                f"cannot reach the teacher at {self.where}: {said}",
                 "check --endpoint and that the server is up; re-run to resume",
             )
         if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
             return EndpointError(
-                f"the endpoint {self.where} refused the API key ({_said(exc)})",
+                f"the endpoint {self.where} refused the API key ({said})",
                 "check the key in the variable --api-key-env names",
             )
         if isinstance(exc, openai.NotFoundError):
             return EndpointError(
-                f"the endpoint {self.where} has no model {self.model!r} ({_said(exc)})",
+                f"the endpoint {self.where} has no model {self.model!r} ({said})",
                 "name a model it serves with --model",
             )
         status = getattr(exc, "status_code", None)
         return EndpointError(
-            f"the endpoint {self.where} failed{f' ({status})' if status else ''}: {_said(exc)}",
+            f"the endpoint {self.where} failed{f' ({status})' if status else ''}: {said}",
             "re-run to resume; lower --concurrency or --rate if it is overloaded",
         )
 

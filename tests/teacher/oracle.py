@@ -48,6 +48,7 @@ class Oracle:
         self.truths = truths  # commit message -> what the commit did
         self.key = key
         self.upstream = upstream  # (base URL, model) that answers every stage but code
+        self.refuse: str | None = None  # a stage whose prompts get a 400, as too long
         self.forwarded = 0
         self.requests: list[dict] = []
         self.code_asked: dict[str, int] = {}
@@ -88,11 +89,14 @@ class Oracle:
         return json.dumps({"edits": edits})
 
     async def chat(self, request: Request) -> JSONResponse:
-        if request.headers.get("authorization") != f"Bearer {self.key}":
-            return JSONResponse({"error": {"message": "bad key", "type": "auth"}}, 401)
+        given = request.headers.get("authorization", "")
+        if given != f"Bearer {self.key}":  # says the key back, as careless servers do
+            return JSONResponse({"error": {"message": f"bad key {given}", "type": "auth"}}, 401)
         body = await request.json()
         if body["model"] != MODEL:
             return JSONResponse({"error": {"message": "no such model"}}, 404)
+        if self.refuse and _stage(body["messages"][0]["content"]) == self.refuse:
+            return JSONResponse({"error": {"message": "prompt too long for this model"}}, 400)
         with self.lock:
             self.requests.append(body)
         text = await run_in_threadpool(self.answer, body)

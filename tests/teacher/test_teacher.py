@@ -231,11 +231,20 @@ def test_bad_input_and_a_bad_endpoint_are_clear_errors(connected, served, tmp_pa
         done = _teach(config, out, endpoint, model, package, *more, "--samples", 1)
         assert done.exit_code == code, (said, done.output)
         assert said in done.output and "Traceback" not in done.output, done.output
-    with serving(Oracle({}, SECRET)) as url:
+    oracle = Oracle(_truths(config, connected[1]), SECRET)
+    with serving(oracle) as url:
         done = _teach(config, out, url, MODEL, "demo", "--api-key-env", KEY_ENV,
-                      env={KEY_ENV: "sk-wrong"})  # fmt: skip
-    assert done.exit_code == 1 and "refused the API key" in done.output, done.output
-    assert "sk-wrong" not in done.output
+                      env={KEY_ENV: "sk-wrong-key"})  # fmt: skip
+        assert done.exit_code == 1 and "refused the API key" in done.output, done.output
+        assert "sk-wrong-key" not in done.output  # the server said it back; it is not shown
+        # A prompt the endpoint refuses (too long for it) ends that sample, not the run.
+        oracle.refuse = "plan"
+        done = _teach(config, out, url, MODEL, "demo", "--commits", 1, "--samples", 1,
+                      "--api-key-env", KEY_ENV, "--json", env={KEY_ENV: SECRET})  # fmt: skip
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["outcomes"] == {"refused": 1} and report["data_package"] is None
+    assert "no sample resolved" in report["note"]
     assert not (out / STATE_NAME).exists() or _secret_in(out) == []
 
 
