@@ -361,7 +361,11 @@ def _write(package: RepoPackage, state: RunState, options: TeacherOptions,
         for stage, found in rows.items()
     }
     if not rows:
-        report.note = "no sample resolved: no rows, so no data package was written"
+        report.note = (
+            "no sample resolved: no rows, so no data package was written"
+            if state.samples
+            else f"no usable train commit in {package.label}: nothing was asked"
+        )
         return
     version = options.version or datetime.now(UTC).strftime("%Y%m%d.%H%M%S")
     name = _package_name(options.name, package)
