@@ -274,11 +274,14 @@ def _run(config, db, package, state: RunState, teacher: Teacher, options: Teache
             return
         done, rest = wait(pending, timeout=None if block else 0, return_when=FIRST_COMPLETED)
         pending.intersection_update(rest)
+        failed = [f.exception() for f in done if f.exception() is not None]
         for future in done:
-            record = future.result()  # an endpoint error ends the run here
-            state.record(record)
-            report.ran += 1
-            tell("sample", record)
+            if future.exception() is None:
+                state.record(future.result())
+                report.ran += 1
+                tell("sample", future.result())
+        if failed:
+            raise failed[0]  # an endpoint error ends the run (what finished is kept)
 
     try:
         for spec, gold in commits:

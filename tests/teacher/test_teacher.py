@@ -127,6 +127,13 @@ def test_a_teachers_package_is_taken_by_a_fresh_box_and_reaches_its_datasets(con
     assert rerun["rows"] == report["rows"]
     assert sorted(p.name for p in out.iterdir()) == ["demo-teacher-2", STATE_NAME]
     assert (out / "demo-teacher-2" / "code.jsonl").read_text() == code_rows
+    with serving(Oracle({}, SECRET)) as url:  # as an operator reads it
+        shown = _teach(config, out, url, MODEL, "demo", "--commits", 2, "--samples", 2,
+                       "--api-key-env", KEY_ENV, "--version", "2",
+                       env={KEY_ENV: SECRET})  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    assert "0 samples asked (4 done before)" in shown.output
+    assert "code: dpo 2, sft 2" in shown.output and "demo-teacher-2" in shown.output
     package = out / "demo-teacher-2"
     manifest = json.loads((package / "manifest.json").read_text())
 
