@@ -24,6 +24,8 @@ COMMANDS = [
     ["data-package"],
     ["data-package", "list"],
     ["data-package", "validate"],
+    ["teacher"],
+    ["teacher", "run"],
     ["datasets", "sources"],
 ]
 

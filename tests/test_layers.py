@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "appliance.status": 4,
     "appliance.doctor": 4,
     "appliance.serve": 4,
+    "appliance.teacher": 4,
     # 3 domain
     "appliance.campaign": 3,
     "appliance.datasets": 3,

@@ -32,6 +32,7 @@ from appliance.cli import (
     serve,
     solve,
     state,
+    teacher,
     training,
     upkeep,
 )
@@ -86,6 +87,7 @@ def _register() -> None:
     cli.add_command(packages.package)
     cli.add_command(packages.ingest)
     cli.add_command(datapackages.data_package)
+    cli.add_command(teacher.teacher)
     cli.add_command(state.init)
     cli.add_command(state.status)
     cli.add_command(state.doctor)
