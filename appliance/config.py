@@ -244,6 +244,15 @@ class CycleSettings(_Section):
 
     commits: int = Field(0, ge=0, description="new commits per package a cycle runs; 0: all")
     min_new_rows: int = Field(8, ge=1, description="new SFT rows a stage needs to train")
+    min_dpo_pairs: int = Field(
+        8,
+        ge=1,
+        description="pairs a stage's newest DPO version needs before DPO is trained on top "
+        "of its SFT candidate",
+    )
+    dpo_max_steps: int = Field(
+        0, ge=0, description="optimizer steps of a cycle's DPO run; 0: training.max_steps"
+    )
     stages: list[str] = Field(
         list(STAGES),
         min_length=1,
