@@ -85,12 +85,13 @@ def test_dpo_waits_for_enough_pairs_and_a_version_that_passed_its_gates(home):
     (trained,) = steps["train"].detail["trained"]
     assert trained["adapter"] == "scope-v1" and trained["kind"] == "sft"
     (skipped,) = steps["train"].detail["not_trained"]
-    assert skipped == {"stage": "scope", "kind": "dpo",
-                       "why": f"scope-dpo-v1 has {pairs} pairs (< cycle.min_dpo_pairs 1000)"}  # fmt: skip
+    why = f"scope-dpo-v1 has {pairs} pairs (< cycle.min_dpo_pairs 1000)"
+    assert skipped == {"stage": "scope", "kind": "dpo", "why": why}
 
     # A DPO version that failed its quality gates is not trained on, and the reason says so.
+    reasons = json.dumps(["empty answers 0.5"])
     db.execute("UPDATE dataset_versions SET status = 'failed', reasons = ? "
-               "WHERE stage = 'scope' AND kind = 'dpo'", [json.dumps(["empty answers 0.5"])])  # fmt: skip
+               "WHERE stage = 'scope' AND kind = 'dpo'", [reasons])  # fmt: skip
     db.conn.commit()
     try:
         report = run_cycle(config, db, only=("train",))
