@@ -253,16 +253,19 @@ class CycleSettings(_Section):
     dpo_max_steps: int = Field(
         0, ge=0, description="optimizer steps of a cycle's DPO run; 0: training.max_steps"
     )
+    dpo_stages: list[str] | None = Field(
+        None, description="the stages a cycle trains DPO for; unset: every one of stages"
+    )
     stages: list[str] = Field(
         list(STAGES),
         min_length=1,
         description="the stages a cycle trains and evaluates",
     )
 
-    @field_validator("stages")
+    @field_validator("stages", "dpo_stages")
     @classmethod
-    def _known_stages(cls, value: list[str]) -> list[str]:
-        unknown = [s for s in value if s not in STAGES]
+    def _known_stages(cls, value: list[str] | None) -> list[str] | None:
+        unknown = [s for s in value or () if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown stages {unknown}; stages are {list(STAGES)}")
         return value

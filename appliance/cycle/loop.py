@@ -236,7 +236,10 @@ def _dpo_why_not(config: Config, db, stage: str, sft) -> str | None:
     and no DPO candidate is built on `sft` yet (a run killed half-way is not one yet: it
     resumes from its checkpoints)."""
     dataset = latest(db, stage, "dpo")
-    min_pairs = config.settings.cycle.min_dpo_pairs
+    settings = config.settings.cycle
+    min_pairs = settings.min_dpo_pairs
+    if settings.dpo_stages is not None and stage not in settings.dpo_stages:
+        return f"not in cycle.dpo_stages ({', '.join(settings.dpo_stages) or 'none'})"
     if sft is None:
         return "no SFT candidate to build on"
     if dataset is None:

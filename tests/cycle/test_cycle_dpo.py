@@ -108,6 +108,11 @@ def test_dpo_waits_for_enough_pairs_and_a_version_that_passed_its_gates(home):
             "why": "scope-dpo-v1 failed its quality gates: empty answers 0.5"} in (
         detail["not_trained"]
     )  # fmt: skip
+    # Nor for a stage left out of cycle.dpo_stages.
+    report = run_cycle(with_cycle(config, dpo_stages=["code"]), db, only=("train",))
+    assert {"stage": "scope", "kind": "dpo", "why": "not in cycle.dpo_stages (code)"} in (
+        steps_of(report)["train"].detail["not_trained"]
+    )
     assert [a.name for a in registry.adapters(db, "scope")] == ["scope-v1"]
 
 
