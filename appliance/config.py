@@ -262,16 +262,28 @@ class CycleSettings(_Section):
 
     commits: int = Field(0, ge=0, description="new commits per package a cycle runs; 0: all")
     min_new_rows: int = Field(8, ge=1, description="new SFT rows a stage needs to train")
+    min_dpo_pairs: int = Field(
+        8,
+        ge=1,
+        description="pairs a stage's newest DPO version needs before DPO is trained on top "
+        "of its SFT candidate",
+    )
+    dpo_max_steps: int = Field(
+        0, ge=0, description="optimizer steps of a cycle's DPO run; 0: training.max_steps"
+    )
+    dpo_stages: list[str] | None = Field(
+        None, description="the stages a cycle trains DPO for; unset: every one of stages"
+    )
     stages: list[str] = Field(
         list(STAGES),
         min_length=1,
         description="the stages a cycle trains and evaluates",
     )
 
-    @field_validator("stages")
+    @field_validator("stages", "dpo_stages")
     @classmethod
-    def _known_stages(cls, value: list[str]) -> list[str]:
-        unknown = [s for s in value if s not in STAGES]
+    def _known_stages(cls, value: list[str] | None) -> list[str] | None:
+        unknown = [s for s in value or () if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown stages {unknown}; stages are {list(STAGES)}")
         return value

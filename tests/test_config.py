@@ -38,6 +38,8 @@ def test_file_in_forge_home_is_read(tmp_path, monkeypatch):
         ("[packages]\nmax_fiel_mb = 1\n", "max_fiel_mb"),
         ("[ingest\n", "not valid TOML"),
         ("[ingest]\nquiet_seconds = 'soon'\n", "ingest.quiet_seconds"),
+        ("[cycle]\nmin_dpo_pairs = 0\n", "cycle.min_dpo_pairs"),
+        ("[cycle]\ndpo_stages = ['poetry']\n", "unknown stages ['poetry']"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, monkeypatch, text, words):

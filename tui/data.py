@@ -135,6 +135,8 @@ class AdapterRow:
     created_at: str
     train_loss: float | None
     decision: StoredDecision | None  # the newest with this version as the candidate
+    steps: int | None = None  # optimizer steps it was trained for
+    built_on: str | None = None  # DPO: the SFT version it continued (its reference)
 
 
 @dataclass(frozen=True)
@@ -362,6 +364,8 @@ class Reader:
                 e.adapter.created_at,
                 _train_loss(e.adapter.metrics),
                 newest.get(e.name),
+                e.adapter.metrics.get("steps"),
+                e.adapter.metrics.get("built_on"),
             )
             for e in entries
         )

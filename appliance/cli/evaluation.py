@@ -313,10 +313,16 @@ def _print_cycle_dict(report: dict) -> None:
             console.print(f"    {v['name']}: {v['rows']} rows ({v['new_rows']} new), "
                           f"{escape(gates)}")  # fmt: skip
         for t in s["detail"].get("trained", []):
-            console.print(f"    {t['adapter']} from {t['dataset']}: {t['steps']} steps, "
-                          f"final loss {t['final_loss']:.3f}")  # fmt: skip
+            on = f" on {t['built_on']}" if t.get("built_on") else ""
+            console.print(f"    {t['adapter']} ({t.get('kind', 'sft')}{on}) from {t['dataset']}: "
+                          f"{t['steps']} steps, final loss {t['final_loss']:.3f}")  # fmt: skip
         for item in s["detail"].get("not_trained", []):
-            console.print(f"    {item['stage']}: not trained ({escape(item['why'])})")
+            kind = f" {item['kind']}" if item.get("kind") else ""
+            console.print(f"    {item['stage']}:{kind} not trained ({escape(item['why'])})")
+        for item in s["detail"].get("failed", []):
+            console.print(f"    [red]{item['stage']}: {item['kind']} on {item['built_on']} "
+                          f"failed[/] ({escape(item['error'])})")  # fmt: skip
+    _print_candidates(report["decisions"])
     for d in report["decisions"]:
         console.print(f"[bold]{d['candidate']}[/] vs {d['baseline']}: {d['action']}")
         best = d.get("best_baselines", {})
@@ -330,3 +336,27 @@ def _print_cycle_dict(report: dict) -> None:
         for reason in d["reasons"]:
             console.print(f"    {escape(reason)}")
     console.print(f"report: {escape(report['report'])}")
+
+
+def _print_candidates(decisions: list[dict]) -> None:
+    """Each stage's candidates side by side (an SFT one and DPO built on it, or one):
+    kind, dataset, steps, loss, the gate's verdict against the version in service, and
+    what was done."""
+    stages: dict[str, list[dict]] = {}
+    for d in decisions:
+        stages.setdefault(d["stage"], []).append(d)
+    for stage, found in stages.items():
+        console.print(f"[bold]{stage}[/] candidates vs {escape(found[0]['baseline'])}:")
+        console.print("    kind  candidate            dataset              steps  loss    "
+                      "verdict       action")  # fmt: skip
+        for d in found:
+            loss = d.get("final_loss")
+            console.print(escape(
+                f"    {d.get('kind') or '?':5} {d['candidate']:20} {d.get('dataset') or '-':20} "
+                f"{d.get('steps') if d.get('steps') is not None else '-':>5}  "
+                f"{'-' if loss is None else f'{loss:.3f}':7} {d['verdict']:13} {d['action']}"
+            ))  # fmt: skip
+        versus = next((d["versus"] for d in found if d.get("versus")), None)
+        if versus:
+            console.print(escape(f"    {versus['candidate']} vs {versus['baseline']}: "
+                                 f"{versus['verdict']}, so {versus['winner']}"))  # fmt: skip

@@ -26,7 +26,7 @@ from appliance.config import Config
 from appliance.datapackages.take import take_data_package
 from appliance.datasets.versions import build, latest, rows_made_from
 from appliance.errors import ForgeError
-from appliance.evaluation.compare import evaluate_many
+from appliance.evaluation.compare import evaluate_many, head_to_head
 from appliance.packages import corpus
 from appliance.packages.ingest import ingest
 from appliance.records import as_json
@@ -154,13 +154,15 @@ def _campaign(config: Config, db, commits: int | None, progress: Progress) -> St
 
 
 def _datasets(config: Config, db) -> Step:
+    """A new SFT and a new DPO version of each stage, where there are new rows."""
     made = []
     for stage in config.settings.cycle.stages:
-        version = build(config, db, stage, "sft")
-        if version is not None:
-            made.append({"name": version.name, "rows": version.rows,
-                         "new_rows": version.new_rows, "status": version.status,
-                         "reasons": version.reasons})  # fmt: skip
+        for kind in ("sft", "dpo"):
+            version = build(config, db, stage, kind)
+            if version is not None:
+                made.append({"name": version.name, "kind": kind, "rows": version.rows,
+                             "new_rows": version.new_rows, "status": version.status,
+                             "reasons": version.reasons})  # fmt: skip
     if not made:
         return Step("datasets", "skipped", {"versions": made, "why": "no new rows"})
     return Step("datasets", "ok", {"versions": made})
@@ -168,68 +170,207 @@ def _datasets(config: Config, db) -> Step:
 
 def _train(config: Config, db, progress: Progress) -> Step:
     """Train each stage whose latest SFT dataset passed its gates, was not trained on yet,
-    and brought at least `cycle.min_new_rows` new rows."""
-    trained, passed = [], []
-    for stage in config.settings.cycle.stages:
-        dataset = latest(db, stage, "sft")
-        why = None
-        if dataset is None:
-            why = "no dataset"
-        elif any(a.dataset == dataset.name for a in registry.adapters(db, stage)):
-            why = f"{dataset.name} already trained"
-        elif dataset.status != "ok":
-            why = f"{dataset.name} failed its quality gates: " + "; ".join(dataset.reasons)
-        elif dataset.new_rows < config.settings.cycle.min_new_rows:
-            why = f"{dataset.name} has {dataset.new_rows} new rows (< {config.settings.cycle.min_new_rows})"  # noqa: E501
+    and brought at least `cycle.min_new_rows` new rows; then DPO on top of the stage's
+    newest SFT candidate (see _dpo_why_not)."""
+    trained, passed, failed = [], [], []
+    stages = config.settings.cycle.stages
+    for stage in stages:
+        progress.advance("train", len(trained), len(stages), f"{stage}: sft")
+        why = _sft_why_not(config, db, stage)
         if why:
-            passed.append({"stage": stage, "why": why})
+            passed.append({"stage": stage, "kind": "sft", "why": why})
+        else:
+            trained.append(_trained(train_stage(config, db, stage)))
+        sft = _newest_candidate(db, stage, "sft")
+        why = _dpo_why_not(config, db, stage, sft)
+        if why:
+            passed.append({"stage": stage, "kind": "dpo", "why": why})
             continue
-        progress.advance("train", len(trained), len(config.settings.cycle.stages), stage)
-        adapter = train_stage(config, db, stage)
-        trained.append({"stage": stage, "adapter": adapter.name, "dataset": adapter.dataset,
-                        "steps": adapter.metrics["steps"],
-                        "final_loss": adapter.metrics["final_loss"]})  # fmt: skip
-    return Step(
-        "train", "ok" if trained else "skipped", {"trained": trained, "not_trained": passed}
-    )
+        progress.advance("train", len(trained), len(stages), f"{stage}: dpo on {sft.name}")
+        try:  # the SFT candidate stands whatever happens to the DPO run built on it
+            steps = config.settings.cycle.dpo_max_steps or None
+            adapter = train_stage(config, db, stage, dpo=True, on=sft.version, max_steps=steps)
+        except ForgeError as exc:
+            failed.append({"stage": stage, "kind": "dpo", "built_on": sft.name,
+                           "error": exc.message})  # fmt: skip
+            continue
+        trained.append(_trained(adapter))
+    detail = {"trained": trained, "not_trained": passed}
+    if failed:
+        errors = "; ".join(f"{f['stage']} dpo on {f['built_on']}: {f['error']}" for f in failed)
+        return Step("train", "failed", detail | {"failed": failed, "error": errors})
+    return Step("train", "ok" if trained else "skipped", detail)
+
+
+def _trained(adapter: registry.AdapterVersion) -> dict:
+    """A candidate as the train step reports it (the SFT and DPO ones alike)."""
+    m = adapter.metrics
+    return {"stage": adapter.stage, "kind": adapter.kind, "adapter": adapter.name,
+            "dataset": adapter.dataset, "steps": m["steps"], "final_loss": m["final_loss"],
+            "built_on": m.get("built_on")}  # fmt: skip
+
+
+def _sft_why_not(config: Config, db, stage: str) -> str | None:
+    dataset = latest(db, stage, "sft")
+    min_new = config.settings.cycle.min_new_rows
+    if dataset is None:
+        return "no dataset"
+    if any(a.dataset == dataset.name for a in registry.adapters(db, stage)):
+        return f"{dataset.name} already trained"
+    if dataset.status != "ok":
+        return f"{dataset.name} failed its quality gates: " + "; ".join(dataset.reasons)
+    if dataset.new_rows < min_new:
+        return f"{dataset.name} has {dataset.new_rows} new rows (< {min_new})"
+    return None
+
+
+def _newest_candidate(db, stage: str, kind: str) -> registry.AdapterVersion | None:
+    waiting = [a for a in registry.adapters(db, stage)
+               if a.status == "candidate" and a.kind == kind]  # fmt: skip
+    return waiting[-1] if waiting else None
+
+
+def _dpo_why_not(config: Config, db, stage: str, sft) -> str | None:
+    """Why DPO is not trained on `sft` (the stage's newest SFT candidate), or None: it is
+    when the stage's newest DPO version passed its gates with `cycle.min_dpo_pairs` pairs
+    and no DPO candidate is built on `sft` yet (a run killed half-way is not one yet: it
+    resumes from its checkpoints)."""
+    dataset = latest(db, stage, "dpo")
+    settings = config.settings.cycle
+    min_pairs = settings.min_dpo_pairs
+    if settings.dpo_stages is not None and stage not in settings.dpo_stages:
+        return f"not in cycle.dpo_stages ({', '.join(settings.dpo_stages) or 'none'})"
+    if sft is None:
+        return "no SFT candidate to build on"
+    if dataset is None:
+        return "no DPO dataset"
+    done = [a for a in registry.adapters(db, stage)
+            if a.kind == "dpo" and a.metrics.get("built_on") == sft.name]  # fmt: skip
+    if done:
+        return f"{done[-1].name} is already DPO on {sft.name}"
+    if dataset.status != "ok":
+        return f"{dataset.name} failed its quality gates: " + "; ".join(dataset.reasons)
+    if dataset.rows < min_pairs:
+        return f"{dataset.name} has {dataset.rows} pairs (< cycle.min_dpo_pairs {min_pairs})"
+    return None
 
 
 def _evaluate(config: Config, db, progress: Progress, decisions: list[dict]) -> Step:
     """Decide every candidate still undecided (this cycle's, or one an interrupted cycle
     trained), all stages together, then promote or reject each (added to `decisions` as
-    it is done, so a failure half-way still reports what was decided)."""
-    waiting = {}
+    it is done, so a failure half-way still reports what was decided).
+
+    Per stage that is the newest candidate and, when it is DPO built on an SFT version
+    still waiting, that SFT candidate too: both against the active version on the same
+    examples, and at most one promoted (_choose)."""
+    waiting: dict[str, list[registry.AdapterVersion]] = {}
     for stage in config.settings.cycle.stages:
         newest = registry.newest_candidate(db, stage)  # older ones stay candidates
-        if newest is not None:
-            waiting[stage] = newest.version
+        if newest is None:
+            continue
+        waiting[stage] = [newest]
+        under = _built_on(db, newest)
+        if under is not None and under.status == "candidate":
+            waiting[stage].insert(0, under)
     if not waiting:
         return Step("evaluate", "skipped", {"why": "no candidate to evaluate"})
 
     def on_progress(stage, arm, i, n):
         progress.advance("evaluate", i, n, f"{stage}: {arm}")
 
-    evaluations = evaluate_many(config, db, list(waiting.items()), on_progress=on_progress)
+    asked = [(stage, v.version) for stage, found in waiting.items() for v in found]
+    evaluations = evaluate_many(config, db, asked, on_progress=on_progress)
     n = len(evaluations)
     progress.advance("evaluate", n, n, "deciding: promote or reject")
+    by_stage: dict[str, list] = {}
+    for (stage, _), ev in zip(asked, evaluations, strict=True):
+        version = next(v for v in waiting[stage] if v.name == ev.candidate)
+        by_stage.setdefault(stage, []).append((version, ev))
     # The decisions are stored, the registry not yet changed. Each promote or reject is one
     # transaction: one killed before its commit leaves the candidate for the next run.
-    for ev in evaluations:
-        number = waiting[ev.stage]  # the version evaluate_many was given for the stage
-        if ev.decision.verdict == "promote":
-            registry.promote(db, ev.stage, number, decision_id=ev.decision_id)
-            action = "promoted"
-        elif ev.decision.verdict == "reject":
-            registry.reject(db, ev.stage, number, decision_id=ev.decision_id)
-            action = "rejected"
-        else:  # too few tasks to say: the candidate waits for more evaluation data
-            action = "kept as a candidate (insufficient evidence)"
-        decisions.append({"stage": ev.stage, "candidate": ev.candidate,
-                          "baseline": ev.baseline, "action": action,
-                          "decision_id": ev.decision_id, **ev.report()})  # fmt: skip
+    for stage, judged in by_stage.items():
+        for version, ev, action, why in _choose(config, db, judged):
+            if action == "promoted":
+                registry.promote(db, stage, version.version, decision_id=ev.decision_id,
+                                 note=why["note"])  # fmt: skip
+            elif action == "rejected":
+                registry.reject(db, stage, version.version, decision_id=_why_id(ev, why),
+                                note=why["note"])  # fmt: skip
+            else:
+                action = "kept as a candidate (insufficient evidence)"
+            decisions.append({"stage": ev.stage, "candidate": ev.candidate,
+                              "baseline": ev.baseline, "action": action,
+                              "decision_id": ev.decision_id, **_candidate_facts(version),
+                              **ev.report(), "why": why["note"],
+                              "versus": why["versus"]})  # fmt: skip
     return Step(
         "evaluate", "ok", {"decided": [f"{d['candidate']}: {d['action']}" for d in decisions]}
     )
+
+
+def _built_on(db, version: registry.AdapterVersion) -> registry.AdapterVersion | None:
+    """The SFT version a DPO version was trained on top of (None: the base, or SFT)."""
+    name = version.metrics.get("built_on") if version.kind == "dpo" else None
+    if not name or name == "base":
+        return None
+    return registry.get(db, version.stage, int(name.rsplit("-v", 1)[1]))
+
+
+def _choose(config: Config, db, judged: list) -> list[tuple]:
+    """(version, evaluation, action, why) for each candidate of one stage, each judged
+    against the active version. Alone, a candidate is promoted, rejected or kept as the
+    gate said. With two (an SFT candidate and DPO built on it), at most one is promoted:
+    the one the gate promotes; when it promotes both, the DPO one only if the gate,
+    comparing it with the SFT one on the same tasks, would promote it over that (else
+    the SFT one: DPO must earn its place over what it was built on). The other is
+    rejected when the gate rejected it or it lost that comparison, and stays a candidate
+    when the gate found too few tasks to say."""
+    promoting = [(v, ev) for v, ev in judged if ev.decision.verdict == "promote"]
+    winner, versus = None, None
+    if len(promoting) == 1:
+        winner = promoting[0][0]
+    elif len(promoting) == 2:
+        (sft, sft_ev), (dpo, dpo_ev) = sorted(promoting, key=lambda p: p[0].kind != "sft")
+        match = head_to_head(config, db, dpo_ev, sft_ev)
+        winner = dpo if match.decision.verdict == "promote" else sft
+        versus = {"candidate": dpo.name, "baseline": sft.name, "decision_id": match.decision_id,
+                  "verdict": match.decision.verdict, "reasons": list(match.decision.reasons),
+                  "winner": winner.name}  # fmt: skip
+    out = []
+    for version, ev in judged:
+        verdict = ev.decision.verdict
+        why: dict = {"note": "", "versus": versus}
+        if winner is not None and version.name == winner.name:
+            others = [v.name for v, _ in judged if v.name != version.name]
+            if others:
+                why["note"] = f"the gate's choice over {', '.join(others)}"
+            out.append((version, ev, "promoted", why))
+        elif verdict == "promote":  # promoted by the gate too, but lost to the winner
+            why["note"] = (f"the gate promoted it over {ev.baseline}, but {winner.name} "
+                           f"was chosen: {versus['candidate']} vs {versus['baseline']} "
+                           f"was {versus['verdict']}")  # fmt: skip
+            out.append((version, ev, "rejected", why))
+        elif verdict == "reject":
+            why["note"] = "the gate rejected it"
+            out.append((version, ev, "rejected", why))
+        else:  # too few tasks to say: the candidate waits for more evaluation data
+            out.append((version, ev, "kept", why))
+    return out
+
+
+def _why_id(ev, why: dict) -> int | None:
+    """The decision a reject rests on: the head-to-head one when the candidate lost it
+    after the gate promoted it against the active version, else its own."""
+    if ev.decision.verdict == "promote" and why.get("versus"):
+        return why["versus"]["decision_id"]
+    return ev.decision_id
+
+
+def _candidate_facts(version: registry.AdapterVersion) -> dict:
+    """What the report shows of a candidate beside the gate's verdict on it."""
+    m = version.metrics
+    return {"kind": version.kind, "dataset": version.dataset, "steps": m.get("steps"),
+            "final_loss": m.get("final_loss"), "built_on": m.get("built_on")}  # fmt: skip
 
 
 def _save(config: Config, report: CycleReport) -> CycleReport:

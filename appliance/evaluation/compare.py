@@ -157,6 +157,9 @@ def check_leaks(db, stage: str, version, examples) -> LeakCheck:
     """The leak check of `version` (None: the base) on the examples; refuses on a leak."""
     tasks = [e.key for e in examples]
     found = leak_check(db, version.dataset if version else None, tasks)
+    under = version.metrics.get("built_on_dataset") if version else None
+    if under and not found.leaks:  # DPO on an SFT version learnt that version's rows too
+        found = leak_check(db, under, tasks)
     if found.leaks:
         raise EvaluationRefused(
             f"{found.leaks} of the {found.tasks} {stage} evaluation tasks are in rows of "
@@ -178,7 +181,10 @@ def evaluate_many(
     evaluation: EvaluationSet | None = None,
 ) -> list[Evaluation]:
     """Evaluate each (stage, version) against the stage's active version, and decide them
-    together (Benjamini–Hochberg across the stages)."""
+    together (Benjamini–Hochberg across the stages). A stage may come twice (the cycle's
+    SFT and DPO candidates): each is compared with the active version on the same
+    examples (the active version's run is made once and reused), and decided on its own.
+    The evaluations come back in the order of `candidates`."""
     chosen = [
         (stage, pick_candidate(db, stage, version), registry.active(db, stage))
         for stage, version in candidates
@@ -196,17 +202,18 @@ def evaluate_many(
     try:
         evaluator = Evaluator(config, db, pool, evaluation)
         stats = baselines.package_stats(config, db, evaluation.commits)
-        judged = {stage: _judge(config, db, evaluator, stats, stage, version, active, on_progress)
+        judged = {(stage, version.version):
+                  _judge(config, db, evaluator, stats, stage, version, active, on_progress)
                   for stage, version, active in chosen}  # fmt: skip
     finally:
         if own_pool:
             pool.close()
     decisions = _decide(config, judged)
     out = []
-    for stage, j in judged.items():
+    for (stage, number), j in judged.items():
         ev = Evaluation(stage, j.version.name, j.active.name if j.active else "base",
                         evaluation.source, evaluation.note, j.examples, j.runs,
-                        decisions[stage], None, j.scored, j.leak)  # fmt: skip
+                        decisions[(stage, number)], None, j.scored, j.leak)  # fmt: skip
         decision_id = records.record_decision(
             db, stage, ev.candidate, ev.baseline, (j.runs[0].id, j.runs[1].id),
             ev.decision.verdict, ev.report(),
@@ -244,16 +251,50 @@ def _judge(config, db, evaluator: Evaluator, stats, stage, version, active, on_p
     return _Judged(version, active, runs, compared, scored, leak, len(examples))
 
 
-def _decide(config: Config, judged: Mapping[str, _Judged]) -> dict[str, gate.GateDecision]:
+def _decide(
+    config: Config, judged: Mapping[gate.Key, _Judged]
+) -> dict[gate.Key, gate.GateDecision]:
     settings = config.settings.evaluation
     return gate.decide_many(
-        {stage: [r for r, _ in j.compared] for stage, j in judged.items()},
+        {key: [r for r, _ in j.compared] for key, j in judged.items()},
         alpha=settings.alpha,
         min_effect=settings.min_effect,
         max_regression=settings.max_regression,
         min_tasks=settings.min_tasks,
-        baselines={stage: best_baselines(j.compared, j.scored) for stage, j in judged.items()},
+        baselines={key: best_baselines(j.compared, j.scored) for key, j in judged.items()},
     )
+
+
+def head_to_head(config: Config, db, ours: Evaluation, theirs: Evaluation) -> Evaluation:
+    """`ours` against `theirs`, two candidates of one stage evaluated against the same
+    active version (their stored runs on the same examples, so no model runs again),
+    through the gate: "promote" means `ours` is better than `theirs` by the gate's own
+    rules (a significant gain beyond the best baseline, no regression), anything else
+    that it is not. The decision is recorded, as `ours` vs `theirs`."""
+    if ours.stage != theirs.stage or ours.runs[0] is None or theirs.runs[0] is None:
+        raise ValueError("head_to_head compares two evaluated candidates of one stage")
+    settings = config.settings.evaluation
+    stage = ours.stage
+    compared = compare_tables(stage, task_table(db, stage, ours.runs[0]),
+                              task_table(db, stage, theirs.runs[0]), settings.seed,
+                              settings.bootstrap_resamples)  # fmt: skip
+    decision = gate.decide(
+        stage,
+        [r for r, _ in compared],
+        alpha=settings.alpha,
+        min_effect=settings.min_effect,
+        max_regression=settings.max_regression,
+        min_tasks=settings.min_tasks,
+        baselines=best_baselines(compared, ours.baselines),
+    )
+    ev = Evaluation(stage, ours.candidate, theirs.candidate, ours.source, ours.note,
+                    ours.examples, (ours.runs[0], theirs.runs[0]), decision, None,
+                    ours.baselines, ours.leak_check)  # fmt: skip
+    decision_id = records.record_decision(
+        db, stage, ev.candidate, ev.baseline, (ours.runs[0].id, theirs.runs[0].id),
+        decision.verdict, ev.report(),
+    )  # fmt: skip
+    return Evaluation(**{**ev.__dict__, "decision_id": decision_id})
 
 
 def _reporter(on_progress, stage: str, name: str):
@@ -332,7 +373,7 @@ def evaluate_answers(
                               settings.bootstrap_resamples)  # fmt: skip
     judged = _Judged(None, active, (None, run), compared, scored_baselines,
                      leak_check(db, None, [e.key for e in examples]), len(examples))  # fmt: skip
-    decision = _decide(config, {stage: judged})[stage]
+    decision = _decide(config, {stage: judged})[stage]  # one stage, keyed by its name
     note = evaluation.note
     if given.missing:
         note += f"; {len(given.missing)} example(s) without an answer count as unusable answers"

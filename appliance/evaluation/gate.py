@@ -27,6 +27,7 @@ Interval = tuple[float, float]
 # A metric whose interval reaches below −max_regression without a significant fall.
 NOT_NON_INFERIOR = "not shown non-inferior"
 Verdict = Literal["promote", "reject", "insufficient"]
+Key = str | tuple  # what decide_many decides: a stage, or (stage, which candidate)
 EXACT_MAX_TASKS = 16  # up to this many tasks the permutation test enumerates every sign vector
 
 
@@ -272,44 +273,49 @@ class _Rules:
 
 
 def decide_many(
-    results: Mapping[str, Sequence[MetricResult]],
+    results: Mapping[Key, Sequence[MetricResult]],
     *,
     alpha: float,
     min_effect: float,
     max_regression: float = 0.05,
     min_tasks: int = 10,
-    baselines: Mapping[str, Mapping[str, BaselineScore]] | None = None,
-) -> dict[str, GateDecision]:
+    baselines: Mapping[Key, Mapping[str, BaselineScore]] | None = None,
+) -> dict[Key, GateDecision]:
     """Decide several stages together: BH over all their p-values at once, then each
-    stage's verdict. `baselines`: stage -> metric -> the best trivial baseline's score
-    on the same tasks (a metric without one is not held to a baseline)."""
+    stage's verdict. A key is a stage, or (stage, anything) where one stage has several
+    candidates (the cycle's SFT and DPO ones): each is decided on its own metrics, and
+    all their p-values are in the one BH family. `baselines`: key -> metric -> the best
+    trivial baseline's score on the same tasks (a metric without one is not held to a
+    baseline)."""
     rules = _Rules(alpha, min_effect, max_regression, min_tasks)
     _check_rules(rules)
     baselines = baselines or {}
-    for stage, metrics in results.items():
-        strays = sorted({m.stage for m in metrics if m.stage != stage})
+    for key, metrics in results.items():
+        strays = sorted({m.stage for m in metrics if m.stage != _stage_of(key)})
         if strays:
-            raise ValueError(f"results for stage {stage!r} include metrics of {strays}")
+            raise ValueError(f"results for stage {_stage_of(key)!r} include metrics of {strays}")
 
-    flat = [m for metrics in results.values() for m in metrics]
+    flat = [(key, m) for key, metrics in results.items() for m in metrics]
     adjusted: list[float] = []
     if flat:
         adjusted = [
             float(p)
-            for p in multipletests([m.p_value for m in flat], alpha=alpha, method="fdr_bh")[1]
+            for p in multipletests([m.p_value for _, m in flat], alpha=alpha, method="fdr_bh")[1]
         ]
-    adjusted_flat = [replace(m, p_adjusted=p) for m, p in zip(flat, adjusted, strict=True)]
     decided = iter(
-        replace(m, outcome=_outcome(m, baselines.get(m.stage, {}).get(m.metric), rules))
-        for m in adjusted_flat
-    )
+        replace(m, p_adjusted=p,
+                outcome=_outcome(replace(m, p_adjusted=p),
+                                 baselines.get(key, {}).get(m.metric), rules))
+        for (key, m), p in zip(flat, adjusted, strict=True)
+    )  # fmt: skip
     decisions = {}
-    for stage, metrics in results.items():
+    for key, metrics in results.items():
+        stage = _stage_of(key)
         stage_metrics = tuple(next(decided) for _ in metrics)
-        best = {m.metric: baselines[stage][m.metric] for m in stage_metrics
-                if m.metric in baselines.get(stage, {})}  # fmt: skip
+        best = {m.metric: baselines[key][m.metric] for m in stage_metrics
+                if m.metric in baselines.get(key, {})}  # fmt: skip
         verdict, reasons = _verdict(stage_metrics, best, rules)
-        decisions[stage] = GateDecision(
+        decisions[key] = GateDecision(
             stage=stage,
             verdict=verdict,
             reasons=reasons,
@@ -322,6 +328,10 @@ def decide_many(
             baselines=best,
         )
     return decisions
+
+
+def _stage_of(key: Key) -> str:
+    return key if isinstance(key, str) else key[0]
 
 
 def _check_rules(rules: _Rules) -> None:

@@ -12,7 +12,9 @@ rows, measured by us (lora.completion_loss) before and after training.
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -85,7 +87,6 @@ def _train(run_dir, base_dir, rows, settings, reference, on_step) -> TrainResult
     # torch: loaded only by the process that trains or embeds, not by every importer
     import torch
     from transformers import PrinterCallback
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import DPOTrainer
 
     choice = choose_device()
@@ -105,7 +106,7 @@ def _train(run_dir, base_dir, rows, settings, reference, on_step) -> TrainResult
         callbacks=[_watch(metrics, on_step)],
     )
     trainer.remove_callback(PrinterCallback)  # the watch reports the steps
-    resume = get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
+    resume = last_complete_checkpoint(trainer_dir)
     resumed_from = int(Path(resume).name.rsplit("-", 1)[1]) if resume else None
     begin_metrics(metrics, resumed_from)  # steps after the checkpoint are redone
     output = trainer.train(resume_from_checkpoint=resume)
@@ -129,6 +130,27 @@ def _train(run_dir, base_dir, rows, settings, reference, on_step) -> TrainResult
         margin_before=margin_before,
         margin_after=margin_after,
     )
+
+
+def last_complete_checkpoint(trainer_dir: Path) -> str | None:
+    """The newest checkpoint-N the HF Trainer finished writing, or None. The Trainer
+    writes a checkpoint in place, its trainer_state.json last: a run killed while writing
+    one leaves a folder without it (or with it cut short), which is removed here, so the
+    run resumes from the checkpoint before (HF's get_last_checkpoint would pick the broken
+    one, and every resume would fail on it)."""
+    found = []
+    for path in trainer_dir.glob("checkpoint-*") if trainer_dir.is_dir() else []:
+        step = path.name.rsplit("-", 1)[1]
+        if path.is_dir() and step.isdigit():
+            found.append((int(step), path))
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):  # unfinished: the kill came while it was written
+            shutil.rmtree(path)
+            continue
+        return str(path)
+    return None
 
 
 def _policy(base_dir: Path, settings: TrainingSettings, reference, choice: DeviceChoice):

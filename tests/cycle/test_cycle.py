@@ -54,7 +54,10 @@ def test_a_cycle_runs_the_whole_loop_and_decides_the_candidate(home):
     assert report["ok"] and all(s["status"] == "ok" for s in steps.values()), report
     assert steps["ingest"]["detail"]["accepted"] == 1
     assert steps["campaign"]["detail"]["units"] == 1
-    assert [v["name"] for v in steps["datasets"]["detail"]["versions"]] == ["scope-sft-v1"]
+    made = steps["datasets"]["detail"]["versions"]
+    assert [v["name"] for v in made if v["kind"] == "sft"] == ["scope-sft-v1"]
+    # DPO versions are built too; too few pairs (cycle.min_dpo_pairs 8) to train DPO on.
+    assert {v["name"] for v in made if v["kind"] == "dpo"} <= {"scope-dpo-v1"}
     (trained,) = steps["train"]["detail"]["trained"]
     assert trained["adapter"] == "scope-v1" and trained["steps"] == 2
     (decision,) = report["decisions"]
@@ -85,7 +88,7 @@ def test_the_next_cycle_goes_on_with_the_next_commit_and_doubles_nothing(home):
     assert steps["campaign"]["detail"]["units"] == 1
     shas = [r[0] for r in db.execute("SELECT sha FROM triples")]
     assert len(shas) == len(set(shas)) == 2 and before < set(shas)  # the next commit, once
-    (version,) = steps["datasets"]["detail"]["versions"]
+    (version,) = [v for v in steps["datasets"]["detail"]["versions"] if v["kind"] == "sft"]
     assert version["name"] == "scope-sft-v2" and version["rows"] > version["new_rows"]
     (trained,) = steps["train"]["detail"]["trained"]
     assert trained["adapter"] == "scope-v2" and trained["dataset"] == "scope-sft-v2"
@@ -101,3 +104,5 @@ def test_the_demo_profile_yields_to_forge_toml(home):
     assert demo.settings.campaign.samples == 1  # forge.toml's
     assert demo.settings.cycle.commits == 4  # the profile's
     assert demo.settings.training.grad_accum == 1
+    assert demo.settings.cycle.dpo_stages == ["task_analysis"]  # DPO where time allows
+    assert demo.settings.cycle.dpo_max_steps == 4

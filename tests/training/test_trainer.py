@@ -402,6 +402,23 @@ def test_dpo_from_the_sft_adapter_starts_there(training_base, tmp_path, referenc
     assert result.margin_after > result.margin_before
 
 
+def test_dpo_resumes_from_the_newest_checkpoint_it_finished_writing(tmp_path):
+    from appliance.training.dpo import last_complete_checkpoint
+
+    trainer = tmp_path / "trainer"
+    assert last_complete_checkpoint(trainer) is None
+    for step, state in ((2, '{"global_step": 2}'), (4, '{"global_step": 4}'), (6, None),
+                        (8, '{"global_')):  # fmt: skip
+        folder = trainer / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    # 8 was cut off while its state was written, 6 before: both go, 4 is resumed from.
+    assert last_complete_checkpoint(trainer) == str(trainer / "checkpoint-4")
+    assert sorted(p.name for p in trainer.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+
+
 # ---------------------------------------------------------------- child process
 
 

@@ -268,7 +268,8 @@ def _adapters(conn) -> None:
                 "hyperparameters, metrics, path, sha256, created_at) "
                 "VALUES (?, ?, ?, ?, ?, 'smollm2-135m', ?, '{}', ?, ?, ?, ?)",
                 [stage, version, kind, status, dataset, BASE_SHA,
-                 json.dumps({"final_loss": loss, "steps": 200}),
+                 json.dumps({"final_loss": loss, "steps": 200 if kind == "sft" else 40}
+                            | ({"built_on": baseline} if kind == "dpo" else {})),
                  f"adapters/{name}.gguf", f"{version:064x}", created],
             )  # fmt: skip
             report = _decision(stage, hits, base_hits)

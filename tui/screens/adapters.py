@@ -55,6 +55,13 @@ def _primary(row: AdapterRow, metric: str) -> str:
     return f"{rate(found[0]['candidate'])} {interval(found[0]['candidate_interval'])}"
 
 
+def _kind(row: AdapterRow) -> str:
+    """sft, dpo, or "dpo on v2": an SFT candidate and the DPO one built on it side by side."""
+    if row.built_on and row.built_on != "base":
+        return f"{row.kind} on v{row.built_on.rsplit('-v', 1)[-1]}"
+    return row.kind
+
+
 class AdaptersScreen(ForgeScreen):
     TITLE = "Adapters"
     BINDINGS = [
@@ -79,9 +86,10 @@ class AdaptersScreen(ForgeScreen):
                     "kind",
                     "servable",
                     "dataset",
+                    "steps",
                     "loss",
-                    "primary metric [95% CI]",
                     "gate",
+                    "primary metric [95% CI]",
                     "created",
                 )
                 yield versions
@@ -134,12 +142,13 @@ class AdaptersScreen(ForgeScreen):
                         Text("●", style="bold green") if r.status == "active" else "",
                         f"v{r.version}",
                         status(r.status),
-                        r.kind,
+                        _kind(r),
                         "yes" if r.servable else Text("no", style="red"),
                         r.dataset,
+                        DASH if r.steps is None else str(r.steps),
                         rate(r.train_loss, 3),
-                        _primary(r, view.primary_metric),
                         status(r.decision.verdict) if r.decision else DASH,
+                        _primary(r, view.primary_metric),
                         when(r.created_at),
                     ),
                 )
@@ -175,6 +184,9 @@ class AdaptersScreen(ForgeScreen):
             text.update(Text("this stage has no adapter versions yet", style="dim"))
             return
         parts = [Text(row.name, style="bold")]
+        if row.built_on:
+            parts.append(Text(f"DPO on {row.built_on}: it continued that adapter, and was "
+                              "held to it as the reference"))  # fmt: skip
         if not row.servable:
             parts.append(Text(f"not servable: {row.unservable_reason}", style="red"))
         lines = gate_lines(row.decision)
