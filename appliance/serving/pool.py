@@ -305,9 +305,7 @@ class LoadedBase:
         grammar = None
         if params.json_schema is not None:
             _check_schema(params.json_schema)
-            grammar = lib.LlamaGrammar.from_json_schema(
-                json.dumps(params.json_schema), verbose=False
-            )
+            grammar = batched.json_grammar(lib, params.json_schema)
         self.fit_threads()
         if params.seed is not None:
             # A seeded call is computed from scratch: reusing a cached prompt prefix changes

@@ -41,6 +41,7 @@ from appliance.training.result import (
     begin_metrics,
     last_loss,
 )
+from appliance.training.sft import lr_factor
 
 METRICS = "metrics.jsonl"
 ADAPTER = "adapter"
@@ -87,7 +88,6 @@ def _train(run_dir, base_dir, rows, settings, reference, on_step) -> TrainResult
     # torch: loaded only by the process that trains or embeds, not by every importer
     import torch
     from transformers import PrinterCallback
-    from trl import DPOTrainer
 
     choice = choose_device()
     model, tokenizer, peft_config = _policy(base_dir, settings, reference, choice)
@@ -97,7 +97,7 @@ def _train(run_dir, base_dir, rows, settings, reference, on_step) -> TrainResult
     dataset = _dataset(rows)
     metrics = run_dir / METRICS
     torch.manual_seed(settings.seed)  # the fresh adapter's lora_A
-    trainer = DPOTrainer(
+    trainer = _trainer_class(settings)(
         model=model,
         args=args,
         train_dataset=dataset,
@@ -130,6 +130,27 @@ def _train(run_dir, base_dir, rows, settings, reference, on_step) -> TrainResult
         margin_before=margin_before,
         margin_after=margin_after,
     )
+
+
+def _trainer_class(settings: TrainingSettings):
+    """TRL's DPOTrainer on the SFT loop's learning-rate schedule (sft.lr_factor). The HF
+    schedule starts its warmup at a learning rate of 0, so a short run's first step (a
+    4-step demo run's warmup step) changed nothing; here both trainers warm up alike."""
+    # torch: loaded only by the process that trains or embeds, not by every importer
+    from torch.optim.lr_scheduler import LambdaLR
+    from trl import DPOTrainer
+
+    class Trainer(DPOTrainer):
+        def create_scheduler(self, num_training_steps: int, optimizer=None):
+            if self.lr_scheduler is None:
+                self.lr_scheduler = LambdaLR(
+                    optimizer or self.optimizer,
+                    lambda step: lr_factor(step, num_training_steps, settings),
+                )
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
+
+    return Trainer
 
 
 def last_complete_checkpoint(trainer_dir: Path) -> str | None:
@@ -179,8 +200,6 @@ def _dpo_config(trainer_dir: Path, settings: TrainingSettings, choice: DeviceCho
         bf16=choice.dtype == "bf16",
         fp16=choice.dtype == "fp16",
         learning_rate=settings.lr,
-        lr_scheduler_type=settings.schedule,
-        warmup_steps=settings.warmup_ratio,  # a float below 1 is a ratio
         weight_decay=settings.weight_decay,
         max_grad_norm=settings.max_grad_norm,
         num_train_epochs=settings.epochs,

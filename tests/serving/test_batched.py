@@ -4,6 +4,7 @@ with its own sampler, schema and stops; the call log keeps one row per sequence.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 from pathlib import Path
@@ -63,7 +64,7 @@ def _rows(db_path: Path, ids) -> list[tuple]:
 
 
 def test_k_samples_of_one_prompt_fit_their_schema_differ_and_are_logged_apart(pool, db_path):
-    asked = [(FRUIT, Params(max_tokens=64, temperature=1.0, seed=seed, json_schema=ANSWER))
+    asked = [(FRUIT, Params(max_tokens=64, temperature=0.7, seed=seed, json_schema=ANSWER))
              for seed in (1, 2, 3, 4)]  # fmt: skip
     done = pool.chat_many("coder", asked)
     answers = [json.loads(c.text) for c in done]
@@ -137,3 +138,47 @@ def test_a_batch_runs_under_its_adapter(pool, tmp_path):
     assert [c.adapter for c in adapted] == ["coder-v1", "coder-v1"]
     assert [c.tokens for c in adapted] != [c.tokens for c in bare]
     assert [c.tokens for c in bare_again] == [c.tokens for c in bare]  # and it is taken off
+
+
+def test_greedy_answers_under_a_schema_are_the_same_batched_and_alone(pool):
+    # A batch checks the sampled token against the grammar and masks the whole vocabulary
+    # only when it fails; the single path always masks it. Greedy, both pick the best
+    # token the grammar allows.
+    asked = [(FRUIT, Params(max_tokens=48, json_schema=ANSWER)),
+             (CAPITAL, Params(max_tokens=48, json_schema=ANSWER))]  # fmt: skip
+    together = pool.chat_many("coder", asked)
+    alone = [pool.chat_many("coder", [one])[0] for one in asked]
+    assert [c.tokens for c in together] == [c.tokens for c in alone]
+    assert all(json.loads(c.text) for c in together)
+
+
+def test_the_json_grammar_keeps_raw_control_characters_out_of_strings():
+    import llama_cpp
+
+    from appliance.serving.batched import json_grammar
+
+    llm = llama_cpp.Llama(str(read_manifest(MANIFEST).for_role("coder").path),
+                          vocab_only=True, verbose=False)  # fmt: skip
+    vocab = llm._model.vocab
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+
+    def allows(grammar, text: str) -> bool:
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            vocab, grammar._grammar.encode(), grammar._root.encode()
+        )
+        try:
+            for token in llm.tokenize(b'{"a": "x', add_bos=False, special=False):
+                llama_cpp.llama_sampler_accept(sampler, token)
+            (token,) = llm.tokenize(text.encode(), add_bos=False, special=False)
+            one = (llama_cpp.llama_token_data * 1)(llama_cpp.llama_token_data(token, 1.0, 0.0))
+            candidates = llama_cpp.llama_token_data_array(one, 1, -1, False)
+            llama_cpp.llama_sampler_apply(sampler, ctypes.byref(candidates))
+            return one[0].logit != float("-inf")
+        finally:
+            llama_cpp.llama_sampler_free(sampler)
+
+    loose = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    assert allows(loose, "\n")  # llama-cpp-python's own: json.loads would refuse the answer
+    strict = json_grammar(llama_cpp, schema)
+    assert not allows(strict, "\n") and not allows(strict, "\t")
+    assert allows(strict, "y") and allows(strict, '"')

@@ -390,7 +390,9 @@ def test_dpo_from_the_sft_adapter_starts_there(training_base, tmp_path, referenc
     from appliance.training.dpo import train_dpo
 
     _, sft = reference_run
-    settings = DPO_SETTINGS.model_copy(update={"max_steps": 1})
+    # One step, with warmup: the SFT loop's schedule gives it the full learning rate (the HF
+    # schedule's warmup would start at 0 and the step would change nothing).
+    settings = DPO_SETTINGS.model_copy(update={"max_steps": 1, "warmup_ratio": 0.5})
     with OneTorchThread():
         result = train_dpo(
             tmp_path / "dpo", training_base, DPO_ROWS, settings, reference=sft.adapter_dir
@@ -398,7 +400,9 @@ def test_dpo_from_the_sft_adapter_starts_there(training_base, tmp_path, referenc
     # The policy starts as the SFT adapter, which already prefers the JSON answer, and the
     # reference is that same adapter: the first DPO loss is log 2.
     assert result.margin_before > 10
-    assert step_lines(tmp_path / "dpo")[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
+    first = step_lines(tmp_path / "dpo")[0]
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert first["lr"] == pytest.approx(settings.lr)
     assert result.margin_after > result.margin_before
 
 
