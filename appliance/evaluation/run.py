@@ -24,7 +24,7 @@ from appliance.harness.results import gold_for
 from appliance.registry import active_adapter
 from appliance.serving.pool import Adapter, ModelPool
 from appliance.stages import STAGE_ROLES, schemas
-from appliance.stages.pipeline import StageResult, StageSettings, _budget, run_stage, run_stages
+from appliance.stages.pipeline import StageResult, StageSettings, _budget, run_stages
 from appliance.stages.templates import messages
 
 BASE = "base"
@@ -121,9 +121,12 @@ class Evaluator:
         for start in range(0, len(examples), size):
             batch = examples[start : start + size]
             if any(e.key not in done for e in batch):
-                for example, result in zip(batch, self._call_many(batch, arm), strict=True):
+                results = self._call_many(batch, arm)
+                codes = self._codes_for_plans(batch, results) if stage == "plan" else None
+                for i, (example, result) in enumerate(zip(batch, results, strict=True)):
                     if example.key not in done:
-                        answer, detail, outcomes = self._answer(example, result)
+                        code = codes[i] if codes else None
+                        answer, detail, outcomes = self._answer(example, result, code)
                         records.record_example(self.db, stored.id, example.key, answer,
                                                detail, outcomes)  # fmt: skip
             if on_example:
@@ -137,16 +140,22 @@ class Evaluator:
         items = [(e.context, e.schema, {"task": e.spec.message, **e.fields}) for e in batch]
         return run_stages(self.pool, batch[0].stage, items, self.settings, arm.adapter)
 
-    def _answer(self, example: Example, result: StageResult):
+    def _answer(self, example: Example, result: StageResult, code: StageResult | None):
         detail = {"call_id": result.call_id, "error": result.error}
-        return self.judge(example, result.raw, result.output, detail)
+        return self.judge(example, result.raw, result.output, detail, code)
 
     def judge(
-        self, example: Example, raw: str, output: dict | None, detail: dict | None = None
+        self,
+        example: Example,
+        raw: str,
+        output: dict | None,
+        detail: dict | None = None,
+        code: StageResult | None = None,
     ) -> tuple[str, dict, list[metrics.Outcome]]:
         """(answer, detail, outcomes) of one answer to `example`, wherever it came from (a
         model call here, or an answer file): scored against the real commit, or for plan and
-        code graded by the harness."""
+        code graded by the harness. For a plan, `code` is the code stage's answer to it when
+        already made (_codes_for_plans), else it is asked for here."""
         detail = dict(detail or {})
         if example.stage not in GRADED:
             return raw, detail, metrics.score(example.stage, example.target, output)
@@ -154,7 +163,7 @@ class Evaluator:
         if example.stage == "plan":
             # The plan is judged by what the code stage makes of it, with the code stage's
             # adapter in service: the same for the candidate and the baseline.
-            code = self._code_for_plan(example, output)
+            code = code or self._code_for_plan(example, output)
             answer = json.dumps({"plan": raw, "code": code.raw})
             detail["code_call_id"], detail["code_error"] = code.call_id, code.error
             edits_from = code.output
@@ -164,19 +173,30 @@ class Evaluator:
             return answer, detail, []
         return answer, detail, [metrics.Outcome("", "resolved", float(resolved))]
 
-    def _code_for_plan(self, example: Example, plan_output: dict | None):
-        builder = self._builder(example)
-        plan_files = [
-            s["file"] for s in (plan_output or {}).get("steps", [])
-            if isinstance(s, dict) and s.get("file") in builder.files
-        ]  # fmt: skip
-        files = list(dict.fromkeys([*plan_files, *example.code_files]))
-        context = builder.source(
-            "code", files, example.primary, _budget(self.pool, "code", self.settings)
-        )
-        plan = json.dumps(plan_output, indent=1) if plan_output else "(no plan)"
+    def _code_for_plan(self, example: Example, plan_output: dict | None) -> StageResult:
+        return self._codes_for_plans([example], [plan_output])[0]
+
+    def _codes_for_plans(self, batch: list[Example], plans: list) -> list[StageResult]:
+        """The code stage's answers to a batch of plans (StageResults or their outputs),
+        decoded together under the code stage's adapter in service: the same for the
+        candidate and the baseline, and the same batch as the plans'."""
+        items = []
+        for example, plan_output in zip(batch, plans, strict=True):
+            if isinstance(plan_output, StageResult):
+                plan_output = plan_output.output
+            builder = self._builder(example)
+            plan_files = [
+                s["file"] for s in (plan_output or {}).get("steps", [])
+                if isinstance(s, dict) and s.get("file") in builder.files
+            ]  # fmt: skip
+            files = list(dict.fromkeys([*plan_files, *example.code_files]))
+            context = builder.source(
+                "code", files, example.primary, _budget(self.pool, "code", self.settings)
+            )
+            plan = json.dumps(plan_output, indent=1) if plan_output else "(no plan)"
+            items.append((context, schemas.code(), {"task": example.spec.message, "plan": plan}))
         adapter = active_adapter(self.config, self.db, "code")
-        return self._call("code", context, schemas.code(), adapter, example, plan=plan)
+        return run_stages(self.pool, "code", items, self.settings, adapter)
 
     def messages(self, example: Example) -> list[dict]:
         """The chat messages the stage's model is given for `example`."""
@@ -185,10 +205,6 @@ class Evaluator:
 
     def _builder(self, example: Example):
         return self.commit(example.spec).builder
-
-    def _call(self, stage, context, schema, adapter, example: Example, **fields):
-        return run_stage(self.pool, stage, context, schema, self.settings, adapter,
-                         task=example.spec.message, **fields)  # fmt: skip
 
     def _grade(self, example: Example, output: dict | None) -> tuple[bool, dict]:
         edits = [

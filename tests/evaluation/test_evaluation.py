@@ -163,6 +163,26 @@ def test_code_is_judged_by_the_harness(home):
     assert details and all(d["verdict"]["verdict"] for d in details)
 
 
+def test_a_plan_is_judged_by_the_code_it_leads_to_written_in_the_plans_batch(home):
+    config, db = home
+    register(config, db, "plan", 1, zero=True)
+    evaluation = evaluate(config, db, "plan")
+    run = evaluation.runs[0]
+    with transaction(db):  # the CLI tests below expect plan to have no candidate
+        db.execute("UPDATE adapters SET status = 'rejected' WHERE stage = 'plan'")
+    rows = db.execute("SELECT detail FROM eval_examples WHERE run_id = ?", [run.id])
+    details = [json.loads(r[0]) for r in rows]
+    assert len(details) == evaluation.examples >= 2
+    ids = ",".join(str(d["code_call_id"]) for d in details)
+    rows = db.execute(f"SELECT id, role, extra FROM model_calls WHERE id IN ({ids})")
+    calls = {row[0]: (row[1], json.loads(row[2])) for row in rows}
+    # The code stage's answers to one batch of plans were decoded as one batch, by the coder.
+    assert {role for role, _ in calls.values()} == {"coder"}
+    assert len({extra["batch"] for _, extra in calls.values()}) == 1
+    assert {extra["batch_size"] for _, extra in calls.values()} == {len(details)}
+    assert all(d["verdict"]["verdict"] for d in details)
+
+
 def test_an_eval_package_is_evaluated_on_when_there_is_one(home):
     config, db = home
     with transaction(db):
