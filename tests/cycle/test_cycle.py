@@ -105,4 +105,4 @@ def test_the_demo_profile_yields_to_forge_toml(home):
     assert demo.settings.cycle.commits == 4  # the profile's
     assert demo.settings.training.grad_accum == 1
     assert demo.settings.cycle.dpo_stages == ["task_analysis"]  # DPO where time allows
-    assert demo.settings.cycle.dpo_max_steps == 4
+    assert demo.settings.cycle.dpo_max_steps == 3
