@@ -200,6 +200,12 @@ class EvaluationSettings(_Section):
         512, ge=16, le=8192, description="per answer: room for a whole labelled list"
     )
     seed: int = Field(0, ge=0, description="deterministic decoding and resampling")
+    devices: list[str] = Field(
+        default_factory=list,
+        description='runs spread over one worker process per device: GPU ids ("0"), CPU '
+        'stand-ins ("cpu0"), or ["all"]: every GPU heavy jobs may use; fewer than two: '
+        "one run after another in the evaluating process",
+    )
 
 
 class DaemonSettings(_Section):

@@ -140,7 +140,7 @@ class _Shown:
             disable=disable,
         )
         self.outcomes: dict[str, int] = {}
-        self.task = self.progress.add_task("grading commits (harness)", total=None, outcomes="")
+        self.task = None  # made at the first event: an error before it shows no bar
 
     def __enter__(self) -> _Shown:
         self.progress.__enter__()
@@ -150,6 +150,9 @@ class _Shown:
         self.progress.__exit__(*exc_info)
 
     def event(self, kind: str, info: dict) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("grading commits (harness)", total=None,
+                                               outcomes="")  # fmt: skip
         update = functools.partial(self.progress.update, self.task)
         if kind == "gold":
             update(description=f"grading commit {info['sha'][:12]} (harness)")

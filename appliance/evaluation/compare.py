@@ -20,7 +20,7 @@ from appliance import registry
 from appliance.config import Config
 from appliance.datasets.versions import LeakCheck, leak_check
 from appliance.errors import ForgeError, UsageError
-from appliance.evaluation import answers, baselines, gate, metrics
+from appliance.evaluation import answers, baselines, gate, metrics, spread
 from appliance.evaluation import store as records
 from appliance.evaluation.baselines import BaselineResult
 from appliance.evaluation.heldout import EvaluationSet, evaluation_set
@@ -197,6 +197,11 @@ def evaluate_many(
                 "to compare it with the version before",
             )
     evaluation = evaluation or _evaluation_set(config, db)
+    # With several devices, every run needed is made first, spread over them; the
+    # comparisons below then find each one finished and reuse it.
+    arms = [(stage, v) for stage, version, active in chosen for v in (version, active)]
+    units = list(dict.fromkeys(spread.RunUnit(s, v.version if v else None) for s, v in arms))
+    spread.spread_runs(config, evaluation, units, _spread_reporter(on_progress, len(units)))
     own_pool = pool is None
     pool = pool or ModelPool.from_config(config)
     try:
@@ -249,6 +254,18 @@ def _judge(config, db, evaluator: Evaluator, stats, stage, version, active, on_p
     ours, theirs = task_table(db, stage, runs[0]), task_table(db, stage, runs[1])
     compared = compare_tables(stage, ours, theirs, settings.seed, settings.bootstrap_resamples)
     return _Judged(version, active, runs, compared, scored, leak, len(examples))
+
+
+def _spread_reporter(on_progress, total: int):
+    if on_progress is None:
+        return None
+    done = []
+
+    def report(run: spread.RunDone) -> None:
+        done.append(run)
+        on_progress(run.unit.stage, f"{run.arm} on {run.device}", len(done), total)
+
+    return report
 
 
 def _decide(
