@@ -52,7 +52,7 @@ quiet_seconds = 0
 gold_runs = 1
 [campaign]
 samples = {samples}
-context_tokens = 512
+context_tokens = 576
 max_tokens = 160
 [training]
 threads = {threads}
