@@ -60,8 +60,6 @@ max_steps = {steps}
 grad_accum = 1
 max_seq_len = 1024
 lr = {lr}
-[datasets]
-min_rows = 2
 [evaluation]
 holdout_fraction = 0.35
 max_examples = 13
