@@ -154,20 +154,28 @@ def main() -> int:
         f"{adapter['name']} ({result['adapter']['steps']} steps, final loss "
         f"{result['adapter']['final_loss']:.3f}); {report['examples']} held-out commits"
     )
-    print(f"{'metric':16} {'tasks':>5} {'base':>6} {'after':>6} {'best baseline':>24} "
+    print_report(report)
+    print(f"({result['minutes']} min; FORGE_HOME {home})")
+    return 0
+
+
+def print_report(report: dict, indent: str = "") -> None:
+    """A `forge eval --json` report as a table: each metric, base and candidate, the best
+    trivial baseline, the difference with its interval, p and the outcome; then the leak
+    check and the verdict."""
+    print(f"{indent}{'metric':16} {'tasks':>5} {'base':>6} {'after':>6} {'best baseline':>26} "
           f"{'delta':>7} {'95% CI of delta':>18} {'p':>7} {'outcome':>10}")  # fmt: skip
     for m in report["metrics"]:
         lo, hi = m["delta_interval"]
         best = report["best_baselines"].get(m["metric"])
         shown = f"{best['name']} {best['value']:.3f}" if best else "–"
-        print(f"{m['metric']:16} {m['n']:5d} {m['baseline']:6.3f} {m['candidate']:6.3f} "
-              f"{shown:>24} {m['delta']:+7.3f} {f'[{lo:+.3f}, {hi:+.3f}]':>18} "
+        print(f"{indent}{m['metric']:16} {m['n']:5d} {m['baseline']:6.3f} {m['candidate']:6.3f} "
+              f"{shown:>26} {m['delta']:+7.3f} {f'[{lo:+.3f}, {hi:+.3f}]':>18} "
               f"{m['p_value']:7.4f} {m['outcome']:>10}")  # fmt: skip
     leak = report["leak_check"]
-    print(f"leak check: {leak['leaks']} of {leak['tasks']} tasks in {leak['dataset']}'s rows")
-    print(f"verdict: {report['verdict']} — " + "; ".join(report["reasons"]))
-    print(f"({result['minutes']} min; FORGE_HOME {home})")
-    return 0
+    print(f"{indent}leak check: {leak['leaks']} of {leak['tasks']} tasks in "
+          f"{leak['dataset']}'s rows")  # fmt: skip
+    print(f"{indent}verdict: {report['verdict']} — " + "; ".join(report["reasons"]))
 
 
 if __name__ == "__main__":

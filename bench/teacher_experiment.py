@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FORGE = [sys.executable, "-m", "appliance"]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from learning_experiment import models_manifest  # noqa: E402
+from learning_experiment import forge, models_manifest, print_report  # noqa: E402
 
 SETTINGS = """\
 [ingest]
@@ -68,18 +68,6 @@ threads = {threads}
 [models]
 manifest = "{manifest}"
 """
-
-
-def forge(home: Path, *args: str, ok=(0,)) -> str:
-    env = os.environ | {"FORGE_HOME": str(home)}
-    env.pop("FORGE_CONFIG", None)
-    started = time.monotonic()
-    out = subprocess.run([*FORGE, *args], cwd=ROOT, env=env, capture_output=True, text=True)
-    print(f"  forge {' '.join(args)}: exit {out.returncode} in {time.monotonic() - started:.0f} s",
-          file=sys.stderr)  # fmt: skip
-    if out.returncode not in ok:
-        sys.exit(f"forge {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
-    return out.stdout
 
 
 class Served:
@@ -273,18 +261,7 @@ def _print(result: dict) -> None:
         loss = arm["final_loss"]
         print(f"\n{name}: {arm['adapter']} ({arm['kind']}, {arm['dataset']}, {arm['steps']} "
               f"steps, final loss {loss:.3f}); {arm['examples']} held-out tasks")  # fmt: skip
-        print(f"  {'metric':16} {'tasks':>5} {'base':>6} {'cand.':>6} {'best baseline':>26} "
-              f"{'delta':>7} {'95% CI':>18} {'p':>7} {'outcome':>10}")  # fmt: skip
-        for m in arm["metrics"]:
-            lo, hi = m["delta_interval"]
-            best = arm["best_baselines"].get(m["metric"])
-            shown = f"{best['name']} {best['value']:.3f}" if best else "–"
-            print(f"  {m['metric']:16} {m['n']:5d} {m['baseline']:6.3f} {m['candidate']:6.3f} "
-                  f"{shown:>26} {m['delta']:+7.3f} {f'[{lo:+.3f}, {hi:+.3f}]':>18} "
-                  f"{m['p_value']:7.4f} {m['outcome']:>10}")  # fmt: skip
-        leak = arm["leak_check"]
-        print(f"  leak check: {leak['leaks']} of {leak['tasks']} tasks in {leak['dataset']}'s rows")
-        print(f"  verdict: {arm['verdict']} — " + "; ".join(arm["reasons"]))
+        print_report(arm, indent="  ")
     print(f"\n({result['minutes']} min; FORGE_HOME {result['home']})")
 
 
