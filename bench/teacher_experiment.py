@@ -1,6 +1,7 @@
 """Does a teacher's data help, and does DPO? One stage (task_analysis unless --stage says
-otherwise) on the demo package, three candidates measured on the demo's held-out commits
-beside the base and the best trivial baseline of each metric, with the gate's verdicts:
+otherwise) of one repo package (the demo unless --package says otherwise), three
+candidates measured on the package's held-out commits beside the base and the best
+trivial baseline of each metric, with the gate's verdicts:
 
 1. **own**: SFT on the stage's rows from Forge's own campaign (the student's samples,
    labelled from the real commits);
@@ -9,7 +10,7 @@ beside the base and the best trivial baseline of each metric, with the gate's ve
 3. **DPO**: DPO on the campaign's preference pairs, continuing the better of 1 and 2 (the
    one the gate scored higher on the stage's first metric), which is its reference.
 
-    .venv/bin/python bench/teacher_experiment.py [--home DIR] [--stage STAGE]
+    .venv/bin/python bench/teacher_experiment.py [--home DIR] [--package DIR] [--stage STAGE]
         [--commits N] [--samples K] [--steps S] [--dpo-steps S]
         [--endpoint URL --model NAME [--api-key-env VAR] [--license TEXT]] [--json]
 
@@ -107,11 +108,11 @@ def teacher_package(home: Path, args) -> dict:
     if args.endpoint:
         teacher = ["--endpoint", args.endpoint, "--model", args.model,
                    "--api-key-env", args.api_key_env]  # fmt: skip
-        report = json.loads(forge(home, "teacher", "run", "demo", "-o", str(out), *teacher,
+        report = json.loads(forge(home, "teacher", "run", args.name, "-o", str(out), *teacher,
                                   *common, ok=(0, 1)))  # fmt: skip
     else:
         with Served(home) as served:
-            report = json.loads(forge(home, "teacher", "run", "demo", "-o", str(out),
+            report = json.loads(forge(home, "teacher", "run", args.name, "-o", str(out),
                                       "--endpoint", served.url, "--model", "reasoning",
                                       "--api-key-env", "none", *common, ok=(0, 1)))  # fmt: skip
     if report.get("data_package"):
@@ -167,6 +168,8 @@ def evaluated(home: Path, stage: str, adapter: dict) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="FORGE_HOME to use (kept; resumable)")
+    parser.add_argument("--package", type=Path, default=ROOT / "repo_packages" / "demo",
+                        help="the repo package folder (default: the shipped demo)")  # fmt: skip
     parser.add_argument("--stage", default="task_analysis")
     parser.add_argument("--commits", type=int, default=4, help="training commits used")
     parser.add_argument("--samples", type=int, default=2, help="samples per commit, both runs")
@@ -182,6 +185,10 @@ def main() -> int:
     args = parser.parse_args()
     if bool(args.endpoint) != bool(args.model):
         parser.error("--endpoint and --model go together")
+    try:
+        args.name = json.loads((args.package / "manifest.json").read_text())["name"]
+    except (OSError, ValueError, KeyError) as exc:
+        parser.error(f"{args.package} is not a repo package: {exc}")
     home = args.home or Path(tempfile.mkdtemp(prefix="forge-teacher-"))
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "forge.toml").exists():
@@ -191,8 +198,8 @@ def main() -> int:
     started = time.monotonic()
     stage = args.stage
     forge(home, "init")
-    forge(home, "ingest", "--keep", str(ROOT / "repo_packages" / "demo"), ok=(0, 1))
-    forge(home, "campaign", "run", "demo", "--commits", str(args.commits), "--json")
+    forge(home, "ingest", "--keep", str(args.package), ok=(0, 1))
+    forge(home, "campaign", "run", args.name, "--commits", str(args.commits), "--json")
 
     forge(home, "datasets", "build", stage)
     own_rows = dataset(home, stage, "sft")
