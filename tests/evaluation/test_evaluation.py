@@ -16,10 +16,12 @@ from appliance.cli import cli
 from appliance.digest import sha256_file
 from appliance.evaluation import heldout
 from appliance.evaluation.compare import evaluate
+from appliance.evaluation.run import Arm, Evaluator
 from appliance.models.gguf_adapter import write_adapter_gguf
 from appliance.models.manifest import read_manifest
 from appliance.packages.split import Holdout
 from appliance.serving.bench import synthetic_adapter
+from appliance.serving.pool import ModelPool
 from appliance.store import transaction
 from tests.harness.conftest import DEMO, ingest_package, make_home
 
@@ -165,14 +167,15 @@ def test_code_is_judged_by_the_harness(home):
 
 def test_a_plan_is_judged_by_the_code_it_leads_to_written_in_the_plans_batch(home):
     config, db = home
-    register(config, db, "plan", 1, zero=True)
-    evaluation = evaluate(config, db, "plan")
-    run = evaluation.runs[0]
-    with transaction(db):  # the CLI tests below expect plan to have no candidate
-        db.execute("UPDATE adapters SET status = 'rejected' WHERE stage = 'plan'")
+    pool = ModelPool.from_config(config)
+    try:
+        evaluator = Evaluator(config, db, pool, heldout.evaluation_set(config, db))
+        run = evaluator.run("plan", Arm.of(config, pool, "plan", None))  # the base's run
+    finally:
+        pool.close()
     rows = db.execute("SELECT detail FROM eval_examples WHERE run_id = ?", [run.id])
     details = [json.loads(r[0]) for r in rows]
-    assert len(details) == evaluation.examples >= 2
+    assert len(details) == len(evaluator.examples("plan")) >= 2
     ids = ",".join(str(d["code_call_id"]) for d in details)
     rows = db.execute(f"SELECT id, role, extra FROM model_calls WHERE id IN ({ids})")
     calls = {row[0]: (row[1], json.loads(row[2])) for row in rows}
