@@ -136,9 +136,9 @@ class CampaignSettings(_Section):
         True, description="a commit's samples run stage by stage together (batched decoding)"
     )
     devices: list[str] = Field(
-        default_factory=list,
+        default_factory=lambda: ["all"],
         description='one worker process per device: GPU ids ("0"), CPU stand-ins ("cpu0"), '
-        'or ["all"]: every GPU heavy jobs may use; empty: `workers` processes',
+        'or ["all"]: every GPU the job holds, when two or more; else `workers` processes',
     )
 
 
@@ -201,9 +201,9 @@ class EvaluationSettings(_Section):
     )
     seed: int = Field(0, ge=0, description="deterministic decoding and resampling")
     devices: list[str] = Field(
-        default_factory=list,
+        default_factory=lambda: ["all"],
         description='runs spread over one worker process per device: GPU ids ("0"), CPU '
-        'stand-ins ("cpu0"), or ["all"]: every GPU heavy jobs may use; fewer than two: '
+        'stand-ins ("cpu0"), or ["all"]: every GPU the job holds; fewer than two: '
         "one run after another in the evaluating process",
     )
 

@@ -3,10 +3,14 @@ socket meanwhile.
 
 Heavy jobs (the ones that load a model: cycle, campaign, train, evaluate, promote) run in
 child processes, one per GPU (one on a CPU box), so a crash in one cannot take the daemon
-down; light ones (ingest, backup) run in threads and never wait behind a heavy one. Each
-run's output goes to its own log, runs/jobs/job-N.log; the daemon itself logs one line per
-event to stdout (journald under systemd). A child dies with the daemon (PDEATHSIG), so a
-`kill -9` leaves nothing running that the next start would run again.
+down. A job that spreads its units over devices (a cycle, campaign, evaluation or gated
+promotion with `campaign.devices` or `evaluation.devices` ["all"], the default) holds every
+GPU free when it starts, its CUDA_VISIBLE_DEVICES naming them all, and its campaign and
+evaluation put one worker on each. Light ones (ingest, backup) run in threads and never
+wait behind a heavy one. Each run's output goes to its own log, runs/jobs/job-N.log; the
+daemon itself logs one line per event to stdout (journald under systemd). A child dies
+with the daemon (PDEATHSIG), so a `kill -9` leaves nothing running that the next start
+would run again.
 
 SIGTERM: no new job starts, running children are asked to stop (they finish the step they
 are in and checkpoint: campaign units, training steps) and the daemon exits within 30 s.
@@ -66,7 +70,7 @@ class Daemon:
         self.job_gpus = job_gpus(self.serve_gpus)
         self.gpus = len(self.job_gpus)
         self.slots = max(1, self.gpus)  # heavy jobs at once: one per GPU
-        self.children: dict[int, tuple[Child, int]] = {}  # job → (proc, slot)
+        self.children: dict[int, tuple[Child, tuple[int, ...]]] = {}  # job → (proc, slots)
         self.threads: dict[int, threading.Thread] = {}
         self.started = now_iso()
         self.scheduler = None  # daemon.schedule's, set once the socket answers
@@ -131,7 +135,7 @@ class Daemon:
         next_runs = schedule.next_runs(self.scheduler) if self.scheduler else {}
         return {"state": "paused" if self.paused else "running", "pid": os.getpid(),
                 "since": self.started, "gpus": self.gpus, "heavy_slots": self.slots,
-                "serve_gpus": self.serve_gpus,
+                "serve_gpus": self.serve_gpus, "job_gpus": self.held_gpus(),
                 "campaign_window": self.config.settings.daemon.campaign_window or None,
                 "next_runs": next_runs}  # fmt: skip
 
@@ -148,7 +152,8 @@ class Daemon:
             job = None
             if not self.paused:
                 held = () if in_window(self.config.settings.daemon.campaign_window) else WINDOWED
-                job = jobs.claim(self.db, heavy_slots=self.slots, held=held)
+                free = self.slots if self._free_slots() else 0  # no slot: no heavy job
+                job = jobs.claim(self.db, heavy_slots=free, held=held)
             if job is None:  # idle: wake for the next poll, or the watchdog's next ping
                 self.stopping.wait(min(POLL_S, self.notifier.watchdog_s or POLL_S))
                 continue
@@ -178,22 +183,46 @@ class Daemon:
         jobs.set_log(db, job.id, str(path.relative_to(self.config.home)))
         return path
 
+    def _free_slots(self) -> list[int]:
+        used = {slot for _, slots in self.children.values() for slot in slots}
+        return sorted(set(range(self.slots)) - used)
+
+    def _spreads(self, kind: str) -> bool:
+        """Whether a job of this kind spreads its units over every GPU it holds (campaign
+        or evaluation devices ["all"]): then it holds every slot free when it starts."""
+        settings = self.config.settings
+        return (kind in ("cycle", "campaign") and settings.campaign.devices == ["all"]) or (
+            kind in ("cycle", "evaluate", "promote") and settings.evaluation.devices == ["all"]
+        )
+
+    def held_gpus(self) -> dict[str, list[str]]:
+        """job id → the GPUs it holds (for status and the dashboard)."""
+        return {str(job_id): [self.job_gpus[s] for s in slots]
+                for job_id, (_, slots) in self.children.items() if self.gpus}  # fmt: skip
+
+    def slots_for(self, kind: str) -> tuple[int, ...]:
+        """The slots a heavy job of this kind takes now: every free one when it spreads
+        over GPUs, else the first free one."""
+        free = self._free_slots()
+        return tuple(free if self.gpus and self._spreads(kind) else free[:1])
+
     def _start_child(self, job) -> None:
-        used = {slot for _, slot in self.children.values()}
-        slot = min(set(range(self.slots)) - used)
+        slots = self.slots_for(job.kind)
         path = self._log_path(self.db, job)
-        gpu = self.job_gpus[slot] if self.gpus else None
+        gpu = ",".join(self.job_gpus[s] for s in slots) if self.gpus else None
         # A daemon killed with -9 takes its jobs with it; SIGTERM: the step in progress
         # checkpoints, then Stopped unwinds the job; the job's GPU is set before torch loads.
         child = Child(run_job_in_child, (str(self.config.home), job.id, job.kind, job.args, gpu),
                       path, name=f"forged-{job.kind}", on_sigterm="raise",
                       env=self._gpu_env(gpu),
                       expected=(Stopped, ForgeError))  # fmt: skip
-        self.children[job.id] = (child, slot)
+        self.children[job.id] = (child, slots)
+        if gpu is not None:
+            log.info("job %d (%s) holds GPU %s", job.id, job.kind, gpu)
 
     def _gpu_env(self, gpu: str | None) -> dict[str, str]:
-        """A heavy job's CUDA_VISIBLE_DEVICES: its GPU; none at all when every GPU is
-        serve's (it runs on the CPU rather than beside the server)."""
+        """A heavy job's CUDA_VISIBLE_DEVICES: its GPU or GPUs ("0,2"); none at all when
+        every GPU is serve's (it runs on the CPU rather than beside the server)."""
         if gpu is not None:
             return {"CUDA_VISIBLE_DEVICES": gpu}
         return {"CUDA_VISIBLE_DEVICES": ""} if self.serve_gpus else {}

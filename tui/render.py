@@ -95,4 +95,9 @@ def progress(progress: dict) -> Text:
         parts.append(f" {done:g}/{total:g}")
     if progress.get("text"):
         parts.append(f"  {progress['text']}")
+    for device, doing in (progress.get("workers") or {}).items():
+        # A campaign or an evaluation spread over devices: each device's worker.
+        name = f"GPU {device}" if str(device).isdigit() else str(device)
+        parts.append(f"\n  {name}: ", style="bold")
+        parts.append(doing or "idle", style="" if doing else "dim")
     return parts if parts.plain else Text("starting", style="dim")

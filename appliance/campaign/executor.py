@@ -66,12 +66,19 @@ class DeviceExecutor:
     Every unit runs once, on one device; results come back as they finish. The worker
     reads its device from FORGE_WORKER_DEVICE.
 
+    `on_busy`, when given, hears what each device works on ({device: unit, or None when
+    idle}) each time that changes, in the thread that iterates `run` (so it may write to
+    that thread's database connection): the dashboard shows each GPU's worker with it.
+
     Processes are spawned, not forked: a CUDA context must never be inherited."""
 
-    def __init__(self, devices: Sequence[str]) -> None:
+    def __init__(
+        self, devices: Sequence[str], on_busy: Callable[[dict[str, object]], None] | None = None
+    ) -> None:
         if not devices:
             raise ValueError("a device executor needs at least one device")
         self.devices = list(devices)
+        self.on_busy = on_busy
 
     def run(self, units, make_worker):
         work: queue.Queue = queue.Queue()
@@ -86,34 +93,44 @@ class DeviceExecutor:
         ]  # fmt: skip
         stop = threading.Event()
         feeders = [
-            threading.Thread(target=_feed, args=(pool, work, done, stop), daemon=True)
-            for pool in pools
+            threading.Thread(target=_feed, args=(device, pool, work, done, stop), daemon=True)
+            for device, pool in zip(self.devices, pools, strict=True)
         ]
         for feeder in feeders:
             feeder.start()
+        busy: dict[str, object] = dict.fromkeys(self.devices)
         try:
-            for _ in range(len(units)):
-                failed, value = done.get()
-                if failed:
+            finished = 0
+            while finished < len(units):
+                event, device, value = done.get()
+                if event == "failed":
                     raise value
-                yield value
+                busy[device] = value if event == "started" else None
+                if self.on_busy is not None:
+                    self.on_busy(dict(busy))
+                if event == "done":
+                    finished += 1
+                    yield value
         finally:
             stop.set()
             for pool in pools:
                 pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _feed(pool: ProcessPoolExecutor, work: queue.Queue, done: queue.Queue, stop) -> None:
-    """One device's loop: take the next unit, run it on the device, hand back the result."""
+def _feed(device: str, pool: ProcessPoolExecutor, work: queue.Queue, done: queue.Queue,
+          stop) -> None:  # fmt: skip
+    """One device's loop: take the next unit, run it on the device, hand back the result
+    (events: ("started", device, unit), ("done", device, result), ("failed", device, exc))."""
     while not stop.is_set():
         try:
             unit = work.get_nowait()
         except queue.Empty:
             return
+        done.put(("started", device, unit))
         try:
-            done.put((False, pool.submit(_call, unit).result()))
+            done.put(("done", device, pool.submit(_call, unit).result()))
         except BaseException as exc:  # the caller re-raises it
-            done.put((True, exc))
+            done.put(("failed", device, exc))
             return
 
 

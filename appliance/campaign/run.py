@@ -302,28 +302,49 @@ def run_campaign(
     executor: Executor | None = None,
     on_planned: Callable[[list[Unit], list[CommitSpec]], None] | None = None,
     new: bool = False,
+    on_workers: Callable[[dict[str, str]], None] | None = None,
 ) -> Iterator[UnitResult]:
     """Plan the units still to do and run them; yields each unit's result as it ends.
-    With `new`, `commits` counts commits not yet done (the next ones), not the first."""
+    With `new`, `commits` counts commits not yet done (the next ones), not the first.
+    `on_workers` hears what each device's worker does ({device: text, "" when idle}) when
+    the campaign is spread over devices."""
     samples = samples or config.settings.campaign.samples
     units, usable = plan_units(config, db, package, commits=commits, samples=samples, new=new)
     if on_planned:
         on_planned(units, usable)
-    executor = executor or executor_for(config)
+    executor = executor or executor_for(config, on_workers)
     for results in executor.run(by_commit(units), _WorkerFactory(config)):
         yield from results
 
 
-def executor_for(config: Config) -> Executor:
-    """A DeviceExecutor over `campaign.devices` (["all"]: every GPU heavy jobs may use,
-    those `forge serve` holds left out), else `campaign.workers` local processes."""
+def executor_for(
+    config: Config, on_workers: Callable[[dict[str, str]], None] | None = None
+) -> Executor:
+    """A DeviceExecutor over `campaign.devices` (["all"]: every GPU this process may use,
+    those `forge serve` holds left out, when there are two or more: under forged, the GPUs
+    the job holds), else `campaign.workers` local processes."""
     settings = config.settings.campaign
     devices = settings.devices
     if devices == ["all"]:
         devices = resources.job_gpus(config.settings.serve.gpus)
+        devices = devices if len(devices) >= 2 else []  # one GPU: this process uses it
     if devices:
-        return DeviceExecutor(devices)
+        on_busy = None
+        if on_workers is not None:
+
+            def on_busy(busy: dict[str, object]) -> None:
+                on_workers({d: _doing(units) for d, units in busy.items()})
+
+        return DeviceExecutor(devices, on_busy)
     return LocalExecutor(settings.workers)
+
+
+def _doing(units: CommitUnits | None) -> str:
+    """A device worker's current work in a few words: the commit and its samples."""
+    if not units:
+        return ""
+    samples = len(units)
+    return f"{units[0].package} {units[0].sha[:8]} ({samples} sample{'s' * (samples > 1)})"
 
 
 class _WorkerFactory:

@@ -277,7 +277,7 @@ class _Bars:
     """The loop's progress as one rich bar per step."""
 
     def __init__(self, bars: Progress) -> None:
-        self.bars, self.tasks = bars, {}
+        self.bars, self.tasks, self.devices = bars, {}, {}
 
     def step(self, name, text):
         self.tasks[name] = self.bars.add_task(text, total=None)
@@ -286,6 +286,20 @@ class _Bars:
         if name in self.tasks:
             self.bars.update(self.tasks[name], completed=done, total=total or None,
                              description=f"{name}: {text}" if text else name)  # fmt: skip
+
+    def workers(self, busy):
+        """One line per device while a campaign or an evaluation is spread over them."""
+        if not any(busy.values()):  # all idle: the spread is over
+            for task in self.devices.values():
+                self.bars.remove_task(task)
+            self.devices.clear()
+            return
+        for device, doing in busy.items():
+            name = f"GPU {device}" if device.isdigit() else device
+            text = f"  {name}: {escape(doing) if doing else '[dim]idle[/]'}"
+            if device not in self.devices:
+                self.devices[device] = self.bars.add_task(text, total=None)
+            self.bars.update(self.devices[device], description=text)
 
     def done(self, step):
         task = self.tasks.get(step.name)

@@ -68,6 +68,9 @@ class Progress:
     def step(self, name: str, text: str) -> None: ...
     def advance(self, name: str, done: int, total: int, text: str = "") -> None: ...
     def done(self, step: Step) -> None: ...
+    def workers(self, busy: dict[str, str]) -> None:
+        """What each device's worker does now ({device: text, "" when idle}), when a
+        campaign or an evaluation is spread over devices."""
 
 
 def run_cycle(
@@ -141,10 +144,9 @@ def _campaign(config: Config, db, commits: int | None, progress: Progress) -> St
         def on_planned(units, usable, planned=planned):
             planned["n"] = len(units)
 
-        for i, result in enumerate(
-            run_campaign(config, db, package, commits=commits, on_planned=on_planned, new=True),
-            1,
-        ):
+        results = run_campaign(config, db, package, commits=commits, on_planned=on_planned,
+                               new=True, on_workers=progress.workers)  # fmt: skip
+        for i, result in enumerate(results, 1):
             outcomes[result.outcome] += 1
             progress.advance("campaign", i, planned["n"], f"{package}: {result.outcome}")
     detail = {"packages": packages, "units": sum(outcomes.values()), **outcomes}
@@ -279,7 +281,9 @@ def _evaluate(config: Config, db, progress: Progress, decisions: list[dict]) -> 
         progress.advance("evaluate", i, n, f"{stage}: {arm}")
 
     asked = [(stage, v.version) for stage, found in waiting.items() for v in found]
-    evaluations = evaluate_many(config, db, asked, on_progress=on_progress)
+    evaluations = evaluate_many(
+        config, db, asked, on_progress=on_progress, on_workers=progress.workers
+    )
     n = len(evaluations)
     progress.advance("evaluate", n, n, "deciding: promote or reject")
     by_stage: dict[str, list] = {}

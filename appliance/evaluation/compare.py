@@ -179,6 +179,7 @@ def evaluate_many(
     pool=None,
     on_progress: Callable[[str, str, int, int], None] | None = None,
     evaluation: EvaluationSet | None = None,
+    on_workers: Callable[[dict[str, str]], None] | None = None,
 ) -> list[Evaluation]:
     """Evaluate each (stage, version) against the stage's active version, and decide them
     together (Benjamini–Hochberg across the stages). A stage may come twice (the cycle's
@@ -201,7 +202,9 @@ def evaluate_many(
     # comparisons below then find each one finished and reuse it.
     arms = [(stage, v) for stage, version, active in chosen for v in (version, active)]
     units = list(dict.fromkeys(spread.RunUnit(s, v.version if v else None) for s, v in arms))
-    spread.spread_runs(config, evaluation, units, _spread_reporter(on_progress, len(units)))
+    spread.spread_runs(
+        config, evaluation, units, _spread_reporter(on_progress, len(units)), on_workers
+    )
     own_pool = pool is None
     pool = pool or ModelPool.from_config(config)
     try:

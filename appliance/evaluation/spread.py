@@ -53,18 +53,30 @@ def spread_runs(
     evaluation: EvaluationSet,
     units: Sequence[RunUnit],
     on_done: Callable[[RunDone], None] | None = None,
+    on_workers: Callable[[dict[str, str]], None] | None = None,
 ) -> list[RunDone]:
-    """Make the runs of `units` over the configured devices; [] when fewer than two."""
+    """Make the runs of `units` over the configured devices; [] when fewer than two.
+    `on_workers` hears what each device's worker does ({device: text, "" when idle})."""
     found = devices(config)
     if len(found) < 2 or not units:
         return []
+
+    def on_busy(busy: dict[str, object]) -> None:
+        on_workers({d: _doing(unit) for d, unit in busy.items()})
+
+    executor = DeviceExecutor(found, on_busy if on_workers else None)
     done = []
-    for result in DeviceExecutor(found).run(list(dict.fromkeys(units)),
-                                            _Factory(config, evaluation)):  # fmt: skip
+    for result in executor.run(list(dict.fromkeys(units)), _Factory(config, evaluation)):
         done.append(result)
         if on_done:
             on_done(result)
     return done
+
+
+def _doing(unit: RunUnit | None) -> str:
+    if unit is None:
+        return ""
+    return f"{unit.stage}: {'base' if unit.version is None else f'v{unit.version}'}"
 
 
 class _Factory:

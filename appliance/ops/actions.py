@@ -133,7 +133,9 @@ def report_lines(evaluation: dict) -> list[str]:
     return lines
 
 
-def gate_promote_now(config: Config, db, stage: str, version: int, on_progress=None) -> dict:
+def gate_promote_now(
+    config: Config, db, stage: str, version: int, on_progress=None, on_workers=None
+) -> dict:
     """Evaluate `version` against the version in service and promote it if the gate says
     so; a candidate it turns down is marked rejected (one evaluated on too few tasks stays
     a candidate). The work of `forge promote` (in the
@@ -142,7 +144,9 @@ def gate_promote_now(config: Config, db, stage: str, version: int, on_progress=N
 
     registry.get(db, stage, version)  # a clear error for an unknown version, before any work
     before = registry.active(db, stage)
-    evaluation = evaluate(config, db, stage, version, on_progress=on_progress)
+    evaluation = evaluate(
+        config, db, stage, version, on_progress=on_progress, on_workers=on_workers
+    )
     verdict = evaluation.decision.verdict
     if verdict == "promote":
         registry.promote(db, stage, version, decision_id=evaluation.decision_id)

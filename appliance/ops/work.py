@@ -39,11 +39,15 @@ class JobProgress:
         self.db, self.job_id, self.last = db, job_id, 0.0
         # The steps an earlier, interrupted run of this job finished: kept in the row.
         self.completed: dict[str, dict] = jobs.get(db, job_id).progress.get("completed", {})
+        self.shown: dict = {}  # the step's state in the row; "workers" kept within a step
 
     def _write(self, data: dict, force: bool = False) -> None:
+        same_step = data.get("step") == self.shown.get("step")
+        self.shown = ({"workers": self.shown["workers"]} if same_step and "workers" in self.shown
+                      else {}) | data  # fmt: skip
         now = time.monotonic()
         if force or now - self.last >= 1.0:
-            jobs.set_progress(self.db, self.job_id, data | {"completed": self.completed})
+            jobs.set_progress(self.db, self.job_id, self.shown | {"completed": self.completed})
             self.last = now
 
     def step(self, name: str, text: str) -> None:
@@ -56,11 +60,19 @@ class JobProgress:
             {"step": name, "done": done, "total": total, "text": text}, force=done == total
         )  # the end of a step is always written
 
+    def workers(self, busy: dict[str, str]) -> None:
+        """Each device's worker, in the row (the dashboard shows them) and the log."""
+        doing = ", ".join(f"{device}: {text or 'idle'}" for device, text in busy.items())
+        print(f"{now_iso(local=True)} workers {doing}", flush=True)
+        self._write({k: v for k, v in self.shown.items() if k != "workers"} | {"workers": busy},
+                    force=True)  # fmt: skip
+
     def done(self, step) -> None:
         print(f"{now_iso(local=True)} step {step.name} {step.status} in {step.seconds:.0f} s "
               f"{json.dumps(step.detail, default=str)}", flush=True)  # fmt: skip
         if step.status != "failed":
             self.completed[step.name] = dict(step.__dict__)
+        self.shown = {}  # the step's workers are done with it
         self._write({"step": step.name, "text": step.status}, force=True)
 
 
@@ -68,7 +80,7 @@ def run_job_in_child(home: str, job_id: int, kind: str, args: dict, gpu) -> Any:
     """run_job in a heavy job's child process (forged's childproc.Child), with the lines
     of its start and end in its log."""
     print(f"{now_iso(local=True)} job {job_id} ({kind}) started in process {os.getpid()}"
-          + (f" on GPU {gpu}" if gpu is not None else ""), flush=True)  # fmt: skip
+          + (f" on GPU {gpu}" if gpu else ""), flush=True)  # fmt: skip
     try:
         result = run_job(home, kind, args, job_id)
     except Stopped as exc:
@@ -113,6 +125,7 @@ def run_job(home: str, kind: str, args: dict, job_id: int | None = None) -> dict
             if progress:
                 progress.advance("evaluate", i, n, f"{stage}: {arm}")
 
+        on_workers = progress.workers if progress else None
         return actions.gate_promote_now(config, db, args["stage"], int(args["version"]),
-                                        on_progress)  # fmt: skip
+                                        on_progress, on_workers)  # fmt: skip
     raise ForgeError(f"unknown job kind {kind!r}")

@@ -30,8 +30,15 @@ def test_units_are_spread_over_the_devices_and_recorded_once(home):
     config, db = home
     executor = executor_for(config)
     assert isinstance(executor, DeviceExecutor) and executor.devices == ["cpu0", "cpu1"]
-    results = list(run_campaign(config, db, "demo", commits=2, samples=1))
+    workers: list[dict[str, str]] = []
+    results = list(run_campaign(config, db, "demo", commits=2, samples=1,
+                                on_workers=workers.append))  # fmt: skip
     assert len(results) == 2 and {r.device for r in results} == {"cpu0", "cpu1"}
+    # What each device's worker did, as the job's progress row and the dashboard show it.
+    busy = {d: t for w in workers for d, t in w.items() if t}
+    assert set(busy) == {"cpu0", "cpu1"}, workers
+    assert all(t.startswith("demo ") and t.endswith("(1 sample)") for t in busy.values())
+    assert workers[-1] == {"cpu0": "", "cpu1": ""}
     rows = db.execute("SELECT sha, sample FROM triples").fetchall()
     assert len(rows) == len(set(rows)) == 2
     assert {(r.sha, r.sample) for r in results} == set(rows)

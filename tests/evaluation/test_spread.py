@@ -16,7 +16,7 @@ from tests.harness.conftest import demo_home_with
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    settings = SETTINGS.replace("max_examples = 3", "max_examples = 2")
+    settings = SETTINGS.replace("max_examples = 3", "max_examples = 2\nmax_tokens = 96")
     with demo_home_with(tmp_path_factory, "spread", settings) as (config, db):
         yield config, db
 
@@ -41,9 +41,10 @@ def test_runs_spread_over_two_devices_answer_as_in_one_process(home):
 
     # Greedy decoding: the seed changes only the runs' key, so both runs are made again.
     spread_config = _with(config, devices=["cpu0", "cpu1"], seed=1)
-    seen = []
+    seen, workers = [], []
     spread = evaluate(spread_config, db, "task_analysis",
-                      on_progress=lambda *event: seen.append(event))  # fmt: skip
+                      on_progress=lambda *event: seen.append(event),
+                      on_workers=workers.append)  # fmt: skip
     assert {r.id for r in spread.runs}.isdisjoint({r.id for r in alone.runs})
     # Made by the workers, each once, then found finished by the comparison.
     assert [r.reused for r in spread.runs] == [True, True]
@@ -51,6 +52,11 @@ def test_runs_spread_over_two_devices_answer_as_in_one_process(home):
     assert len(made) == 2
     assert {name.split(" on ")[0] for name in made} == {"task_analysis-v1", "base"}
     assert {name.split(" on ")[1] for name in made} <= {"cpu0", "cpu1"}
+    # What each device's worker did, as the dashboard shows it: both runs were seen
+    # running, and at the end both workers are idle.
+    assert all(set(w) == {"cpu0", "cpu1"} for w in workers), workers
+    assert {t for w in workers for t in w.values()} >= {"task_analysis: v1", "task_analysis: base"}
+    assert workers[-1] == {"cpu0": "", "cpu1": ""}
     for ours, theirs in zip(spread.runs, alone.runs, strict=True):
         assert _answers(db, ours.id) == _answers(db, theirs.id) != {}
 
