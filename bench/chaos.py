@@ -64,6 +64,7 @@ max_seq_len = 512
 threads = 1
 [evaluation]
 max_examples = 2
+max_tokens = 64
 min_tasks = 1  # two examples: the kills are under test here, not the evidence
 [cycle]
 stages = ["scope"]

@@ -26,6 +26,7 @@ max_seq_len = 512
 threads = 1
 [evaluation]
 max_examples = 2
+max_tokens = 64
 min_tasks = 1  # two tasks: the loop's machinery, not the evidence, is under test here
 [cycle]
 stages = ["scope"]

@@ -45,6 +45,7 @@ checkpoint_every = 1
 threads = 1
 [evaluation]
 max_examples = 2
+max_tokens = 64
 min_tasks = 1  # two tasks: the loop's machinery, not the evidence, is under test here
 [cycle]
 stages = ["scope"]

@@ -30,7 +30,7 @@ max_tokens = 96
 context_tokens = 640
 [evaluation]
 holdout_fraction = 0.3
-max_tokens = 160
+max_tokens = 96
 """
 
 

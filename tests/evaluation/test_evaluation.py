@@ -33,6 +33,7 @@ max_tokens = 96
 context_tokens = 384
 [evaluation]
 max_examples = 3
+max_tokens = 96
 holdout_fraction = 0.2
 min_tasks = 1  # three tasks: these tests are about the machinery, not the evidence
 """
