@@ -11,7 +11,8 @@ trivial baseline of each metric, with the gate's verdicts:
    one the gate scored higher on the stage's first metric), which is its reference.
 
     .venv/bin/python bench/teacher_experiment.py [--home DIR] [--package DIR] [--stage STAGE]
-        [--commits N] [--samples K] [--steps S] [--dpo-steps S]
+        [--commits N] [--samples K] [--steps S] [--dpo-steps S] [--holdout F]
+        [--max-examples N]
         [--endpoint URL --model NAME [--api-key-env VAR] [--license TEXT]] [--json]
 
 The teacher is any OpenAI-compatible endpoint (`--endpoint`, `--model`: a hosted model on
@@ -62,8 +63,8 @@ grad_accum = 1
 max_seq_len = 1024
 lr = {lr}
 [evaluation]
-holdout_fraction = 0.35
-max_examples = 13
+holdout_fraction = {holdout}
+max_examples = {max_examples}
 [index]
 threads = {threads}
 [models]
@@ -175,6 +176,14 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=2, help="samples per commit, both runs")
     parser.add_argument("--steps", type=int, default=12, help="SFT optimizer steps")
     parser.add_argument("--dpo-steps", type=int, default=3)
+    parser.add_argument(
+        "--holdout",
+        type=float,
+        default=0.35,
+        help="share of the newest commits held out for evaluation (a small "
+        "project needs more than the demo's 0.35 to reach evaluation.min_tasks)",
+    )
+    parser.add_argument("--max-examples", type=int, default=13, help="evaluation commits used")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--endpoint", help="the teacher's OpenAI-compatible base URL")
     parser.add_argument("--model", help="the teacher model (with --endpoint)")
@@ -194,6 +203,7 @@ def main() -> int:
     if not (home / "forge.toml").exists():
         (home / "forge.toml").write_text(SETTINGS.format(
             samples=args.samples, steps=args.steps, lr=args.lr, threads=args.threads,
+            holdout=args.holdout, max_examples=args.max_examples,
             manifest=models_manifest(home, args.threads)))  # fmt: skip
     started = time.monotonic()
     stage = args.stage
@@ -203,6 +213,11 @@ def main() -> int:
 
     forge(home, "datasets", "build", stage)
     own_rows = dataset(home, stage, "sft")
+    if own_rows is None:
+        print(f"no {stage} SFT dataset could be built from the campaign: is {args.name} an "
+              "evaluation package (forge status shows its split; build it with --split train)?",
+              file=sys.stderr)  # fmt: skip
+        return 1
     arms = {"own": evaluated(home, stage, trained(home, stage, own_rows["name"]))}
 
     teacher = teacher_package(home, args)
