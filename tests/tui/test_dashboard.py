@@ -268,7 +268,8 @@ class StandInDaemon:
 
     def daemon(self) -> dict:
         return {"state": self.state, "pid": 4242, "since": "2025-06-02T06:00:00+00:00",
-                "gpus": 4, "heavy_slots": 4, "campaign_window": "22:00-06:00",
+                "gpus": 4, "heavy_slots": 4, "job_gpus": {"5": ["0", "1", "2"]},
+                "campaign_window": "22:00-06:00",
                 "next_runs": {"ingest": "2025-06-02T08:30:00+00:00", "cycle": None}}  # fmt: skip
 
     def serve(self) -> None:
@@ -302,6 +303,7 @@ async def test_with_a_daemon_no_banner_and_pause_goes_through_its_socket(make_ap
             shown = screen_text(app)
             assert "forged paused" in shown and "22:00-06:00" in shown
             assert "next ingest      2025-06-02 08:30" in shown
+            assert "job #5           GPU 0, 1, 2" in shown  # the GPUs the job holds
             await go(pilot, "s")  # paused: s resumes
             assert {"command": "resume"} in daemon.asked
             messages = [n.message for n in app._notifications]

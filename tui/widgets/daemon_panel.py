@@ -30,6 +30,8 @@ class DaemonPanel(Static):
             facts.add_row("pid", str(daemon.get("pid", DASH)))
             facts.add_row("since", when(daemon.get("since")))
             facts.add_row("heavy slots", str(daemon.get("heavy_slots", DASH)))
+            for job, gpus in sorted((daemon.get("job_gpus") or {}).items()):
+                facts.add_row(f"job #{job}", "GPU " + ", ".join(gpus))  # the GPUs it holds
             facts.add_row("campaign window", daemon.get("campaign_window") or "any time")
             for schedule, at in sorted((daemon.get("next_runs") or {}).items()):
                 facts.add_row(f"next {schedule}", when(at) if at else "not scheduled")
