@@ -1,7 +1,13 @@
-"""forged leaves the GPUs `forge serve` holds (serve.gpus) to it: heavy jobs get the
-others, or none at all (the CPU) when serve holds every one."""
+"""forged and the GPUs: those `forge serve` holds (serve.gpus) are its alone, heavy jobs get
+the others (or none at all, the CPU, when serve holds every one); a job that spreads over
+devices holds every free one and puts a worker on each; what each worker does reaches the
+job's progress, the dashboard and `forge cycle`."""
 
 from __future__ import annotations
+
+import time
+
+import pytest
 
 from appliance.config import load_config
 from appliance.resources import job_gpus
@@ -112,3 +118,37 @@ def test_forge_cycle_shows_a_line_per_device_while_spread_and_none_after():
     assert [t.description for t in bars.bars.tasks][1].endswith("demo 5e6f7a8b (3 samples)")
     bars.workers({"0": "", "1": ""})
     assert bars.bars.tasks == []
+
+
+@pytest.mark.slow
+def test_forged_gives_a_campaign_every_free_gpu_and_puts_a_worker_on_each(tmp_path, monkeypatch):
+    """The whole path with CPU stand-ins for two GPUs (CUDA_VISIBLE_DEVICES=cpu0,cpu1 as
+    forged sees it): the campaign job holds both, status says so while it runs, and its
+    campaign runs one worker on each, the job's log naming what each did."""
+    from appliance.ops.control import request
+    from tests.daemon.test_forged import start, stop, wait_done
+    from tests.harness.conftest import DEMO, ingest_package, make_home
+
+    settings = ("[harness]\ngold_runs = 1\n[campaign]\nsamples = 1\nmax_tokens = 32\n"
+                "context_tokens = 256\n[cycle]\ncommits = 2\n")  # fmt: skip
+    config, db = make_home(tmp_path / "home", monkeypatch, settings)
+    ingest_package(config, db, DEMO)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "cpu0,cpu1")
+    proc = start(config)
+    try:
+        job_id = request(config, "run", kind="campaign")["job"]["id"]
+        held, deadline = None, time.monotonic() + 120
+        while held is None and time.monotonic() < deadline:
+            held = request(config, "status")["daemon"]["job_gpus"].get(str(job_id))
+            time.sleep(0.2)
+        job = wait_done(db, job_id, 300)
+    finally:
+        stop(proc)
+    assert held == ["cpu0", "cpu1"]
+    assert job.status == "done", job.error
+    log = (config.home / job.log).read_text()
+    assert "on GPU cpu0,cpu1" in log
+    workers = [line.split(" workers ", 1)[1] for line in log.splitlines() if " workers " in line]
+    assert any("cpu0: demo " in w for w in workers) and any("cpu1: demo " in w for w in workers)
+    assert workers[-1] == "cpu0: idle, cpu1: idle"
+    assert db.execute("SELECT COUNT(*) FROM triples").fetchone()[0] == 2
