@@ -16,7 +16,7 @@ from tests.harness.conftest import demo_home_with
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    settings = SETTINGS.replace("max_examples = 3", "max_examples = 2\nmax_tokens = 96")
+    settings = SETTINGS.replace("max_examples = 3", "max_examples = 2")  # answers: 96 tokens
     with demo_home_with(tmp_path_factory, "spread", settings) as (config, db):
         yield config, db
 
