@@ -197,8 +197,9 @@ class Daemon:
 
     def held_gpus(self) -> dict[str, list[str]]:
         """job id → the GPUs it holds (for status and the dashboard)."""
+        children = list(self.children.items())  # the work loop may change it meanwhile
         return {str(job_id): [self.job_gpus[s] for s in slots]
-                for job_id, (_, slots) in self.children.items() if self.gpus}  # fmt: skip
+                for job_id, (_, slots) in children if self.gpus}  # fmt: skip
 
     def slots_for(self, kind: str) -> tuple[int, ...]:
         """The slots a heavy job of this kind takes now: every free one when it spreads
